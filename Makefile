@@ -1,0 +1,35 @@
+# Eve — the two commands:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := .make
+
+.PHONY: run test setup setup-dev data
+
+run: setup data
+	$(PY) -m streamlit run app.py
+
+test: setup-dev data
+	$(PY) -m pytest
+
+setup: $(STAMP)/requirements
+setup-dev: $(STAMP)/requirements-dev $(STAMP)/chromium
+
+$(STAMP)/requirements: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	mkdir -p $(STAMP) && touch $@
+
+$(STAMP)/requirements-dev: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	mkdir -p $(STAMP) && touch $@ $(STAMP)/requirements
+
+# Browser tests drive Debian's Chromium, never a downloaded browser build.
+$(STAMP)/chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	mkdir -p $(STAMP) && touch $@
+
+# Builds the embedded default datasets when missing (progress bars; ~5 min on 2 cores).
+data: setup
+	$(PY) -m engine build-data

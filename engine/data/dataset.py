@@ -1,0 +1,284 @@
+"""A dataset folder: NIfTI volumes plus a `features.csv` (the image layer over `slicing`).
+
+`features.csv` has one row per image:
+
+* `file` (required): path of the `.nii`/`.nii.gz` file, relative to the folder;
+* `subject` (optional): a unique ID; defaults to the file name without its extension;
+* `split` (optional): `train` / `test`, used by Eve's training scripts;
+* columns whose name starts with `label` (optional): targets, never scored as features;
+* every other column is a feature. A column whose values are all numbers is numeric; a
+  column with no numbers at all is categorical (e.g. `sex` = F/M); a column that mixes
+  numbers and text, or has empty cells, is an error naming the row.
+
+`load_dataset` checks the table and every file's header up front, so a folder either
+loads whole or raises one `DatasetError` naming the file/row and the fix. Voxel data is
+read lazily (`check_voxels=True` reads and checks every volume at load time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.data.slicing import SliceSpec, model_input
+from engine.errors import DatasetError
+
+RESERVED_COLUMNS = ("subject", "file", "split")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _reason(exc: Exception) -> str:
+    """An exception's text on one line (nibabel's messages span several)."""
+    return " ".join(str(exc).split())
+
+
+def _is_label(column: str) -> bool:
+    return column.startswith("label")
+
+
+def _subject_from_file(name: str) -> str:
+    base = Path(name).name
+    for suffix in NIFTI_SUFFIXES[::-1]:  # longest first
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def _read_table(csv_path: Path) -> pd.DataFrame:
+    if not csv_path.is_file():
+        raise DatasetError(
+            f"No features.csv in {csv_path.parent}: add a features.csv with a 'file' column "
+            "naming each NIfTI volume and one column per feature."
+        )
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DatasetError(
+            f"{csv_path} is not a readable CSV ({_reason(exc)}): save it as plain comma-separated text."
+        ) from exc
+    table.columns = [c.strip() for c in table.columns]
+    if "file" not in table.columns:
+        raise DatasetError(
+            f"{csv_path} has no 'file' column (columns: {', '.join(table.columns) or 'none'}): "
+            "add a 'file' column with each volume's path relative to the folder."
+        )
+    if table.empty:
+        raise DatasetError(f"{csv_path} has no rows: add one row per volume.")
+    if "subject" not in table.columns:
+        table.insert(0, "subject", [_subject_from_file(f) for f in table["file"]])
+    duplicated = table["subject"][table["subject"].duplicated()]
+    if len(duplicated):
+        row = int(duplicated.index[0]) + 2  # +1 header, +1 one-based
+        raise DatasetError(
+            f"{csv_path}: subject ID {duplicated.iloc[0]!r} appears more than once (row {row}): "
+            "give every row a unique subject ID."
+        )
+    return table
+
+
+def _parse_features(table: pd.DataFrame, csv_path: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Convert feature and label columns: numeric where every value is a number."""
+    numeric, categorical = [], []
+    converted = table.copy()
+    for column in table.columns:
+        if column in RESERVED_COLUMNS:
+            continue
+        text = table[column].str.strip()
+        empty = text == ""
+        if empty.any():
+            row = int(np.flatnonzero(empty.to_numpy())[0]) + 2
+            raise DatasetError(
+                f"{csv_path}: column {column!r} is empty in row {row}: fill the value or remove the row."
+            )
+        values = pd.to_numeric(text, errors="coerce")
+        is_number = values.notna().to_numpy()
+        if is_number.all():
+            if not np.isfinite(values.to_numpy(dtype=float)).all():
+                row = int(np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))[0]) + 2
+                raise DatasetError(
+                    f"{csv_path}: column {column!r} has a non-finite value in row {row}: use a finite number."
+                )
+            converted[column] = values.astype(float)
+            if not _is_label(column):
+                numeric.append(column)
+        elif is_number.any():
+            row = int(np.flatnonzero(~is_number)[0]) + 2
+            raise DatasetError(
+                f"{csv_path}: column {column!r} mixes numbers and text; row {row} has "
+                f"{text.iloc[row - 2]!r}: make every value a number (or every value a category name)."
+            )
+        else:
+            converted[column] = text
+            if not _is_label(column):
+                categorical.append(column)
+    return converted, numeric, categorical
+
+
+def _check_header(path: Path, row: int) -> tuple[int, ...]:
+    if not path.is_file():
+        raise DatasetError(f"Row {row}: file {path} does not exist: fix the path in features.csv or add the file.")
+    if not path.name.endswith(NIFTI_SUFFIXES):
+        raise DatasetError(f"Row {row}: {path.name} is not a NIfTI file (.nii or .nii.gz): convert it to NIfTI.")
+    try:
+        image = nib.load(path)
+    except Exception as exc:  # nibabel raises several types for a bad header
+        raise DatasetError(
+            f"Row {row}: {path.name} is not a readable NIfTI file ({_reason(exc)}): re-export the volume."
+        ) from exc
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) not in (2, 3):
+        raise DatasetError(
+            f"Row {row}: {path.name} has {len(shape)} dimensions {shape}; Eve needs a 2D image or a 3D volume: "
+            "export one volume (e.g. one time point) per file."
+        )
+    if min(shape) < 2:
+        raise DatasetError(f"Row {row}: {path.name} has shape {shape}, too thin to slice: check the export.")
+    return shape
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset folder. Build with `load_dataset`."""
+
+    root: Path
+    table: pd.DataFrame  # one row per image; numeric columns as float
+    numeric_features: list[str]
+    categorical_features: list[str]
+    shapes: list[tuple[int, ...]]
+    truth: dict | None = None  # contents of truth.json for Eve's synthetic sets
+    _stacks: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def features(self) -> list[str]:
+        return self.numeric_features + self.categorical_features
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [c for c in self.table.columns if _is_label(c)]
+
+    @property
+    def subjects(self) -> list[str]:
+        return self.table["subject"].tolist()
+
+    @property
+    def is_3d(self) -> bool:
+        return len(self.shapes[0]) == 3
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def index_of(self, subject: str) -> int:
+        matches = np.flatnonzero(self.table["subject"].to_numpy() == subject)
+        if not len(matches):
+            raise DatasetError(f"Unknown subject {subject!r} in {self.name}: choose one listed in features.csv.")
+        return int(matches[0])
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Row indices of a split; every row when the table has no `split` column."""
+        if "split" not in self.table.columns:
+            return np.arange(len(self))
+        return np.flatnonzero(self.table["split"].to_numpy() == split)
+
+    def feature_values(self, name: str) -> np.ndarray:
+        if name not in self.table.columns or name in RESERVED_COLUMNS:
+            raise DatasetError(f"Unknown feature {name!r} in {self.name}: choose one of {', '.join(self.features)}.")
+        return self.table[name].to_numpy()
+
+    def load_image(self, subject: str | int) -> nib.Nifti1Image:
+        """The subject's image in RAS+ orientation, voxel data checked (finite)."""
+        row = subject if isinstance(subject, (int, np.integer)) else self.index_of(subject)
+        path = self.root / self.table["file"].iloc[row]
+        try:
+            image = nib.as_closest_canonical(nib.load(path)) if len(self.shapes[row]) == 3 else nib.load(path)
+            data = np.asarray(image.dataobj, dtype=np.float32)
+        except Exception as exc:
+            raise DatasetError(
+                f"Row {row + 2}: {path.name} could not be read ({_reason(exc)}): the file is corrupt; re-export it."
+            ) from exc
+        if data.ndim == 4:
+            data = data[..., 0]
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise DatasetError(
+                f"Row {row + 2}: {path.name} has {int(bad.sum())} NaN/Inf voxels: "
+                "replace them (e.g. with 0) before loading."
+            )
+        return nib.Nifti1Image(data, image.affine, image.header)
+
+    def volume(self, subject: str | int) -> tuple[np.ndarray, np.ndarray]:
+        """(voxel array float32 in RAS+, affine)."""
+        image = self.load_image(subject)
+        return np.asarray(image.dataobj, dtype=np.float32), image.affine
+
+    def model_inputs(self, spec: SliceSpec, rows=None) -> torch.Tensor:
+        """Normalised 2D slices for `rows` (default all) as a (N, 1, size, size) float32 tensor.
+
+        The full stack for a spec is computed once and cached in memory and on disk
+        (`<folder>/.eve_cache/`), keyed by the files' names, sizes and modification times.
+        """
+        stack = self._stack(spec)
+        return stack if rows is None else stack[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha1()
+        for name in self.table["file"]:
+            stat = (self.root / name).stat()
+            h.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        return h.hexdigest()[:16]
+
+    def _stack(self, spec: SliceSpec) -> torch.Tensor:
+        if spec.key in self._stacks:
+            return self._stacks[spec.key]
+        cache = self.root / ".eve_cache" / f"{spec.key}-{self._fingerprint()}.npy"
+        if cache.is_file():
+            stack = torch.from_numpy(np.load(cache))
+        else:
+            slices = []
+            for row in range(len(self)):
+                data, affine = self.volume(row)
+                slices.append(model_input(data, affine, spec))
+            stack = torch.cat(slices)
+            try:
+                cache.parent.mkdir(exist_ok=True)
+                np.save(cache, stack.numpy())
+            except OSError:
+                pass  # a read-only folder still works, only slower next time
+        self._stacks[spec.key] = stack
+        return stack
+
+
+def load_dataset(folder: str | Path, *, check_voxels: bool = False) -> Dataset:
+    """Load and check a dataset folder (see the module docstring for the CSV format).
+
+    Raises `DatasetError` naming the file/row and the fix; never returns a half-loaded set.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder: point Eve at a folder with NIfTI files and features.csv.")
+    csv_path = root / "features.csv"
+    table = _read_table(csv_path)
+    table, numeric, categorical = _parse_features(table, csv_path)
+    shapes = [_check_header(root / name, row + 2) for row, name in enumerate(table["file"])]
+    ndims = {len(s) for s in shapes}
+    if len(ndims) > 1:
+        raise DatasetError(f"{root} mixes 2D images and 3D volumes: keep one kind per dataset.")
+    truth_path = root / "truth.json"
+    truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
+    dataset = Dataset(root, table.reset_index(drop=True), numeric, categorical, shapes, truth)
+    if check_voxels:
+        for row in range(len(dataset)):
+            dataset.load_image(row)
+    return dataset

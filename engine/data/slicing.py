@@ -1,0 +1,140 @@
+"""From a volume to a 2D model input: the array layer (pure numpy/torch, no file I/O).
+
+Conventions, used everywhere in Eve:
+
+* Volumes are first brought to RAS+ voxel order (`nibabel.as_closest_canonical`), so
+  axis 0 runs left→right, axis 1 posterior→anterior, axis 2 inferior→superior.
+* A 2D slice is returned as an image array of shape (rows, cols) in *neurological*
+  convention: the patient's left on the image's left; anterior (axial) or superior
+  (coronal, sagittal) at the top. Radiological display is a left-right flip done by the UI.
+* A 2D dataset (one image per file, e.g. `shapes`) is treated as a single axial slice.
+
+Intensity normalisation rule (`normalise_intensity`): per volume, divide by the 99th
+percentile of its non-zero voxels and clip to [0, 1]. It is computed on the whole
+volume, not the slice, so all slices of a subject share one scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.errors import EveInputError
+
+PLANES = ("axial", "coronal", "sagittal")
+# voxel axis that a plane cuts across, in RAS+ order
+PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+# Named anatomical slices as world (MNI, mm) coordinates along the plane's axis.
+# They work for any cohort registered to MNI space, whatever its voxel grid.
+NAMED_SLICES: dict[str, tuple[str, float]] = {
+    "ventricles": ("axial", 16.0),  # axial cut through the bodies of the lateral ventricles
+    "hippocampus": ("coronal", -22.0),  # coronal cut through both hippocampal bodies
+    "midline": ("sagittal", 0.0),  # mid-sagittal plane
+    "basal-ganglia": ("axial", 4.0),
+}
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """Which 2D image a model sees: a plane, a slice (voxel index or a name in
+    `NAMED_SLICES`, or None for the middle slice) and the square output size."""
+
+    plane: str = "axial"  # one of PLANES
+    index: int | str | None = "ventricles"  # voxel index, named slice, or None (middle)
+    size: int = 64  # output is (size, size)
+
+    def __post_init__(self):
+        if self.plane not in PLANES:
+            raise EveInputError(f"Unknown plane {self.plane!r}: use one of {', '.join(PLANES)}.")
+        if isinstance(self.index, str):
+            if self.index not in NAMED_SLICES:
+                raise EveInputError(
+                    f"Unknown named slice {self.index!r}: use a voxel index or one of {', '.join(NAMED_SLICES)}."
+                )
+            if NAMED_SLICES[self.index][0] != self.plane:
+                raise EveInputError(
+                    f"Named slice {self.index!r} is a {NAMED_SLICES[self.index][0]} slice, "
+                    f"not {self.plane}: change the plane or the slice."
+                )
+        if not 8 <= int(self.size) <= 512:
+            raise EveInputError(f"Slice size {self.size} is out of range: use 8 to 512 pixels.")
+
+    @property
+    def key(self) -> str:
+        return f"{self.plane}-{self.index}-{self.size}"
+
+
+def normalise_intensity(volume: np.ndarray) -> np.ndarray:
+    """Divide by the 99th percentile of non-zero voxels and clip to [0, 1] (float32)."""
+    volume = np.asarray(volume, dtype=np.float32)
+    foreground = volume[volume > 0]
+    scale = np.percentile(foreground, 99) if foreground.size else 0.0
+    if scale <= 0:
+        return np.zeros_like(volume)
+    return np.clip(volume / scale, 0.0, 1.0)
+
+
+def slice_index(shape: tuple[int, ...], affine: np.ndarray, plane: str, index) -> int:
+    """Voxel index along `plane`'s axis for an int, a named slice or None (middle)."""
+    axis = PLANE_AXIS[plane]
+    n = shape[axis]
+    if index is None:
+        return n // 2
+    if isinstance(index, str):
+        _, world_mm = NAMED_SLICES[index]
+        # voxel coordinate of the world point along this axis (RAS+ affine: diagonal-dominant)
+        point = np.zeros(4)
+        point[axis] = world_mm
+        point[3] = 1.0
+        voxel = np.linalg.solve(affine, point)
+        return int(np.clip(round(voxel[axis]), 0, n - 1))
+    index = int(index)
+    if not 0 <= index < n:
+        raise EveInputError(
+            f"Slice index {index} is outside the volume's {plane} range 0..{n - 1}: choose an index inside it."
+        )
+    return index
+
+
+def extract_slice(volume: np.ndarray, affine: np.ndarray, plane: str, index) -> np.ndarray:
+    """A 2D (rows, cols) image in neurological convention from a RAS+ 3D volume.
+
+    A 2D array is returned as is (after the same display orientation as an axial slice).
+    """
+    if volume.ndim == 2:
+        return np.ascontiguousarray(volume.T[::-1])
+    k = slice_index(volume.shape, affine, plane, index)
+    if plane == "axial":
+        cut = volume[:, :, k]  # (x, y)
+    elif plane == "coronal":
+        cut = volume[:, k, :]  # (x, z)
+    else:
+        cut = volume[k, :, :]  # (y, z)
+    # rows = second axis, top = anterior/superior
+    return np.ascontiguousarray(cut.T[::-1])
+
+
+def to_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad (B, C, H, W) to a centred square, then resize to (size, size).
+
+    Padding first keeps the anatomy's aspect ratio; antialiased bilinear resizing avoids
+    aliasing when downsampling.
+    """
+    h, w = image.shape[-2:]
+    side = max(h, w)
+    pad_h, pad_w = side - h, side - w
+    image = F.pad(image, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+    if side == size:
+        return image
+    return F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def model_input(volume: np.ndarray, affine: np.ndarray, spec: SliceSpec) -> torch.Tensor:
+    """One volume → its normalised, resized slice as a (1, 1, size, size) float32 tensor."""
+    image = extract_slice(normalise_intensity(volume), affine, spec.plane, spec.index)
+    tensor = torch.from_numpy(image.copy())[None, None]
+    return to_square(tensor, spec.size).clamp_(0.0, 1.0)
