@@ -214,7 +214,7 @@ def test_render_synthbrain_slices_for_a_person_to_look_at(synthbrain):
         volume = normalise_intensity(volume)
         cuts = [
             extract_slice(volume, affine, p, i)
-            for p, i in (("axial", "ventricles"), ("coronal", "hippocampus"), ("sagittal", 6))
+            for p, i in (("axial", "ventricles"), ("coronal", "hippocampus"), ("sagittal", 34))
         ]
         side = max(max(c.shape) for c in cuts)
         tiles.append(np.concatenate([np.pad(c, ((0, side - c.shape[0]), (0, side - c.shape[1]))) for c in cuts], 1))

@@ -216,7 +216,9 @@ class Dataset:
                 f"Row {row + 2}: {path.name} has {int(bad.sum())} NaN/Inf voxels: "
                 "replace them (e.g. with 0) before loading."
             )
-        return nib.Nifti1Image(data, image.affine, image.header)
+        header = image.header.copy()
+        header.set_data_dtype(np.float32)  # voxels are returned as float32, whatever the file stores
+        return nib.Nifti1Image(data, image.affine, header)
 
     def volume(self, subject: str | int) -> tuple[np.ndarray, np.ndarray]:
         """(voxel array float32 in RAS+, affine)."""

@@ -8,8 +8,9 @@ nilearn ships inside its package (no download). Per subject:
    head scale (men larger), lateral-ventricle enlargement (grows with age),
    hippocampal atrophy (grows with age), global grey-matter atrophy (grows with age);
 3. one smooth backward warp applied to the template and to every tissue/structure map:
-   global scaling about the brain centre, then a Gaussian-windowed radial expansion
-   around the ventricles and a contraction around each hippocampus;
+   global scaling about the brain centre, then the ventricles' surface pushed outward along
+   its normal (enlargement) and a Gaussian-windowed contraction around each hippocampus;
+   both calibrated so the measured volume factor is the requested one;
 4. grey-matter atrophy turns a fraction of grey matter into CSF (intensity and volume);
 5. nuisances: a smooth multiplicative bias field, a contrast (gamma) change, Rician noise.
 
@@ -31,12 +32,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy.ndimage import gaussian_filter, map_coordinates
+from scipy.ndimage import distance_transform_edt, gaussian_filter, map_coordinates
 
 VOXEL_ML = 8.0 / 1000.0  # a 2 mm isotropic voxel in mL
 BRAIN_CENTRE_MM = np.array([0.0, -18.0, 8.0])
-VENTRICLE_CENTRE_MM = np.array([0.0, -10.0, 14.0])
-VENTRICLE_SIGMA_MM = np.array([16.0, 30.0, 14.0])  # warp window, wider along y (long axis)
+VENTRICLE_REACH_MM = 15.0  # how far outside the ventricles their enlargement pushes tissue
 HIPPOCAMPUS_CENTRES_MM = (np.array([-27.0, -22.0, -14.0]), np.array([27.0, -22.0, -14.0]))
 HIPPOCAMPUS_SEMI_AXES_MM = np.array([5.0, 17.0, 6.0])  # ellipsoid used to define the structure
 HIPPOCAMPUS_SIGMA_MM = np.array([7.0, 16.0, 8.0])
@@ -52,8 +52,8 @@ class Trends:
     age_ref: float = 72.0
     head_scale_male: float = 0.045  # linear head scale: 1 + male·0.045 + N(0, head_scale_sd²)
     head_scale_sd: float = 0.035
-    ventricle_log_slope: float = 0.035  # per year; ≈ ×1.9 from 72 to 90
-    ventricle_log_sd: float = 0.30
+    ventricle_log_slope: float = 0.030  # per year; ≈ ×1.7 from 72 to 90
+    ventricle_log_sd: float = 0.25
     hippocampus_log_slope: float = -0.015  # per year
     hippocampus_log_sd: float = 0.12
     gm_atrophy_slope: float = 0.004  # fraction of GM lost per year over 72
@@ -98,6 +98,57 @@ class Template:
             d = (self.world - centre[:, None, None, None]) / HIPPOCAMPUS_SEMI_AXES_MM[:, None, None, None]
             hippocampus += (np.sum(d**2, axis=0) <= 1.0).astype(np.float32)
         self.hippocampus = np.clip(hippocampus, 0, 1) * (self.gm > 0.3)
+        # signed distance to the ventricles' surface (mm, negative inside) and its unit normal
+        inside = self.ventricles > 0
+        distance = 2.0 * (distance_transform_edt(~inside) - distance_transform_edt(inside))
+        self.ventricle_distance = gaussian_filter(distance, 1.0).astype(np.float32)
+        gradient = np.stack(np.gradient(self.ventricle_distance))
+        self.ventricle_normal = (gradient / (np.linalg.norm(gradient, axis=0) + 1e-6)).astype(np.float32)
+        # neither warp changes a volume by an exactly known amount:
+        # calibrate once so a requested volume factor gives that measured factor
+        self.calibration = {
+            "ventricles": self._calibrate(self.ventricles, self.inflate_ventricles, np.linspace(-3.0, 9.0, 25)),
+            "hippocampus": self._calibrate(self.hippocampus, _shrink_hippocampi, np.linspace(0.55, 2.0, 25)),
+        }
+
+    def to_voxels(self, points: np.ndarray) -> np.ndarray:
+        inverse = np.linalg.inv(self.affine)
+        return np.tensordot(inverse[:3, :3], points, axes=1) + inverse[:3, 3][:, None, None, None]
+
+    def inflate_ventricles(self, points: np.ndarray, thickness: float) -> np.ndarray:
+        """Backward map moving the ventricles' surface outward by `thickness` mm (inward if < 0).
+
+        Each point samples from `thickness`·w(D) further in along the surface normal, with
+        w = 1 inside and fading to 0 at VENTRICLE_REACH_MM outside, so nearby tissue is pushed
+        away rather than magnified. An enlarging sample never goes deeper than 1 mm inside,
+        so thin (slit-like) ventricles are not read across.
+        """
+        voxels = self.to_voxels(points)
+        distance = map_coordinates(self.ventricle_distance, voxels, order=1, mode="nearest")
+        move = thickness * np.clip(1.0 - np.maximum(distance, 0.0) / VENTRICLE_REACH_MM, 0.0, 1.0)
+        if thickness > 0:
+            move = np.clip(np.minimum(move, distance + 1.0), 0.0, None)
+        moved = move != 0  # only points within reach move: look up normals for those alone
+        normal = np.stack(
+            [map_coordinates(g, voxels[:, moved], order=1, mode="nearest") for g in self.ventricle_normal]
+        )
+        out = points.copy()
+        out[:, moved] -= move[moved] * normal
+        return out
+
+    def _calibrate(self, mask: np.ndarray, warp, parameters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log measured volume factor, warp parameter) over a grid of parameters, for np.interp."""
+        # the warps only move points near the structure: measure on its bounding box + 30 mm
+        found = np.argwhere(mask > 0)
+        lo, hi = np.maximum(found.min(0) - 15, 0), found.max(0) + 16
+        box = self.world[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        factors = [map_coordinates(mask, self.to_voxels(warp(box, p)), order=1).sum() / mask.sum() for p in parameters]
+        return np.log(np.maximum.accumulate(factors)), parameters
+
+    def warp_parameter(self, structure: str, volume_factor: float) -> float:
+        """Warp parameter whose measured volume factor on the template is `volume_factor`."""
+        log_factors, parameters = self.calibration[structure]
+        return float(np.interp(np.log(volume_factor), log_factors, parameters))
 
     def _world_grid(self) -> np.ndarray:
         ijk = np.indices(self.shape, dtype=np.float32).reshape(3, -1)
@@ -119,6 +170,12 @@ def _radial_warp(points: np.ndarray, centre: np.ndarray, sigma: np.ndarray, scal
     d = points - centre[:, None, None, None]
     w = np.exp(-0.5 * np.sum((d / sigma[:, None, None, None]) ** 2, axis=0))
     return points - w * (1.0 - 1.0 / scale) * d
+
+
+def _shrink_hippocampi(points: np.ndarray, scale: float) -> np.ndarray:
+    for centre in HIPPOCAMPUS_CENTRES_MM:
+        points = _radial_warp(points, centre, HIPPOCAMPUS_SIGMA_MM, scale)
+    return points
 
 
 def _bias_field(shape: tuple[int, int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:
@@ -158,12 +215,11 @@ def synthesize_subject(template: Template, latent: dict, rng: np.random.Generato
     points = (
         BRAIN_CENTRE_MM[:, None, None, None] + (points - BRAIN_CENTRE_MM[:, None, None, None]) / latent["head_scale"]
     )
-    # linear scale of a local region = cube root of its volume factor
-    points = _radial_warp(points, VENTRICLE_CENTRE_MM, VENTRICLE_SIGMA_MM, latent["ventricle_scale"] ** (1 / 3))
-    for centre in HIPPOCAMPUS_CENTRES_MM:
-        points = _radial_warp(points, centre, HIPPOCAMPUS_SIGMA_MM, latent["hippocampus_scale"] ** (1 / 3))
-    inverse = np.linalg.inv(template.affine)
-    voxels = np.tensordot(inverse[:3, :3], points, axes=1) + inverse[:3, 3][:, None, None, None]
+    # ventricle_scale / hippocampus_scale are volume factors; the warp takes a calibrated linear scale
+    # ventricle_scale / hippocampus_scale are volume factors; each warp takes a calibrated parameter
+    points = template.inflate_ventricles(points, template.warp_parameter("ventricles", latent["ventricle_scale"]))
+    points = _shrink_hippocampi(points, template.warp_parameter("hippocampus", latent["hippocampus_scale"]))
+    voxels = template.to_voxels(points)
 
     def warp(volume: np.ndarray) -> np.ndarray:
         return map_coordinates(volume, voxels, order=1, mode="constant", cval=0.0).astype(np.float32)
@@ -256,8 +312,8 @@ def build(
         "trends": asdict(trends),
         "warp": {
             "brain_centre_mm": BRAIN_CENTRE_MM.tolist(),
-            "ventricle_centre_mm": VENTRICLE_CENTRE_MM.tolist(),
-            "ventricle_sigma_mm": VENTRICLE_SIGMA_MM.tolist(),
+            "ventricles": "surface moved along the distance-field normal, fading over ventricle_reach_mm",
+            "ventricle_reach_mm": VENTRICLE_REACH_MM,
             "hippocampus_centres_mm": [c.tolist() for c in HIPPOCAMPUS_CENTRES_MM],
             "hippocampus_sigma_mm": HIPPOCAMPUS_SIGMA_MM.tolist(),
         },
