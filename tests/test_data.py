@@ -346,3 +346,13 @@ def test_slice_index_out_of_range(small_folder):
     dataset = load_dataset(small_folder)
     with pytest.raises(EveInputError, match="outside the volume's axial range 0..9"):
         dataset.model_inputs(SliceSpec("axial", 10, 16))
+
+
+def test_header_checks_are_remembered_until_a_file_changes(small_folder):
+    load_dataset(small_folder)
+    assert len(list((small_folder / ".eve_cache").glob("headers-*.json"))) == 1
+    load_dataset(small_folder)  # unchanged files: the same cache entry
+    assert len(list((small_folder / ".eve_cache").glob("headers-*.json"))) == 1
+    nib.save(nib.Nifti1Image(np.ones((5, 6, 7, 3), np.float32), np.eye(4)), small_folder / "s3.nii.gz")
+    with pytest.raises(DatasetError, match="dimensions"):  # the changed file is checked again
+        load_dataset(small_folder)

@@ -145,6 +145,32 @@ def _check_header(path: Path, row: int) -> tuple[int, ...]:
     return shape
 
 
+def _fingerprint(root: Path, files) -> str:
+    """Hash of the files' names, sizes and modification times: keys the on-disk caches."""
+    h = hashlib.sha1()
+    for name in files:
+        stat = (root / name).stat()
+        h.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_headers(root: Path, files) -> list[tuple[int, ...]]:
+    """Every file's checked shape; remembered in `.eve_cache/` for an unchanged set of files."""
+    for row, name in enumerate(files):  # a missing file has no fingerprint: report it first
+        if not (root / name).is_file():
+            _check_header(root / name, row + 2)
+    cache = root / ".eve_cache" / f"headers-{_fingerprint(root, files)}.json"
+    if cache.is_file():
+        return [tuple(shape) for shape in json.loads(cache.read_text())]
+    shapes = [_check_header(root / name, row + 2) for row, name in enumerate(files)]
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        cache.write_text(json.dumps(shapes))
+    except OSError:
+        pass  # a read-only folder still works, only slower next time
+    return shapes
+
+
 @dataclass
 class Dataset:
     """A loaded dataset folder. Build with `load_dataset`."""
@@ -235,11 +261,7 @@ class Dataset:
         return stack if rows is None else stack[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
 
     def _fingerprint(self) -> str:
-        h = hashlib.sha1()
-        for name in self.table["file"]:
-            stat = (self.root / name).stat()
-            h.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-        return h.hexdigest()[:16]
+        return _fingerprint(self.root, self.table["file"])
 
     def _stack(self, spec: SliceSpec) -> torch.Tensor:
         if spec.key in self._stacks:
@@ -273,7 +295,7 @@ def load_dataset(folder: str | Path, *, check_voxels: bool = False) -> Dataset:
     csv_path = root / "features.csv"
     table = _read_table(csv_path)
     table, numeric, categorical = _parse_features(table, csv_path)
-    shapes = [_check_header(root / name, row + 2) for row, name in enumerate(table["file"])]
+    shapes = _check_headers(root, list(table["file"]))
     ndims = {len(s) for s in shapes}
     if len(ndims) > 1:
         raise DatasetError(f"{root} mixes 2D images and 3D volumes: keep one kind per dataset.")
