@@ -16,6 +16,35 @@ def _build_data(args: argparse.Namespace) -> None:
         print(f"{name}: {path}")
 
 
+def _score(args: argparse.Namespace) -> None:
+    from engine.report import run_score_command
+
+    run_score_command(args)
+
+
+def _train_diffusion(args: argparse.Namespace) -> None:
+    from engine.diffusion.train import TrainConfig, train_diffusion
+
+    overrides = {k: getattr(args, k) for k in ("steps", "n_extra", "components", "threads", "seed")}
+    config = TrainConfig(dataset=args.dataset, **{k: v for k, v in overrides.items() if v is not None})
+    train_diffusion(config)
+
+
+def _train_classifier(args: argparse.Namespace) -> None:
+    import torch
+
+    from engine.models.train import RECIPES, train_recipe
+
+    torch.set_num_threads(args.threads)
+    names = list(RECIPES) if args.all else args.names
+    if not names:
+        raise EveInputError(f"Name a zoo model to rebuild ({', '.join(RECIPES)}) or pass --all.")
+    for name in names:
+        card = train_recipe(name, args.out)
+        metrics = {k: round(v, 3) for k, v in card["metrics"].items() if isinstance(v, float)}
+        print(f"{name}: held-out {metrics}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -24,6 +53,57 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("names", nargs="*", help="shapes and/or synthbrain (default: both)")
     build.add_argument("--force", action="store_true", help="rebuild even if present")
     build.set_defaults(run=_build_data)
+
+    score = commands.add_parser(
+        "score",
+        help="explained-variance scores S(A) of a model's outputs for each feature, with CIs",
+        description="Compute S(A) = Var(E[Y|A]) / Var(Y) for every feature A and model output Y over a dataset; "
+        "write JSON (or a standalone HTML report) and a CSV beside it.",
+    )
+    score.add_argument("--data", required=True, help="an embedded dataset (shapes, synthbrain) or a dataset folder")
+    score.add_argument("--model", required=True, help="a built-in model name or a TorchScript file (.pt)")
+    score.add_argument("--features", default=None, help="comma-separated features (default: every feature)")
+    score.add_argument("--out", required=True, help="report path (.json or .html); the CSV goes beside it")
+    score.add_argument("--format", choices=("json", "html"), default=None,
+                       help="report format (default: html for an .html --out, else json)")
+    score.add_argument("--plane", choices=("axial", "coronal", "sagittal"), default=None,
+                       help="TorchScript only: slice plane (default axial; built-in models use their card)")
+    score.add_argument("--slice", default=None,
+                       help="TorchScript only: voxel index, a named slice (e.g. ventricles) or middle (default)")
+    score.add_argument("--size", type=int, default=None, help="TorchScript only: input side in pixels (default 64)")
+    score.add_argument("--split", choices=("test", "all"), default="test",
+                       help="rows to score: the test split (default; every row without a split column) or all")
+    score.add_argument("--n-boot", type=int, default=200, help="bootstrap draws for the 95%% CI (0: none)")
+    score.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of diffusion sampling)")
+    score.add_argument("--output", default=None, help="score only this output (name or index; default: all)")
+    score.add_argument("--method", choices=("data", "diffusion"), default="data",
+                       help="data: group the dataset's outputs (default); diffusion: sample p(x | A = a)")
+    score.add_argument("--diffusion", default=None, help="diffusion method: its model (default: the --data name)")
+    score.add_argument("--k-values", type=int, default=8, help="diffusion method: feature values K (default 8)")
+    score.add_argument("--n-per-value", type=int, default=32, help="diffusion method: samples per value (default 32)")
+    score.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    score.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    score.set_defaults(run=_score)
+
+    diffusion = commands.add_parser(
+        "train-diffusion",
+        help="train the conditional latent diffusion model of a dataset (weights + card in assets/diffusion/)",
+    )
+    diffusion.add_argument("dataset", choices=("synthbrain", "shapes"))
+    diffusion.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the card's recipe)")
+    diffusion.add_argument("--n-extra", type=int, default=None,
+                           help="synthbrain: extra subjects from Eve's generator (default 3000; 0 = data only)")
+    diffusion.add_argument("--components", type=int, default=None, help="PCA components of the latent space")
+    diffusion.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    diffusion.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    diffusion.set_defaults(run=_train_diffusion)
+
+    train = commands.add_parser("train-classifier", help="rebuild zoo models (weights + card in assets/models/)")
+    train.add_argument("names", nargs="*", help="zoo model names (see engine.models.train.RECIPES)")
+    train.add_argument("--all", action="store_true", help="rebuild every zoo model")
+    train.add_argument("--out", default=None, help="output folder (default: assets/models/)")
+    train.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: deterministic, shared)")
+    train.set_defaults(run=_train_classifier)
 
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,188 @@
+"""Eve's built-in model architectures: a small CNN and glass-box read-outs.
+
+Every model follows Eve's model contract: (B, 1, S, S) float32 images in [0, 1] →
+(B, K) float32 outputs (logits for a classifier, K = 1 for a binary one).
+
+Attribution-friendly by construction (captum's hook-based methods need it):
+
+* every non-linearity is its own `nn.ReLU` / `nn.Sigmoid` module, never re-used and
+  never in place (DeepLift, GuidedBackprop);
+* every model names the layer Grad-CAM should look at in `cam_layer`.
+
+Glass-box models have no trained weights: their output is an exact, differentiable
+function of the image, stated in `formula()` and recorded in the model card, so Eve's
+scores can be checked against a known read-out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# 1. a small CNN -----------------------------------------------------------------------
+
+
+class SmallCNN(nn.Module):
+    """conv3×3 → BN → ReLU → maxpool ×len(widths), then a small MLP head.
+
+    Args:
+        size: input side S (the image is (B, 1, S, S)); recorded for the card, any S works.
+        outputs: K, number of outputs.
+        widths: channels of each conv block; each block halves the side.
+        pooled: side of the adaptive average pool before the head (keeps coarse position).
+        hidden: width of the head's hidden layer (0: a linear head).
+        dropout: dropout before the last layer (inactive in eval mode).
+    """
+
+    __jit_unused_properties__ = ["cam_layer"]  # lets torch.jit.script skip it
+
+    def __init__(self, size: int = 64, outputs: int = 1, widths: tuple[int, ...] = (8, 16, 32),
+                 pooled: int = 4, hidden: int = 32, dropout: float = 0.2):
+        super().__init__()
+        blocks, channels = [], 1
+        for width in widths:
+            blocks += [
+                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            channels = width
+        self.features = nn.Sequential(*blocks)  # (B, C, S / 2**L, S / 2**L)
+        self.pool = nn.AdaptiveAvgPool2d(pooled)  # (B, C, pooled, pooled)
+        flat = channels * pooled * pooled
+        if hidden:
+            head = [nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, outputs)]
+        else:  # a linear read-out of the pooled feature map
+            head = [nn.Flatten(), nn.Dropout(dropout), nn.Linear(flat, outputs)]
+        self.head = nn.Sequential(*head)
+        self.size = size
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The last conv block's ReLU: Grad-CAM's usual choice (last spatial feature map)."""
+        return [m for m in self.features if isinstance(m, nn.ReLU)][-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, K)
+        return self.head(self.pool(self.features(x)))
+
+
+# 2. glass-box read-outs ----------------------------------------------------------------
+
+
+def _window_mask(size: int, window: tuple[int, int, int, int] | None) -> torch.Tensor:
+    """(1, 1, S, S) mask that is 1 on rows r0:r1, cols c0:c1 (half open), or everywhere."""
+    mask = torch.zeros(1, 1, size, size)
+    if window is None:
+        mask[:] = 1.0
+    else:
+        r0, r1, c0, c1 = window
+        mask[..., r0:r1, c0:c1] = 1.0
+    return mask
+
+
+def _border_mask(size: int, border: int) -> torch.Tensor:
+    mask = torch.ones(1, 1, size, size)
+    mask[..., border:size - border, border:size - border] = 0.0
+    return mask
+
+
+class DarkPixelCount(nn.Module):
+    """Soft count of dark pixels inside a fixed window.
+
+        y = Σ_{(r, c) ∈ window} sigmoid((threshold − x[r, c]) / temperature)
+
+    On SynthBrain's coronal hippocampus slice, a window over the lateral ventricles makes
+    this a ventricle-size read-out (CSF is dark on T1; the window holds no background).
+    """
+
+    __jit_unused_properties__ = ["cam_layer"]
+
+    def __init__(self, size: int = 64, window: tuple[int, int, int, int] | None = None,
+                 threshold: float = 0.45, temperature: float = 0.05):
+        super().__init__()
+        self.size, self.window = size, None if window is None else tuple(int(v) for v in window)
+        self.threshold, self.temperature = float(threshold), float(temperature)
+        self.register_buffer("mask", _window_mask(size, self.window), persistent=False)
+        self.dark = nn.Sigmoid()  # soft indicator of x < threshold
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.dark
+
+    def formula(self) -> str:
+        where = "all pixels" if self.window is None else (
+            f"rows {self.window[0]}..{self.window[1] - 1}, cols {self.window[2]}..{self.window[3] - 1}"
+        )
+        return (f"y = sum over {where} of sigmoid(({self.threshold:g} - x[r, c]) / {self.temperature:g}) "
+                "(x: the (S, S) input image, rows top to bottom)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, 1)
+        soft = self.dark((self.threshold - x) / self.temperature)  # (B, 1, S, S) in (0, 1)
+        return (soft * self.mask).sum(dim=(2, 3))
+
+
+class BrightAreaAboveBackground(nn.Module):
+    """Soft area of the object: pixels brighter than halfway between background and white.
+
+        b = mean of the `border`-pixel frame of the image          (background level)
+        y = Σ_{r, c} sigmoid((x[r, c] − (1 + b) / 2) / temperature)
+
+    On `shapes` the frame never holds the object, so b is the (normalised) background and
+    y reads out the ellipse's area ≈ π · size² · aspect.
+    """
+
+    __jit_unused_properties__ = ["cam_layer"]
+
+    def __init__(self, size: int = 64, border: int = 4, temperature: float = 0.05):
+        super().__init__()
+        self.size, self.border, self.temperature = size, int(border), float(temperature)
+        frame = _border_mask(size, self.border)
+        self.register_buffer("frame", frame / frame.sum(), persistent=False)  # averaging weights
+        self.bright = nn.Sigmoid()
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.bright
+
+    def formula(self) -> str:
+        return (f"b = mean of x over the {self.border}-pixel border frame; "
+                f"y = sum over all pixels of sigmoid((x[r, c] - (1 + b) / 2) / {self.temperature:g})")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, 1)
+        background = (x * self.frame).sum(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)
+        soft = self.bright((x - (1.0 + background) / 2.0) / self.temperature)
+        return soft.sum(dim=(2, 3))
+
+
+class BorderMean(nn.Module):
+    """Linear read-out of the background: y = mean of x over the `border`-pixel frame.
+
+    Linear in the image, so every gradient-based map is exact and easy to check.
+    """
+
+    __jit_unused_properties__ = ["cam_layer"]
+
+    def __init__(self, size: int = 64, border: int = 4):
+        super().__init__()
+        self.size, self.border = size, int(border)
+        frame = _border_mask(size, self.border)
+        self.linear = nn.Conv2d(1, 1, size, bias=False)  # one S×S filter = a weighted sum
+        with torch.no_grad():
+            self.linear.weight.copy_(frame / frame.sum())
+        self.linear.weight.requires_grad_(False)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.linear
+
+    def formula(self) -> str:
+        return f"y = mean of x over the {self.border}-pixel border frame (a fixed linear function)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, 1)
+        return self.linear(x).flatten(1)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (SmallCNN, DarkPixelCount, BrightAreaAboveBackground, BorderMean)
+}

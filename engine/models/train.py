@@ -1,0 +1,379 @@
+"""Train (or, for glass-box models, build) every model of Eve's zoo.
+
+    python -m engine train-classifier NAME [NAME ...]     # or --all
+
+Each recipe in `RECIPES` names a dataset, a target, an input `SliceSpec` and an
+architecture. Training is deterministic (fixed seeds, deterministic algorithms, one
+thread by default), uses only the `train` split, runs a fixed number of epochs (no early
+stopping on the test split) and then measures the held-out metrics on the `test` split.
+It writes `assets/models/NAME.safetensors` and the card `assets/models/NAME.json`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from scipy.stats import rankdata
+from torch import nn
+from tqdm import tqdm
+
+from engine.data import Dataset, SliceSpec
+from engine.errors import EveInputError
+from engine.models.zoo import _sha256, build_model, card_spec, models_dir
+
+SYNTHBRAIN_SPEC = SliceSpec("coronal", "hippocampus", 64)  # cuts both hippocampi and the lateral ventricles
+SHAPES_SPEC = SliceSpec("axial", None, 64)  # shapes are 2D images
+NORMALISATION = ("per volume: divide by the 99th percentile of non-zero voxels, clip to [0, 1]; slice padded "
+                 "to a square and resized (bilinear, antialiased) — engine.data.slicing.model_input")
+
+
+# 1. targets: known functions of the features --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A training target: `values(table, truth)` → one number per row."""
+
+    definition: str  # in words, for the card
+    depends_on: tuple[str, ...]  # the features it is a function of (by construction)
+    values: Callable[[pd.DataFrame, dict], np.ndarray]
+    reference: Callable[[pd.DataFrame, dict], np.ndarray] | None = None  # Bayes-optimal score, if known
+
+
+def _uniform_z(table: pd.DataFrame, truth: dict, feature: str) -> np.ndarray:
+    """Standardise with the feature's *true* uniform distribution (mean, sd from truth.json)."""
+    spec = truth["features"][feature]
+    low, high = spec["low"], spec["high"]
+    return (table[feature].to_numpy(float) - (low + high) / 2) / ((high - low) / np.sqrt(12))
+
+
+def _label_probability(shortcut: bool):
+    def probability(table: pd.DataFrame, truth: dict) -> np.ndarray:
+        from engine.data.synthbrain import label_probabilities
+
+        return label_probabilities(table, truth, shortcut=shortcut)
+
+    return probability
+
+
+TARGETS: dict[str, Target] = {
+    "label": Target(
+        "synthbrain `label`: Bernoulli(sigmoid(1.6 z(ventricle_volume) - 1.6 z(hippocampal_volume))), see truth.json",
+        ("ventricle_volume", "hippocampal_volume"),
+        lambda table, truth: table["label"].to_numpy(float),
+        _label_probability(False),
+    ),
+    "label_shortcut": Target(
+        "synthbrain `label_shortcut`: Bernoulli(sigmoid(1.6 z(ventricle_volume) - 1.6 z(hippocampal_volume) "
+        "+ 1.6 z(icv))) — leaks head size, see truth.json",
+        ("ventricle_volume", "hippocampal_volume", "icv"),
+        lambda table, truth: table["label_shortcut"].to_numpy(float),
+        _label_probability(True),
+    ),
+    "size+texture": Target(
+        "z(size) + z(texture), each standardised with its true uniform distribution (mean 0, sd 1)",
+        ("size", "texture"),
+        lambda table, truth: _uniform_z(table, truth, "size") + _uniform_z(table, truth, "texture"),
+    ),
+    "elongated": Target(
+        "1 if aspect < 0.725 (the middle of U(0.45, 1.0)) else 0: a flat ellipse",
+        ("aspect",),
+        lambda table, truth: (table["aspect"].to_numpy(float) < 0.725).astype(float),
+    ),
+    "ventricle_volume": Target(
+        "read-out of ventricle_volume (mL); metrics compare the output with the true volume",
+        ("ventricle_volume",),
+        lambda table, truth: table["ventricle_volume"].to_numpy(float),
+    ),
+    "object_area": Target(
+        "read-out of the ellipse's area pi * size^2 * aspect (pixels); metrics compare with it",
+        ("size", "aspect"),
+        lambda table, truth: np.pi * table["size"].to_numpy(float) ** 2 * table["aspect"].to_numpy(float),
+    ),
+    "background": Target(
+        "read-out of the background brightness; metrics compare with the `background` feature",
+        ("background",),
+        lambda table, truth: table["background"].to_numpy(float),
+    ),
+}
+
+
+# 2. recipes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 3e-3  # AdamW, cosine decay to 0
+    weight_decay: float = 1e-3
+    shift: int = 0  # random translation of up to ±shift pixels (zero padding)
+    flip: bool = False  # random left-right flip (brains: label-preserving)
+    gain: float = 0.0  # multiply each image by U(1 - gain, 1 + gain), then clip to [0, 1]
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    dataset: str  # an embedded dataset (engine.data.defaults)
+    target: str  # a key of TARGETS
+    task: str  # "binary" (one logit) | "regression" | "readout" (glass-box)
+    spec: SliceSpec
+    architecture: str  # a key of architectures.ARCHITECTURES
+    kwargs: dict = field(default_factory=dict)
+    description: str = ""
+    output_names: tuple[str, ...] = ()
+    train: TrainConfig | None = None  # None: glass-box, nothing to train
+    search: dict[str, list] | None = None  # glass-box: grid of kwargs, best train-split correlation wins
+
+
+# chosen by 4-fold cross-validation on synthbrain's train split (a hidden layer or dropout trained worse)
+SMALL_CNN = {"size": 64, "outputs": 1, "widths": [8, 16, 32], "pooled": 4, "hidden": 0, "dropout": 0.0}
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("synthbrain-diagnosis", "synthbrain", "label", "binary", SYNTHBRAIN_SPEC, "SmallCNN", SMALL_CNN,
+           "Diagnosis-like classifier: depends on ventricle and hippocampal volume by construction.",
+           ("logit P(label=1)",), TrainConfig(epochs=40, weight_decay=1e-4, shift=2, flip=True, gain=0.1)),
+    Recipe("synthbrain-shortcut", "synthbrain", "label_shortcut", "binary", SYNTHBRAIN_SPEC, "SmallCNN", SMALL_CNN,
+           "Shortcut classifier: its label also leaks head size (icv), so the model can look at head size.",
+           ("logit P(label_shortcut=1)",), TrainConfig(epochs=40, weight_decay=1e-4, shift=2, flip=True, gain=0.1)),
+    Recipe("shapes-size-texture", "shapes", "size+texture", "regression", SHAPES_SPEC, "SmallCNN", SMALL_CNN,
+           "Regression of z(size) + z(texture): depends on size and texture only.",
+           ("z(size)+z(texture)",), TrainConfig(epochs=20, weight_decay=1e-4)),
+    Recipe("shapes-elongated", "shapes", "elongated", "binary", SHAPES_SPEC, "SmallCNN", SMALL_CNN,
+           "Classifier of aspect < 0.725 (flat vs round ellipse): depends on aspect only.",
+           ("logit P(aspect<0.725)",), TrainConfig(epochs=20, weight_decay=1e-4)),
+    Recipe("synthbrain-glass-ventricles", "synthbrain", "ventricle_volume", "readout", SYNTHBRAIN_SPEC,
+           "DarkPixelCount", {"size": 64, "window": [28, 32, 24, 40], "threshold": 0.6, "temperature": 0.05},
+           "Glass-box ventricle read-out: soft count of dark (CSF) pixels in a fixed window over the lateral "
+           "ventricles of the coronal hippocampus slice (window and threshold chosen on the train split).",
+           ("dark_pixels",), search={
+               "window": [[r0, r1, c0, 64 - c0] for r0 in (24, 26, 28) for r1 in (30, 32, 34, 36)
+                          for c0 in (22, 24, 26, 28)],  # symmetric about the midline
+               "threshold": [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7],
+           }),
+    Recipe("shapes-glass-area", "shapes", "object_area", "readout", SHAPES_SPEC, "BrightAreaAboveBackground",
+           {"size": 64, "border": 4, "temperature": 0.05},
+           "Glass-box area read-out: soft count of pixels brighter than halfway between the background "
+           "(border mean) and white.", ("bright_pixels",)),
+    Recipe("shapes-glass-background", "shapes", "background", "readout", SHAPES_SPEC, "BorderMean",
+           {"size": 64, "border": 4},
+           "Glass-box linear read-out: mean brightness of the 4-pixel border frame (the normalised background).",
+           ("border_mean",)),
+]}
+
+
+# 3. metrics -------------------------------------------------------------------------------
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann–Whitney U, ties counted half)."""
+    labels = np.asarray(labels).astype(bool)
+    n1, n0 = labels.sum(), (~labels).sum()
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def metrics(task: str, y: np.ndarray, out: np.ndarray, reference: np.ndarray | None = None) -> dict:
+    """Held-out metrics of outputs `out` (N,) against targets `y` (N,)."""
+    y, out = np.asarray(y, float), np.asarray(out, float)
+    result: dict = {"n": int(len(y))}
+    if task == "binary":
+        result["accuracy"] = float(((out > 0) == (y > 0.5)).mean())
+        result["auc"] = auc(y, out)
+        result["positive_fraction"] = float(y.mean())
+        if reference is not None:  # the true P(y=1 | features): what a perfect model could do
+            result["bayes_accuracy"] = float(((reference > 0.5) == (y > 0.5)).mean())
+            result["bayes_auc"] = auc(y, reference)
+    elif task == "regression":
+        result["r2"] = float(1 - np.sum((y - out) ** 2) / np.sum((y - y.mean()) ** 2))
+        result["rmse"] = float(np.sqrt(np.mean((y - out) ** 2)))
+        result["pearson_r"] = float(np.corrcoef(y, out)[0, 1])
+    else:  # readout: how well the output tracks the feature, up to a linear map
+        r = float(np.corrcoef(y, out)[0, 1])
+        result["pearson_r"] = r
+        result["r2_linear"] = r * r
+    return result
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Model outputs (N, K) for images (N, 1, S, S), in batches."""
+    model.eval()
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
+    return torch.cat([model(images[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def evaluate(model: nn.Module, card: dict, dataset: Dataset, split: str = "test") -> dict:
+    """Recompute a card's held-out metrics on `dataset`'s split (what the tests check)."""
+    target = TARGETS[card["target"]]
+    rows = dataset.split_indices(split)
+    table = dataset.table.iloc[rows].reset_index(drop=True)
+    y = target.values(table, dataset.truth)
+    out = predict(model, dataset.model_inputs(card_spec(card), rows))[:, 0].numpy()
+    reference = target.reference(table, dataset.truth) if target.reference and card["task"] == "binary" else None
+    return metrics(card["task"], y, out, reference)
+
+
+# 4. training ------------------------------------------------------------------------------
+
+
+def augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random shifts, left-right flips and gain jitter of a batch (B, 1, S, S)."""
+    b, _, s, _ = x.shape
+    if config.shift:
+        p = config.shift
+        padded = F.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        x = torch.stack([padded[i, :, dy[i]:dy[i] + s, dx[i]:dx[i] + s] for i in range(b)])
+    if config.flip:
+        flip = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if config.gain:
+        gain = 1 + config.gain * (2 * torch.rand(b, 1, 1, 1, generator=generator) - 1)
+        x = (x * gain).clamp(0, 1)
+    return x
+
+
+def fit(recipe: Recipe, images: torch.Tensor, y: np.ndarray, *, progress: bool = True) -> nn.Module:
+    """Train a recipe's model on images (N, 1, S, S) and targets y (N,). Deterministic by seed."""
+    config = recipe.train
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = build_model({"name": recipe.name, "architecture": {"class": recipe.architecture,
+                                                               "kwargs": recipe.kwargs}})
+    targets = torch.tensor(np.asarray(y), dtype=torch.float32)[:, None]  # (N, 1)
+    loss_fn = nn.BCEWithLogitsLoss() if recipe.task == "binary" else nn.MSELoss()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(images) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.epochs *
+                                                   steps_per_epoch, pct_start=0.1)
+    bar = tqdm(range(config.epochs), desc=f"training {recipe.name}", unit="epoch", disable=not progress)
+    for _ in bar:
+        model.train()
+        order = torch.randperm(len(images), generator=generator)
+        total = 0.0
+        for start in range(0, len(images), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two images
+                continue
+            x = augment(images[idx], config, generator)
+            loss = loss_fn(model(x), targets[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+        bar.set_postfix(loss=f"{total / len(images):.4f}")
+    return model.eval()
+
+
+def calibrate(recipe: Recipe, dataset: Dataset) -> tuple[Recipe, dict]:
+    """Pick a glass-box model's fixed kwargs from `recipe.search`: the combination whose output
+    correlates best (Pearson r) with the target on the train split. Nothing is fitted after."""
+    rows = dataset.split_indices("train")
+    images = dataset.model_inputs(recipe.spec, rows)
+    y = TARGETS[recipe.target].values(dataset.table.iloc[rows].reset_index(drop=True), dataset.truth)
+    keys = list(recipe.search)
+    best = (-np.inf, None)
+    for values in itertools.product(*(recipe.search[k] for k in keys)):
+        kwargs = {**recipe.kwargs, **dict(zip(keys, values, strict=True))}
+        out = predict(build_model({"name": recipe.name, "architecture": {"class": recipe.architecture,
+                                                                         "kwargs": kwargs}}), images)[:, 0].numpy()
+        r = float(np.corrcoef(out, y)[0, 1]) if out.std() > 0 else -np.inf
+        if r > best[0]:
+            best = (r, kwargs)
+    n = int(np.prod([len(v) for v in recipe.search.values()]))
+    calibration = {"split": "train", "searched": {k: f"{len(v)} values" for k, v in recipe.search.items()},
+                   "combinations": n, "criterion": f"Pearson r with {recipe.target}", "train_pearson_r": best[0]}
+    return replace(recipe, kwargs=best[1]), calibration
+
+
+def _card(recipe: Recipe, model: nn.Module, held_out: dict, wall_time: float | None) -> dict:
+    target = TARGETS[recipe.target]
+    card = {
+        "name": recipe.name,
+        "kind": "cnn" if recipe.train else "glass-box",
+        "description": recipe.description,
+        "dataset": recipe.dataset,
+        "target": recipe.target,
+        "target_definition": target.definition,
+        "depends_on": list(target.depends_on),
+        "task": recipe.task,
+        "spec": {"plane": recipe.spec.plane, "index": recipe.spec.index, "size": recipe.spec.size},
+        "normalisation": NORMALISATION,
+        "output_names": list(recipe.output_names),
+        "outputs": {"binary": "logit (apply a sigmoid for the probability)", "regression": "predicted target",
+                    "readout": "exact read-out (see function)"}[recipe.task],
+        "architecture": {"class": recipe.architecture, "kwargs": recipe.kwargs},
+        "metrics": {"split": "test", **held_out},
+        "command": f"python -m engine train-classifier {recipe.name}",
+        "torch_version": torch.__version__.split("+")[0],
+    }
+    if recipe.train:
+        card["n_parameters"] = sum(p.numel() for p in model.parameters())
+        card["training"] = {**asdict(recipe.train), "split": "train", "wall_time_s": round(wall_time, 1),
+                            "threads": torch.get_num_threads()}
+    else:
+        card["function"] = model.formula()
+    return card
+
+
+def train_recipe(name: str, out_dir: str | Path | None = None, *, progress: bool = True, dataset=None) -> dict:
+    """Rebuild one zoo model: train (or build), evaluate on the test split, write weights and card."""
+    if name not in RECIPES:
+        raise EveInputError(f"Unknown zoo model {name!r}: choose one of {', '.join(RECIPES)}.")
+    from engine.data.defaults import load_default
+
+    recipe = RECIPES[name]
+    out = models_dir() if out_dir is None else Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = dataset or load_default(recipe.dataset)
+    target = TARGETS[recipe.target]
+    wall_time = None
+    if recipe.train:
+        rows = dataset.split_indices("train")
+        images = dataset.model_inputs(recipe.spec, rows)
+        y = target.values(dataset.table.iloc[rows].reset_index(drop=True), dataset.truth)
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        start = time.perf_counter()
+        try:
+            model = fit(recipe, images, y, progress=progress)
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+        wall_time = time.perf_counter() - start
+    elif recipe.search:
+        recipe, calibration = calibrate(recipe, dataset)
+        model = build_model({"name": name, "architecture": {"class": recipe.architecture, "kwargs": recipe.kwargs}})
+    else:
+        model = build_model({"name": name, "architecture": {"class": recipe.architecture, "kwargs": recipe.kwargs}})
+    card = _card(recipe, model, {}, wall_time)
+    if recipe.search:
+        card["calibration"] = calibration
+    card["metrics"] = {"split": "test", **evaluate(model, card, dataset)}
+    weights = out / f"{name}.safetensors"
+    if recipe.train:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, weights, metadata={"card": f"{name}.json"})
+        card["weights"] = weights.name
+        card["weights_sha256"] = _sha256(weights)
+    elif weights.exists():
+        weights.unlink()  # a glass-box model has no weights file
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card

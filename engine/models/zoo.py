@@ -1,0 +1,219 @@
+"""Eve's model zoo: model cards, built-in models and user TorchScript models.
+
+A model card is a JSON file next to the weights in `assets/models/` (written by
+`python -m engine train-classifier NAME`). It records what a model sees and computes:
+
+    name, kind ("cnn" | "glass-box"), description
+    dataset, target, target_definition, task ("binary" | "regression" | "readout")
+    spec {plane, index, size}, normalisation        the model's input (a SliceSpec)
+    output_names                                    one name per output column
+    architecture {class, kwargs}                    a class in `architectures.ARCHITECTURES`
+    weights, weights_sha256                         safetensors file (absent for glass-box)
+    metrics                                         held-out metrics on the test split
+    training                                        config, seed, wall time (trained models)
+    function                                        glass-box: the exact function computed
+    command                                         the command that rebuilt it
+
+Loading never unpickles: built-in weights are safetensors; a user's model is TorchScript
+(`torch.jit.load`), checked on a dummy batch before Eve uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from engine import default_device
+from engine.data.slicing import SliceSpec
+from engine.errors import EveInputError
+from engine.models.architectures import ARCHITECTURES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MAX_TORCHSCRIPT_BYTES = 200 * 1024 * 1024  # uploads larger than this are refused
+CHECK_BATCH = 2  # dummy batch size for the signature check
+
+
+def models_dir() -> Path:
+    """Where cards and weights live (`EVE_MODELS_DIR` overrides `assets/models/`)."""
+    return Path(os.environ.get("EVE_MODELS_DIR", REPO_ROOT / "assets" / "models"))
+
+
+def _read_card(path: Path) -> dict:
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EveInputError(f"Model card {path} is not readable JSON ({exc}): rebuild it with "
+                            f"`python -m engine train-classifier {path.stem}`.") from exc
+    missing = [k for k in ("name", "kind", "spec", "output_names", "architecture") if k not in card]
+    if missing:
+        raise EveInputError(f"Model card {path} lacks {', '.join(missing)}: rebuild it with "
+                            f"`python -m engine train-classifier {path.stem}`.")
+    return card
+
+
+def list_cards(folder: str | Path | None = None) -> list[dict]:
+    """Every model card in the zoo (sorted by name), as plain dicts."""
+    folder = models_dir() if folder is None else Path(folder)
+    return [_read_card(path) for path in sorted(folder.glob("*.json"))]
+
+
+def card_spec(card: dict) -> SliceSpec:
+    """The `SliceSpec` a card's model takes as input."""
+    spec = card["spec"]
+    return SliceSpec(spec["plane"], spec["index"], int(spec["size"]))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_model(card: dict) -> nn.Module:
+    """The card's architecture with fresh (untrained) weights."""
+    arch = card["architecture"]
+    if arch["class"] not in ARCHITECTURES:
+        raise EveInputError(f"Model card {card['name']!r} names an unknown architecture {arch['class']!r}: "
+                            f"use one of {', '.join(ARCHITECTURES)}.")
+    return ARCHITECTURES[arch["class"]](**arch.get("kwargs", {}))
+
+
+def load_model(name: str, device: str | torch.device | None = None, *,
+               folder: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """A built-in model in eval mode and its card.
+
+    Args:
+        name: a card name (see `list_cards()`).
+        device: where to put the model (default: `engine.default_device()`).
+        folder: the zoo folder (default `models_dir()`).
+
+    Raises `EveInputError` for an unknown name, a missing or altered weights file.
+    """
+    folder = models_dir() if folder is None else Path(folder)
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        names = [c["name"] for c in list_cards(folder)]
+        raise EveInputError(f"Unknown model {name!r}: choose one of {', '.join(names) or '(none built)'}.")
+    card = _read_card(path)
+    model = build_model(card)
+    rebuild = f"rebuild it with `{card.get('command', f'python -m engine train-classifier {name}')}`"
+    if card.get("weights"):
+        weights = folder / card["weights"]
+        if not weights.is_file():
+            raise EveInputError(f"Weights {weights} of model {name!r} are missing: {rebuild}.")
+        if card.get("weights_sha256") and _sha256(weights) != card["weights_sha256"]:
+            raise EveInputError(f"Weights {weights} do not match model card {name!r} (checksum differs): {rebuild}.")
+        state = load_file(weights)  # safetensors: tensors only, nothing executed
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise EveInputError(
+                f"Weights {weights} do not fit the architecture of {name!r} ({exc}): {rebuild}."
+            ) from exc
+    model = model.to(torch.device(device) if device is not None else default_device())
+    return model.eval(), card
+
+
+def _describe(out) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)} and dtype {out.dtype}"
+    return f"a {type(out).__name__}"
+
+
+def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=None) -> int:
+    """Run `model` on a dummy batch at `spec` and check Eve's contract; return K.
+
+    The contract: (B, 1, S, S) float32 in [0, 1] → a (B, K) float32 tensor of finite values,
+    each image's output independent of the rest of the batch.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    size = spec.size
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.rand(CHECK_BATCH, 1, size, size, generator=generator).to(device)  # (B, 1, S, S)
+    shape = f"a ({CHECK_BATCH}, 1, {size}, {size}) float32 batch"
+    try:
+        with torch.no_grad():
+            out = model(batch)
+            single = model(batch[:1])
+    except Exception as exc:  # any failure inside user code
+        raise EveInputError(
+            f"The model failed on {shape} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+            f"it must take images shaped (B, 1, {size}, {size}); export it for this input size."
+        ) from exc
+    if not isinstance(out, torch.Tensor):
+        raise EveInputError(f"The model returned {_describe(out)} on {shape}: it must return one (B, K) tensor "
+                            "(not a tuple or dict).")
+    if out.dtype != torch.float32:
+        raise EveInputError(f"The model returned {_describe(out)}: it must return float32 outputs (add .float()).")
+    if out.ndim != 2 or out.shape[0] != CHECK_BATCH:
+        raise EveInputError(f"The model returned {_describe(out)} on {shape}: it must return (B, K) = "
+                            f"({CHECK_BATCH}, K) — for one output use shape (B, 1), e.g. `.unsqueeze(1)`.")
+    if out.shape[1] < 1:
+        raise EveInputError("The model returned zero outputs per image: it must return at least one (K ≥ 1).")
+    if n_outputs is not None and out.shape[1] != n_outputs:
+        raise EveInputError(f"The model returned {out.shape[1]} outputs per image but {n_outputs} output names "
+                            "were given: give one name per output.")
+    if not torch.isfinite(out).all():
+        raise EveInputError(f"The model returned NaN or Inf on {shape}: fix the model so that its outputs are "
+                            "finite for images in [0, 1].")
+    if not torch.allclose(single, out[:1], rtol=1e-4, atol=1e-5):
+        raise EveInputError("The model's output for an image changes with the rest of the batch: put it in eval "
+                            "mode (model.eval(), e.g. for BatchNorm/Dropout) before exporting.")
+    return int(out.shape[1])
+
+
+def load_torchscript(path_or_bytes: str | Path | bytes, spec: SliceSpec, *, output_names: list[str] | None = None,
+                     name: str = "user model", device=None) -> tuple[torch.jit.ScriptModule, dict]:
+    """Load a user's TorchScript model (never unpickled) and check it on a dummy batch.
+
+    Args:
+        path_or_bytes: a file path or the file's bytes (e.g. an upload), saved with
+            `torch.jit.save(torch.jit.script(model), path)` or `torch.jit.trace`.
+        spec: the input the model expects (`SliceSpec`).
+        output_names: one name per output column (default `output_0`, ...).
+        name: a display name for the card.
+        device: where to put the model (default: `engine.default_device()`).
+
+    Returns (model in eval mode, card dict). Raises `EveInputError` naming what does not fit.
+    """
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data, source = bytes(path_or_bytes), "the uploaded file"
+    else:
+        path = Path(path_or_bytes)
+        if not path.is_file():
+            raise EveInputError(f"Model file {path} does not exist: check the path.")
+        if path.stat().st_size > MAX_TORCHSCRIPT_BYTES:
+            raise EveInputError(f"Model file {path} is larger than {MAX_TORCHSCRIPT_BYTES // 2**20} MB: "
+                                "use a smaller model.")
+        data, source = path.read_bytes(), str(path)
+    if len(data) > MAX_TORCHSCRIPT_BYTES:
+        raise EveInputError(f"{source} is larger than {MAX_TORCHSCRIPT_BYTES // 2**20} MB: use a smaller model.")
+    if not data:
+        raise EveInputError(f"{source} is empty: upload a TorchScript model file.")
+    device = torch.device(device) if device is not None else default_device()
+    try:
+        model = torch.jit.load(io.BytesIO(data), map_location=device)
+    except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript archives
+        raise EveInputError(
+            f"{source} is not a TorchScript model ({type(exc).__name__}): Eve never unpickles files, so a "
+            "`torch.save(model)` checkpoint or state_dict cannot be used; export with "
+            "`torch.jit.save(torch.jit.script(model.eval()), 'model.pt')`."
+        ) from exc
+    model.eval()
+    k = check_model(model, spec, n_outputs=None if output_names is None else len(output_names), device=device)
+    names = list(output_names) if output_names is not None else [f"output_{i}" for i in range(k)]
+    card = {
+        "name": name,
+        "kind": "torchscript",
+        "description": f"User TorchScript model from {source}.",
+        "spec": {"plane": spec.plane, "index": spec.index, "size": spec.size},
+        "output_names": names,
+        "architecture": {"class": "TorchScript", "kwargs": {}},
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return model, card
