@@ -8,8 +8,7 @@ cold re-slice of the same volumes for comparison), the model's forward pass (tim
 and writing JSON + CSV and the HTML report. It prints the forward pass's share of the run
 and the share spent outside it.
 
-The model is the zoo's `shapes-size-texture` CNN if it is built, else the same SmallCNN
-architecture with fresh weights (the same cost), so it runs before the zoo is trained.
+The model is the zoo's `shapes-size-texture` CNN (or `synthbrain-diagnosis` on synthbrain).
 
 Run: .venv/bin/python benchmarks/bench_cli.py [--data shapes] [--n 1000] [--model NAME]
 """
@@ -35,7 +34,6 @@ from engine.data.defaults import build_default  # noqa: E402
 from engine.data.slicing import model_input  # noqa: E402
 
 FEATURES = {"shapes": "size,aspect,intensity,texture,background", "synthbrain": None}
-SMALL_CNN = {"size": 64, "outputs": 1, "widths": [8, 16, 32], "pooled": 4, "hidden": 32, "dropout": 0.3}
 
 
 class TimedForward(nn.Module):
@@ -53,22 +51,12 @@ class TimedForward(nn.Module):
 
 
 def pick_model(name: str | None, data: str) -> tuple[nn.Module, dict, SliceSpec, str]:
-    """(model, card, spec, description): a zoo model if built, else an untrained SmallCNN."""
+    """(model, card, spec, description) of a zoo model."""
     from engine.models import zoo
 
-    wanted = name or {"shapes": "shapes-size-texture", "synthbrain": "synthbrain-diagnosis"}.get(data)
-    if wanted and wanted in {c["name"] for c in zoo.list_cards()}:
-        model, card = zoo.load_model(wanted)
-        return model, card, zoo.card_spec(card), f"zoo model {wanted}"
-    if name:
-        raise SystemExit(f"model {name!r} is not built: train it with `python -m engine train-classifier {name}`")
-    from engine.models.architectures import SmallCNN
-
-    spec = SliceSpec("axial", None, 64) if data == "shapes" else SliceSpec("coronal", "hippocampus", 64)
-    torch.manual_seed(0)
-    model = SmallCNN(**SMALL_CNN).eval()
-    card = {"name": "SmallCNN (fresh weights)", "kind": "cnn", "output_names": ["y"]}
-    return model, card, spec, f"SmallCNN{tuple(SMALL_CNN['widths'])} with fresh weights (zoo not built yet)"
+    wanted = name or {"shapes": "shapes-size-texture", "synthbrain": "synthbrain-diagnosis"}[data]
+    model, card = zoo.load_model(wanted)
+    return model, card, zoo.card_spec(card), f"zoo model {wanted}"
 
 
 def main() -> None:
