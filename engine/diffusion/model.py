@@ -1,0 +1,384 @@
+"""The conditional latent diffusion model: p(x | A_S = a_S) for any subset S of features.
+
+Code name -> symbol (Ho et al. 2020, DDPM; Ho & Salimans 2022, classifier-free guidance):
+    z_0 (B, D)         clean latent of an image (`PCACodec`: whitened PCA coefficients + noise level)
+    z_t                noisy latent sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
+    eps_theta(z_t, t, c, m)   the denoiser's noise prediction
+    c (B, C)           standardised feature values (one slot per numeric feature, one-hot
+                       slots per categorical feature); slots of dropped features are 0
+    m (B, F)           per-feature mask: 1 = this feature is conditioned on, 0 = left free
+    w                  guidance weight: eps = eps(., m=0) + w (eps(., c, m) - eps(., m=0))
+
+Training drops each feature independently (per-feature condition dropout), so one network
+learns p(z | A_S = a_S) for every subset S: conditioning on one feature leaves the others
+to follow p(A_j | A_i = a), learned from data, not their mean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from engine.data.slicing import SliceSpec
+from engine.diffusion.codec import PCACodec
+from engine.errors import EveInputError
+
+
+class FeatureClampWarning(UserWarning):
+    """A requested feature value lay outside the training range and was clamped to it."""
+
+
+@dataclass
+class DenoiserConfig:
+    latent_dim: int = 33  # D = PCA components + 1 (noise level)
+    cond_dim: int = 9  # C, condition slots
+    n_features: int = 9  # F, maskable features
+    numeric_slots: tuple[int, ...] = ()  # slots holding a numeric (Fourier-embedded) feature
+    width: int = 384  # hidden width of the residual MLP
+    depth: int = 4  # residual blocks
+    n_fourier: int = 6  # Fourier frequencies per numeric feature (1/2 .. 2^(n-2))
+    emb_dim: int = 256  # time + condition embedding width
+
+
+class _Block(nn.Module):
+    """h + MLP(adaLN(h, emb)): LayerNorm modulated by the time + condition embedding."""
+
+    def __init__(self, width: int, emb_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.modulation = nn.Linear(emb_dim, 3 * width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift, gate = self.modulation(emb).chunk(3, dim=1)
+        return h + (1 + gate) * self.mlp(self.norm(h) * (1 + scale) + shift)
+
+
+class Denoiser(nn.Module):
+    """eps_theta(z_t, t, c, m): a residual MLP with adaLN conditioning (latent diffusion)."""
+
+    def __init__(self, config: DenoiserConfig):
+        super().__init__()
+        self.config = config
+        numeric = list(config.numeric_slots)
+        self.register_buffer("numeric_slots", torch.tensor(numeric, dtype=torch.long), persistent=False)
+        freqs = 2.0 ** torch.arange(config.n_fourier, dtype=torch.float32) / 2.0
+        self.register_buffer("freqs", freqs, persistent=False)
+        cond_in = config.cond_dim + config.n_features + 2 * len(numeric) * config.n_fourier
+        self.time_proj = Timesteps(128, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(128, config.emb_dim)
+        self.cond_embed = nn.Sequential(
+            nn.Linear(cond_in, config.emb_dim), nn.SiLU(), nn.Linear(config.emb_dim, config.emb_dim)
+        )
+        self.inp = nn.Linear(config.latent_dim, config.width)
+        self.blocks = nn.ModuleList(_Block(config.width, config.emb_dim) for _ in range(config.depth))
+        self.out_norm = nn.LayerNorm(config.width)
+        self.out = nn.Linear(config.width, config.latent_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def embed_condition(self, c: torch.Tensor, m: torch.Tensor, slot_mask: torch.Tensor) -> torch.Tensor:
+        """(B, C) values, (B, F) mask, (B, C) mask per slot -> (B, emb_dim)."""
+        c = c * slot_mask
+        parts = [c, m]
+        if self.numeric_slots.numel():
+            v = c[:, self.numeric_slots]  # (B, Fn)
+            angle = v[:, :, None] * self.freqs * math.pi  # (B, Fn, n_fourier)
+            keep = slot_mask[:, self.numeric_slots, None]
+            parts += [(angle.sin() * keep).flatten(1), (angle.cos() * keep).flatten(1)]
+        return self.cond_embed(torch.cat(parts, 1))
+
+    def forward(self, z_t, t, c, m, slot_mask) -> torch.Tensor:
+        t = torch.as_tensor(t, device=z_t.device).expand(len(z_t))
+        emb = self.time_embed(self.time_proj(t).to(z_t.dtype)) + self.embed_condition(c, m, slot_mask)
+        emb = nn.functional.silu(emb)
+        h = self.inp(z_t)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(self.out_norm(h))  # (B, D)
+
+
+# the noise schedule used in training (diffusers' DDPMScheduler); samplers are built from it
+TRAIN_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
+SAMPLERS = ("dpm++", "ddim", "ddpm")
+
+
+def make_scheduler(kind: str = "dpm++"):
+    """A fresh (stateful) scheduler on the training schedule: DPM-Solver++(2M), DDIM or DDPM."""
+    if kind == "dpm++":
+        return DPMSolverMultistepScheduler(**TRAIN_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2)
+    if kind == "ddim":
+        return DDIMScheduler(**TRAIN_SCHEDULE, clip_sample=False)
+    if kind == "ddpm":
+        return DDPMScheduler(**TRAIN_SCHEDULE, clip_sample=False)
+    raise EveInputError(f"Unknown sampler {kind!r}: use one of {', '.join(SAMPLERS)}.")
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Seed of sample `index` in a batch drawn with `seed` (independent of the batch size)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+class ConditionalDiffusion(nn.Module):
+    """Codec + denoiser + the card describing features, their standardisation and ranges.
+
+    Build with `load_diffusion`. `sample` is the one entry point for images.
+    """
+
+    def __init__(self, codec: PCACodec, denoiser: Denoiser, card: dict):
+        super().__init__()
+        self.codec, self.denoiser, self.card = codec, denoiser, card
+        self.eval()
+
+    # --- description --------------------------------------------------------------------
+    @property
+    def dataset(self) -> str:
+        return self.card["dataset"]
+
+    @property
+    def spec(self) -> SliceSpec:
+        return SliceSpec(**self.card["spec"])
+
+    @property
+    def features(self) -> list[str]:
+        return [f["name"] for f in self.card["features"]]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [f["name"] for f in self.card["features"] if f["kind"] == "numeric"]
+
+    def feature_info(self, name: str) -> dict:
+        for f in self.card["features"]:
+            if f["name"] == name:
+                return f
+        raise EveInputError(
+            f"Unknown feature {name!r} for the {self.dataset} diffusion model: choose one of "
+            f"{', '.join(self.features)}."
+        )
+
+    def feature_range(self, name: str) -> tuple:
+        """(min, max) of a numeric feature's training values, or the levels of a categorical one."""
+        info = self.feature_info(name)
+        return tuple(info["levels"]) if info["kind"] == "categorical" else (info["min"], info["max"])
+
+    # --- conditions ---------------------------------------------------------------------
+    def encode_condition(self, condition: dict, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """{name: value or (n,) values} -> c (n, C), m (n, F), slot mask (n, C).
+
+        Numeric values outside the training range are clamped with a `FeatureClampWarning`;
+        unknown names, unknown levels and non-finite values raise `EveInputError`.
+        """
+        features = self.card["features"]
+        cond_dim = sum(len(f["levels"]) if f["kind"] == "categorical" else 1 for f in features)
+        c, m, slot = torch.zeros(n, cond_dim), torch.zeros(n, len(features)), torch.zeros(n, cond_dim)
+        for name in condition:
+            self.feature_info(name)  # raises for unknown names
+        offset = 0
+        for j, info in enumerate(features):
+            width = len(info["levels"]) if info["kind"] == "categorical" else 1
+            if info["name"] in condition:
+                value = condition[info["name"]]
+                m[:, j] = 1.0
+                slot[:, offset : offset + width] = 1.0
+                if info["kind"] == "categorical":
+                    values = [value] * n if isinstance(value, str) or np.ndim(value) == 0 else list(value)
+                    self._check_length(info["name"], len(values), n)
+                    for i, v in enumerate(values):
+                        if v not in info["levels"]:
+                            raise EveInputError(
+                                f"{v!r} is not a level of {info['name']!r}: use one of {', '.join(info['levels'])}."
+                            )
+                        c[i, offset + info["levels"].index(v)] = 1.0
+                else:
+                    values = np.broadcast_to(np.asarray(value, dtype=float), (n,)) if np.ndim(value) == 0 else (
+                        np.asarray(value, dtype=float))  # fmt: skip
+                    self._check_length(info["name"], len(values), n)
+                    c[:, offset] = torch.from_numpy((self._clamp(info, values) - info["mean"]) / info["sd"])
+            offset += width
+        return c, m, slot
+
+    @staticmethod
+    def _check_length(name: str, got: int, n: int) -> None:
+        if got != n:
+            raise EveInputError(f"{got} values given for {name!r} but n={n} samples: give one value or n values.")
+
+    @staticmethod
+    def _clamp(info: dict, values: np.ndarray) -> np.ndarray:
+        if not np.isfinite(values).all():
+            raise EveInputError(f"The value of {info['name']!r} is NaN or infinite: give a finite number.")
+        low, high = info["min"], info["max"]
+        if (values < low).any() or (values > high).any():
+            warnings.warn(
+                f"{info['name']} = {values.min():.4g}..{values.max():.4g} lies outside the training range "
+                f"[{low:.4g}, {high:.4g}]; clamped to it (the model does not extrapolate).",
+                FeatureClampWarning,
+                stacklevel=4,
+            )
+        return np.clip(values, low, high)
+
+    # --- sampling -----------------------------------------------------------------------
+    def initial_noise(self, n: int, seed: int, shared_noise: bool = False,
+                      first_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Latent noise (n, D) and pixel noise (n, S, S); sample i from its own generator seeded
+        `sample_seed(seed, first_index + i)` (every sample from `first_index` with `shared_noise`)."""
+        d, s = self.codec.latent_dim, self.codec.size
+        latents, pixels = [], []
+        for i in range(n):
+            g = torch.Generator().manual_seed(sample_seed(seed, first_index + (0 if shared_noise else i)))
+            latents.append(torch.randn(d, generator=g))
+            pixels.append(torch.randn(s, s, generator=g))
+        return torch.stack(latents), torch.stack(pixels)
+
+    @torch.inference_mode()
+    def sample_latents(self, condition: dict, n: int, seed: int = 0, steps: int = 20, guidance: float = 1.0,
+                       shared_noise: bool = False, sampler: str = "dpm++",
+                       first_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Clean latents z_0 (n, D) and the pixel noise (n, S, S) for `decode`."""
+        if n < 1:
+            raise EveInputError(f"n = {n} samples: ask for at least 1.")
+        if not 1 <= int(steps) <= 1000:
+            raise EveInputError(f"steps = {steps}: use 1 to 1000 denoising steps.")
+        if not np.isfinite(guidance) or guidance < 0:
+            raise EveInputError(f"guidance = {guidance}: use a finite weight >= 0 (1 = plain conditional).")
+        c, m, slot = self.encode_condition(condition, n)
+        z, pixel_noise = self.initial_noise(n, seed, shared_noise, first_index)
+        scheduler = make_scheduler(sampler)
+        scheduler.set_timesteps(int(steps))
+        z = z * scheduler.init_noise_sigma
+        guided = guidance != 1.0 and bool(m.any())
+        if guided:  # one batch: conditional rows, then the unconditional (all features dropped)
+            c, m, slot = torch.cat([c, 0 * c]), torch.cat([m, 0 * m]), torch.cat([slot, 0 * slot])
+        for t in scheduler.timesteps:
+            # 1. predict the noise eps_theta(z_t, t, c, m) (eq. 11 of Ho et al.)
+            z_in = torch.cat([z, z]) if guided else z
+            eps = self.denoiser(scheduler.scale_model_input(z_in, t), t, c, m, slot)
+            # 2. classifier-free guidance: eps_uncond + w (eps_cond - eps_uncond)
+            if guided:
+                eps_c, eps_u = eps.chunk(2)
+                eps = eps_u + guidance * (eps_c - eps_u)
+            # 3. one solver step z_t -> z_{t-1}
+            z = scheduler.step(eps, t, z).prev_sample
+        return z, pixel_noise
+
+    @torch.inference_mode()
+    def sample(self, condition: dict, n: int, seed: int = 0, steps: int = 20, guidance: float = 1.0,
+               shared_noise: bool = False, sampler: str = "dpm++", first_index: int = 0) -> torch.Tensor:  # fmt: skip
+        """n images (n, 1, S, S) in [0, 1] from p(x | condition).
+
+        Args:
+            condition: {feature: value}; a value may also be a sequence of n values (one per
+                sample, e.g. a sweep). Features left out are free (drawn from their
+                conditional distribution given the others). {} samples p(x).
+            n: number of images.
+            seed: sample i uses its own generator seeded from (seed, i): the same seed gives
+                identical images on CPU, and the same "subject" at another feature value.
+            steps: solver steps (DPM-Solver++(2M) by default; 20 is plenty).
+            guidance: classifier-free guidance weight w; 1 = the plain conditional (use 1
+                for scores: w > 1 narrows p(x | a) and inflates them).
+            shared_noise: every sample uses the noise of index 0 (with a swept condition:
+                one subject morphing across values).
+            sampler: "dpm++", "ddim" or "ddpm" (ancestral; for comparisons).
+            first_index: index of the first sample (to draw one seed's samples in batches).
+        """
+        z, pixel_noise = self.sample_latents(condition, n, seed, steps, guidance, shared_noise, sampler, first_index)
+        return self.codec.decode(z, pixel_noise)
+
+    # --- feature probes -------------------------------------------------------------------
+    @property
+    def probe(self):
+        """The feature probe trained with this model (see `probes.py`), or None."""
+        if getattr(self, "_probe", None) is None and getattr(self, "probe_tensors", None):
+            from engine.diffusion.probes import FeatureProbe
+
+            state = dict(self.probe_tensors)
+            n_components = int(state.pop("n_components"))
+            probe = FeatureProbe(self.codec.size, len(self.card["probe_features"]), n_components)
+            probe.load_state_dict(state)
+            self._probe = probe.eval()
+        return getattr(self, "_probe", None)
+
+    @torch.inference_mode()
+    def measure_features(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """Each probed numeric feature read from (B, 1, S, S) images, in the feature's units."""
+        if self.probe is None:
+            raise EveInputError(f"The {self.dataset} diffusion model has no feature probe: retrain it.")
+        if images.ndim != 4 or tuple(images.shape[1:]) != (1, self.codec.size, self.codec.size):
+            raise EveInputError(
+                f"Images of shape {tuple(images.shape)}: the probe reads (B, 1, {self.codec.size}, {self.codec.size})."
+            )
+        pred = self.probe(images.float().cpu()).numpy()
+        out = {}
+        for j, name in enumerate(self.card["probe_features"]):
+            info = self.feature_info(name)
+            out[name] = pred[:, j] * info["sd"] + info["mean"]
+        return out
+
+
+# --- saving and loading -------------------------------------------------------------------
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "diffusion"
+
+
+def save(model: ConditionalDiffusion, probe_state: dict | None, directory: Path = ASSETS) -> Path:
+    """Weights to `<dataset>.safetensors`, the card to `<dataset>.json`."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"codec.{k}": v for k, v in model.codec.state_dict().items()}
+    tensors |= {f"denoiser.{k}": v for k, v in model.denoiser.state_dict().items()}
+    tensors |= {f"probe.{k}": v for k, v in (probe_state or {}).items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, directory / f"{model.dataset}.safetensors")
+    (directory / f"{model.dataset}.json").write_text(json.dumps(model.card, indent=2))
+    return directory / f"{model.dataset}.json"
+
+
+def build(card: dict, tensors: dict | None = None) -> ConditionalDiffusion:
+    """A model from its card (and weights, else untrained)."""
+    codec = PCACodec(card["spec"]["size"], card["codec"]["d"])
+    config = DenoiserConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in card["denoiser"].items()})
+    denoiser = Denoiser(config)
+    if tensors is not None:
+        codec.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("codec.")})
+        denoiser.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("denoiser.")})
+    return ConditionalDiffusion(codec, denoiser, card)
+
+
+_LOADED: dict[str, ConditionalDiffusion] = {}
+
+
+def load_diffusion(name_or_dataset: str | Path) -> ConditionalDiffusion:
+    """The committed model for a dataset ("synthbrain", "shapes", "synthbrain-diffusion")
+    or a card path (`<dataset>.json` next to its `.safetensors`). Cached per path."""
+    from safetensors.torch import load_file
+
+    text = str(name_or_dataset)
+    path = Path(text) if text.endswith(".json") else ASSETS / f"{text.removesuffix('-diffusion')}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in ASSETS.glob("*.json"))
+        raise EveInputError(
+            f"No diffusion model {text!r} ({path} is missing): use one of {', '.join(known) or 'none yet'}, "
+            "or train one with `python -m engine train-diffusion DATASET`."
+        )
+    key = str(path.resolve())
+    if key not in _LOADED:
+        card = json.loads(path.read_text())
+        tensors = load_file(path.with_suffix(".safetensors"))
+        model = build(card, tensors)
+        model.probe_tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("probe.")}
+        _LOADED[key] = model
+    return _LOADED[key]
+
+
+def card_denoiser(config: DenoiserConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}

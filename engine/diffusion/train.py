@@ -1,0 +1,301 @@
+"""Training the conditional latent diffusion model (`python -m engine train-diffusion DATASET`).
+
+Top to bottom: the config, the training data (dataset train split, plus extra SynthBrain
+subjects from Eve's own generator), the condition-dropout masks, the loop, then the
+probes and the card.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.data.slicing import SliceSpec
+from engine.diffusion.codec import PCACodec
+from engine.diffusion.model import (
+    ASSETS,
+    TRAIN_SCHEDULE,
+    ConditionalDiffusion,
+    Denoiser,
+    DenoiserConfig,
+    card_denoiser,
+    make_scheduler,
+    save,
+)
+from engine.diffusion.probes import fit_probe, probe_report
+from engine.errors import EveInputError
+
+# the canonical slice each dataset's classifiers see (the zoo's specs)
+CANONICAL_SPECS = {
+    "synthbrain": SliceSpec("coronal", "hippocampus", 64),
+    "shapes": SliceSpec("axial", None, 64),
+}
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "synthbrain"
+    n_extra: int = 3000  # extra generator subjects (synthbrain only; 0 = dataset train split only)
+    extra_seed: int = 1000  # latent seed of the extra subjects (the default set uses 0)
+    components: int = 32  # PCA components d (latent dim d + 1)
+    width: int = 384  # denoiser MLP width
+    depth: int = 4  # residual blocks
+    steps: int = 8000  # optimiser steps (~19 min on the shared 2-core CPU, 1 thread)
+    batch: int = 256
+    lr: float = 1e-3  # AdamW peak learning rate, cosine decay
+    ema: float = 0.999  # EMA decay of the weights used for sampling
+    p_all_dropped: float = 0.1  # mask: every feature dropped (the unconditional model)
+    p_single: float = 0.3  # mask: exactly one feature kept (what the score uses)
+    # otherwise each feature is kept independently with prob q ~ U(0, 1) drawn per row
+    probe_components: int = 64
+    probe_epochs: int = 300
+    seed: int = 0
+    threads: int = 1
+
+
+# 1. data -------------------------------------------------------------------------------------
+
+
+def training_data(config: TrainConfig, progress=None):
+    """(images (N, 1, S, S), feature table, real dataset, spec, source counts)."""
+    from engine.data.defaults import load_default
+
+    if config.dataset not in CANONICAL_SPECS:
+        raise EveInputError(f"No diffusion recipe for {config.dataset!r}: use one of {', '.join(CANONICAL_SPECS)}.")
+    spec = CANONICAL_SPECS[config.dataset]
+    ds = load_default(config.dataset)
+    train = ds.split_indices("train")
+    images = ds.model_inputs(spec, train)
+    table = ds.table.iloc[train][ds.features].reset_index(drop=True)
+    sources = {"dataset_train_split": len(train)}
+    if config.dataset == "synthbrain" and config.n_extra > 0:
+        from engine.diffusion.synth_slices import cached_extra_subjects
+
+        extra_images, extra_table = cached_extra_subjects(config.n_extra, spec, config.extra_seed, progress, workers=2)
+        images = torch.cat([images, extra_images])
+        table = pd.concat([table, extra_table[ds.features]], ignore_index=True)
+        sources["generator_extra"] = config.n_extra
+    return images, table, ds, spec, sources
+
+
+def feature_card(table: pd.DataFrame, ds) -> list[dict]:
+    """Per feature: kind, standardisation (training set), range (training set) and the
+    marginal of the *dataset* (percentiles / level frequencies), which the score samples."""
+    features = []
+    for name in ds.numeric_features:
+        v, data = table[name].to_numpy(float), ds.table[name].to_numpy(float)
+        features.append({
+            "name": name, "kind": "numeric", "mean": float(v.mean()), "sd": float(v.std()),
+            "min": float(v.min()), "max": float(v.max()), "data_sd": float(data.std(ddof=1)),
+            "data_percentiles": np.percentile(data, np.arange(101)).tolist(),
+        })  # fmt: skip
+    for name in ds.categorical_features:
+        levels = sorted(pd.unique(table[name]).tolist())
+        freq = ds.table[name].value_counts(normalize=True)
+        features.append({
+            "name": name, "kind": "categorical", "levels": levels,
+            "data_frequencies": [float(freq.get(level, 0.0)) for level in levels],
+        })  # fmt: skip
+    return features
+
+
+def condition_arrays(table: pd.DataFrame, features: list[dict]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Standardised condition slots c (N, C) and each feature's (offset, width)."""
+    columns, spans, offset = [], [], 0
+    for info in features:
+        if info["kind"] == "numeric":
+            columns.append(((table[info["name"]].to_numpy(float) - info["mean"]) / info["sd"])[:, None])
+            width = 1
+        else:
+            codes = table[info["name"]].map({lv: i for i, lv in enumerate(info["levels"])}).to_numpy()
+            width = len(info["levels"])
+            columns.append(np.eye(width)[codes])
+        spans.append((offset, width))
+        offset += width
+    return torch.from_numpy(np.concatenate(columns, 1).astype(np.float32)), spans
+
+
+# 2. condition dropout ------------------------------------------------------------------------
+
+
+def dropout_masks(n: int, n_features: int, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """(n, F) masks, 1 = kept: all dropped w.p. p_all_dropped, one feature kept w.p. p_single,
+    else each kept independently w.p. q ~ U(0, 1) (q drawn per row)."""
+    u = torch.rand(n, generator=generator)
+    q = torch.rand(n, 1, generator=generator)
+    mask = (torch.rand(n, n_features, generator=generator) < q).float()
+    single = torch.nn.functional.one_hot(torch.randint(n_features, (n,), generator=generator), n_features).float()
+    mask = torch.where((u < config.p_single)[:, None], single, mask)
+    mask = torch.where((u > 1 - config.p_all_dropped)[:, None], torch.zeros_like(mask), mask)
+    return mask
+
+
+def slot_masks(mask: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """Per-feature mask (n, F) -> per-slot mask (n, C)."""
+    return torch.cat([mask[:, j : j + 1].expand(-1, w) for j, (_, w) in enumerate(spans)], 1)
+
+
+# 3. the loop ---------------------------------------------------------------------------------
+
+
+def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, log=print) -> tuple[Denoiser, dict]:
+    """DDPM training (eps-prediction, diffusers' DDPMScheduler.add_noise) with condition dropout."""
+    torch.manual_seed(config.seed)
+    g = torch.Generator().manual_seed(config.seed)
+    numeric = tuple(off for off, w in spans if w == 1)
+    dconf = DenoiserConfig(latent_dim=z0.shape[1], cond_dim=c.shape[1], n_features=len(spans),
+                           numeric_slots=numeric, width=config.width, depth=config.depth)  # fmt: skip
+    net = Denoiser(dconf)
+    ema = Denoiser(dconf)
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    scheduler = make_scheduler("ddpm")
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    warmup = 200
+    lr_at = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s / config.steps, 1.0)))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    n = len(z0)
+    losses, t0 = [], time.time()
+    for step in range(config.steps):
+        idx = torch.randint(n, (config.batch,), generator=g)
+        x0, cond = z0[idx], c[idx]
+        mask = dropout_masks(config.batch, len(spans), config, g)
+        slot = slot_masks(mask, spans)
+        # 1. forward process: z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps   (Ho et al. eq. 4)
+        t = torch.randint(TRAIN_SCHEDULE["num_train_timesteps"], (config.batch,), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        zt = scheduler.add_noise(x0, eps, t)
+        # 2. simple loss || eps - eps_theta(z_t, t, c, m) ||^2   (eq. 14)
+        loss = (net(zt, t, cond, mask, slot) - eps).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for pe, pn in zip(ema.parameters(), net.parameters(), strict=True):
+                pe.lerp_(pn, 1 - config.ema)
+        losses.append(loss.item())
+        if (step + 1) % 1000 == 0:
+            log(f"step {step + 1}/{config.steps} loss {np.mean(losses[-1000:]):.4f} ({time.time() - t0:.0f} s)")
+    stats = {"final_loss": float(np.mean(losses[-1000:])), "loss_first_1000": float(np.mean(losses[:1000])),
+             "seconds": time.time() - t0}  # fmt: skip
+    return ema.eval(), stats
+
+
+@torch.inference_mode()
+def heldout_loss(net: Denoiser, z0: torch.Tensor, c: torch.Tensor, spans, seed: int = 1, reps: int = 8) -> float:
+    """Mean eps-MSE on held-out latents with all features kept, over random t and noise."""
+    g = torch.Generator().manual_seed(seed)
+    scheduler = make_scheduler("ddpm")
+    mask = torch.ones(len(z0), len(spans))
+    slot = slot_masks(mask, spans)
+    total = 0.0
+    for _ in range(reps):
+        t = torch.randint(TRAIN_SCHEDULE["num_train_timesteps"], (len(z0),), generator=g)
+        eps = torch.randn(z0.shape, generator=g)
+        total += (net(scheduler.add_noise(z0, eps, t), t, c, mask, slot) - eps).pow(2).mean().item()
+    return total / reps
+
+
+@torch.inference_mode()
+def codec_fidelity(codec: PCACodec, images: torch.Tensor, dataset: str, seed: int = 0) -> dict:
+    """Correlation of each zoo classifier's output on held-out images and on their codec
+    round trip (decode(encode(x)) with fresh noise): how much the latent space loses for them."""
+    try:
+        from engine.models.zoo import list_cards, load_model
+    except ImportError:
+        return {}
+    noise = torch.randn(len(images), codec.size, codec.size, generator=torch.Generator().manual_seed(seed))
+    out = {}
+    for card in list_cards():
+        if card.get("dataset") != dataset:
+            continue
+        model, _ = load_model(card["name"])
+        y, y_rt = model(images)[:, 0], model(codec.decode(codec.encode(images), noise))[:, 0]
+        out[card["name"]] = float(np.corrcoef(y.numpy(), y_rt.numpy())[0, 1])
+    return out
+
+
+def rebuild_command(config: TrainConfig) -> str:
+    """The CLI call that reproduces `config` (options that differ from the defaults)."""
+    command = f"python -m engine train-diffusion {config.dataset}"
+    for field, flag in (("steps", "--steps"), ("n_extra", "--n-extra"), ("components", "--components"),
+                        ("seed", "--seed")):  # fmt: skip
+        if getattr(config, field) != getattr(TrainConfig, field):
+            command += f" {flag} {getattr(config, field)}"
+    return command
+
+
+# 4. everything: data -> codec -> denoiser -> probes -> card ---------------------------------
+
+
+def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> ConditionalDiffusion:
+    torch.set_num_threads(config.threads)
+    t_start = time.time()
+    images, table, ds, spec, sources = training_data(config)
+    log(f"training images: {tuple(images.shape)} ({sources})")
+    features = feature_card(table, ds)
+    c, spans = condition_arrays(table, features)
+    # 1. the latent space
+    codec = PCACodec.fit(images, config.components)
+    z0 = codec.encode(images)
+    test = ds.split_indices("test")
+    test_images = ds.model_inputs(spec, test)
+    recon = codec.decode_mean(codec.encode(test_images))
+    codec_rms = float((recon - test_images).pow(2).mean().sqrt())
+    log(f"codec: d={config.components}, held-out RMS error {codec_rms:.4f}")
+    fidelity = codec_fidelity(codec, test_images, config.dataset)
+    log(f"codec fidelity (classifier output corr, real vs decode(encode) + noise): {fidelity}")
+    # 2. the denoiser
+    net, stats = fit_denoiser(z0, c, spans, config, log)
+    c_test, _ = condition_arrays(ds.table.iloc[test][ds.features].reset_index(drop=True), features)
+    stats["heldout_loss_all_features"] = heldout_loss(net, codec.encode(test_images), c_test, spans)
+    stats["train_loss_all_features"] = heldout_loss(net, z0[: len(test)], c[: len(test)], spans)
+    log(f"loss: final train {stats['final_loss']:.4f}, held-out {stats['heldout_loss_all_features']:.4f}")
+    # 3. the probes (numeric features), evaluated on the dataset's test split
+    numeric = [f for f in features if f["kind"] == "numeric"]
+    names = [f["name"] for f in numeric]
+    mean, sd = np.array([f["mean"] for f in numeric]), np.array([f["sd"] for f in numeric])
+    targets = (table[names].to_numpy(float) - mean) / sd
+    probe = fit_probe(images, targets, n_components=config.probe_components, epochs=config.probe_epochs,
+                      seed=config.seed)  # fmt: skip
+    report = probe_report(probe, test_images, ds.table.iloc[test][names].to_numpy(float), names, mean,
+                          np.array([f["data_sd"] for f in numeric]))  # fmt: skip
+    for name, r in report.items():
+        log(f"probe {name}: R2 {r['r2']:.3f}, MAE/SD {r['mae_over_sd']:.3f}")
+    wall = time.time() - t_start
+    card = {
+        "name": f"{config.dataset}-diffusion",
+        "dataset": config.dataset,
+        "spec": {"plane": spec.plane, "index": spec.index, "size": spec.size},
+        "design": "latent diffusion: PCA codec (d components + noise level) and a residual-MLP "
+        "eps-denoiser with adaLN conditioning on the standardised feature vector; per-feature "
+        "condition dropout; trained with diffusers' DDPMScheduler, sampled with DPM-Solver++(2M)",
+        "features": features,
+        "probe_features": names,
+        "codec": {"d": config.components, "heldout_rms": codec_rms, "classifier_fidelity": fidelity},
+        "denoiser": card_denoiser(net.config),
+        "schedule": TRAIN_SCHEDULE,
+        "training": {
+            "config": asdict(config),
+            "sources": sources,
+            **stats,
+            "wall_time_seconds": wall,
+            "threads": config.threads,
+            "machine": "2-core CPU shared with 3 other jobs",
+        },  # fmt: skip
+        "probe_report": report,
+        "command": rebuild_command(config),
+    }
+    model = ConditionalDiffusion(codec, net, card)
+    if save_to is not None:
+        probe_state = {k: v for k, v in probe.state_dict().items()}
+        probe_state["n_components"] = torch.tensor(config.probe_components)
+        path = save(model, probe_state, save_to)
+        log(f"saved {path} ({wall:.0f} s)")
+    return model

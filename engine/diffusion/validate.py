@@ -1,0 +1,190 @@
+"""Checks of the diffusion model against truth (`python -m engine.diffusion.validate`).
+
+1. Scores: for each synthbrain zoo classifier and each feature, the diffusion-based score
+   (K values x N samples, guidance 1) next to the data-based score on the 400-subject
+   default set (all rows, and the test split the classifier never saw), and a reference
+   on fresh generator subjects (ample data, never seen by the classifier or the diffusion
+   model).
+2. Constraint error: probe-measured value vs the asked value, per feature, as MAE / SD of
+   the feature in the data; next to the probe's own held-out MAE / SD on real images.
+3. Spread of the unconstrained features: conditioning on feature i = a_k, the sd of
+   each other feature j (probe-measured) in the samples vs its sd (probe-measured) among
+   fresh generator subjects whose A_i lies in the quantile bin around a_k.
+
+Writes `assets/diffusion/<dataset>-validation.json` and prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.diffusion.model import ASSETS, load_diffusion, sample_seed
+from engine.diffusion.score import diffusion_score, feature_values
+
+SYNTHBRAIN_MODELS = ("synthbrain-diagnosis", "synthbrain-shortcut")
+
+
+def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A pipe table (pandas' to_markdown needs tabulate, which Eve does not depend on)."""
+
+    def cell(v):
+        return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _outputs(model, images: torch.Tensor, batch: int = 256) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)])[:, 0].double().numpy()
+
+
+def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, seed=0, log=print) -> pd.DataFrame:
+    from engine.data.defaults import load_default
+    from engine.models.zoo import load_model
+    from engine.tvd import explained_variance
+
+    ds = load_default(diffusion.dataset)
+    images = ds.model_inputs(diffusion.spec)
+    test = ds.split_indices("test")
+    rows = []
+    for name in models:
+        model, card = load_model(name)
+        y = _outputs(model, images)
+        y_fresh = _outputs(model, fresh[0]) if fresh is not None else None
+        for feature in diffusion.features:
+            categorical = diffusion.feature_info(feature)["kind"] == "categorical"
+            a = ds.feature_values(feature)
+            data_all = explained_variance(y, a, categorical=categorical, seed=seed)
+            data_test = explained_variance(y[test], a[test], categorical=categorical, seed=seed)
+            t0 = time.time()
+            diff, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
+                                      seed=seed)  # fmt: skip
+            row = {
+                "model": name, "feature": feature,
+                "data_all400": data_all.score, "data_all400_ci": [data_all.ci_low, data_all.ci_high],
+                "data_test120": data_test.score, "data_test120_ci": [data_test.ci_low, data_test.ci_high],
+                "diffusion": diff.score, "diffusion_ci": [diff.ci_low, diff.ci_high],
+                "diffusion_seconds": time.time() - t0,
+            }  # fmt: skip
+            if y_fresh is not None:
+                ref = explained_variance(y_fresh, fresh[1][feature].to_numpy(), categorical=categorical, seed=seed)
+                row |= {"generator_ref": ref.score, "generator_ref_ci": [ref.ci_low, ref.ci_high]}
+            row["diff_vs_all400"] = row["diffusion"] - row["data_all400"]
+            rows.append(row)
+            log(f"{name} {feature}: data {data_all.score:.3f} test {data_test.score:.3f} "
+                f"ref {row.get('generator_ref', np.nan):.3f} diffusion {diff.score:.3f}")  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def rankings(table: pd.DataFrame, column: str) -> dict:
+    from scipy.stats import spearmanr
+
+    out = {}
+    for name, group in table.groupby("model"):
+        rho = spearmanr(group[column], group["diffusion"]).statistic
+        order_data = group.sort_values(column, ascending=False)["feature"].tolist()
+        order_diff = group.sort_values("diffusion", ascending=False)["feature"].tolist()
+        out[name] = {"spearman": float(rho), "top3_data": order_data[:3], "top3_diffusion": order_diff[:3]}
+    return out
+
+
+def constraint_errors(diffusion, k_values=8, n_per_value=64, steps=20, seed=0) -> pd.DataFrame:
+    """Per probed feature: MAE / SD of probe(sample) - a_k, over K values x N samples."""
+    rows = []
+    for feature in diffusion.card["probe_features"]:
+        values, _ = feature_values(diffusion, feature, k_values)
+        sd = diffusion.feature_info(feature)["data_sd"]
+        errs = []
+        for k, a in enumerate(values):
+            x = diffusion.sample({feature: a}, n_per_value, seed=sample_seed(seed, k), steps=steps)
+            errs.append(diffusion.measure_features(x)[feature] - a)
+        errs = np.stack(errs)  # (K, N)
+        per_value = np.abs(errs).mean(1) / sd
+        rows.append({"feature": feature, "mae_over_sd": float(np.abs(errs).mean() / sd),
+                     "bias_over_sd": float(errs.mean() / sd), "worst_value_mae_over_sd": float(per_value.max()),
+                     "probe_heldout_mae_over_sd": diffusion.card["probe_report"][feature]["mae_over_sd"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def spread_check(diffusion, fresh, conditions=("ventricle_volume", "age", "icv"), k_values=5, n_per_value=64,
+                 seed=0) -> pd.DataFrame:  # fmt: skip
+    """sd of each other feature (probe-measured) given A_i = a_k: samples vs generator subjects
+    in the bin of A_i around a_k (equal-mass bins; the probe's noise is in both)."""
+    images, table = fresh
+    measured_fresh = diffusion.measure_features(images)
+    rows = []
+    for feature in conditions:
+        values, _ = feature_values(diffusion, feature, k_values)
+        a = table[feature].to_numpy(float)
+        edges = np.quantile(a, np.linspace(0, 1, k_values + 1))
+        for k, value in enumerate(values):
+            in_bin = (a >= edges[k]) & (a <= edges[k + 1])
+            x = diffusion.sample({feature: value}, n_per_value, seed=sample_seed(seed, 100 + k))
+            measured = diffusion.measure_features(x)
+            for other in diffusion.card["probe_features"]:
+                if other == feature:
+                    continue
+                rows.append({"condition": feature, "value": value, "other": other,
+                             "sd_samples": float(measured[other].std(ddof=1)),
+                             "sd_data": float(measured_fresh[other][in_bin].std(ddof=1)),
+                             "mean_samples": float(measured[other].mean()),
+                             "mean_data": float(measured_fresh[other][in_bin].mean())})  # fmt: skip
+    out = pd.DataFrame(rows)
+    out["sd_ratio"] = out["sd_samples"] / out["sd_data"]
+    sd_other = {f: diffusion.feature_info(f)["data_sd"] for f in diffusion.card["probe_features"]}
+    out["mean_shift_over_sd"] = (out["mean_samples"] - out["mean_data"]) / out["other"].map(sd_other)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m engine.diffusion.validate", description=__doc__)
+    parser.add_argument("--dataset", default="synthbrain")
+    parser.add_argument("--k-values", type=int, default=8)
+    parser.add_argument("--n-per-value", type=int, default=64)
+    parser.add_argument("--n-fresh", type=int, default=1000, help="fresh generator subjects for the references")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    diffusion = load_diffusion(args.dataset)
+    fresh = None
+    if args.dataset == "synthbrain" and args.n_fresh:
+        from engine.diffusion.synth_slices import cached_extra_subjects
+
+        fresh = cached_extra_subjects(args.n_fresh, diffusion.spec, seed=2000)
+    report = {}
+    constraint = constraint_errors(diffusion, args.k_values, args.n_per_value)
+    print(markdown(constraint))
+    report["constraint"] = constraint.to_dict("records")
+    if fresh is not None:
+        spread = spread_check(diffusion, fresh)
+        summary = spread.groupby("condition")[["sd_ratio", "mean_shift_over_sd"]].agg(
+            lambda s: float(np.median(np.abs(s)) if s.name == "mean_shift_over_sd" else np.median(s))
+        )
+        print(
+            markdown(spread.groupby(["condition", "other"])[["sd_ratio", "mean_shift_over_sd"]].mean().reset_index(), 2)
+        )
+        report["spread"] = spread.to_dict("records")
+        report["spread_summary"] = summary.to_dict()
+    if args.dataset == "synthbrain":
+        table = score_comparison(diffusion, SYNTHBRAIN_MODELS, args.k_values, args.n_per_value, fresh)
+        cols = ["model", "feature", "data_all400", "data_test120", "generator_ref", "diffusion", "diff_vs_all400"]
+        print(markdown(table[[c for c in cols if c in table]]))
+        report["scores"] = table.to_dict("records")
+        report["ranking_vs_all400"] = rankings(table, "data_all400")
+        if "generator_ref" in table:
+            report["ranking_vs_generator_ref"] = rankings(table, "generator_ref")
+        print(json.dumps({k: v for k, v in report.items() if k.startswith("ranking")}, indent=1))
+    report["settings"] = vars(args)
+    (ASSETS / f"{args.dataset}-validation.json").write_text(json.dumps(report, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""Conditional diffusion: tiny-model units (seconds) and checks of the committed weights.
+
+Mirrors `engine/diffusion/`: codec, model (conditions, sampling, saving), train (masks),
+score (values, compatibility, estimators). The committed-weights checks skip when the
+assets (or the zoo classifiers) are missing; the slow ones are marked `slow`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from engine.diffusion import ConditionalDiffusion, FeatureClampWarning, diffusion_score, load_diffusion
+from engine.diffusion.codec import PCACodec
+from engine.diffusion.model import ASSETS, Denoiser, DenoiserConfig, build, card_denoiser, save
+from engine.diffusion.score import block_score_stats, check_compatible, feature_values
+from engine.diffusion.train import TrainConfig, condition_arrays, dropout_masks, slot_masks
+from engine.errors import EveInputError
+
+SIZE = 16
+
+
+def _card(dataset: str = "toy") -> dict:
+    percentiles = np.linspace(-2.0, 2.0, 101).tolist()
+    numeric = [
+        {"name": name, "kind": "numeric", "mean": 0.0, "sd": 1.0, "min": -2.0, "max": 2.0, "data_sd": 1.0,
+         "data_percentiles": percentiles}
+        for name in ("size", "brightness")
+    ]  # fmt: skip
+    categorical = {"name": "sex", "kind": "categorical", "levels": ["F", "M"], "data_frequencies": [0.25, 0.75]}
+    config = DenoiserConfig(latent_dim=5, cond_dim=4, n_features=3, numeric_slots=(0, 1), width=16, depth=1,
+                            n_fourier=2, emb_dim=16)  # fmt: skip
+    return {
+        "dataset": dataset,
+        "spec": {"plane": "axial", "index": None, "size": SIZE},
+        "features": [*numeric, categorical],
+        "probe_features": [],
+        "codec": {"d": 4},
+        "denoiser": card_denoiser(config),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny() -> ConditionalDiffusion:
+    """A random (untrained) tiny model: deterministic weights, a codec fit on random blobs."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(40, 1, SIZE, SIZE, generator=g) * 0.2 + 0.4
+    card = _card()
+    model = build(card)
+    model.codec.load_state_dict(PCACodec.fit(images, 4).state_dict())
+    for p in model.denoiser.out.parameters():  # zero-initialised: give it a non-trivial output
+        torch.nn.init.normal_(p, std=0.1, generator=g)
+    return model
+
+
+# --- codec --------------------------------------------------------------------------------------
+
+
+def test_codec_reconstructs_low_rank_images_exactly():
+    g = torch.Generator().manual_seed(1)
+    basis = torch.randn(3, SIZE * SIZE, generator=g)
+    images = (0.5 + 0.05 * torch.randn(30, 3, generator=g) @ basis).reshape(30, 1, SIZE, SIZE)
+    codec = PCACodec.fit(images, 3)
+    z = codec.encode(images)
+    assert z.shape == (30, 4)
+    torch.testing.assert_close(codec.decode_mean(z), images, atol=1e-4, rtol=0)
+
+
+def test_codec_decode_clips_to_unit_range():
+    codec = PCACodec.fit(torch.rand(20, 1, SIZE, SIZE), 2)
+    x = codec.decode(torch.full((3, 3), 50.0), torch.randn(3, SIZE, SIZE))
+    assert x.min() >= 0 and x.max() <= 1
+
+
+# --- sampling -----------------------------------------------------------------------------------
+
+
+def test_sample_shape_and_range(tiny):
+    x = tiny.sample({"size": 0.5}, 3, seed=0, steps=4)
+    assert x.shape == (3, 1, SIZE, SIZE)
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+
+
+def test_sample_same_seed_gives_identical_images(tiny):
+    a = tiny.sample({"size": 0.5, "sex": "M"}, 4, seed=7, steps=5)
+    b = tiny.sample({"size": 0.5, "sex": "M"}, 4, seed=7, steps=5)
+    assert torch.equal(a, b)
+
+
+def test_sample_different_seeds_differ(tiny):
+    a = tiny.sample({"size": 0.5}, 2, seed=1, steps=4)
+    b = tiny.sample({"size": 0.5}, 2, seed=2, steps=4)
+    assert not torch.allclose(a, b)
+
+
+def test_sample_seed_of_each_sample_does_not_depend_on_batch(tiny):
+    whole = tiny.sample({}, 4, seed=3, steps=4)
+    tail = tiny.sample({}, 2, seed=3, steps=4, first_index=2)
+    torch.testing.assert_close(whole[2:], tail, atol=1e-5, rtol=0)
+
+
+def test_shared_noise_with_one_condition_repeats_one_subject(tiny):
+    x = tiny.sample({"brightness": 0.0}, 3, seed=5, steps=4, shared_noise=True)
+    torch.testing.assert_close(x[0], x[2], atol=1e-5, rtol=0)
+
+
+def test_fixed_noise_sweep_changes_smoothly(tiny):
+    """Same seed at nearby values: a small change (the slider's morphing)."""
+    a = tiny.sample({"size": 0.0}, 1, seed=4, steps=6)
+    b = tiny.sample({"size": 0.01}, 1, seed=4, steps=6)
+    c = tiny.sample({"size": 0.0}, 1, seed=5, steps=6)
+    assert (a - b).abs().mean() < 0.2 * (a - c).abs().mean()
+
+
+def test_guidance_one_is_the_plain_conditional(tiny):
+    a = tiny.sample({"size": 1.0}, 2, seed=0, steps=4, guidance=1.0)
+    z_plain, _ = tiny.sample_latents({"size": 1.0}, 2, seed=0, steps=4)
+    torch.testing.assert_close(a, tiny.codec.decode(z_plain, tiny.initial_noise(2, 0)[1]))
+
+
+def test_sweep_values_one_per_sample(tiny):
+    x = tiny.sample({"size": [-1.0, 0.0, 1.0]}, 3, seed=0, steps=3, shared_noise=True)
+    assert x.shape[0] == 3
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_out_of_range_value_is_clamped_with_a_warning(tiny):
+    with pytest.warns(FeatureClampWarning, match="outside the training range"):
+        high = tiny.sample({"size": 9.0}, 2, seed=0, steps=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureClampWarning)
+        at_max = tiny.sample({"size": 2.0}, 2, seed=0, steps=3)
+    assert torch.equal(high, at_max)
+
+
+@pytest.mark.parametrize(
+    "condition, match",
+    [
+        ({"volume": 1.0}, "Unknown feature 'volume'"),
+        ({"sex": "X"}, "not a level of 'sex'"),
+        ({"size": float("nan")}, "NaN or infinite"),
+        ({"size": [0.0, 1.0]}, "2 values given"),
+    ],
+)
+def test_bad_conditions_raise_clear_errors(tiny, condition, match):
+    with pytest.raises(EveInputError, match=match):
+        tiny.sample(condition, 3, seed=0, steps=2)
+
+
+@pytest.mark.parametrize("kw", [{"n": 0}, {"steps": 0}, {"guidance": float("inf")}, {"sampler": "euler"}])
+def test_bad_sampling_arguments_raise(tiny, kw):
+    args = {"n": 2, "steps": 2} | kw
+    with pytest.raises(EveInputError):
+        tiny.sample({}, **args)
+
+
+def test_feature_range_and_unknown_feature(tiny):
+    assert tiny.feature_range("size") == (-2.0, 2.0)
+    assert tiny.feature_range("sex") == ("F", "M")
+    with pytest.raises(EveInputError, match="choose one of size, brightness, sex"):
+        tiny.feature_range("age")
+
+
+def test_load_unknown_diffusion_model_names_the_fix():
+    with pytest.raises(EveInputError, match="train-diffusion"):
+        load_diffusion("no-such-dataset")
+
+
+def test_save_and_load_round_trip(tiny, tmp_path):
+    path = save(tiny, None, tmp_path)
+    loaded = load_diffusion(path)
+    torch.testing.assert_close(loaded.sample({"size": 0.3}, 2, seed=1, steps=3), tiny.sample({"size": 0.3}, 2, seed=1,
+                                                                                             steps=3))  # fmt: skip
+
+
+# --- condition dropout ----------------------------------------------------------------------
+
+
+def test_dropout_masks_mix_all_dropped_single_and_random():
+    config = TrainConfig(p_all_dropped=0.1, p_single=0.3)
+    m = dropout_masks(20000, 6, config, torch.Generator().manual_seed(0))
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    kept = m.sum(1)
+    assert 0.1 < (kept == 0).float().mean() < 0.2  # all dropped + random rows with none kept
+    assert 0.3 < (kept == 1).float().mean() < 0.45
+    assert (kept == 6).float().mean() > 0.05  # joint conditions are trained too
+    assert torch.allclose(m.mean(0), m.mean(0).mean(), atol=0.02)  # no feature favoured
+
+
+def test_slot_masks_cover_a_categorical_feature_whole():
+    import pandas as pd
+
+    card = _card()
+    table = pd.DataFrame({"size": [0.0, 1.0], "brightness": [1.0, 2.0], "sex": ["M", "F"]})
+    c, spans = condition_arrays(table, card["features"])
+    assert spans == [(0, 1), (1, 1), (2, 2)]
+    assert c[:, 2:].tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    slot = slot_masks(torch.tensor([[1.0, 0.0, 1.0]]), spans)
+    assert slot.tolist() == [[1.0, 0.0, 1.0, 1.0]]
+
+
+def test_denoiser_ignores_dropped_feature_values():
+    config = DenoiserConfig(latent_dim=3, cond_dim=2, n_features=2, numeric_slots=(0, 1), width=8, depth=1, emb_dim=8)
+    net = Denoiser(config)
+    torch.nn.init.normal_(net.out.weight)
+    z, m = torch.randn(2, 3), torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    c = torch.tensor([[0.5, -3.0], [0.5, 3.0]])  # differ only in the dropped feature
+    out = net(z[:1].expand(2, -1), torch.tensor(10), c, m, m)
+    torch.testing.assert_close(out[0], out[1])
+
+
+# --- score ----------------------------------------------------------------------------------
+
+
+def test_feature_values_are_quantile_midpoints_or_levels(tiny):
+    values, weights = feature_values(tiny, "size", 4)
+    np.testing.assert_allclose(values, [-1.5, -0.5, 0.5, 1.5], atol=1e-9)
+    np.testing.assert_allclose(weights, 0.25)
+    levels, w = feature_values(tiny, "sex", 4)
+    assert levels == ["F", "M"] and np.allclose(w, [0.25, 0.75])
+
+
+def test_score_refuses_a_diffusion_model_of_another_dataset(tiny):
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 1))
+    card = {"dataset": "synthbrain", "spec": _card()["spec"], "output_names": ["y"]}
+    with pytest.raises(EveInputError, match="trained on 'synthbrain'.*generates 'toy'"):
+        diffusion_score(clf, card, tiny, "size")
+    with pytest.raises(EveInputError, match="slice"):
+        check_compatible({"dataset": "toy", "spec": {"plane": "coronal", "index": None, "size": SIZE}}, tiny)
+
+
+def test_score_unknown_feature_and_output(tiny):
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 1))
+    card = {"dataset": "toy", "spec": _card()["spec"], "output_names": ["y"]}
+    with pytest.raises(EveInputError, match="Unknown feature 'age'"):
+        diffusion_score(clf, card, tiny, "age")
+    with pytest.raises(EveInputError, match="Unknown output"):
+        diffusion_score(clf, card, tiny, "size", output="logit")
+
+
+def test_score_runs_with_progress_and_independent_seeds(tiny):
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 1))
+    card = {"dataset": "toy", "spec": _card()["spec"], "output_names": ["y"]}
+    calls = []
+    result, table = diffusion_score(clf, card, tiny, "size", k_values=3, n_per_value=4, steps=3,
+                                    progress=lambda i, n: calls.append((i, n)))  # fmt: skip
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert result.ok and result.n == 12 and 0 <= result.score <= 1
+    assert table["seed"].nunique() == 3 and list(table["n"]) == [4, 4, 4]
+
+
+def test_block_estimate_removes_subject_effects():
+    """y_ki = mu_k + b_i + e_ki: the explained variance is Var(mu) whatever the subject spread."""
+    rng = np.random.default_rng(0)
+    mu = np.array([0.0, 1.0, 2.0, 3.0])
+    y = mu[:, None] + rng.normal(0, 3, 400)[None, :] + rng.normal(0, 0.1, (4, 400))
+    stats = block_score_stats(y, np.full(4, 0.25))
+    assert stats["explained_var"] == pytest.approx(mu.var(), rel=0.02)
+    assert stats["score"] == pytest.approx(mu.var() / (mu.var() + 9.01), abs=0.03)
+
+
+# --- the committed weights ------------------------------------------------------------------
+
+committed = pytest.mark.skipif(not (ASSETS / "synthbrain.json").is_file(), reason="no committed synthbrain model")
+
+
+@committed
+def test_committed_model_same_seed_identical_and_fast():
+    torch.set_num_threads(1)
+    model = load_diffusion("synthbrain")
+    model.sample({"ventricle_volume": 15.0}, 8, seed=0)  # warm-up
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a = model.sample({"ventricle_volume": 15.0}, 8, seed=0)
+        times.append(time.perf_counter() - t0)
+    b = model.sample({"ventricle_volume": 15.0}, 8, seed=0)
+    assert a.shape == (8, 1, 64, 64) and torch.equal(a, b)
+    assert min(times) < 2.0, f"8 samples took {min(times):.2f} s (budget 2 s)"
+
+
+@committed
+def test_committed_model_describes_itself():
+    model = load_diffusion("synthbrain")
+    assert model.dataset == "synthbrain" and model.spec.plane == "coronal"
+    assert {"ventricle_volume", "hippocampal_volume", "icv", "age", "sex"} <= set(model.features)
+    card = model.card
+    for key in ("wall_time_seconds", "final_loss", "sources"):
+        assert key in card["training"]
+    assert card["command"].startswith("python -m engine train-diffusion")
+
+
+# measured constraint error (probe MAE / SD, K=8 x N=64; the probe's own held-out error is
+# part of it). The issue's target is 0.10: met by icv and noise_sd, missed by ventricle
+# (0.13), gm (0.17) and hippocampal (0.23) volumes. These bounds guard against regressions.
+CONSTRAINT_BOUNDS = {"icv": 0.10, "noise_sd": 0.13, "ventricle_volume": 0.16, "gm_volume": 0.22,
+                     "hippocampal_volume": 0.28}  # fmt: skip
+
+
+@committed
+@pytest.mark.slow
+@pytest.mark.parametrize("feature", sorted(CONSTRAINT_BOUNDS))
+def test_committed_model_meets_the_constraint(feature):
+    """Probe-measured value vs the asked value (K=4, N=32), against the bounds above."""
+    from engine.diffusion.validate import constraint_errors
+
+    model = load_diffusion("synthbrain")
+    row = constraint_errors(_only(model, feature), k_values=4, n_per_value=32).iloc[0]
+    assert row["mae_over_sd"] <= CONSTRAINT_BOUNDS[feature], row.to_dict()
+    assert abs(row["bias_over_sd"]) <= 0.1, row.to_dict()
+
+
+def _only(model, feature):
+    """A view of the model whose probe list is one feature (for a per-feature check)."""
+
+    class View:
+        def __init__(self, m):
+            self._m = m
+            self.card = dict(m.card, probe_features=[feature])
+
+        def __getattr__(self, name):
+            return getattr(self._m, name)
+
+    return View(model)
+
+
+def _zoo_has(*names):
+    from engine.models.zoo import models_dir
+
+    return all((models_dir() / f"{n}.json").is_file() for n in names)
+
+
+@committed
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["synthbrain-diagnosis", "synthbrain-shortcut"])
+def test_diffusion_score_matches_the_data_score(synthbrain, name):
+    """Diffusion vs data-based score (400 subjects) within 0.05 for the volumes the models use,
+    and the same top feature. Age misses the 0.05 target against the 400-subject data
+    (0.11-0.14 lower) but not against fresh generator subjects: see assets/README.md."""
+    if not _zoo_has(name):
+        pytest.skip(f"zoo model {name} not built")
+    from engine.models.zoo import load_model
+    from engine.tvd import explained_variance
+
+    torch.set_num_threads(1)
+    model, card = load_model(name)
+    diffusion = load_diffusion("synthbrain")
+    with torch.inference_mode():
+        y = model(synthbrain.model_inputs(diffusion.spec))[:, 0].numpy()
+    scores = {}
+    for feature in ("ventricle_volume", "hippocampal_volume", "icv"):
+        data = explained_variance(y, synthbrain.feature_values(feature), n_boot=0).score
+        diff, table = diffusion_score(model, card, diffusion, feature, k_values=8, n_per_value=64, n_boot=0)
+        assert abs(diff.score - data) <= 0.05, (feature, data, diff.score)
+        scores[feature] = (data, diff.score)
+    assert max(scores, key=lambda f: scores[f][0]) == max(scores, key=lambda f: scores[f][1])
+
+
+@pytest.mark.slow
+def test_cheap_slice_generator_matches_the_full_generator():
+    """The extra training subjects (one slice, `synth_slices`) follow `synthbrain.synthesize_subject`:
+    same volumes (GM corrected for the stride-2 grid) and the same slice up to the noise."""
+    from engine.data import SliceSpec
+    from engine.diffusion.synth_slices import check_against_full
+
+    report = check_against_full(SliceSpec("coronal", "hippocampus", 64), n=2)
+    for column in ("ventricle_volume", "hippocampal_volume", "gm_volume", "icv"):
+        assert report[f"{column}_rel_err"].abs().max() < 0.003, report
+    assert report["slice_rms_diff"].max() < 0.035, report
