@@ -1,0 +1,47 @@
+"""Sample grids and image comparisons for generated (or real) 2D images."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+
+def sample_grid(images: np.ndarray, captions: list[str], *, cols: int = 4, height_per_row: int = 210) -> go.Figure:
+    """(n, S, S) images in [0, 1] as a grid of grey-scale tiles, each with a caption."""
+    n = len(images)
+    rows = int(np.ceil(n / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=captions, horizontal_spacing=0.01, vertical_spacing=0.06)
+    for i, image in enumerate(images):
+        fig.add_trace(
+            go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=1, showscale=False,
+                       hovertemplate=f"{captions[i]}<br>intensity %{{z:.3f}}<extra></extra>"),
+            row=i // cols + 1, col=i % cols + 1,
+        )  # fmt: skip
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
+    for i in range(1, n + 1):  # square pixels in every tile
+        fig.update_yaxes(scaleanchor=f"x{'' if i == 1 else i}", row=(i - 1) // cols + 1, col=(i - 1) % cols + 1)
+    fig.update_annotations(font_size=12)
+    fig.update_layout(height=rows * height_per_row + 20, margin=dict(l=4, r=4, t=28, b=4))
+    return fig
+
+
+def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], height: int = 300) -> go.Figure:
+    """Image a, image b, and b - a on a symmetric red-blue scale."""
+    diff = b - a
+    limit = float(np.abs(diff).max()) or 1.0
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[*titles, "difference (right − left)"], horizontal_spacing=0.02)
+    fig.add_trace(go.Heatmap(z=a, colorscale="gray", zmin=0, zmax=1, showscale=False), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=b, colorscale="gray", zmin=0, zmax=1, showscale=False), row=1, col=2)
+    fig.add_trace(
+        go.Heatmap(z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, colorbar=dict(thickness=10, len=0.9)),
+        row=1, col=3,
+    )  # fmt: skip
+    fig.update_xaxes(visible=False, constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
+    for i in (1, 2, 3):
+        fig.update_yaxes(scaleanchor=f"x{'' if i == 1 else i}", row=1, col=i)
+    fig.update_annotations(font_size=12)
+    fig.update_layout(height=height, margin=dict(l=4, r=4, t=28, b=4))
+    return fig

@@ -1,0 +1,115 @@
+"""Every `st.session_state` key the app uses, and the one place they are initialised.
+
+Widget keys are named constants here. Widgets whose range depends on the loaded data
+(slice sliders, feature sliders) build their key from a constant prefix plus the data's
+identity (`keyed(PREFIX, ...)`), so switching dataset never leaves an out-of-range value.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+# -- sidebar widgets ---------------------------------------------------------------------
+DATASET = "sidebar_dataset"  # "synthbrain" | "shapes" | "upload"
+DATASET_UPLOAD = "sidebar_dataset_upload"  # file uploader: features.csv + NIfTI files, or a .zip
+MODEL = "sidebar_model"  # prefix: + dataset; a zoo card name, or UPLOADED_MODEL
+MODEL_UPLOAD = "sidebar_model_upload"  # file uploader: TorchScript .pt
+MODEL_PLANE = "sidebar_model_plane"  # slice spec of an uploaded model
+MODEL_SLICE = "sidebar_model_slice"
+MODEL_SIZE = "sidebar_model_size"
+OUTPUT = "sidebar_output"  # prefix: + model id; the name of the model output to explain
+DEVICE = "sidebar_device"
+
+# -- app state (not widgets) -------------------------------------------------------------
+USER_DATASET = "user_dataset_dir"  # folder of the last uploaded dataset that loaded
+USER_DATASET_ERROR = "user_dataset_error"  # message of the last failed dataset upload
+USER_MODEL = "user_model_path"  # TorchScript file of the last uploaded model that loaded
+USER_MODEL_ERROR = "user_model_error"
+SELECTION = "selection"  # components.sidebar.Selection of this run
+RESULTS = "results"  # computed results kept for the session: {key: value}
+
+# -- page widgets ------------------------------------------------------------------------
+BROWSE_FILTER_FEATURE = "browse_filter_feature"
+BROWSE_FILTER_RANGE = "browse_filter_range"  # prefix: + dataset + feature
+BROWSE_SPLIT = "browse_split"
+BROWSE_TABLE = "browse_table"  # dataframe row selection
+BROWSE_SUBJECT = "browse_subject"  # prefix: + dataset
+BROWSE_SLICE = "browse_slice"  # prefix: + dataset + plane
+BROWSE_ORIENTATION = "browse_orientation"
+BROWSE_OVERLAY = "browse_overlay"
+BROWSE_OVERLAY_METHOD = "browse_overlay_method"
+BROWSE_OVERLAY_OPACITY = "browse_overlay_opacity"
+BROWSE_OVERLAY_CMAP = "browse_overlay_cmap"
+
+SCORES_FEATURES = "scores_features"  # prefix: + dataset
+SCORES_SPLIT = "scores_split"
+SCORES_N_BOOT = "scores_n_boot"
+SCORES_CURVE_FEATURE = "scores_curve_feature"  # prefix: + dataset
+SCORES_DIFFUSION_RUN = "scores_diffusion_run"
+SCORES_DIFFUSION_N = "scores_diffusion_n"
+SCORES_DIFFUSION_K = "scores_diffusion_k"
+
+EXPLORER_FEATURE = "explorer_feature"  # prefix: + dataset
+EXPLORER_VALUE = "explorer_value"  # prefix: + dataset + feature
+EXPLORER_VALUE_B = "explorer_value_b"  # prefix: + dataset + feature
+EXPLORER_N = "explorer_n"
+EXPLORER_SEED = "explorer_seed"
+EXPLORER_GUIDANCE = "explorer_guidance"
+EXPLORER_STEP = "explorer_step"  # step buttons across the range
+
+COMPARE_SUBJECT = "compare_subject"  # prefix: + dataset
+COMPARE_SIGNED = "compare_signed"
+COMPARE_OTHER_MODEL = "compare_other_model"
+COMPARE_QUALITY_RUN = "compare_quality_run"
+
+TRUTH_TOLERANCE = "truth_tolerance"
+
+UPLOADED_MODEL = "uploaded TorchScript model"
+ORIENTATIONS = ("neurological", "radiological")
+OVERLAY_CMAPS = ("Hot", "Inferno", "RdBu_r", "Viridis")
+
+# defaults of keys whose value does not depend on the data
+DEFAULTS: dict = {
+    DATASET: "synthbrain",
+    MODEL_PLANE: "axial",
+    MODEL_SLICE: "ventricles",
+    MODEL_SIZE: 64,
+    DEVICE: "cpu",
+    USER_DATASET: None,
+    USER_DATASET_ERROR: None,
+    USER_MODEL: None,
+    USER_MODEL_ERROR: None,
+    SELECTION: None,
+    RESULTS: {},
+    BROWSE_SPLIT: "all",
+    BROWSE_ORIENTATION: "neurological",
+    BROWSE_OVERLAY: False,
+    BROWSE_OVERLAY_OPACITY: 0.5,
+    BROWSE_OVERLAY_CMAP: "Hot",
+    SCORES_SPLIT: "test",
+    SCORES_N_BOOT: 200,
+    SCORES_DIFFUSION_N: 8,
+    SCORES_DIFFUSION_K: 8,
+    EXPLORER_N: 8,
+    EXPLORER_SEED: 0,
+    EXPLORER_GUIDANCE: 1.0,
+    COMPARE_SIGNED: "absolute",
+    TRUTH_TOLERANCE: 0.10,
+}
+
+
+def init_state() -> None:
+    """Set every static key once per session (the `if key not in` idiom)."""
+    for key, value in DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = value.copy() if isinstance(value, dict) else value
+
+
+def keyed(prefix: str, *parts) -> str:
+    """A widget key for data-dependent widgets: the constant prefix plus the data's identity."""
+    return ":".join([prefix, *(str(p) for p in parts)])
+
+
+def results() -> dict:
+    """Results computed in this session (diffusion scores, quality checks), kept across errors."""
+    return st.session_state[RESULTS]

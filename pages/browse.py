@@ -1,0 +1,151 @@
+"""Browse MRIs: the cohort as a filterable, sortable table; one subject's volume in three
+planes with slice sliders, orientation toggle and voxel hover; the model's prediction for
+that subject; an optional baseline map over the model's input slice."""
+
+import numpy as np
+import streamlit as st
+
+from components import loaders, sidebar, slice_viewer, state
+from engine.data.slicing import PLANE_AXIS, PLANES, slice_index
+
+sel = sidebar.current()
+st.title("Browse MRIs")
+if sel.source is None:
+    st.info("No dataset loaded: choose one in the sidebar.")
+    st.stop()
+
+ds = sel.dataset
+table = loaders.feature_table(sel.source)
+ds_key = sel.source
+
+# -- 1. filter and choose a subject ------------------------------------------------------
+with st.expander("Filter the cohort", expanded=False):
+    c = st.columns([1, 1, 2])
+    splits = ["all", *sorted(table["split"].unique())] if "split" in table.columns else ["all"]
+    split = c[0].selectbox("Split", splits, key=state.BROWSE_SPLIT)
+    feature = c[1].selectbox("Filter by", ["(none)", *ds.features], key=state.BROWSE_FILTER_FEATURE)
+    shown = table if split == "all" else table[table["split"] == split]
+    if feature in ds.numeric_features:
+        lo, hi = float(table[feature].min()), float(table[feature].max())
+        if hi > lo:
+            rng = c[2].slider(feature, lo, hi, (lo, hi), key=state.keyed(state.BROWSE_FILTER_RANGE, ds_key, feature))
+            shown = shown[shown[feature].between(*rng)]
+    elif feature in ds.categorical_features:
+        cats = sorted(table[feature].unique())
+        keep = c[2].multiselect(feature, cats, cats, key=state.keyed(state.BROWSE_FILTER_RANGE, ds_key, feature))
+        shown = shown[shown[feature].isin(keep)]
+
+if shown.empty:
+    st.warning("No subject matches the filter: widen the range or clear the filter.")
+    st.stop()
+
+subject_key = state.keyed(state.BROWSE_SUBJECT, ds_key)
+subjects = shown["subject"].tolist()
+if st.session_state.get(subject_key) not in subjects:
+    st.session_state[subject_key] = subjects[0]
+
+
+def _pick_row():
+    rows = st.session_state[state.BROWSE_TABLE].selection.rows
+    if rows:
+        st.session_state[subject_key] = subjects[rows[0]]
+
+
+st.dataframe(
+    shown, hide_index=True, height=220, key=state.BROWSE_TABLE, on_select=_pick_row, selection_mode="single-row",
+    column_config={f: st.column_config.NumberColumn(format="%.3g") for f in ds.numeric_features},
+)  # fmt: skip
+st.caption(f"{len(shown)} of {len(table)} images. Click a column header to sort, a row to choose the subject.")
+
+c = st.columns([2, 2, 3])
+subject = c[0].selectbox("Subject", subjects, key=subject_key)
+orientation = c[1].segmented_control("Orientation", state.ORIENTATIONS, key=state.BROWSE_ORIENTATION, required=True)
+radiological = orientation == "radiological"
+row = ds.index_of(subject)
+
+# -- 2. prediction -----------------------------------------------------------------------
+with c[2]:
+    if sel.model_id is None:
+        st.caption(sel.model_note or "No model selected: choose one in the sidebar for a prediction.")
+    else:
+        try:
+            names = loaders.output_names(sel.model_id, sel.device)
+            with st.spinner("Running the model over the dataset (once)..."):
+                y = loaders.model_outputs(sel.source, sel.model_id, sel.device)[row]
+            cols = st.columns(min(3, len(names)))
+            for i, (name, value) in enumerate(list(zip(names, y, strict=True))[:3]):
+                cols[i].metric(f"Model: {name}", f"{value:.3f}")
+            labels = {k: table.loc[row, k] for k in ds.label_columns}
+            if labels:
+                st.caption("Recorded " + ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
+                                                    for k, v in labels.items()))  # fmt: skip
+        except Exception as exc:
+            st.error(f"No prediction: {exc}")
+
+# -- 3. the volume in three planes -------------------------------------------------------
+try:
+    vol, affine = loaders.volume(sel.source, subject)
+except Exception as exc:
+    st.error(str(exc))
+    st.stop()
+
+if vol.ndim == 3:
+    cols = st.columns(3)
+    for col, plane in zip(cols, PLANES, strict=True):
+        n = vol.shape[PLANE_AXIS[plane]]
+        with col:
+            k = st.slider(f"{plane} slice", 0, n - 1, n // 2, key=state.keyed(state.BROWSE_SLICE, ds_key, plane))
+            mm = (affine @ np.r_[np.eye(3)[PLANE_AXIS[plane]] * k, 1.0])[PLANE_AXIS[plane]]
+            fig = slice_viewer.slice_figure(
+                vol, affine, plane, k, radiological=radiological, title=f"{plane} · voxel {k} ({mm:+.0f} mm)"
+            )
+            st.plotly_chart(fig, key=f"browse_view_{plane}")
+else:
+    st.plotly_chart(
+        slice_viewer.slice_figure(vol, affine, "axial", 0, radiological=radiological, title=subject, height=380),
+        key="browse_view_2d",
+    )
+st.caption(
+    f"{orientation.capitalize()} convention: "
+    + ("the patient's left is on the image's right." if radiological else "the patient's left is on the image's left.")
+    + " Hover a voxel for its intensity and world (mm) coordinates."
+)
+
+# -- 4. the model's input with a baseline map --------------------------------------------
+st.subheader("What the model sees")
+if sel.model_id is None:
+    st.caption(sel.model_note or "Choose a model in the sidebar.")
+    st.stop()
+_, card = loaders.model(sel.model_id, sel.device)
+spec = loaders.card_spec(card)
+inputs = loaders.model_inputs(sel.source, spec.plane, spec.index, spec.size)
+k = slice_index(vol.shape, affine, spec.plane, spec.index) if vol.ndim == 3 else 0
+c = st.columns([1, 2])
+with c[0]:
+    st.caption(f"{spec.plane} slice {spec.index!r} (voxel {k}), resized to {spec.size}×{spec.size}.")
+    overlay_on = st.toggle("Overlay a baseline map", key=state.BROWSE_OVERLAY)
+    methods = loaders.baseline_methods(sel.model_id, sel.device)
+    method = opacity = cmap = None
+    if overlay_on:
+        if not methods:
+            st.info(loaders.engine_status("engine.baselines") or "No baseline methods available.")
+        else:
+            method = st.selectbox("Method", methods, key=state.BROWSE_OVERLAY_METHOD)
+            opacity = st.slider("Opacity", 0.0, 1.0, key=state.BROWSE_OVERLAY_OPACITY, step=0.05)
+            cmap = st.selectbox("Colour map", state.OVERLAY_CMAPS, key=state.BROWSE_OVERLAY_CMAP)
+overlay = None
+if method is not None:
+    try:
+        with st.spinner(f"Computing {method}..."):
+            raw = loaders.attribution(sel.source, sel.model_id, sel.device, row, method, sel.output)
+            overlay = loaders.display_maps({method: raw}, signed=cmap == "RdBu_r")[method]
+    except Exception as exc:
+        st.error(f"The {method} map failed: {exc}")
+with c[1]:
+    st.plotly_chart(
+        slice_viewer.model_slice_figure(
+            inputs[row, 0], overlay=overlay, opacity=opacity or 0.5, colorscale=cmap or "Hot",
+            signed=cmap == "RdBu_r", radiological=radiological, title=f"model input · {subject}", height=360,
+        ),
+        key="browse_model_input",
+    )  # fmt: skip

@@ -1,0 +1,474 @@
+"""App tests with `streamlit.testing.v1.AppTest` on the real engine and the embedded defaults.
+
+One smoke test per page and dataset, then interactions that must change what is shown
+(subject, slice slider, orientation, feature slider, model, overlay method), then bad
+uploads that must give a clear message and keep the session's earlier results.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest, app_test
+
+from components import loaders, state
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PAGES = ["pages/overview.py", "pages/browse.py", "pages/scores.py", "pages/explorer.py", "pages/compare.py",
+         "pages/truth.py"]  # fmt: skip
+TIMEOUT = 600  # first runs read every volume once (then disk-cached) on a shared 2-core CPU
+
+
+class _NavigationOnly(PagesManager):
+    """AppTest resets the "uses a pages/ folder" flag before every run, and with a `pages/`
+    folder present it then re-runs the page file alone, skipping app.py (and the sidebar).
+    `streamlit run` sets the flag once, and st.navigation turns it off; do the same here."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+
+@pytest.fixture(autouse=True)
+def _navigation_only(monkeypatch):
+    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
+
+
+def _app(dataset: str = "synthbrain") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[state.DATASET] = dataset
+    return at.run()
+
+
+def _no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _figures(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def _figure_titles(at: AppTest) -> list[str]:
+    return [f["layout"].get("title", {}).get("text", "") for f in _figures(at)]
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.text]
+    parts += [str(m.value) for m in at.metric] + [e.value for e in at.error] + [i.value for i in at.info]
+    return "\n".join(parts)
+
+
+def _zoo_names(dataset: str) -> list[str]:
+    if loaders.engine_status("engine.models.zoo") is not None:
+        return []
+    from engine.models.zoo import list_cards
+
+    return [c["name"] for c in list_cards() if c.get("dataset") == dataset]
+
+
+# -- every page renders ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", ["synthbrain", "shapes"])
+def test_every_page_renders_without_exception(dataset):
+    at = _app(dataset)
+    _no_exception(at)
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        _no_exception(at)
+        assert at.title, f"{page} shows no title"
+
+
+def test_overview_names_dataset_and_model():
+    at = _app()
+    text = _texts(at)
+    assert "SynthBrain" in text
+    assert "400" in text  # images in the embedded cohort
+    names = _zoo_names("synthbrain")
+    if names:
+        assert names[0] in text or "explaining output" in text
+    else:
+        assert at.info, "with no model the overview says so"
+
+
+# -- interactions change what is shown ---------------------------------------------------
+
+
+def test_choosing_a_subject_changes_the_volume_shown():
+    at = _app()
+    at.switch_page("pages/browse.py").run()
+    before = _figures(at)[0]["data"][0]["z"]
+    subject = at.selectbox(key=state.keyed(state.BROWSE_SUBJECT, "synthbrain"))
+    assert subject.value == "sub-0000"
+    subject.set_value("sub-0007").run()
+    _no_exception(at)
+    assert at.selectbox(key=state.keyed(state.BROWSE_SUBJECT, "synthbrain")).value == "sub-0007"
+    assert _figures(at)[0]["data"][0]["z"] != before
+
+
+def test_moving_the_slice_slider_changes_the_slice():
+    at = _app()
+    at.switch_page("pages/browse.py").run()
+    key = state.keyed(state.BROWSE_SLICE, "synthbrain", "axial")
+    before_title, before_z = _figure_titles(at)[0], _figures(at)[0]["data"][0]["z"]
+    at.slider(key=key).set_value(30).run()
+    _no_exception(at)
+    assert "voxel 30" in _figure_titles(at)[0] and "voxel 30" not in before_title
+    assert _figures(at)[0]["data"][0]["z"] != before_z
+
+
+def test_orientation_toggle_flips_left_and_right():
+    at = _app()
+    at.switch_page("pages/browse.py").run()
+    axial = _figures(at)[0]
+    letters = [a["text"] for a in axial["layout"]["annotations"]]
+    assert letters[:2] == ["L", "R"]
+    at.button_group(key=state.BROWSE_ORIENTATION).set_value("radiological").run()
+    _no_exception(at)
+    letters = [a["text"] for a in _figures(at)[0]["layout"]["annotations"]]
+    assert letters[:2] == ["R", "L"]
+    assert "radiological" in _texts(at).lower()
+
+
+def test_filter_narrows_the_table_and_subjects():
+    at = _app()
+    at.switch_page("pages/browse.py").run()
+    at.selectbox(key=state.BROWSE_SPLIT).set_value("test").run()
+    _no_exception(at)
+    assert "120 of 400 images" in _texts(at)
+    assert len(at.selectbox(key=state.keyed(state.BROWSE_SUBJECT, "synthbrain")).options) == 120
+
+
+def test_switching_dataset_changes_every_page():
+    at = _app("shapes")
+    assert "Shapes" in _texts(at)
+    at.switch_page("pages/browse.py").run()
+    _no_exception(at)
+    assert "3000 of 3000 images" in _texts(at)
+
+
+def test_switching_model_changes_the_scores():
+    names = _zoo_names("synthbrain")
+    if len(names) < 2:
+        pytest.skip("fewer than two built-in synthbrain models in the zoo yet")
+    at = _app()
+    at.switch_page("pages/scores.py").run()
+    _no_exception(at)
+    first = [m.value for m in at.markdown if "explains" in m.value]
+    at.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value(names[1]).run()
+    _no_exception(at)
+    second = [m.value for m in at.markdown if "explains" in m.value]
+    assert first and second and first != second
+
+
+def test_switching_overlay_method_changes_the_map():
+    if not loaders.baseline_methods() or not _zoo_names("synthbrain"):
+        pytest.skip("the baseline maps or the model zoo are not ready yet")
+    at = _app()
+    at.switch_page("pages/browse.py").run()
+    at.toggle(key=state.BROWSE_OVERLAY).set_value(True).run()
+    _no_exception(at)
+    methods = at.selectbox(key=state.BROWSE_OVERLAY_METHOD).options
+    first = _figures(at)[-1]["data"][-1]["z"]
+    at.selectbox(key=state.BROWSE_OVERLAY_METHOD).set_value(methods[1]).run()
+    _no_exception(at)
+    assert _figures(at)[-1]["data"][-1]["z"] != first
+
+
+def test_moving_the_feature_slider_changes_the_samples():
+    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status("synthbrain"):
+        pytest.skip("the diffusion model is not ready yet")
+    at = _app()
+    at.switch_page("pages/explorer.py").run()
+    _no_exception(at)
+    feature = at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "synthbrain")).value
+    slider = at.select_slider(key=state.keyed(state.EXPLORER_VALUE, "synthbrain", feature))
+    before = _figures(at)[0]["data"][0]["z"]
+    slider.set_value(slider.options[-1]).run()
+    _no_exception(at)
+    assert _figures(at)[0]["data"][0]["z"] != before
+
+
+def test_step_buttons_move_the_feature_value():
+    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status("synthbrain"):
+        pytest.skip("the diffusion model is not ready yet")
+    at = _app()
+    at.switch_page("pages/explorer.py").run()
+    feature = at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "synthbrain")).value
+    key = state.keyed(state.EXPLORER_VALUE, "synthbrain", feature)
+    start = at.select_slider(key=key).value
+    if not isinstance(start, float):
+        pytest.skip(f"{feature} is categorical")
+    at.button(key=state.keyed(state.EXPLORER_STEP, "fwd")).click().run()
+    _no_exception(at)
+    assert at.select_slider(key=key).value > start
+    at.button(key=state.keyed(state.EXPLORER_STEP, "back")).click().run()
+    assert at.select_slider(key=key).value == start
+
+
+def _diffusion_scores_app() -> AppTest:
+    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status("synthbrain"):
+        pytest.skip("the diffusion model is not ready yet")
+    if not _zoo_names("synthbrain"):
+        pytest.skip("the model zoo is not ready yet")
+    at = _app()
+    at.switch_page("pages/scores.py").run()
+    at.multiselect(key=state.keyed(state.SCORES_FEATURES, "synthbrain")).set_value(["ventricle_volume", "icv"]).run()
+    at.number_input(key=state.SCORES_DIFFUSION_K).set_value(3)
+    at.number_input(key=state.SCORES_DIFFUSION_N).set_value(4).run()
+    at.button(key=state.SCORES_DIFFUSION_RUN).click().run()
+    _no_exception(at)
+    return at
+
+
+def test_diffusion_scores_appear_beside_the_data_scores():
+    at = _diffusion_scores_app()
+    names = [t.get("name") for f in _figures(at) for t in f["data"]]
+    assert "from diffusion samples" in names and "from data" in names
+    assert any("diffusion-scores" in str(k) for k in at.session_state[state.RESULTS])
+
+
+def test_bad_model_upload_keeps_the_diffusion_scores():
+    at = _diffusion_scores_app()
+    kept = dict(at.session_state[state.RESULTS])
+    model_key = state.keyed(state.MODEL, "synthbrain")
+    first_model = at.sidebar.selectbox(key=model_key).value
+    at.sidebar.selectbox(key=model_key).set_value(state.UPLOADED_MODEL).run()
+    bad = ("model.pt", _torchscript(_WrongSignature()), "application/octet-stream")
+    at.sidebar.file_uploader(key=state.MODEL_UPLOAD).set_value(bad).run()
+    _no_exception(at)
+    assert "(B, K)" in " ".join(e.value for e in at.sidebar.error)
+    at.sidebar.selectbox(key=model_key).set_value(first_model).run()
+    assert dict(at.session_state[state.RESULTS]).keys() == kept.keys()
+    names = [t.get("name") for f in _figures(at) for t in f["data"]]
+    assert "from diffusion samples" in names
+
+
+# -- bad uploads: a clear message, and the session keeps what it had ---------------------
+
+
+def _nifti_bytes(shape=(8, 8, 8)) -> bytes:
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.Nifti1Image(np.random.default_rng(0).random(shape, dtype=np.float32), np.eye(4))
+    return gzip.compress(image.to_bytes())
+
+
+def _upload_app() -> AppTest:
+    at = _app()
+    at.session_state[state.RESULTS] = {"earlier": 42}  # something computed before the bad upload
+    at.sidebar.radio(key=state.DATASET).set_value("upload").run()
+    return at
+
+
+def _assert_kept(at: AppTest) -> None:
+    _no_exception(at)
+    assert at.session_state[state.RESULTS] == {"earlier": 42}
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ([("notes.txt", b"hello", "text/plain")], "No features.csv"),
+        (
+            [("features.csv", b"subject,age\na,1\n", "text/csv"), ("a.nii.gz", _nifti_bytes(), "application/gzip")],
+            "no 'file' column",
+        ),
+        (
+            [("features.csv", b"file,age\nb.nii.gz,1\n", "text/csv"), ("a.nii.gz", _nifti_bytes(), "application/gzip")],
+            "which was not uploaded",
+        ),
+        (
+            [
+                ("features.csv", b"file,age\na.nii.gz,1\n", "text/csv"),
+                ("a.nii.gz", b"not a volume", "application/gzip"),
+            ],
+            "not a readable NIfTI",
+        ),
+        (
+            [
+                ("features.csv", b"file,age\na.nii.gz,old\n", "text/csv"),
+                ("a.nii.gz", _nifti_bytes(), "application/gzip"),
+            ],
+            None,
+        ),  # a single categorical value loads; scoring pages then say it cannot vary
+        ([("data.zip", b"PK\x03\x04 broken", "application/zip")], "not a readable zip"),
+    ],
+    ids=["no-csv", "csv-without-file-column", "csv-names-missing-file", "corrupt-nifti", "one-row", "broken-zip"],
+)
+def test_bad_dataset_upload_gives_a_clear_message_and_keeps_the_session(files, expected):
+    at = _upload_app()
+    at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value(files).run()
+    _assert_kept(at)
+    if expected is None:
+        return
+    errors = " ".join(e.value for e in at.sidebar.error)
+    assert expected in errors, errors
+
+
+def test_oversized_upload_is_refused(monkeypatch):
+    from components import uploads
+
+    monkeypatch.setattr(uploads, "MAX_TOTAL_MB", 0.001)
+    at = _upload_app()
+    files = [("features.csv", b"file,age\na.nii.gz,1\n", "text/csv"), ("a.nii.gz", _nifti_bytes(), "application/gzip")]
+    at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value(files).run()
+    _assert_kept(at)
+    assert "limit" in " ".join(e.value for e in at.sidebar.error)
+
+
+def test_uploaded_folder_loads_and_a_later_bad_upload_keeps_it(tmp_path):
+    src = ROOT / "data" / "synthbrain"
+    lines = (src / "features.csv").read_text().splitlines()[:13]  # header + 12 subjects
+    files = [("features.csv", ("\n".join(lines) + "\n").encode(), "text/csv")]
+    for line in lines[1:]:
+        name = line.split(",")[1]
+        files.append((Path(name).name, (src / name).read_bytes(), "application/gzip"))
+    at = _upload_app()
+    at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value(files).run()
+    _assert_kept(at)
+    assert not at.sidebar.error, [e.value for e in at.sidebar.error]
+    folder = at.session_state[state.USER_DATASET]
+    assert "your folder (12 images)" in _texts(at)
+    at.switch_page("pages/browse.py").run()
+    _no_exception(at)
+    assert "12 of 12 images" in _texts(at)
+    for page in PAGES[2:]:  # every other page works on (or says plainly what it cannot do with) the folder
+        at.switch_page(page).run()
+        _no_exception(at)
+    # now a broken upload: message, and the folder loaded before stays in use
+    at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value([("notes.txt", b"x", "text/plain")]).run()
+    _assert_kept(at)
+    assert at.session_state[state.USER_DATASET] == folder
+    assert "previously loaded folder" in _texts(at) + " ".join(c.value for c in at.sidebar.caption)
+
+
+class _WrongSignature(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((1, 2, 3))  # (B,), not (B, K)
+
+
+class _MeanIntensity(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))  # (B, 1)
+
+
+def _torchscript(module: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buffer)
+    return buffer.getvalue()
+
+
+def _model_upload_app() -> AppTest:
+    if loaders.engine_status("engine.models.zoo") is not None:
+        pytest.skip("the model zoo (TorchScript loading) is not ready yet")
+    at = _app()
+    at.session_state[state.RESULTS] = {"earlier": 42}
+    at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value(state.UPLOADED_MODEL).run()
+    return at
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [(_torchscript(_WrongSignature()), "(B, K)"), (b"not a model at all", "not a TorchScript model")],
+    ids=["wrong-signature", "not-torchscript"],
+)
+def test_bad_model_upload_gives_a_clear_message_and_keeps_the_session(payload, expected):
+    at = _model_upload_app()
+    at.sidebar.file_uploader(key=state.MODEL_UPLOAD).set_value(("model.pt", payload, "application/octet-stream")).run()
+    _assert_kept(at)
+    errors = " ".join(e.value for e in at.sidebar.error)
+    assert expected in errors, errors
+
+
+def test_uploaded_torchscript_model_is_scored():
+    at = _model_upload_app()
+    good = ("model.pt", _torchscript(_MeanIntensity()), "application/octet-stream")
+    at.sidebar.file_uploader(key=state.MODEL_UPLOAD).set_value(good).run()
+    _assert_kept(at)
+    assert not at.sidebar.error
+    at.switch_page("pages/scores.py").run()
+    _no_exception(at)
+    assert any("explains" in m.value for m in at.markdown)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clean_uploads():
+    yield
+    from components import uploads
+
+    shutil.rmtree(uploads.UPLOAD_ROOT, ignore_errors=True)
+
+
+# -- components on their own -------------------------------------------------------------
+
+
+def test_slice_hover_coordinates_match_the_affine(synthbrain):
+    import numpy as np
+
+    from components.slice_viewer import world_grid
+    from engine.data.slicing import extract_slice
+
+    volume, affine = synthbrain.volume(synthbrain.subjects[0])
+    for plane, axis in (("axial", 2), ("coronal", 1), ("sagittal", 0)):
+        k = volume.shape[axis] // 3
+        world = world_grid(volume.shape, affine, plane, k)
+        assert world.shape[:2] == extract_slice(volume, affine, plane, k).shape
+        # the displayed top-left pixel: first voxel on the left, last on the top axis
+        voxel = np.zeros(3)
+        voxel[axis] = k
+        others = [a for a in range(3) if a != axis]
+        voxel[others[1]] = volume.shape[others[1]] - 1
+        np.testing.assert_allclose(world[0, 0], affine[:3, :3] @ voxel + affine[:3, 3])
+
+
+def test_upload_refuses_paths_outside_the_folder():
+    from components import uploads
+    from engine.errors import EveInputError
+
+    files = [("features.csv", b"file,age\n../../etc/a.nii.gz,1\n"), ("a.nii.gz", _nifti_bytes())]
+    with pytest.raises(EveInputError, match="not a relative path"):
+        uploads.dataset_folder(files)
+
+
+def test_score_bars_draw_no_number_for_a_degenerate_score():
+    import pandas as pd
+
+    from components.score_bars import caption, score_bars
+
+    table = pd.DataFrame(
+        [
+            dict(feature="a", source="data", score=0.4, ci_low=0.3, ci_high=0.5, status="ok", message=""),
+            dict(feature="b", source="data", score=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
+                 status="single_value", message="The feature takes a single value."),
+        ]
+    )  # fmt: skip
+    bars = score_bars(table, {"a": "#000000", "b": "#111111"}).data[0]
+    assert list(bars.x) == [0.4, 0.0]
+    assert "no score" in bars.hovertext[1]
+    assert caption("b", table.iloc[1], "y").startswith("b: no score")
+    assert caption("a", table.iloc[0], "y") == "a explains 40% (30%–50%) of the variation in this model's output (y)."
+
+
+@pytest.mark.parametrize(
+    ("diffusion", "expected"),
+    [((0.42, 0.30, 0.55), "agree"), ((0.60, 0.45, 0.75), "within noise"), ((0.90, 0.85, 0.95), "disagree")],
+)
+def test_agreement_badge(diffusion, expected):
+    import pandas as pd
+
+    from components.score_bars import agreement
+
+    data = pd.Series(dict(score=0.40, ci_low=0.35, ci_high=0.50, status="ok"))
+    score, low, high = diffusion
+    badge = agreement(data, pd.Series(dict(score=score, ci_low=low, ci_high=high, status="ok")))
+    assert badge[0].startswith(expected)
