@@ -20,6 +20,15 @@ import numpy as np
 import torch
 
 
+def pca(images: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PCA by SVD of (N, 1, S, S) images, centred, in float64: mean (P,), components (d, P), scales (d,)."""
+    n = len(images)
+    x = images.reshape(n, -1).double()
+    mean = x.mean(0)
+    _, sv, vt = torch.linalg.svd(x - mean, full_matrices=False)
+    return mean, vt[:d], sv[:d] / np.sqrt(n - 1)
+
+
 class PCACodec(torch.nn.Module):
     """Image (B, 1, S, S) <-> latent (B, d + 1). Fit with `PCACodec.fit`."""
 
@@ -43,14 +52,13 @@ class PCACodec(torch.nn.Module):
         """PCA by SVD of the (N, P) centred images (float64), then the residual statistics."""
         n, _, s, _ = images.shape
         codec = cls(s, d)
-        x = images.reshape(n, -1).double()
-        mean = x.mean(0)
-        _, sv, vt = torch.linalg.svd(x - mean, full_matrices=False)
+        mean, components, scales = pca(images, d)
         codec.mean.copy_(mean.float())
-        codec.components.copy_(vt[:d].float())
-        codec.scales.copy_((sv[:d] / np.sqrt(n - 1)).float())
-        coef = (x - mean) @ vt[:d].T
-        resid = (x - mean - coef @ vt[:d]).float().reshape(n, s, s)
+        codec.components.copy_(components.float())
+        codec.scales.copy_(scales.float())
+        x = images.reshape(n, -1).double()
+        coef = (x - mean) @ components.T
+        resid = (x - mean - coef @ components).float().reshape(n, s, s)
         rms = resid.pow(2).mean((1, 2)).sqrt().clamp_min(1e-6)
         log_rms = rms.log()
         codec.log_rms_stats.copy_(torch.stack([log_rms.mean(), log_rms.std().clamp_min(1e-3)]))

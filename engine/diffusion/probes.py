@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.diffusion.codec import pca
+
 
 class FeatureProbe(nn.Module):
     """Image (B, 1, S, S) -> standardised numeric features (B, F)."""
@@ -46,12 +48,10 @@ def fit_probe(images: torch.Tensor, targets: np.ndarray, *, n_components: int = 
     torch.manual_seed(seed)
     n, _, s, _ = images.shape
     probe = FeatureProbe(s, targets.shape[1], n_components)
-    x = images.reshape(n, -1).double()
-    mean = x.mean(0)
-    _, sv, vt = torch.linalg.svd(x - mean, full_matrices=False)
+    mean, components, scales = pca(images, n_components)
     probe.mean.copy_(mean.float())
-    probe.components.copy_(vt[:n_components].float())
-    probe.scales.copy_((sv[:n_components] / np.sqrt(n - 1)).float())
+    probe.components.copy_(components.float())
+    probe.scales.copy_(scales.float())
     with torch.no_grad():
         inputs = probe.inputs(images)
     y = torch.as_tensor(targets, dtype=torch.float32)
