@@ -14,8 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-import pandas as pd
-
+from engine.data.dataset import read_features_csv
 from engine.errors import EveInputError
 
 UPLOAD_ROOT = Path(tempfile.gettempdir()) / "eve-uploads"
@@ -91,18 +90,7 @@ def dataset_folder(files: list[tuple[str, bytes]]) -> Path:
         raise EveInputError(
             f"No NIfTI volumes (.nii or .nii.gz) were uploaded{extra}: upload the volumes that features.csv names."
         )
-    try:
-        table = pd.read_csv(io.BytesIO(csvs[0][1]), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise EveInputError(
-            f"features.csv is not a readable CSV ({exc}): save it as plain comma-separated text."
-        ) from exc
-    table.columns = [c.strip() for c in table.columns]
-    if "file" not in table.columns:
-        raise EveInputError(
-            f"features.csv has no 'file' column (columns: {', '.join(table.columns) or 'none'}): "
-            "add a 'file' column with each volume's path relative to the folder."
-        )
+    table = read_features_csv(io.BytesIO(csvs[0][1]))
     root = UPLOAD_ROOT / _digest(items)
     placed = {}
     for row, name in enumerate(table["file"], start=2):

@@ -356,3 +356,9 @@ def test_header_checks_are_remembered_until_a_file_changes(small_folder):
     nib.save(nib.Nifti1Image(np.ones((5, 6, 7, 3), np.float32), np.eye(4)), small_folder / "s3.nii.gz")
     with pytest.raises(DatasetError, match="dimensions"):  # the changed file is checked again
         load_dataset(small_folder)
+
+
+def test_empty_csv_file(small_folder):
+    (small_folder / "features.csv").write_text("")
+    with pytest.raises(DatasetError, match="is not a readable CSV"):
+        load_dataset(small_folder)

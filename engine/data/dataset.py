@@ -51,24 +51,33 @@ def _subject_from_file(name: str) -> str:
     return base
 
 
+def read_features_csv(source, name: str = "features.csv") -> pd.DataFrame:
+    """A features table as text, with a 'file' column; `source` is a path or a file-like object.
+
+    Shared by folder loading and the app's upload check, so both refuse the same tables the same way.
+    """
+    try:
+        table = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(
+            f"{name} is not a readable CSV ({_reason(exc)}): save it as plain comma-separated text."
+        ) from exc
+    table.columns = [c.strip() for c in table.columns]
+    if "file" not in table.columns:
+        raise DatasetError(
+            f"{name} has no 'file' column (columns: {', '.join(table.columns) or 'none'}): "
+            "add a 'file' column with each volume's path relative to the folder."
+        )
+    return table
+
+
 def _read_table(csv_path: Path) -> pd.DataFrame:
     if not csv_path.is_file():
         raise DatasetError(
             f"No features.csv in {csv_path.parent}: add a features.csv with a 'file' column "
             "naming each NIfTI volume and one column per feature."
         )
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DatasetError(
-            f"{csv_path} is not a readable CSV ({_reason(exc)}): save it as plain comma-separated text."
-        ) from exc
-    table.columns = [c.strip() for c in table.columns]
-    if "file" not in table.columns:
-        raise DatasetError(
-            f"{csv_path} has no 'file' column (columns: {', '.join(table.columns) or 'none'}): "
-            "add a 'file' column with each volume's path relative to the folder."
-        )
+    table = read_features_csv(csv_path, str(csv_path))
     if table.empty:
         raise DatasetError(f"{csv_path} has no rows: add one row per volume.")
     if "subject" not in table.columns:
