@@ -23,11 +23,10 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _train_diffusion(args: argparse.Namespace) -> None:
-    from engine.diffusion.train import TrainConfig, train_diffusion
+    from engine.diffusion.train import recipe, train_diffusion
 
-    overrides = {k: getattr(args, k) for k in ("steps", "n_extra", "components", "threads", "seed")}
-    config = TrainConfig(dataset=args.dataset, **{k: v for k, v in overrides.items() if v is not None})
-    train_diffusion(config)
+    train_diffusion(recipe(args.dataset, **{k: getattr(args, k) for k in ("steps", "n_extra", "components", "threads",
+                                                                           "seed")}))  # fmt: skip
 
 
 def _train_classifier(args: argparse.Namespace) -> None:
@@ -92,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     diffusion.add_argument("dataset", choices=("synthbrain", "shapes"))
     diffusion.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the card's recipe)")
     diffusion.add_argument("--n-extra", type=int, default=None,
-                           help="synthbrain: extra subjects from Eve's generator (default 3000; 0 = data only)")
-    diffusion.add_argument("--components", type=int, default=None, help="PCA components of the latent space")
+                           help="extra subjects from Eve's generator (default: the recipe's; 1000 of them "
+                           "steer early stopping; 0 = data only)")
+    diffusion.add_argument("--components", type=int, default=None, help="latent size (PCA components, code size)")
     diffusion.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     diffusion.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     diffusion.set_defaults(run=_train_diffusion)

@@ -136,7 +136,7 @@ class ConditionalDiffusion(nn.Module):
     Build with `load_diffusion`. `sample` is the one entry point for images.
     """
 
-    def __init__(self, codec: PCACodec, denoiser: Denoiser, card: dict):
+    def __init__(self, codec: PCACodec | nn.Module, denoiser: Denoiser, card: dict):
         super().__init__()
         self.codec, self.denoiser, self.card = codec, denoiser, card
         self.eval()
@@ -242,8 +242,8 @@ class ConditionalDiffusion(nn.Module):
 
     @torch.inference_mode()
     def sample_latents(self, condition: dict, n: int, seed: int = 0, steps: int = 20, guidance: float = 1.0,
-                       shared_noise: bool = False, sampler: str = "dpm++",
-                       first_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                       shared_noise: bool = False, sampler: str = "dpm++", first_index: int = 0,
+                       readout_guidance: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Clean latents z_0 (n, D) and the pixel noise (n, S, S) for `decode`."""
         if n < 1:
             raise EveInputError(f"n = {n} samples: ask for at least 1.")
@@ -251,6 +251,10 @@ class ConditionalDiffusion(nn.Module):
             raise EveInputError(f"steps = {steps}: use 1 to 1000 denoising steps.")
         if not np.isfinite(guidance) or guidance < 0:
             raise EveInputError(f"guidance = {guidance}: use a finite weight >= 0 (1 = plain conditional).")
+        if not np.isfinite(readout_guidance) or readout_guidance < 0:
+            raise EveInputError(f"readout_guidance = {readout_guidance}: use a finite strength >= 0 (0 = none).")
+        if readout_guidance and self.readout is None:
+            raise EveInputError(f"The {self.dataset} diffusion model has no feature read-out to guide by: retrain it.")
         c, m, slot = self.encode_condition(condition, n)
         z, pixel_noise = self.initial_noise(n, seed, shared_noise, first_index)
         scheduler = make_scheduler(sampler)
@@ -267,13 +271,43 @@ class ConditionalDiffusion(nn.Module):
             if guided:
                 eps_c, eps_u = eps.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
-            # 3. one solver step z_t -> z_{t-1}
+            # 3. optional: pull the read-out of the predicted clean latent towards the asked values
+            if readout_guidance:
+                n_rows = len(z)
+                eps = eps + self._readout_correction(eps, z, t, scheduler, c[:n_rows], slot[:n_rows], readout_guidance)
+            # 4. one solver step z_t -> z_{t-1}
             z = scheduler.step(eps, t, z).prev_sample
         return z, pixel_noise
 
+    def _readout_correction(self, eps, z, t, scheduler, c, slot, strength: float) -> torch.Tensor:
+        """The eps change that moves Tweedie's z0_hat = (z - sqrt(1 - abar) eps) / sqrt(abar) by the
+        Gaussian (Kalman) update towards the asked values c_j under the linear read-out
+        r_j(z0) = w_j z0 + b_j observed with noise variance 1 / strength:
+            dz0 = -sum_j s0 w_j (r_j(z0_hat) - c_j) / (s0 |w_j|^2 + 1 / strength),  s0 = 1 - abar
+        (s0: the posterior variance of a whitened latent given z_t; conditioned features are
+        updated one by one). Gradient guidance by a differentiable read-out in closed form:
+        weak at high noise, vanishing at t = 0, never unstable."""
+        abar = scheduler.alphas_cumprod[int(t)].to(z.dtype)
+        z0_hat = (z - (1 - abar).sqrt() * eps) / abar.sqrt()
+        weight, bias = self.readout["weight"], self.readout["bias"]  # (Fn, D), (Fn,)
+        numeric = self.denoiser.numeric_slots
+        residual = (z0_hat @ weight.T + bias - c[:, numeric]) * slot[:, numeric]  # (n, Fn), 0 where free
+        s0 = 1 - abar
+        gain = s0 / (s0 * weight.pow(2).sum(1) + 1.0 / strength)  # (Fn,)
+        dz0 = -(residual * gain) @ weight
+        return -(abar.sqrt() / (1 - abar).sqrt()) * dz0
+
+    @property
+    def readout(self) -> dict | None:
+        """The linear read-out of the standardised numeric features from a latent ({weight (Fn, D),
+        bias (Fn,)}, least squares on the training latents), or None for older models."""
+        tensors = getattr(self, "readout_tensors", None)
+        return tensors or None
+
     @torch.inference_mode()
     def sample(self, condition: dict, n: int, seed: int = 0, steps: int = 20, guidance: float = 1.0,
-               shared_noise: bool = False, sampler: str = "dpm++", first_index: int = 0) -> torch.Tensor:  # fmt: skip
+               shared_noise: bool = False, sampler: str = "dpm++", first_index: int = 0,
+               readout_guidance: float = 0.0) -> torch.Tensor:  # fmt: skip
         """n images (n, 1, S, S) in [0, 1] from p(x | condition).
 
         Args:
@@ -290,8 +324,12 @@ class ConditionalDiffusion(nn.Module):
                 one subject morphing across values).
             sampler: "dpm++", "ddim" or "ddpm" (ancestral; for comparisons).
             first_index: index of the first sample (to draw one seed's samples in batches).
+            readout_guidance: guidance by the model's linear feature read-out towards the asked
+                numeric values: 1 / the read-out's assumed noise variance in standardised units
+                (0 = none; see `_readout_correction`).
         """
-        z, pixel_noise = self.sample_latents(condition, n, seed, steps, guidance, shared_noise, sampler, first_index)
+        z, pixel_noise = self.sample_latents(condition, n, seed, steps, guidance, shared_noise, sampler, first_index,
+                                             readout_guidance)  # fmt: skip
         return self.codec.decode(z, pixel_noise)
 
     # --- feature probes -------------------------------------------------------------------
@@ -338,14 +376,23 @@ def save(model: ConditionalDiffusion, probe_state: dict | None, directory: Path 
     tensors = {f"codec.{k}": v for k, v in model.codec.state_dict().items()}
     tensors |= {f"denoiser.{k}": v for k, v in model.denoiser.state_dict().items()}
     tensors |= {f"probe.{k}": v for k, v in (probe_state or {}).items()}
+    tensors |= {f"readout.{k}": v for k, v in (model.readout or {}).items()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, directory / f"{model.dataset}.safetensors")
     (directory / f"{model.dataset}.json").write_text(json.dumps(model.card, indent=2))
     return directory / f"{model.dataset}.json"
 
 
+def build_codec(card: dict):
+    """The card's latent space, untrained (`kind` "pca", the default, is the one Eve has)."""
+    info, size = card["codec"], card["spec"]["size"]
+    if info.get("kind", "pca") == "pca":
+        return PCACodec(size, info["d"])
+    raise EveInputError(f"Unknown codec kind {info['kind']!r} in the card of {card.get('name')}: retrain the model.")
+
+
 def build(card: dict, tensors: dict | None = None) -> ConditionalDiffusion:
     """A model from its card (and weights, else untrained)."""
-    codec = PCACodec(card["spec"]["size"], card["codec"]["d"])
+    codec = build_codec(card)
     config = DenoiserConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in card["denoiser"].items()})
     denoiser = Denoiser(config)
     if tensors is not None:
@@ -376,6 +423,7 @@ def load_diffusion(name_or_dataset: str | Path) -> ConditionalDiffusion:
         tensors = load_file(path.with_suffix(".safetensors"))
         model = build(card, tensors)
         model.probe_tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("probe.")}
+        model.readout_tensors = {k[8:]: v for k, v in tensors.items() if k.startswith("readout.")}
         _LOADED[key] = model
     return _LOADED[key]
 

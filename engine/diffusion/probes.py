@@ -70,8 +70,9 @@ def fit_probe(images: torch.Tensor, targets: np.ndarray, *, n_components: int = 
 
 
 def probe_report(probe: FeatureProbe, images: torch.Tensor, values: np.ndarray, names: list[str],
-                 mean: np.ndarray, sd: np.ndarray) -> dict:  # fmt: skip
-    """Held-out R², MAE and MAE / SD (SD of the feature in the data) per feature."""
+                 mean: np.ndarray, sd: np.ndarray, data_sd: np.ndarray) -> dict:  # fmt: skip
+    """Held-out R², MAE and MAE / SD per feature; `mean`, `sd` undo the targets' standardisation,
+    `data_sd` (the feature's SD in the dataset) is the unit of MAE / SD."""
     with torch.inference_mode():
         pred = probe(images).numpy() * sd + mean
     report = {}
@@ -80,6 +81,6 @@ def probe_report(probe: FeatureProbe, images: torch.Tensor, values: np.ndarray, 
         report[name] = {
             "r2": float(1 - np.mean(err**2) / np.var(values[:, j])),
             "mae": float(np.mean(np.abs(err))),
-            "mae_over_sd": float(np.mean(np.abs(err)) / sd[j]),
+            "mae_over_sd": float(np.mean(np.abs(err)) / data_sd[j]),
         }
     return report

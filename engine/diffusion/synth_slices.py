@@ -206,17 +206,21 @@ def check_against_full(spec: SliceSpec, n: int = 3, seed: int = 7, synthesizer: 
     return pd.DataFrame(rows)
 
 
-def cached_extra_subjects(
-    n: int, spec: SliceSpec, seed: int = 1000, progress: Callable[[int, int], None] | None = None, workers: int = 1
-) -> tuple[torch.Tensor, pd.DataFrame]:
-    """`synthesize(n, spec, seed)`, cached in `<data dir>/.cache/` (git-ignored)."""
+def extra_cache_path(n: int, spec: SliceSpec, seed: int) -> Path:
     import hashlib
 
     from engine.data.defaults import data_dir
 
     # keyed by the generator's source too: a changed generator never reuses stale subjects
     version = hashlib.sha1(Path(sb.__file__).read_bytes()).hexdigest()[:10] + f"v{CACHE_VERSION}"
-    path = data_dir() / ".cache" / f"synthbrain-extra-{spec.key}-n{n}-seed{seed}-{version}.npz"
+    return data_dir() / ".cache" / f"synthbrain-extra-{spec.key}-n{n}-seed{seed}-{version}.npz"
+
+
+def cached_extra_subjects(
+    n: int, spec: SliceSpec, seed: int = 1000, progress: Callable[[int, int], None] | None = None, workers: int = 1
+) -> tuple[torch.Tensor, pd.DataFrame]:
+    """`synthesize(n, spec, seed)`, cached in `<data dir>/.cache/` (git-ignored)."""
+    path = extra_cache_path(n, spec, seed)
     if path.is_file():
         stored = np.load(path, allow_pickle=False)
         table = pd.DataFrame({c: stored[f"col_{c}"] for c in stored["columns"]})
