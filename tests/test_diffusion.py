@@ -222,6 +222,7 @@ def _with_readout(tiny: ConditionalDiffusion) -> ConditionalDiffusion:
     g = torch.Generator().manual_seed(7)
     model.readout_tensors = {"weight": torch.randn(2, model.codec.latent_dim, generator=g) * 0.5,
                              "bias": torch.zeros(2)}  # fmt: skip
+    model.card = dict(model.card, readout_validation_mae_over_sd={"size": 0.05, "brightness": 0.5})
     return model
 
 
@@ -237,6 +238,14 @@ def test_readout_guidance_pulls_the_readout_to_the_asked_value(tiny):
 
     free, guided = readout_error(0.0), readout_error(400.0)
     assert guided < 0.1 < free, (free, guided)
+
+
+def test_readout_guidance_skips_features_the_readout_reads_poorly(tiny):
+    """brightness' read-out error (0.5 SD) is over the limit: guiding on it is a no-op."""
+    model = _with_readout(tiny)
+    assert model.readout_guidable.tolist() == [1.0, 0.0]
+    torch.testing.assert_close(model.sample({"brightness": 1.0}, 3, seed=2, steps=5, readout_guidance=100.0),
+                               model.sample({"brightness": 1.0}, 3, seed=2, steps=5))  # fmt: skip
 
 
 def test_readout_guidance_leaves_unconditioned_samples_alone(tiny):
