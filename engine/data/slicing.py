@@ -68,11 +68,17 @@ class SliceSpec:
         return f"{self.plane}-{self.index}-{self.size}"
 
 
-def normalise_intensity(volume: np.ndarray) -> np.ndarray:
-    """Divide by the 99th percentile of non-zero voxels and clip to [0, 1] (float32)."""
+def intensity_scale(volume: np.ndarray) -> float:
+    """The 99th percentile of the non-zero voxels (float32), 0 for an empty volume."""
     volume = np.asarray(volume, dtype=np.float32)
     foreground = volume[volume > 0]
-    scale = np.percentile(foreground, 99) if foreground.size else 0.0
+    return float(np.percentile(foreground, 99)) if foreground.size else 0.0
+
+
+def normalise_intensity(volume: np.ndarray) -> np.ndarray:
+    """Divide by `intensity_scale` and clip to [0, 1] (float32)."""
+    volume = np.asarray(volume, dtype=np.float32)
+    scale = intensity_scale(volume)
     if scale <= 0:
         return np.zeros_like(volume)
     return np.clip(volume / scale, 0.0, 1.0)

@@ -195,14 +195,14 @@ def rendered_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` fresh shapes images (N, 1, 64, 64) normalised as `Dataset.model_inputs` does (seed 0,
     n 3000 reproduces the dataset to 2e-7), and their noise-free versions on the same scale."""
     from engine.data.shapes import render_array, sample_features
+    from engine.data.slicing import intensity_scale, normalise_intensity
 
     rng = np.random.default_rng(seed + 1)  # as `shapes.build`
     noisy, clean = [], []
     for row in sample_features(n, seed).to_dict("records"):
+        # extract_slice returns a 2D image as rendered and to_square is the identity at 64 px,
+        # so normalise_intensity is all of `model_inputs`; the clean image shares its scale
         image = render_array(row, rng)
-        # = normalise_intensity (p99 of the non-zero pixels, clip); extract_slice returns a 2D
-        # image as rendered and to_square is the identity at 64 px
-        scale = np.percentile(image[image > 0], 99)
-        noisy.append(np.clip(image / scale, 0.0, 1.0))
-        clean.append(np.clip(render_array(row, _NoNoise()) / scale, 0.0, 1.0))
+        noisy.append(normalise_intensity(image))
+        clean.append(np.clip(render_array(row, _NoNoise()) / intensity_scale(image), 0.0, 1.0))
     return torch.from_numpy(np.stack(noisy)).float()[:, None], torch.from_numpy(np.stack(clean)).float()[:, None]

@@ -231,33 +231,24 @@ def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, 
     return ema.eval(), stats
 
 
-@torch.inference_mode()
-def validation_loss(net: Denoiser, z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig,
-                    reps: int = 4) -> float:  # fmt: skip
+def validation_loss(net: Denoiser, z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig) -> float:
     """The training objective on held-out latents: the same mask mix, fixed t, noise and masks."""
-    g = torch.Generator().manual_seed(12345)
+    return heldout_loss(net, z0, c, spans, config, seed=12345, reps=4)
+
+
+@torch.inference_mode()
+def heldout_loss(net: Denoiser, z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig | None = None,
+                 seed: int = 1, reps: int = 8) -> float:  # fmt: skip
+    """Mean eps-MSE on held-out latents over random t and noise: with every feature kept, or
+    with `config`'s condition-dropout masks."""
+    g = torch.Generator().manual_seed(seed)
     scheduler = make_scheduler("ddpm")
     total = 0.0
     for _ in range(reps):
-        mask = dropout_masks(len(z0), len(spans), config, g)
+        mask = torch.ones(len(z0), len(spans)) if config is None else dropout_masks(len(z0), len(spans), config, g)
         t = torch.randint(TRAIN_SCHEDULE["num_train_timesteps"], (len(z0),), generator=g)
         eps = torch.randn(z0.shape, generator=g)
         total += (net(scheduler.add_noise(z0, eps, t), t, c, mask, slot_masks(mask, spans)) - eps).pow(2).mean().item()
-    return total / reps
-
-
-@torch.inference_mode()
-def heldout_loss(net: Denoiser, z0: torch.Tensor, c: torch.Tensor, spans, seed: int = 1, reps: int = 8) -> float:
-    """Mean eps-MSE on held-out latents with all features kept, over random t and noise."""
-    g = torch.Generator().manual_seed(seed)
-    scheduler = make_scheduler("ddpm")
-    mask = torch.ones(len(z0), len(spans))
-    slot = slot_masks(mask, spans)
-    total = 0.0
-    for _ in range(reps):
-        t = torch.randint(TRAIN_SCHEDULE["num_train_timesteps"], (len(z0),), generator=g)
-        eps = torch.randn(z0.shape, generator=g)
-        total += (net(scheduler.add_noise(z0, eps, t), t, c, mask, slot) - eps).pow(2).mean().item()
     return total / reps
 
 
@@ -303,11 +294,6 @@ def encode(codec: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([codec.encode(batch) for batch in images.split(1024)])
 
 
-def fit_codec(images: torch.Tensor, config: TrainConfig, log=print) -> tuple[torch.nn.Module, dict]:
-    """The latent space and its card entry (what `model.build_codec` needs to rebuild it)."""
-    return PCACodec.fit(images, config.components), {"kind": "pca", "d": config.components}
-
-
 # 4. everything: data -> codec -> denoiser -> probes -> card ---------------------------------
 
 
@@ -320,20 +306,21 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     c, spans = condition_arrays(table, features)
     c_val, _ = condition_arrays(val_table, features)
     # 1. the latent space
-    codec, codec_card = fit_codec(images, config, log)
-    z0 = encode(codec, images)
+    codec = PCACodec.fit(images, config.components)
+    z0, z_val = encode(codec, images), encode(codec, val_images)
     test = ds.split_indices("test")
     test_images = ds.model_inputs(spec, test)
+    z_test = encode(codec, test_images)
     with torch.inference_mode():
-        recon = codec.decode_mean(encode(codec, test_images))
+        recon = codec.decode_mean(z_test)
     codec_rms = float((recon - test_images).pow(2).mean().sqrt())
     log(f"codec: d={config.components}, held-out RMS error {codec_rms:.4f}")
     fidelity = codec_fidelity(codec, test_images, config.dataset)
     log(f"codec fidelity (classifier output corr, real vs decode(encode) + noise): {fidelity}")
     # 2. the denoiser
-    net, stats = fit_denoiser(z0, c, spans, config, (encode(codec, val_images), c_val), log)
+    net, stats = fit_denoiser(z0, c, spans, config, (z_val, c_val), log)
     c_test, _ = condition_arrays(ds.table.iloc[test][ds.features].reset_index(drop=True), features)
-    stats["heldout_loss_all_features"] = heldout_loss(net, encode(codec, test_images), c_test, spans)
+    stats["heldout_loss_all_features"] = heldout_loss(net, z_test, c_test, spans)
     stats["train_loss_all_features"] = heldout_loss(net, z0[: len(test)], c[: len(test)], spans)
     log(f"loss: final train {stats['final_loss']:.4f}, held-out {stats['heldout_loss_all_features']:.4f}")
     # 3. the probes (numeric features), evaluated on the dataset's test split
@@ -348,7 +335,7 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     for name, r in report.items():
         log(f"probe {name}: R2 {r['r2']:.3f}, MAE/SD {r['mae_over_sd']:.3f}")
     readout = fit_readout(z0, targets)
-    val_pred = (encode(codec, val_images) @ readout["weight"].T + readout["bias"]).numpy() * sd + mean
+    val_pred = (z_val @ readout["weight"].T + readout["bias"]).numpy() * sd + mean
     val_err = np.abs(val_pred - val_table[names].to_numpy(float)).mean(0)
     readout_report = {name: float(val_err[j] / numeric[j]["data_sd"]) for j, name in enumerate(names)}
     wall = time.time() - t_start
@@ -361,7 +348,7 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
         "condition dropout; trained with diffusers' DDPMScheduler, sampled with DPM-Solver++(2M)",
         "features": features,
         "probe_features": names,
-        "codec": {**codec_card, "heldout_rms": codec_rms, "classifier_fidelity": fidelity},
+        "codec": {"kind": "pca", "d": config.components, "heldout_rms": codec_rms, "classifier_fidelity": fidelity},
         "denoiser": card_denoiser(net.config),
         "schedule": TRAIN_SCHEDULE,
         "training": {
