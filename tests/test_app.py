@@ -183,14 +183,16 @@ def test_switching_overlay_method_changes_the_map():
     assert _figures(at)[-1]["data"][-1]["z"] != first
 
 
-def test_moving_the_feature_slider_changes_the_samples():
-    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status("synthbrain"):
-        pytest.skip("the diffusion model is not ready yet")
-    at = _app()
+@pytest.mark.parametrize("dataset", ["synthbrain", "shapes"])
+def test_moving_the_feature_slider_changes_the_samples(dataset):
+    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status(dataset):
+        pytest.skip(f"the {dataset} diffusion model is not ready yet")
+    at = _app(dataset)
     at.switch_page("pages/explorer.py").run()
     _no_exception(at)
-    feature = at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "synthbrain")).value
-    slider = at.select_slider(key=state.keyed(state.EXPLORER_VALUE, "synthbrain", feature))
+    assert "not ready" not in _texts(at)
+    feature = at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, dataset)).value
+    slider = at.select_slider(key=state.keyed(state.EXPLORER_VALUE, dataset, feature))
     before = _figures(at)[0]["data"][0]["z"]
     slider.set_value(slider.options[-1]).run()
     _no_exception(at)
@@ -214,14 +216,14 @@ def test_step_buttons_move_the_feature_value():
     assert at.select_slider(key=key).value == start
 
 
-def _diffusion_scores_app() -> AppTest:
-    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status("synthbrain"):
-        pytest.skip("the diffusion model is not ready yet")
-    if not _zoo_names("synthbrain"):
+def _diffusion_scores_app(dataset: str = "synthbrain", features=("ventricle_volume", "icv")) -> AppTest:
+    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status(dataset):
+        pytest.skip(f"the {dataset} diffusion model is not ready yet")
+    if not _zoo_names(dataset):
         pytest.skip("the model zoo is not ready yet")
-    at = _app()
+    at = _app(dataset)
     at.switch_page("pages/scores.py").run()
-    at.multiselect(key=state.keyed(state.SCORES_FEATURES, "synthbrain")).set_value(["ventricle_volume", "icv"]).run()
+    at.multiselect(key=state.keyed(state.SCORES_FEATURES, dataset)).set_value(list(features)).run()
     at.number_input(key=state.SCORES_DIFFUSION_K).set_value(3)
     at.number_input(key=state.SCORES_DIFFUSION_N).set_value(4).run()
     at.button(key=state.SCORES_DIFFUSION_RUN).click().run()
@@ -229,8 +231,10 @@ def _diffusion_scores_app() -> AppTest:
     return at
 
 
-def test_diffusion_scores_appear_beside_the_data_scores():
-    at = _diffusion_scores_app()
+@pytest.mark.parametrize("dataset, features", [("synthbrain", ("ventricle_volume", "icv")),
+                                               ("shapes", ("size", "texture"))])  # fmt: skip
+def test_diffusion_scores_appear_beside_the_data_scores(dataset, features):
+    at = _diffusion_scores_app(dataset, features)
     names = [t.get("name") for f in _figures(at) for t in f["data"]]
     assert "from diffusion samples" in names and "from data" in names
     assert any("diffusion-scores" in str(k) for k in at.session_state[state.RESULTS])

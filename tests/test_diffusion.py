@@ -222,8 +222,51 @@ def test_recipes_name_their_dataset_and_take_overrides():
     config = recipe("synthbrain", steps=10, seed=None)
     assert config.steps == 10 and config.seed == RECIPES["synthbrain"].seed
     assert rebuild_command(config) == "python -m engine train-diffusion synthbrain --steps 10"
+    shapes = recipe("shapes")
+    assert (shapes.dataset, shapes.codec, shapes.probe) == ("shapes", "autoencoder", "cnn")
+    assert rebuild_command(shapes) == "python -m engine train-diffusion shapes"
     with pytest.raises(EveInputError, match="synthbrain"):
         recipe("mnist")
+
+
+def _blobs(n: int, size: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Images of one bright square on noise; targets: its standardised column and row."""
+    rng = np.random.default_rng(seed)
+    pos = rng.integers(2, size - 6, (n, 2))
+    images = rng.normal(0.1, 0.02, (n, 1, size, size))
+    for i, (col, row) in enumerate(pos):
+        images[i, 0, row : row + 4, col : col + 4] = 0.9
+    targets = (pos - (size - 4) / 2) / (size / 4)
+    return torch.from_numpy(images).float(), targets
+
+
+def test_conv_probe_learns_a_position_and_reloads_from_its_card(tmp_path):
+    from engine.diffusion.probes import build_probe, fit_conv_probe
+
+    torch.set_num_threads(1)
+    images, targets = _blobs(512, 16, seed=0)
+    probe = fit_conv_probe(images, targets, steps=300, seed=0)
+    test_images, test_targets = _blobs(128, 16, seed=1)
+    with torch.inference_mode():
+        pred = probe(test_images).numpy()
+    r2 = 1 - ((pred - test_targets) ** 2).mean(0) / test_targets.var(0)
+    assert (r2 > 0.9).all(), r2
+    card = {"spec": {"size": 16}, "probe_features": ["x", "y"],
+            "probe": {"kind": "cnn", "channels": list(probe.channels)}}  # fmt: skip
+    reloaded = build_probe(card, probe.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(reloaded(test_images), probe(test_images))
+
+
+def test_conv_probe_noise_level_tracks_the_noise_and_ignores_edges():
+    from engine.diffusion.probes import ConvProbe
+
+    noise = torch.randn(4, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    level = ConvProbe.noise_level(0.02 * noise)
+    assert torch.allclose(ConvProbe.noise_level(0.04 * noise) - level, torch.full_like(level, np.log(2)), atol=1e-4)
+    with_edge = 0.02 * noise
+    with_edge[:, :, 20:40, 20:40] += 0.8  # an object's sharp edges: under 10% of the pixels
+    assert torch.allclose(ConvProbe.noise_level(with_edge), level, atol=0.1)
 
 
 def test_probe_report_undoes_the_training_standardisation_and_reports_in_data_sd():
@@ -404,32 +447,46 @@ def test_block_estimate_removes_subject_effects():
 # --- the committed weights ------------------------------------------------------------------
 
 committed = pytest.mark.skipif(not (ASSETS / "synthbrain.json").is_file(), reason="no committed synthbrain model")
+committed_shapes = pytest.mark.skipif(not (ASSETS / "shapes.json").is_file(), reason="no committed shapes model")
+EXAMPLE_CONDITIONS = {"synthbrain": {"ventricle_volume": 15.0}, "shapes": {"size": 10.0}}
 
 
-@committed
-def test_committed_model_same_seed_identical_and_fast():
+def _committed(dataset: str):
+    if not (ASSETS / f"{dataset}.json").is_file():
+        pytest.skip(f"no committed {dataset} diffusion model")
+    return load_diffusion(dataset)
+
+
+@pytest.mark.parametrize("dataset", ["synthbrain", "shapes"])
+def test_committed_model_same_seed_identical_and_fast(dataset):
+    """The issue's budget: 8 samples at 64x64 in under 2 s on this CPU (measured in the benchmark;
+    asserted here only as a gross-regression guard)."""
     torch.set_num_threads(1)
-    model = load_diffusion("synthbrain")
-    model.sample({"ventricle_volume": 15.0}, 8, seed=0)  # warm-up
+    model = _committed(dataset)
+    condition = EXAMPLE_CONDITIONS[dataset]
+    model.sample(condition, 8, seed=0)  # warm-up
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        a = model.sample({"ventricle_volume": 15.0}, 8, seed=0)
+        a = model.sample(condition, 8, seed=0)
         times.append(time.perf_counter() - t0)
-    b = model.sample({"ventricle_volume": 15.0}, 8, seed=0)
+    b = model.sample(condition, 8, seed=0)
     assert a.shape == (8, 1, 64, 64) and torch.equal(a, b)
     assert min(times) < 2.0, f"8 samples took {min(times):.2f} s (budget 2 s)"
 
 
-@committed
-def test_committed_model_describes_itself():
-    model = load_diffusion("synthbrain")
-    assert model.dataset == "synthbrain" and model.spec.plane == "coronal"
-    assert {"ventricle_volume", "hippocampal_volume", "icv", "age", "sex"} <= set(model.features)
+@pytest.mark.parametrize("dataset, plane, features", [
+    ("synthbrain", "coronal", {"ventricle_volume", "hippocampal_volume", "icv", "age", "sex"}),
+    ("shapes", "axial", {"size", "aspect", "intensity", "pos_x", "pos_y", "texture", "background"}),
+])  # fmt: skip
+def test_committed_model_describes_itself(dataset, plane, features):
+    model = _committed(dataset)
+    assert model.dataset == dataset and model.spec.plane == plane
+    assert features <= set(model.features)
     card = model.card
     for key in ("wall_time_seconds", "final_loss", "sources"):
         assert key in card["training"]
-    assert card["command"].startswith("python -m engine train-diffusion")
+    assert card["command"].startswith(f"python -m engine train-diffusion {dataset}")
 
 
 # measured constraint error (probe MAE / SD, K=8 x N=64; the probe's own held-out error is

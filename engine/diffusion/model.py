@@ -350,13 +350,9 @@ class ConditionalDiffusion(nn.Module):
     def probe(self):
         """The feature probe trained with this model (see `probes.py`), or None."""
         if getattr(self, "_probe", None) is None and getattr(self, "probe_tensors", None):
-            from engine.diffusion.probes import FeatureProbe
+            from engine.diffusion.probes import build_probe
 
-            state = dict(self.probe_tensors)
-            n_components = int(state.pop("n_components"))
-            probe = FeatureProbe(self.codec.size, len(self.card["probe_features"]), n_components)
-            probe.load_state_dict(state)
-            self._probe = probe.eval()
+            self._probe = build_probe(self.card, self.probe_tensors)
         return getattr(self, "_probe", None)
 
     @torch.inference_mode()
@@ -396,10 +392,14 @@ def save(model: ConditionalDiffusion, probe_state: dict | None, directory: Path 
 
 
 def build_codec(card: dict):
-    """The card's latent space, untrained (`kind` "pca", the default, is the one Eve has)."""
+    """The card's latent space, untrained: a PCA (`kind` "pca", the default) or a conv autoencoder."""
     info, size = card["codec"], card["spec"]["size"]
     if info.get("kind", "pca") == "pca":
         return PCACodec(size, info["d"])
+    if info["kind"] == "autoencoder":
+        from engine.diffusion.autoencoder import AutoencoderCodec
+
+        return AutoencoderCodec(size, info["latent_dim"], tuple(info["channels"]), info["stripe_period"])
     raise EveInputError(f"Unknown codec kind {info['kind']!r} in the card of {card.get('name')}: retrain the model.")
 
 

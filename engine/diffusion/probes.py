@@ -1,10 +1,15 @@
 """Feature probes: small regressors that read each numeric feature back from an image.
 
 They check the diffusion model's constraint ("is this sample's ventricle volume the one
-asked for?"). A probe is its own PCA of the images (independent of the generator's) plus an
-MLP to all standardised numeric features at once, trained by `train-diffusion` on the same
-training images and evaluated on the dataset's held-out test split (R², MAE / SD in the
-card). A probe's own error bounds how small a constraint error it can show.
+asked for?"). Trained by `train-diffusion` on the same training images, to all standardised
+numeric features at once, independent of the generator's latent space, and evaluated on
+the dataset's held-out test split (R², MAE / SD in the card). A probe's own error bounds
+how small a constraint error it can show. Two kinds:
+    "pca-mlp"  `FeatureProbe`: its own PCA of the images plus an MLP (SynthBrain: smooth
+               anatomy at a fixed place, which a PCA holds)
+    "cnn"      `ConvProbe`: a small CNN plus a noise-level input (shapes: an object that
+               moves, with a fine stripe texture; the PCA-MLP read texture to 0.32 SD and
+               intensity to 0.45 SD there)
 """
 
 from __future__ import annotations
@@ -42,6 +47,61 @@ class FeatureProbe(nn.Module):
         return self.net(self.inputs(images))
 
 
+class ConvProbe(nn.Module):
+    """Image (B, 1, S, S) -> standardised numeric features (B, F): PixelUnshuffle(2) (so the
+    convolutions run at <= S/2, fast on a CPU), a 3x3 conv, strided 4x4 convs, an MLP head.
+
+    The head also gets the log median |image - its 3x3 box blur| (a noise level robust to
+    edges and texture): per-image intensity normalisation turns a fixed pixel noise into a
+    brightness cue, which convolutions followed by pooling estimate poorly."""
+
+    def __init__(self, size: int, n_features: int, channels: tuple[int, ...] = (32, 64, 96, 128), hidden: int = 256):
+        super().__init__()
+        self.size, self.channels = size, tuple(channels)
+        layers = [nn.PixelUnshuffle(2), nn.Conv2d(4, channels[0], 3, 1, 1), nn.SiLU()]
+        for a, b in zip(channels, channels[1:], strict=False):
+            layers += [nn.Conv2d(a, b, 4, 2, 1), nn.SiLU()]
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        side = size // 2 // 2 ** (len(channels) - 1)
+        self.head = nn.Sequential(nn.Linear(channels[-1] * side * side + 1, hidden), nn.SiLU(),
+                                  nn.Linear(hidden, n_features))  # fmt: skip
+
+    @staticmethod
+    def noise_level(images: torch.Tensor) -> torch.Tensor:
+        high_pass = images - nn.functional.avg_pool2d(images, 3, 1, 1, count_include_pad=False)
+        return high_pass.abs().flatten(1).median(1).values.clamp_min(1e-6).log()[:, None] + 4.0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.float()
+        return self.head(torch.cat([self.features(images), self.noise_level(images)], 1))
+
+
+def fit_conv_probe(images: torch.Tensor, targets: np.ndarray, *, steps: int = 6000, batch_size: int = 64,
+                   lr: float = 2e-3, seed: int = 0, log=None) -> ConvProbe:  # fmt: skip
+    """Fit on (N, 1, S, S) images and (N, F) standardised targets: AdamW, cosine decay, random
+    flips are not used (they would change the features' meaning: position, stripe angle)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    probe = ConvProbe(images.shape[-1], targets.shape[1])
+    y = torch.as_tensor(targets, dtype=torch.float32)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
+    warmup = max(1, steps // 50)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps))))
+    running = None
+    for step in range(steps):
+        batch = torch.randint(len(images), (batch_size,), generator=g)
+        loss = (probe(images[batch]) - y[batch]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if log and (step + 1) % max(1, steps // 10) == 0:
+            log(f"probe step {step + 1}/{steps}: MSE {running:.4f}")
+    return probe.eval()
+
+
 def fit_probe(images: torch.Tensor, targets: np.ndarray, *, n_components: int = 64, epochs: int = 300,
               seed: int = 0, weight_decay: float = 1e-4) -> FeatureProbe:  # fmt: skip
     """Fit on (N, 1, S, S) images and (N, F) standardised targets (full-batch-ish AdamW)."""
@@ -66,6 +126,21 @@ def fit_probe(images: torch.Tensor, targets: np.ndarray, *, n_components: int = 
             loss.backward()
             opt.step()
         sched.step()
+    return probe.eval()
+
+
+def build_probe(card: dict, tensors: dict) -> nn.Module:
+    """The probe a diffusion card describes ("probe": {"kind", ...}; cards without it hold a
+    pca-mlp whose `n_components` is stored with its weights), loaded with `tensors`."""
+    info = card.get("probe", {"kind": "pca-mlp"})
+    size, n_features = card["spec"]["size"], len(card["probe_features"])
+    state = dict(tensors)
+    if info["kind"] == "cnn":
+        probe = ConvProbe(size, n_features, tuple(info["channels"]))
+    else:
+        n_components = int(state.pop("n_components")) if "n_components" in state else info["n_components"]
+        probe = FeatureProbe(size, n_features, n_components)
+    probe.load_state_dict(state)
     return probe.eval()
 
 

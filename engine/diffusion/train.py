@@ -1,14 +1,17 @@
 """Training the conditional latent diffusion model (`python -m engine train-diffusion DATASET`).
 
-Top to bottom: the config, the training data (dataset train split, plus extra SynthBrain
-subjects from Eve's own generator), the condition-dropout masks, the loop, then the
-probes and the card.
+Top to bottom: the config, the training data (dataset train split, plus extra subjects
+from the dataset's own generator), the latent space, the condition-dropout masks, the loop,
+then the probes and the card.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +29,7 @@ from engine.diffusion.model import (
     make_scheduler,
     save,
 )
-from engine.diffusion.probes import fit_probe, probe_report
+from engine.diffusion.probes import fit_conv_probe, fit_probe, probe_report
 from engine.errors import EveInputError
 
 # the canonical slice each dataset's classifiers see (the zoo's specs)
@@ -42,7 +45,9 @@ class TrainConfig:
     n_extra: int = 15000  # extra subjects from Eve's generator (0 = the dataset's train split only)
     extra_seed: int = 1000  # seed of the extra subjects (the default sets use 0)
     n_validation: int = 1000  # of the extra subjects, held out for early stopping (not trained on)
-    components: int = 32  # PCA components d (latent dim d + 1)
+    codec: str = "pca"  # latent space: "pca" or "autoencoder" (`autoencoder.py`)
+    components: int = 32  # PCA components / autoencoder code size d (latent dim d + 1)
+    codec_steps: int = 10000  # autoencoder training steps
     width: int = 384  # denoiser MLP width
     depth: int = 4  # residual blocks
     steps: int = 12000  # optimiser steps at most (~17 min on 1 thread here)
@@ -53,8 +58,10 @@ class TrainConfig:
     p_all_dropped: float = 0.1  # mask: every feature dropped (the unconditional model)
     p_single: float = 0.3  # mask: exactly one feature kept (what the score uses)
     # otherwise each feature is kept independently with prob q ~ U(0, 1) drawn per row
-    probe_components: int = 64
-    probe_epochs: int = 80
+    probe: str = "pca-mlp"  # feature probe kind: "pca-mlp" or "cnn" (`probes.py`)
+    probe_components: int = 64  # pca-mlp
+    probe_epochs: int = 80  # pca-mlp
+    probe_steps: int = 6000  # cnn
     seed: int = 0
     threads: int = 1
 
@@ -62,13 +69,15 @@ class TrainConfig:
 # per dataset: what `python -m engine train-diffusion DATASET` trains (CLI options override)
 RECIPES = {
     "synthbrain": TrainConfig(),
+    # shapes move and have a fine stripe texture with sharp edges, which PCA blurs (the
+    # size-texture classifier's output through a 64-component PCA round trip: r = 0.88)
+    "shapes": TrainConfig(dataset="shapes", n_extra=31000, codec="autoencoder", components=64, probe="cnn"),
 }
 
 
 def recipe(dataset: str, **overrides) -> TrainConfig:
     if dataset not in RECIPES:
-        why = " yet: PCA cannot hold its moving, sharp-edged shapes" if dataset == "shapes" else ""
-        raise EveInputError(f"No diffusion recipe for {dataset!r}{why}: use one of {', '.join(RECIPES)}.")
+        raise EveInputError(f"No diffusion recipe for {dataset!r}: use one of {', '.join(RECIPES)}.")
     return replace(RECIPES[dataset], **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -76,9 +85,10 @@ def recipe(dataset: str, **overrides) -> TrainConfig:
 
 
 def training_data(config: TrainConfig, progress=None):
-    """Training and validation (images (N, 1, S, S), feature table) pairs, the real dataset,
-    its spec and the source counts. Validation rows are extra generator subjects when there
-    are extras, else a tenth of the train split; they only steer early stopping."""
+    """Training and validation (images (N, 1, S, S), feature table, noise-free images or None)
+    triples, the real dataset, its spec and the source counts. Validation rows are extra
+    generator subjects when there are extras, else a tenth of the train split; they only
+    steer early stopping. Noise-free images exist where the generator can render them (shapes)."""
     from engine.data.defaults import load_default
 
     if config.dataset not in CANONICAL_SPECS:
@@ -88,29 +98,53 @@ def training_data(config: TrainConfig, progress=None):
     train = ds.split_indices("train")
     images = ds.model_inputs(spec, train)
     table = ds.table.iloc[train][ds.features].reset_index(drop=True)
+    clean = dataset_noise_free(ds, train)
     if config.n_extra > config.n_validation:
-        extra_images, extra_table = extra_subjects(config, spec, progress)
+        extra_images, extra_table, extra_clean = extra_subjects(config, spec, progress)
         cut = config.n_extra - config.n_validation
-        validation = extra_images[cut:], extra_table[ds.features].iloc[cut:].reset_index(drop=True)
+        validation = (extra_images[cut:], extra_table[ds.features].iloc[cut:].reset_index(drop=True),
+                      None if extra_clean is None else extra_clean[cut:])  # fmt: skip
         images = torch.cat([images, extra_images[:cut]])
         table = pd.concat([table, extra_table[ds.features].iloc[:cut]], ignore_index=True)
+        clean = None if clean is None or extra_clean is None else torch.cat([clean, extra_clean[:cut]])
         sources = {"dataset_train_split": len(train), "generator_extra": cut,
                    "generator_validation": config.n_validation}  # fmt: skip
     else:
         held = np.random.default_rng(config.seed).permutation(len(images)) < len(images) // 10
-        validation = images[held], table[held].reset_index(drop=True)
+        validation = images[held], table[held].reset_index(drop=True), None if clean is None else clean[held]
         images, table = images[~held], table[~held].reset_index(drop=True)
+        clean = None if clean is None else clean[~held]
         sources = {"dataset_train_split": len(images), "dataset_train_split_validation": int(held.sum())}
-    return (images, table), validation, ds, spec, sources
+    return (images, table, clean), validation, ds, spec, sources
 
 
-def extra_subjects(config: TrainConfig, spec: SliceSpec, progress=None) -> tuple[torch.Tensor, pd.DataFrame]:
-    """`n_extra` new subjects from the dataset's own generator, as model inputs and features."""
-    if config.dataset != "synthbrain":
-        raise EveInputError(f"No generator of extra subjects for {config.dataset!r}: use n_extra=0.")
-    from engine.diffusion.synth_slices import cached_extra_subjects
+def dataset_noise_free(ds, rows) -> torch.Tensor | None:
+    """Noise-free model inputs of the dataset's `rows` where its generator renders them (shapes,
+    re-rendered from the seed and size in its truth.json), else None."""
+    if (ds.truth or {}).get("dataset") != "shapes":
+        return None
+    from engine.diffusion.autoencoder import rendered_shapes
 
-    return cached_extra_subjects(config.n_extra, spec, config.extra_seed, progress, workers=2)
+    noisy, clean = rendered_shapes(int(ds.truth["n"]), int(ds.truth["seed"]))
+    if not torch.allclose(noisy[rows], ds.model_inputs(CANONICAL_SPECS["shapes"], rows), atol=1e-5):
+        return None  # not the generator's own build (e.g. edited images): no noise-free version
+    return clean[rows]
+
+
+def extra_subjects(config: TrainConfig, spec: SliceSpec, progress=None):
+    """`n_extra` new subjects from the dataset's own generator: model inputs, features and the
+    noise-free inputs (None where the generator has none)."""
+    if config.dataset == "synthbrain":
+        from engine.diffusion.synth_slices import cached_extra_subjects
+
+        return (*cached_extra_subjects(config.n_extra, spec, config.extra_seed, progress, workers=2), None)
+    if config.dataset == "shapes":  # 0.5 ms an image: no cache needed
+        from engine.data.shapes import sample_features
+        from engine.diffusion.autoencoder import rendered_shapes
+
+        images, clean = rendered_shapes(config.n_extra, config.extra_seed)
+        return images, sample_features(config.n_extra, config.extra_seed), clean
+    raise EveInputError(f"No generator of extra subjects for {config.dataset!r}: use n_extra=0.")
 
 
 def feature_card(table: pd.DataFrame, ds) -> list[dict]:
@@ -271,6 +305,60 @@ def codec_fidelity(codec: PCACodec, images: torch.Tensor, dataset: str, seed: in
     return out
 
 
+def fit_codec(images: torch.Tensor, clean: torch.Tensor | None, config: TrainConfig, log=print):
+    """The latent space and its card entry (what `model.build_codec` rebuilds it from).
+
+    A trained autoencoder is cached in data/.cache under a hash of everything it depends on
+    (its config, the training images and targets), so retraining only the denoiser skips it."""
+    if config.codec == "pca":
+        return PCACodec.fit(images, config.components), {"kind": "pca", "d": config.components}
+    if config.codec != "autoencoder":
+        raise EveInputError(f"Unknown codec {config.codec!r}: use 'pca' or 'autoencoder'.")
+    from engine.diffusion.autoencoder import AutoencoderConfig, fit_autoencoder, load_autoencoder, save_autoencoder
+
+    ae = AutoencoderConfig(latent_dim=config.components + 1, steps=config.codec_steps, seed=config.seed)
+    entry = {"kind": "autoencoder", "latent_dim": ae.latent_dim, "channels": list(ae.channels),
+             "stripe_period": ae.stripe_period, "training": {**asdict(ae), "channels": list(ae.channels)}}  # fmt: skip
+    path = autoencoder_cache_path(images, clean, ae)
+    if path.is_file():
+        log(f"codec: cached autoencoder {path.name}")
+        return load_autoencoder(path), entry
+    t0 = time.time()
+    codec = fit_autoencoder(images, targets=clean, config=ae, log=log)
+    entry["training"]["seconds"] = time.time() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_autoencoder(codec, path)
+    return codec, entry
+
+
+def autoencoder_cache_path(images: torch.Tensor, clean: torch.Tensor | None, ae) -> Path:
+    from engine.data.defaults import data_dir
+
+    digest = hashlib.sha1(json.dumps(asdict(ae), sort_keys=True).encode())
+    for array in (images, clean):
+        if array is not None:
+            digest.update(array.numpy().tobytes())
+    return data_dir() / ".cache" / f"autoencoder-{digest.hexdigest()[:12]}.safetensors"
+
+
+CODEC_DESIGNS = {
+    "pca": "PCA codec (d components + noise level)",
+    "autoencoder": "conv-autoencoder codec with the stripes' known carrier (d code dims + noise level)",
+}
+
+
+def fit_feature_probe(images: torch.Tensor, targets: np.ndarray, config: TrainConfig, log=print):
+    """The probe of `config.probe` kind and its card entry (what `probes.build_probe` needs)."""
+    if config.probe == "pca-mlp":
+        probe = fit_probe(images, targets, n_components=config.probe_components, epochs=config.probe_epochs,
+                          seed=config.seed)  # fmt: skip
+        return probe, {"kind": "pca-mlp", "n_components": config.probe_components}
+    if config.probe == "cnn":
+        probe = fit_conv_probe(images, targets, steps=config.probe_steps, seed=config.seed, log=log)
+        return probe, {"kind": "cnn", "channels": list(probe.channels), "steps": config.probe_steps}
+    raise EveInputError(f"Unknown probe {config.probe!r}: use 'pca-mlp' or 'cnn'.")
+
+
 def rebuild_command(config: TrainConfig) -> str:
     """The CLI call that reproduces `config` (options that differ from the dataset's recipe)."""
     command = f"python -m engine train-diffusion {config.dataset}"
@@ -300,13 +388,14 @@ def encode(codec: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> ConditionalDiffusion:
     torch.set_num_threads(config.threads)
     t_start = time.time()
-    (images, table), (val_images, val_table), ds, spec, sources = training_data(config)
+    (images, table, clean), (val_images, val_table, _), ds, spec, sources = training_data(config)
     log(f"training images: {tuple(images.shape)} ({sources})")
     features = feature_card(table, ds)
     c, spans = condition_arrays(table, features)
     c_val, _ = condition_arrays(val_table, features)
     # 1. the latent space
-    codec = PCACodec.fit(images, config.components)
+    codec, codec_card = fit_codec(images, clean, config, log)
+    del clean
     z0, z_val = encode(codec, images), encode(codec, val_images)
     test = ds.split_indices("test")
     test_images = ds.model_inputs(spec, test)
@@ -314,7 +403,7 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     with torch.inference_mode():
         recon = codec.decode_mean(z_test)
     codec_rms = float((recon - test_images).pow(2).mean().sqrt())
-    log(f"codec: d={config.components}, held-out RMS error {codec_rms:.4f}")
+    log(f"codec: {config.codec} d={config.components}, held-out RMS error {codec_rms:.4f}")
     fidelity = codec_fidelity(codec, test_images, config.dataset)
     log(f"codec fidelity (classifier output corr, real vs decode(encode) + noise): {fidelity}")
     # 2. the denoiser
@@ -328,8 +417,7 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     names = [f["name"] for f in numeric]
     mean, sd = np.array([f["mean"] for f in numeric]), np.array([f["sd"] for f in numeric])
     targets = (table[names].to_numpy(float) - mean) / sd
-    probe = fit_probe(images, targets, n_components=config.probe_components, epochs=config.probe_epochs,
-                      seed=config.seed)  # fmt: skip
+    probe, probe_card = fit_feature_probe(images, targets, config, log)
     report = probe_report(probe, test_images, ds.table.iloc[test][names].to_numpy(float), names, mean, sd,
                           np.array([f["data_sd"] for f in numeric]))  # fmt: skip
     for name, r in report.items():
@@ -343,12 +431,13 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
         "name": f"{config.dataset}-diffusion",
         "dataset": config.dataset,
         "spec": {"plane": spec.plane, "index": spec.index, "size": spec.size},
-        "design": "latent diffusion: PCA codec (d components + noise level) and a residual-MLP "
-        "eps-denoiser with adaLN conditioning on the standardised feature vector; per-feature "
-        "condition dropout; trained with diffusers' DDPMScheduler, sampled with DPM-Solver++(2M)",
+        "design": f"latent diffusion: {CODEC_DESIGNS[config.codec]} and a residual-MLP eps-denoiser "
+        "with adaLN conditioning on the standardised feature vector; per-feature condition dropout; "
+        "trained with diffusers' DDPMScheduler, sampled with DPM-Solver++(2M)",
         "features": features,
+        "probe": probe_card,
         "probe_features": names,
-        "codec": {"kind": "pca", "d": config.components, "heldout_rms": codec_rms, "classifier_fidelity": fidelity},
+        "codec": {**codec_card, "heldout_rms": codec_rms, "classifier_fidelity": fidelity},
         "denoiser": card_denoiser(net.config),
         "schedule": TRAIN_SCHEDULE,
         "training": {
@@ -366,8 +455,6 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     model = ConditionalDiffusion(codec, net, card)
     model.readout_tensors = readout
     if save_to is not None:
-        probe_state = {k: v for k, v in probe.state_dict().items()}
-        probe_state["n_components"] = torch.tensor(config.probe_components)
-        path = save(model, probe_state, save_to)
+        path = save(model, probe.state_dict(), save_to)
         log(f"saved {path} ({wall:.0f} s)")
     return model

@@ -1,12 +1,13 @@
 """Checks of the diffusion model against truth (`python -m engine.diffusion.validate`).
 
-1. Scores: for each synthbrain zoo classifier and each feature, the diffusion-based score
-   (K values x N samples, guidance 1) next to the data-based score on the 400-subject
-   default set (all rows, and the test split the classifier never saw), and an ample-data
-   reference on generator subjects the classifier never saw: 1,000 fresh ones plus, when
-   cached, the extra subjects the diffusion model was trained on (15,000). How far a
-   400-subject data score strays by chance is measured too: the sd of the data score over
-   30 random 400-subject subsets of the reference subjects.
+1. Scores: for each zoo classifier of the dataset and each feature, the diffusion-based
+   score (K values x N samples, guidance 1) next to the data-based score on the default set
+   (all rows: 400 SynthBrain subjects, 3,000 shapes; and the test split the classifier never
+   saw), and an ample-data reference on generator subjects the classifier never saw
+   (SynthBrain: 1,000 fresh ones plus, when cached, the 15,000 extra subjects the diffusion
+   model was trained on; shapes: `--n-fresh` freshly rendered images). How far a default-set
+   data score strays by chance is measured too: the sd of the data score over 30 random
+   subsets of the reference subjects of the default set's size.
 2. Constraint error: probe-measured value vs the asked value, per feature, as MAE / SD of
    the feature in the data; next to the probe's own held-out MAE / SD on real images.
 3. Spread of the unconstrained features: conditioning on feature i = a_k, the sd of
@@ -30,7 +31,13 @@ import torch
 from engine.diffusion.model import ASSETS, load_diffusion, sample_seed
 from engine.diffusion.score import diffusion_score, feature_values
 
-SYNTHBRAIN_MODELS = ("synthbrain-diagnosis", "synthbrain-shortcut")
+MODELS = {
+    "synthbrain": ("synthbrain-diagnosis", "synthbrain-shortcut"),
+    "shapes": ("shapes-size-texture", "shapes-elongated", "shapes-glass-area", "shapes-glass-background"),
+}
+# conditions of the spread check: the features with the strongest (SynthBrain) or no (shapes:
+# independent by design) dependence on the others
+SPREAD_CONDITIONS = {"synthbrain": ("ventricle_volume", "age", "icv"), "shapes": ("size", "aspect", "texture")}
 READOUT_GUIDANCE = 100.0  # read-out noise sd 0.1 in standardised units (measured: 30 is weaker, 300 no better)
 
 
@@ -73,8 +80,8 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
                                       seed=seed)  # fmt: skip
             row = {
                 "model": name, "feature": feature,
-                "data_all400": data_all.score, "data_all400_ci": [data_all.ci_low, data_all.ci_high],
-                "data_test120": data_test.score, "data_test120_ci": [data_test.ci_low, data_test.ci_high],
+                "data_all": data_all.score, "data_all_ci": [data_all.ci_low, data_all.ci_high],
+                "data_test": data_test.score, "data_test_ci": [data_test.ci_low, data_test.ci_high],
                 "diffusion": diff.score, "diffusion_ci": [diff.ci_low, diff.ci_high],
                 "diffusion_seconds": time.time() - t0,
             }  # fmt: skip
@@ -86,9 +93,9 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
                 subset_scores = [explained_variance(y_fresh[s], a_fresh[s], categorical=categorical, n_boot=0).score
                                  for s in subsets]  # fmt: skip
                 row |= {"generator_ref": ref.score, "generator_ref_ci": [ref.ci_low, ref.ci_high],
-                        "data400_sd_by_chance": float(np.std(subset_scores, ddof=1)),
+                        "data_all_sd_by_chance": float(np.std(subset_scores, ddof=1)),
                         "diff_vs_ref": diff.score - ref.score}  # fmt: skip
-            row["diff_vs_all400"] = row["diffusion"] - row["data_all400"]
+            row["diff_vs_all"] = row["diffusion"] - row["data_all"]
             rows.append(row)
             log(f"{name} {feature}: data {data_all.score:.3f} test {data_test.score:.3f} "
                 f"ref {row.get('generator_ref', np.nan):.3f} diffusion {diff.score:.3f}")  # fmt: skip
@@ -126,8 +133,7 @@ def constraint_errors(diffusion, k_values=8, n_per_value=64, steps=20, seed=0, r
     return pd.DataFrame(rows)
 
 
-def spread_check(diffusion, fresh, conditions=("ventricle_volume", "age", "icv"), k_values=5, n_per_value=64,
-                 seed=0) -> pd.DataFrame:  # fmt: skip
+def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=0) -> pd.DataFrame:
     """sd of each other feature (probe-measured) given A_i = a_k: samples vs generator subjects
     in the bin of A_i around a_k (equal-mass bins; the probe's noise is in both)."""
     images, table = fresh
@@ -156,6 +162,27 @@ def spread_check(diffusion, fresh, conditions=("ventricle_volume", "age", "icv")
     return out
 
 
+def fresh_subjects(diffusion, n: int) -> tuple[torch.Tensor, pd.DataFrame] | None:
+    """Generator subjects that neither the classifiers nor the diffusion model trained on (seed
+    2000; the default sets use 0, the diffusion extras 1000), plus, for SynthBrain, the cached
+    extras of the diffusion model (which the classifiers never saw)."""
+    if not n:
+        return None
+    if diffusion.dataset == "shapes":
+        from engine.data.shapes import sample_features
+        from engine.diffusion.autoencoder import rendered_shapes
+
+        return rendered_shapes(n, seed=2000)[0], sample_features(n, seed=2000)
+    from engine.diffusion.synth_slices import cached_extra_subjects
+
+    fresh = cached_extra_subjects(n, diffusion.spec, seed=2000)
+    config = diffusion.card["training"]["config"]
+    extra = reference_extras(diffusion.spec, config["n_extra"], config["extra_seed"])
+    if extra is not None:
+        fresh = torch.cat([fresh[0], extra[0]]), pd.concat([fresh[1], extra[1]], ignore_index=True)
+    return fresh
+
+
 def reference_extras(spec, n: int, seed: int):
     """The diffusion model's extra training subjects if they are cached (never generated here:
     15,000 take ~45 min), else None."""
@@ -164,26 +191,27 @@ def reference_extras(spec, n: int, seed: int):
     return cached_extra_subjects(n, spec, seed) if n and extra_cache_path(n, spec, seed).is_file() else None
 
 
+def _in_zoo(name: str) -> bool:
+    from engine.models.zoo import models_dir
+
+    return (models_dir() / f"{name}.json").is_file()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m engine.diffusion.validate", description=__doc__)
     parser.add_argument("--dataset", default="synthbrain")
     parser.add_argument("--model", default=None, help="a diffusion card path (default: the committed model)")
     parser.add_argument("--k-values", type=int, default=8)
     parser.add_argument("--n-per-value", type=int, default=64)
-    parser.add_argument("--n-fresh", type=int, default=1000, help="fresh generator subjects for the references")
+    parser.add_argument("--n-fresh", type=int, default=None,
+                        help="fresh generator subjects for the references (default 1000 SynthBrain, 16000 shapes)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     diffusion = load_diffusion(args.model or args.dataset)
-    fresh = None
-    if args.dataset == "synthbrain" and args.n_fresh:
-        from engine.diffusion.synth_slices import cached_extra_subjects
-
-        fresh = cached_extra_subjects(args.n_fresh, diffusion.spec, seed=2000)
-        config = diffusion.card["training"]["config"]
-        extra = reference_extras(diffusion.spec, config["n_extra"], config["extra_seed"])
-        if extra is not None:
-            fresh = torch.cat([fresh[0], extra[0]]), pd.concat([fresh[1], extra[1]], ignore_index=True)
+    if args.n_fresh is None:
+        args.n_fresh = 16000 if diffusion.dataset == "shapes" else 1000
+    fresh = fresh_subjects(diffusion, args.n_fresh)
     report = {}
     constraint = constraint_errors(diffusion, args.k_values, args.n_per_value)
     print(markdown(constraint))
@@ -194,7 +222,7 @@ def main(argv=None) -> None:
         print(markdown(guided))
         report["constraint_readout_guidance"] = {"strength": READOUT_GUIDANCE, "rows": guided.to_dict("records")}
     if fresh is not None:
-        spread = spread_check(diffusion, fresh)
+        spread = spread_check(diffusion, fresh, SPREAD_CONDITIONS[diffusion.dataset])
         summary = spread.groupby("condition")[["sd_ratio", "mean_shift_over_sd"]].agg(
             lambda s: float(np.median(np.abs(s)) if s.name == "mean_shift_over_sd" else np.median(s))
         )
@@ -203,19 +231,20 @@ def main(argv=None) -> None:
         )
         report["spread"] = spread.to_dict("records")
         report["spread_summary"] = summary.to_dict()
-    if args.dataset == "synthbrain":
-        table = score_comparison(diffusion, SYNTHBRAIN_MODELS, args.k_values, args.n_per_value, fresh)
-        cols = ["model", "feature", "data_all400", "data_test120", "generator_ref", "data400_sd_by_chance",
-                "diffusion", "diff_vs_all400", "diff_vs_ref"]  # fmt: skip
+    models = [name for name in MODELS.get(diffusion.dataset, ()) if _in_zoo(name)]
+    if models:
+        table = score_comparison(diffusion, models, args.k_values, args.n_per_value, fresh)
+        cols = ["model", "feature", "data_all", "data_test", "generator_ref", "data_all_sd_by_chance",
+                "diffusion", "diff_vs_all", "diff_vs_ref"]  # fmt: skip
         print(markdown(table[[c for c in cols if c in table]]))
         report["scores"] = table.to_dict("records")
-        report["ranking_vs_all400"] = rankings(table, "data_all400")
+        report["ranking_vs_all"] = rankings(table, "data_all")
         if "generator_ref" in table:
             report["ranking_vs_generator_ref"] = rankings(table, "generator_ref")
         print(json.dumps({k: v for k, v in report.items() if k.startswith("ranking")}, indent=1))
     report["settings"] = vars(args) | {"reference_subjects": 0 if fresh is None else len(fresh[1])}
     folder = Path(args.model).parent if args.model else ASSETS
-    (folder / f"{args.dataset}-validation.json").write_text(json.dumps(report, indent=1, default=float))
+    (folder / f"{diffusion.dataset}-validation.json").write_text(json.dumps(report, indent=1, default=float))
 
 
 if __name__ == "__main__":
