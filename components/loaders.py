@@ -417,6 +417,9 @@ def diffusion_score_row(sel, feature: str, k_values: int, n_per_value: int, prog
         unexplained=1 - result.score, n=result.n, n_groups=result.n_groups, status=result.status,
         message=result.message,
     )  # fmt: skip
+    if "constraint_mae_over_sd" in per_value:  # how tightly the samples held the asked values
+        row["constraint_mae_over_sd"] = float(np.average(per_value["constraint_mae_over_sd"],
+                                                         weights=per_value["weight"]))  # fmt: skip
     return row, per_value
 
 

@@ -108,9 +108,19 @@ def agreement(data_row: pd.Series | None, diffusion_row: pd.Series | None) -> tu
     return f"disagree (Δ {diff:.0%})", "orange"
 
 
+LOOSE_CONSTRAINT = 0.10  # samples' mean |measured - asked| / SD above this: the issue's constraint target
+
+
 def diffusion_clause(row: pd.Series) -> str:
-    """' From diffusion samples: 58% (40-71%).' for the plain-language caption."""
+    """' From diffusion samples: 58% (40-71%).' for the plain-language caption, with a caution
+    when the samples held the feature loosely: a blurred condition flattens E[f | A = a], so
+    the score then reads low."""
     if row["status"] != "ok":
         return f" From diffusion samples: no score ({row['message']})."
     ci = "" if math.isnan(row["ci_low"]) else f" ({row['ci_low']:.0%}–{row['ci_high']:.0%})"
-    return f" From diffusion samples: {row['score']:.0%}{ci}."
+    text = f" From diffusion samples: {row['score']:.0%}{ci}."
+    loose = row.get("constraint_mae_over_sd", float("nan"))
+    if isinstance(loose, float) and loose > LOOSE_CONSTRAINT:
+        text += (f" Caution: the samples missed the asked value by {loose:.2f} SD on average (the probe's "
+                 f"reading; target ≤ {LOOSE_CONSTRAINT:.2f}), so this estimate likely reads low.")  # fmt: skip
+    return text

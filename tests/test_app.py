@@ -463,6 +463,17 @@ def test_score_bars_draw_no_number_for_a_degenerate_score():
     assert caption("a", table.iloc[0], "y") == "a explains 40% (30%–50%) of the variation in this model's output (y)."
 
 
+def test_diffusion_caption_cautions_when_the_samples_held_the_feature_loosely():
+    import pandas as pd
+
+    from components.score_bars import diffusion_clause
+
+    row = dict(score=0.30, ci_low=0.25, ci_high=0.36, status="ok", message="")
+    assert diffusion_clause(pd.Series(row)) == " From diffusion samples: 30% (25%–36%)."
+    assert "Caution" not in diffusion_clause(pd.Series(row | {"constraint_mae_over_sd": 0.07}))
+    assert "missed the asked value by 0.17 SD" in diffusion_clause(pd.Series(row | {"constraint_mae_over_sd": 0.17}))
+
+
 @pytest.mark.parametrize(
     ("diffusion", "expected"),
     [((0.42, 0.30, 0.55), "agree"), ((0.60, 0.45, 0.75), "within noise"), ((0.90, 0.85, 0.95), "disagree")],

@@ -190,3 +190,26 @@ def test_diffusion_scores_join_the_bars(server, app_page):
     _no_exception(page, "scores after computing diffusion scores")
     page.get_by_text("from diffusion samples").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "3-scores-diffusion.png"), full_page=True)
+
+
+def test_shapes_explorer_slider_moves_without_exception(server, app_page):
+    """Last: it leaves the session on Shapes. The explorer on the second embedded dataset."""
+    page = app_page
+    page.locator('[data-testid="stSidebar"] label').filter(has_text="Shapes (2D synthetic)").click()
+    _settle(page)
+    # in-app navigation keeps the session (and its dataset); a new URL would start a fresh one
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Feature explorer").first.click()
+    _settle(page)
+    page.locator('[data-testid="stMain"]').get_by_text("Feature explorer").first.wait_for()
+    _no_exception(page, "shapes explorer")
+    sliders = page.locator('[data-testid="stSlider"]').filter(has_text=" = a").locator('input[type="range"]')
+    if not sliders.count():
+        pytest.skip("no shapes diffusion model: the explorer says so instead of showing a slider")
+    before = sliders.first.input_value()
+    sliders.first.focus()
+    for _ in range(8):
+        page.keyboard.press("ArrowRight")
+    _settle(page)
+    assert sliders.first.input_value() != before
+    _no_exception(page, "shapes explorer after moving the slider")
+    page.screenshot(path=str(ARTIFACTS / "7-explorer-shapes.png"), full_page=True)

@@ -47,6 +47,7 @@ class DenoiserConfig:
     depth: int = 4  # residual blocks
     n_fourier: int = 6  # Fourier frequencies per numeric feature (1/2 .. 2^(n-2))
     emb_dim: int = 256  # time + condition embedding width
+    cond_input: bool = False  # also feed the condition embedding to the input layer, beside z_t
 
 
 class _Block(nn.Module):
@@ -81,7 +82,7 @@ class Denoiser(nn.Module):
         self.cond_embed = nn.Sequential(
             nn.Linear(cond_in, config.emb_dim), nn.SiLU(), nn.Linear(config.emb_dim, config.emb_dim)
         )
-        self.inp = nn.Linear(config.latent_dim, config.width)
+        self.inp = nn.Linear(config.latent_dim + (config.emb_dim if config.cond_input else 0), config.width)
         self.blocks = nn.ModuleList(_Block(config.width, config.emb_dim) for _ in range(config.depth))
         self.out_norm = nn.LayerNorm(config.width)
         self.out = nn.Linear(config.width, config.latent_dim)
@@ -101,9 +102,9 @@ class Denoiser(nn.Module):
 
     def forward(self, z_t, t, c, m, slot_mask) -> torch.Tensor:
         t = torch.as_tensor(t, device=z_t.device).expand(len(z_t))
-        emb = self.time_embed(self.time_proj(t).to(z_t.dtype)) + self.embed_condition(c, m, slot_mask)
-        emb = nn.functional.silu(emb)
-        h = self.inp(z_t)
+        cond = self.embed_condition(c, m, slot_mask)
+        emb = nn.functional.silu(self.time_embed(self.time_proj(t).to(z_t.dtype)) + cond)
+        h = self.inp(torch.cat([z_t, cond], 1) if self.config.cond_input else z_t)
         for block in self.blocks:
             h = block(h, emb)
         return self.out(self.out_norm(h))  # (B, D)

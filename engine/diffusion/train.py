@@ -49,6 +49,7 @@ class TrainConfig:
     components: int = 32  # PCA components / autoencoder code size d (latent dim d + 1)
     codec_steps: int = 10000  # autoencoder training steps
     width: int = 384  # denoiser MLP width
+    cond_input: bool = False  # the condition embedding also enters the denoiser's input layer
     depth: int = 4  # residual blocks
     steps: int = 12000  # optimiser steps at most (~17 min on 1 thread here)
     eval_every: int = 500  # validation loss of the EMA weights every this many steps; the best is kept
@@ -218,7 +219,8 @@ def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, 
     g = torch.Generator().manual_seed(config.seed)
     numeric = tuple(off for off, w in spans if w == 1)
     dconf = DenoiserConfig(latent_dim=z0.shape[1], cond_dim=c.shape[1], n_features=len(spans),
-                           numeric_slots=numeric, width=config.width, depth=config.depth)  # fmt: skip
+                           numeric_slots=numeric, width=config.width, depth=config.depth,
+                           cond_input=config.cond_input)  # fmt: skip
     net = Denoiser(dconf)
     ema = Denoiser(dconf)
     ema.load_state_dict(net.state_dict())
