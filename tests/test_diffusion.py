@@ -447,7 +447,6 @@ def test_block_estimate_removes_subject_effects():
 # --- the committed weights ------------------------------------------------------------------
 
 committed = pytest.mark.skipif(not (ASSETS / "synthbrain.json").is_file(), reason="no committed synthbrain model")
-committed_shapes = pytest.mark.skipif(not (ASSETS / "shapes.json").is_file(), reason="no committed shapes model")
 EXAMPLE_CONDITIONS = {"synthbrain": {"ventricle_volume": 15.0}, "shapes": {"size": 10.0}}
 
 
@@ -498,17 +497,43 @@ CONSTRAINT_BOUNDS = {"icv": 0.07, "noise_sd": 0.09, "ventricle_volume": 0.11, "g
 GUIDED_BOUNDS = {"ventricle_volume": 0.09, "gm_volume": 0.10}  # measured 0.057, 0.064 (strength 100)
 
 
-@committed
+# shapes (measured K=8 x N=64): pos_x 0.058, background 0.070, size 0.172, aspect 0.415, texture
+# 0.627 (assets/README.md: the last two are the model's known weakness); ~1.5x guards
+SHAPES_CONSTRAINT_BOUNDS = {"pos_x": 0.09, "background": 0.11, "size": 0.26, "aspect": 0.62}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("feature", sorted(CONSTRAINT_BOUNDS))
-def test_committed_model_meets_the_constraint(feature):
+@pytest.mark.parametrize("dataset, feature", [("synthbrain", f) for f in sorted(CONSTRAINT_BOUNDS)]
+                         + [("shapes", f) for f in sorted(SHAPES_CONSTRAINT_BOUNDS)])  # fmt: skip
+def test_committed_model_meets_the_constraint(dataset, feature):
     """Probe-measured value vs the asked value (K=4, N=32), against the bounds above."""
     from engine.diffusion.validate import constraint_errors
 
-    model = load_diffusion("synthbrain")
-    row = constraint_errors(_only(model, feature), k_values=4, n_per_value=32).iloc[0]
-    assert row["mae_over_sd"] <= CONSTRAINT_BOUNDS[feature], row.to_dict()
+    bound = (CONSTRAINT_BOUNDS if dataset == "synthbrain" else SHAPES_CONSTRAINT_BOUNDS)[feature]
+    row = constraint_errors(_only(_committed(dataset), feature), k_values=4, n_per_value=32).iloc[0]
+    assert row["mae_over_sd"] <= bound, row.to_dict()
     assert abs(row["bias_over_sd"]) <= 0.1, row.to_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, feature", [("shapes-glass-background", "background"), ("shapes-glass-area", "size"),
+                                           ("shapes-size-texture", "size")])  # fmt: skip
+def test_shapes_diffusion_score_matches_the_data_score(shapes, name, feature):
+    """The features the shapes model holds well: within the issue's 0.05 of all 3,000 images
+    (measured +0.023, -0.036, +0.047)."""
+    if not _zoo_has(name):
+        pytest.skip(f"zoo model {name} not built")
+    from engine.models.zoo import load_model
+    from engine.tvd import explained_variance
+
+    torch.set_num_threads(1)
+    model, card = load_model(name)
+    diffusion = _committed("shapes")
+    with torch.inference_mode():
+        y = model(shapes.model_inputs(diffusion.spec))[:, 0].numpy()
+    data = explained_variance(y, shapes.feature_values(feature), n_boot=0).score
+    diff, _ = diffusion_score(model, card, diffusion, feature, k_values=8, n_per_value=64, n_boot=0)
+    assert abs(diff.score - data) <= 0.05, (data, diff.score)
 
 
 @committed
