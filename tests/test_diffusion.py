@@ -521,16 +521,9 @@ def test_committed_model_meets_the_constraint(dataset, feature):
 def test_shapes_diffusion_score_matches_the_data_score(shapes, name, feature):
     """The features the shapes model holds well: within the issue's 0.05 of all 3,000 images
     (measured +0.023, -0.036, +0.047)."""
-    if not _zoo_has(name):
-        pytest.skip(f"zoo model {name} not built")
-    from engine.models.zoo import load_model
     from engine.tvd import explained_variance
 
-    torch.set_num_threads(1)
-    model, card = load_model(name)
-    diffusion = _committed("shapes")
-    with torch.inference_mode():
-        y = model(shapes.model_inputs(diffusion.spec))[:, 0].numpy()
+    model, card, diffusion, y = _zoo_outputs(name, shapes)
     data = explained_variance(y, shapes.feature_values(feature), n_boot=0).score
     diff, _ = diffusion_score(model, card, diffusion, feature, k_values=8, n_per_value=64, n_boot=0)
     assert abs(diff.score - data) <= 0.05, (data, diff.score)
@@ -570,6 +563,21 @@ def _zoo_has(*names):
     return all((models_dir() / f"{n}.json").is_file() for n in names)
 
 
+def _zoo_outputs(name: str, dataset):
+    """Zoo classifier `name`, its card, the dataset's committed diffusion model and the
+    classifier's outputs on every image of `dataset` (skips when either is missing)."""
+    if not _zoo_has(name):
+        pytest.skip(f"zoo model {name} not built")
+    from engine.models.zoo import load_model
+
+    torch.set_num_threads(1)
+    model, card = load_model(name)
+    diffusion = _committed(dataset.truth["dataset"])
+    with torch.inference_mode():
+        y = model(dataset.model_inputs(diffusion.spec))[:, 0].numpy()
+    return model, card, diffusion, y
+
+
 @committed
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["synthbrain-diagnosis", "synthbrain-shortcut"])
@@ -577,16 +585,9 @@ def test_diffusion_score_matches_the_data_score(synthbrain, name):
     """Diffusion vs data-based score (400 subjects) for the volumes the models use, and the same
     top feature. Misses of the 0.05 target (age, -0.13/-0.14, and diagnosis hippocampus,
     -0.053) are listed in assets/README.md."""
-    if not _zoo_has(name):
-        pytest.skip(f"zoo model {name} not built")
-    from engine.models.zoo import load_model
     from engine.tvd import explained_variance
 
-    torch.set_num_threads(1)
-    model, card = load_model(name)
-    diffusion = load_diffusion("synthbrain")
-    with torch.inference_mode():
-        y = model(synthbrain.model_inputs(diffusion.spec))[:, 0].numpy()
+    model, card, diffusion, y = _zoo_outputs(name, synthbrain)
     scores = {}
     # the issue's 0.05; hippocampus (diagnosis: measured -0.053) guarded at 0.08
     tolerance = {"ventricle_volume": 0.05, "icv": 0.05, "hippocampal_volume": 0.08}

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engine.data.shapes import STRIPE_PERIOD
+from engine.diffusion.model import warmup_cosine
 
 
 @dataclass
@@ -139,9 +140,7 @@ def fit_autoencoder(images: torch.Tensor, *, targets: torch.Tensor | None = None
     g = torch.Generator().manual_seed(config.seed)
     codec = AutoencoderCodec(images.shape[-1], config.latent_dim, config.channels, config.stripe_period)
     opt = torch.optim.AdamW(codec.parameters(), lr=config.lr, weight_decay=1e-5)
-    warmup = max(1, config.steps // 50)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps))))
+    schedule = warmup_cosine(opt, config.steps, warmup=max(1, config.steps // 50))
     start, running = time.time(), None
     for step in range(config.steps):
         batch = torch.randint(len(images), (config.batch_size,), generator=g)

@@ -126,6 +126,13 @@ def make_scheduler(kind: str = "dpm++"):
     raise EveInputError(f"Unknown sampler {kind!r}: use one of {', '.join(SAMPLERS)}.")
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate: linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`
+    (the denoiser's, the autoencoder's and the CNN probe's training)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps))))
+
+
 READOUT_GUIDABLE_MAE = 0.2  # read-out guidance acts only on features read to this MAE / SD
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from engine.diffusion.codec import pca
+from engine.diffusion.model import warmup_cosine
 
 
 class FeatureProbe(nn.Module):
@@ -85,9 +86,7 @@ def fit_conv_probe(images: torch.Tensor, targets: np.ndarray, *, steps: int = 60
     probe = ConvProbe(images.shape[-1], targets.shape[1])
     y = torch.as_tensor(targets, dtype=torch.float32)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
-    warmup = max(1, steps // 50)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps))))
+    sched = warmup_cosine(opt, steps, warmup=max(1, steps // 50))
     running = None
     for step in range(steps):
         batch = torch.randint(len(images), (batch_size,), generator=g)

@@ -28,6 +28,7 @@ from engine.diffusion.model import (
     card_denoiser,
     make_scheduler,
     save,
+    warmup_cosine,
 )
 from engine.diffusion.probes import fit_conv_probe, fit_probe, probe_report
 from engine.errors import EveInputError
@@ -230,9 +231,7 @@ def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, 
     ema.requires_grad_(False)
     scheduler = make_scheduler("ddpm")
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    warmup = 200
-    lr_at = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s / config.steps, 1.0)))  # noqa: E731
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = warmup_cosine(opt, config.steps, warmup=200)
     n = len(z0)
     losses, t0 = [], time.time()
     curve, best = [], (np.inf, 0, None)

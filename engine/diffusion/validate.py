@@ -191,12 +191,6 @@ def reference_extras(spec, n: int, seed: int):
     return cached_extra_subjects(n, spec, seed) if n and extra_cache_path(n, spec, seed).is_file() else None
 
 
-def _in_zoo(name: str) -> bool:
-    from engine.models.zoo import models_dir
-
-    return (models_dir() / f"{name}.json").is_file()
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m engine.diffusion.validate", description=__doc__)
     parser.add_argument("--dataset", default="synthbrain")
@@ -231,7 +225,10 @@ def main(argv=None) -> None:
         )
         report["spread"] = spread.to_dict("records")
         report["spread_summary"] = summary.to_dict()
-    models = [name for name in MODELS.get(diffusion.dataset, ()) if _in_zoo(name)]
+    from engine.models.zoo import list_cards
+
+    zoo = {card["name"] for card in list_cards()}
+    models = [name for name in MODELS.get(diffusion.dataset, ()) if name in zoo]
     if models:
         table = score_comparison(diffusion, models, args.k_values, args.n_per_value, fresh)
         cols = ["model", "feature", "data_all", "data_test", "generator_ref", "data_all_sd_by_chance",
