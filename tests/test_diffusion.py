@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from engine.data.shapes import STRIPE_PERIOD
 from engine.diffusion import ConditionalDiffusion, FeatureClampWarning, diffusion_score, load_diffusion
 from engine.diffusion.codec import PCACodec
-from engine.diffusion.model import ASSETS, Denoiser, DenoiserConfig, build, card_denoiser, save
+from engine.diffusion.model import ASSETS, Denoiser, DenoiserConfig, build, build_codec, card_denoiser, save
 from engine.diffusion.score import block_score_stats, check_compatible, feature_values
 from engine.diffusion.train import TrainConfig, condition_arrays, dropout_masks, slot_masks
 from engine.errors import EveInputError
@@ -71,6 +72,25 @@ def test_codec_reconstructs_low_rank_images_exactly():
     torch.testing.assert_close(codec.decode_mean(z), images, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("whiten", [0.0, 0.5, 1.0])
+def test_codec_latent_has_unit_mean_variance_and_the_whitening_power_sets_its_spectrum(whiten):
+    g = torch.Generator().manual_seed(2)
+    basis = torch.linalg.qr(torch.randn(SIZE * SIZE, 3, generator=g))[0].T  # orthonormal rows
+    sds = torch.tensor([4.0, 1.0, 0.25])
+    images = (0.5 + 0.01 * (torch.randn(400, 3, generator=g) * sds) @ basis).reshape(400, 1, SIZE, SIZE)
+    codec = PCACodec.fit(images, 3, whiten=whiten)
+    z = codec.encode(images)[:, :3]
+    variances = z.var(0)
+    torch.testing.assert_close(variances.mean(), torch.tensor(1.0), atol=1e-3, rtol=0)
+    # the latent's sd ratio between components is the PCA's to the power 1 - whiten
+    torch.testing.assert_close(variances.sqrt() / variances[0].sqrt(), codec.scales.pow(1 - whiten) /
+                               codec.scales[0].pow(1 - whiten), atol=1e-4, rtol=0)  # fmt: skip
+    torch.testing.assert_close(codec.decode_mean(codec.encode(images)), images, atol=1e-4, rtol=0)
+    rebuilt = build_codec({"codec": {"kind": "pca", "d": 3, "whiten": whiten}, "spec": {"size": SIZE}})
+    rebuilt.load_state_dict(codec.state_dict())
+    torch.testing.assert_close(rebuilt.encode(images), codec.encode(images))
+
+
 def test_codec_decode_clips_to_unit_range():
     codec = PCACodec.fit(torch.rand(20, 1, SIZE, SIZE), 2)
     x = codec.decode(torch.full((3, 3), 50.0), torch.randn(3, SIZE, SIZE))
@@ -90,13 +110,15 @@ def test_rendered_shapes_reproduce_the_dataset_inputs(shapes):
     assert (noisy - clean).std() < 0.05  # the clean images are the same images without noise
 
 
-def test_autoencoder_codec_fits_decodes_and_round_trips_through_safetensors(tmp_path):
+@pytest.mark.parametrize("stripe_period", [STRIPE_PERIOD, None])  # shapes' carrier; a plain AE (SynthBrain)
+def test_autoencoder_codec_fits_decodes_and_round_trips_through_safetensors(tmp_path, stripe_period):
     from engine.diffusion.autoencoder import fit_autoencoder, load_autoencoder, rendered_shapes, save_autoencoder
 
     torch.manual_seed(0)
     noisy, clean = rendered_shapes(32, seed=5)
     codec = fit_autoencoder(noisy, targets=clean, latent_dim=9, channels=(8, 8, 8), steps=3, batch_size=8,
-                            log=lambda _: None)  # fmt: skip
+                            stripe_period=stripe_period, log=lambda _: None)  # fmt: skip
+    assert codec.stripe_period == stripe_period and len(codec.carriers) == (2 if stripe_period else 0)
     z = codec.encode(noisy[:4])
     assert z.shape == (4, 9) and codec.latent_dim == 9
     x = codec.decode(z, torch.randn(4, 64, 64))

@@ -4,7 +4,9 @@ Code name -> meaning:
     mean (P,)             mean image, P = S * S pixels
     components (d, P)     the first d principal directions (orthonormal rows)
     scales (d,)           sd of each PCA coefficient in the training images
-    z (B, d + 1)          latent: whitened coefficients c / scales, and the standardised
+    whiten (float)        p: coefficients are divided by scales^p, rescaled to unit mean variance;
+                          1 whitens every component, 0 keeps the PCA spectrum (one global scale)
+    z (B, d + 1)          latent: the scaled coefficients c / divisors, and the standardised
                           log RMS of the residual r = x - decode_mean(c) (the noise level)
     noise_filter (S, S)   amplitude spectrum of the residuals (their spatial correlation)
     noise_map (S, S)      relative RMS of the residuals per pixel (background vs tissue)
@@ -32,10 +34,10 @@ def pca(images: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, torch
 class PCACodec(torch.nn.Module):
     """Image (B, 1, S, S) <-> latent (B, d + 1). Fit with `PCACodec.fit`."""
 
-    def __init__(self, size: int, d: int):
+    def __init__(self, size: int, d: int, whiten: float = 1.0):
         super().__init__()
         p = size * size
-        self.size, self.d = size, d
+        self.size, self.d, self.whiten = size, d, whiten
         self.register_buffer("mean", torch.zeros(p))
         self.register_buffer("components", torch.zeros(d, p))
         self.register_buffer("scales", torch.ones(d))
@@ -47,11 +49,16 @@ class PCACodec(torch.nn.Module):
     def latent_dim(self) -> int:
         return self.d + 1
 
+    @property
+    def divisors(self) -> torch.Tensor:
+        """What each coefficient is divided by in the latent: scales^p, the mean latent variance 1."""
+        return self.scales**self.whiten * self.scales.pow(2 - 2 * self.whiten).mean().sqrt()
+
     @classmethod
-    def fit(cls, images: torch.Tensor, d: int) -> PCACodec:
+    def fit(cls, images: torch.Tensor, d: int, whiten: float = 1.0) -> PCACodec:
         """PCA by SVD of the (N, P) centred images (float64), then the residual statistics."""
         n, _, s, _ = images.shape
-        codec = cls(s, d)
+        codec = cls(s, d, whiten)
         mean, components, scales = pca(images, d)
         codec.mean.copy_(mean.float())
         codec.components.copy_(components.float())
@@ -76,11 +83,11 @@ class PCACodec(torch.nn.Module):
         resid = x - coef @ self.components
         log_rms = resid.pow(2).mean(1).sqrt().clamp_min(1e-6).log()
         level = (log_rms - self.log_rms_stats[0]) / self.log_rms_stats[1]
-        return torch.cat([coef / self.scales, level[:, None]], 1)
+        return torch.cat([coef / self.divisors, level[:, None]], 1)
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """The noise-free image (B, 1, S, S) of a latent, not clipped."""
-        x = self.mean + (z[:, : self.d] * self.scales) @ self.components
+        x = self.mean + (z[:, : self.d] * self.divisors) @ self.components
         return x.reshape(len(z), 1, self.size, self.size)
 
     def decode(self, z: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:

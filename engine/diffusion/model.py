@@ -403,7 +403,7 @@ def build_codec(card: dict):
     """The card's latent space, untrained: a PCA (`kind` "pca", the default) or a conv autoencoder."""
     info, size = card["codec"], card["spec"]["size"]
     if info.get("kind", "pca") == "pca":
-        return PCACodec(size, info["d"])
+        return PCACodec(size, info["d"], info.get("whiten", 1.0))
     if info["kind"] == "autoencoder":
         from engine.diffusion.autoencoder import AutoencoderCodec
 

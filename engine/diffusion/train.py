@@ -48,7 +48,9 @@ class TrainConfig:
     n_validation: int = 1000  # of the extra subjects, held out for early stopping (not trained on)
     codec: str = "pca"  # latent space: "pca" or "autoencoder" (`autoencoder.py`)
     components: int = 32  # PCA components / autoencoder code size d (latent dim d + 1)
+    whiten: float = 1.0  # PCA: coefficient k divided by its sd^whiten (1: whitened; `codec.PCACodec`)
     codec_steps: int = 10000  # autoencoder training steps
+    stripe_carrier: bool = False  # autoencoder told the shapes' stripe wave (`autoencoder.py`)
     width: int = 384  # denoiser MLP width
     cond_input: bool = False  # the condition embedding also enters the denoiser's input layer
     depth: int = 4  # residual blocks
@@ -76,7 +78,7 @@ RECIPES = {
     # (cond_input and 16,000 steps: constraint MAE / SD averaged over features 0.238 vs 0.257 without;
     # width 512 was worse, 0.265)
     "shapes": TrainConfig(dataset="shapes", n_extra=31000, codec="autoencoder", components=64, probe="cnn",
-                          cond_input=True, steps=16000),  # fmt: skip
+                          stripe_carrier=True, cond_input=True, steps=16000),  # fmt: skip
 }
 
 
@@ -315,12 +317,15 @@ def fit_codec(images: torch.Tensor, clean: torch.Tensor | None, config: TrainCon
     A trained autoencoder is cached in data/.cache under a hash of everything it depends on
     (its config, the training images and targets), so retraining only the denoiser skips it."""
     if config.codec == "pca":
-        return PCACodec.fit(images, config.components), {"kind": "pca", "d": config.components}
+        codec = PCACodec.fit(images, config.components, config.whiten)
+        return codec, {"kind": "pca", "d": config.components, "whiten": config.whiten}
     if config.codec != "autoencoder":
         raise EveInputError(f"Unknown codec {config.codec!r}: use 'pca' or 'autoencoder'.")
+    from engine.data.shapes import STRIPE_PERIOD
     from engine.diffusion.autoencoder import AutoencoderConfig, fit_autoencoder, load_autoencoder, save_autoencoder
 
-    ae = AutoencoderConfig(latent_dim=config.components + 1, steps=config.codec_steps, seed=config.seed)
+    ae = AutoencoderConfig(latent_dim=config.components + 1, steps=config.codec_steps, seed=config.seed,
+                           stripe_period=STRIPE_PERIOD if config.stripe_carrier else None)  # fmt: skip
     entry = {"kind": "autoencoder", "latent_dim": ae.latent_dim, "channels": list(ae.channels),
              "stripe_period": ae.stripe_period, "training": {**asdict(ae), "channels": list(ae.channels)}}  # fmt: skip
     path = autoencoder_cache_path(images, clean, ae)
