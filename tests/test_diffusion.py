@@ -251,6 +251,15 @@ def test_recipes_name_their_dataset_and_take_overrides():
         recipe("mnist")
 
 
+def test_card_design_names_the_stripe_carrier_only_where_the_autoencoder_has_it():
+    from engine.diffusion.train import codec_design, recipe
+
+    assert "stripes' known carrier" in codec_design(recipe("shapes"))
+    plain = codec_design(recipe("synthbrain", codec="autoencoder"))
+    assert plain == "conv-autoencoder codec (d code dims + noise level)"
+    assert codec_design(recipe("synthbrain")).startswith("PCA codec")
+
+
 def _blobs(n: int, size: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """Images of one bright square on noise; targets: its standardised column and row."""
     rng = np.random.default_rng(seed)

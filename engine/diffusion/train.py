@@ -350,10 +350,12 @@ def autoencoder_cache_path(images: torch.Tensor, clean: torch.Tensor | None, ae)
     return data_dir() / ".cache" / f"autoencoder-{digest.hexdigest()[:12]}.safetensors"
 
 
-CODEC_DESIGNS = {
-    "pca": "PCA codec (d components + noise level)",
-    "autoencoder": "conv-autoencoder codec with the stripes' known carrier (d code dims + noise level)",
-}
+def codec_design(config: TrainConfig) -> str:
+    """The card's one-line description of the latent space."""
+    if config.codec == "pca":
+        return "PCA codec (d components + noise level)"
+    carrier = " with the stripes' known carrier" if config.stripe_carrier else ""
+    return f"conv-autoencoder codec{carrier} (d code dims + noise level)"
 
 
 def fit_feature_probe(images: torch.Tensor, targets: np.ndarray, config: TrainConfig, log=print):
@@ -440,7 +442,7 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
         "name": f"{config.dataset}-diffusion",
         "dataset": config.dataset,
         "spec": {"plane": spec.plane, "index": spec.index, "size": spec.size},
-        "design": f"latent diffusion: {CODEC_DESIGNS[config.codec]} and a residual-MLP eps-denoiser "
+        "design": f"latent diffusion: {codec_design(config)} and a residual-MLP eps-denoiser "
         "with adaLN conditioning on the standardised feature vector; per-feature condition dropout; "
         "trained with diffusers' DDPMScheduler, sampled with DPM-Solver++(2M)",
         "features": features,
