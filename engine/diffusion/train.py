@@ -371,13 +371,17 @@ def fit_feature_probe(images: torch.Tensor, targets: np.ndarray, config: TrainCo
 
 
 def rebuild_command(config: TrainConfig) -> str:
-    """The CLI call that reproduces `config` (options that differ from the dataset's recipe)."""
-    command = f"python -m engine train-diffusion {config.dataset}"
-    for field, flag in (("steps", "--steps"), ("n_extra", "--n-extra"), ("components", "--components"),
-                        ("seed", "--seed")):  # fmt: skip
-        if getattr(config, field) != getattr(RECIPES[config.dataset], field):
-            command += f" {flag} {getattr(config, field)}"
-    return command
+    """The call that reproduces `config`: the CLI with the options that differ from the dataset's
+    recipe, or, when a field the CLI has no option for differs (e.g. `whiten`), the Python call."""
+    changed = {f: v for f, v in asdict(config).items() if v != getattr(RECIPES[config.dataset], f)}
+    flags = {"steps": "--steps", "n_extra": "--n-extra", "components": "--components", "seed": "--seed",
+             "threads": "--threads"}  # fmt: skip
+    if changed.keys() <= flags.keys():
+        options = "".join(f" {flags[f]} {changed[f]}" for f in flags if f in changed)
+        return f"python -m engine train-diffusion {config.dataset}{options}"
+    overrides = "".join(f", {f}={v!r}" for f, v in changed.items())
+    return ('python -c "from engine.diffusion.train import recipe, train_diffusion; '
+            f"train_diffusion(recipe({config.dataset!r}{overrides}))\"")
 
 
 def fit_readout(z0: torch.Tensor, targets: np.ndarray) -> dict:
