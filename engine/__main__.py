@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--diffusion", default=None, help="diffusion method: its model (default: the --data name)")
     score.add_argument("--k-values", type=int, default=8, help="diffusion method: feature values K (default 8)")
     score.add_argument("--n-per-value", type=int, default=32, help="diffusion method: samples per value (default 32)")
+    score.add_argument("--free-features", choices=("table", "model"), default=None,
+                       help="diffusion method: draw the other features from the training rows nearest each value "
+                            "(table; the default when the model has them) or by the denoiser's condition dropout")
     score.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     score.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     score.set_defaults(run=_score)

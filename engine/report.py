@@ -328,6 +328,7 @@ def diffusion_report(
     steps: int = 20,
     batch_size: int = 64,
     progress: bool = True,
+    free_features: str | None = None,
 ) -> ScoreReport:
     """Scores from a conditional diffusion model (`engine.diffusion.diffusion_score`) instead of data.
 
@@ -362,6 +363,7 @@ def diffusion_report(
             steps=steps,
             batch_size=batch_size,
             n_boot=n_boot,
+            free_features=free_features,
         )
         rows.append((f, names[j], r.score, r.ci_low, r.ci_high, 1 - r.score, r.n, r.n_groups, r.status, r.message))
         tables[(f, names[j])] = per_value
@@ -379,6 +381,8 @@ def diffusion_report(
         k_values=k_values,
         n_per_value=n_per_value,
         steps=steps,
+        free_features=next((str(t["free_features"].iloc[0]) for t in tables.values()
+                            if "free_features" in getattr(t, "columns", ())), free_features),  # fmt: skip
         n_boot=int(n_boot),
         seed=int(seed),
         ci_level=0.95,
@@ -700,6 +704,7 @@ def run_score_command(args) -> list[Path]:
             n_boot=args.n_boot,
             seed=args.seed,
             batch_size=args.batch_size,
+            free_features=args.free_features,
         )
     else:
         report = build_report(

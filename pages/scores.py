@@ -67,7 +67,8 @@ with st.expander("Diffusion-based scores (for scarce data)", expanded=diffusion_
         usable = [f for f in features if f in loaders.diffusion_features(sel.dataset_name)]
         c[2].caption(
             f"{k_values * n_per} samples per feature for {len(usable)} feature(s), at guidance 1 (the plain "
-            "conditional model) with independent seeds per value; the noise of small N is subtracted."
+            "conditional model) with independent seeds per value; each sample's other features come from a "
+            "training subject near the value; the noise of small N is subtracted."
         )
         if st.button("Compute diffusion-based scores", key=state.SCORES_DIFFUSION_RUN, disabled=not usable):
             found = []

@@ -404,7 +404,7 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
     calls = []
 
     def fake_diffusion_score(model, card, diffusion, feature, *, output, k_values, n_per_value, **kw):
-        calls.append((diffusion, feature, output, k_values, n_per_value))
+        calls.append((diffusion, feature, output, k_values, n_per_value, kw["free_features"]))
         table = pd.DataFrame(
             {"value": [1.0, 2.0], "weight": [0.5, 0.5], "n": [4, 4], "mean": [0.0, 1.0], "variance": [0.1, 0.1]}
         )
@@ -428,6 +428,8 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
         "2",
         "--n-per-value",
         "4",
+        "--free-features",
+        "model",
         "--out",
         str(out),
     ]
@@ -435,7 +437,7 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
     assert main(argv) == 2
     argv[argv.index("area")] = "output_0"
     assert main(argv) == 0
-    assert calls == [("shapes", "size", 0, 2, 4), ("shapes", "pos_x", 0, 2, 4)]
+    assert calls == [("shapes", "size", 0, 2, 4, "model"), ("shapes", "pos_x", 0, 2, 4, "model")]
     csv = pd.read_csv(tmp_path / "diff.csv")
     assert list(csv["score"]) == [0.5, 0.5] and "Plotly.newPlot" in out.read_text()
 

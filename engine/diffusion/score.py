@@ -7,6 +7,12 @@ Code name -> symbol:
     y[k]  (N,)          classifier output f(x) for N samples x ~ p(x | A = a_k), guidance 1
     means, variances    per-value mean and ddof=1 variance of y[k]
 
+The other features follow p(A_-i | A_i = a_k): by default (`free_features="table"`) each
+sample takes them from a training row near a_k and is drawn from the joint condition
+(`ConditionalDiffusion.complete_condition`); "model" leaves them to the denoiser's condition
+dropout, which on SynthBrain carries the feature links too loosely (age: 0.48 vs the ample
+reference's 0.54; the table way 0.55).
+
 Independent noise seeds per value (seed_k = sample_seed(seed, k)): the groups are then
 independent and `engine.tvd.score_from_group_stats` applies the (K-1)/(KN)-type bias
 correction. With `shared_seeds=True` every value reuses the same N noise seeds (what the
@@ -105,7 +111,7 @@ def diffusion_score(
     model, card: dict, diffusion: ConditionalDiffusion | str, feature: str, *, k_values: int = 8,
     n_per_value: int = 32, output: int | str = 0, seed: int = 0, steps: int = 20,
     progress: Callable[[int, int], None] | None = None, batch_size: int = 64, n_boot: int = 200,
-    shared_seeds: bool = False,
+    shared_seeds: bool = False, free_features: str | None = None,
 ):  # fmt: skip
     """S(A) for one classifier output from N diffusion samples at each of K feature values.
 
@@ -121,6 +127,9 @@ def diffusion_score(
         steps: sampler steps (DPM-Solver++, guidance 1).
         progress: called as progress(done, total) after each value.
         shared_seeds: reuse the same N seeds at every value (randomized-block estimate).
+        free_features: how the other features are drawn: "table" (from the training rows
+            nearest a_k; the default when the model has its training table) or "model"
+            (the denoiser's condition dropout).
 
     Returns:
         (ScoreResult, table) with one row per value: value, weight, seed, n, mean, variance,
@@ -134,6 +143,8 @@ def diffusion_score(
     if n_per_value < 2:
         raise EveInputError(f"n_per_value = {n_per_value}: each value needs at least 2 samples for a variance.")
     index = _output_index(card, output)
+    if free_features is None:
+        free_features = "model" if diffusion.feature_table is None else "table"
     values, weights = feature_values(diffusion, feature, k_values)
     probe_names = diffusion.card.get("probe_features", [])
     rows, ys = [], []
@@ -143,14 +154,15 @@ def diffusion_score(
         for start in range(0, n_per_value, batch_size):
             n = min(batch_size, n_per_value - start)
             # sample seeds are (value_seed, i) for i = start.. : a batch split does not change them
-            images = diffusion.sample({feature: a}, n, seed=value_seed, steps=steps, guidance=1.0, first_index=start)
+            images = diffusion.sample({feature: a}, n, seed=value_seed, steps=steps, guidance=1.0, first_index=start,
+                                      free_features=free_features)  # fmt: skip
             y.append(_outputs(model, images, index))
             if feature in probe_names:
                 measured.append(diffusion.measure_features(images)[feature])
         y = np.concatenate(y)
         ys.append(y)
         row = {"value": a, "weight": float(weights[k]), "seed": value_seed, "n": len(y),
-               "mean": float(y.mean()), "variance": float(y.var(ddof=1))}  # fmt: skip
+               "mean": float(y.mean()), "variance": float(y.var(ddof=1)), "free_features": free_features}  # fmt: skip
         if measured:
             got = np.concatenate(measured)
             sd = diffusion.feature_info(feature)["data_sd"]

@@ -26,6 +26,8 @@ from engine.diffusion.model import (
     Denoiser,
     DenoiserConfig,
     card_denoiser,
+    feature_table_card,
+    feature_table_tensors,
     make_scheduler,
     save,
     warmup_cosine,
@@ -465,10 +467,12 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
         },  # fmt: skip
         "probe_report": report,
         "readout_validation_mae_over_sd": readout_report,
+        "feature_table": feature_table_card(len(table)),
         "command": rebuild_command(config),
     }
     model = ConditionalDiffusion(codec, net, card)
     model.readout_tensors = readout
+    model.table_tensors = feature_table_tensors(table, features)
     if save_to is not None:
         path = save(model, probe.state_dict(), save_to)
         log(f"saved {path} ({wall:.0f} s)")

@@ -1,7 +1,8 @@
 """Checks of the diffusion model against truth (`python -m engine.diffusion.validate`).
 
 1. Scores: for each zoo classifier of the dataset and each feature, the diffusion-based
-   score (K values x N samples, guidance 1) next to the data-based score on the default set
+   score (K values x N samples, guidance 1; free features from the training table, and from
+   the denoiser's condition dropout as `diffusion_model_free`) next to the data-based score on the default set
    (all rows: 400 SynthBrain subjects, 3,000 shapes; and the test split the classifier never
    saw), and an ample-data reference on generator subjects the classifier never saw
    (SynthBrain: 1,000 fresh ones plus, when cached, the 15,000 extra subjects the diffusion
@@ -9,10 +10,11 @@
    data score strays by chance is measured too: the sd of the data score over 30 random
    subsets of the reference subjects of the default set's size.
 2. Constraint error: probe-measured value vs the asked value, per feature, as MAE / SD of
-   the feature in the data; next to the probe's own held-out MAE / SD on real images.
+   the feature in the data; next to the probe's own held-out MAE / SD on real images. For
+   both ways of drawing the free features (the table way conditions jointly).
 3. Spread of the unconstrained features: conditioning on feature i = a_k, the sd of
    each other feature j (probe-measured) in the samples vs its sd (probe-measured) among
-   fresh generator subjects whose A_i lies in the quantile bin around a_k.
+   fresh generator subjects whose A_i lies in the quantile bin around a_k; both ways.
 
 Writes `assets/diffusion/<dataset>-validation.json` and prints markdown tables.
 """
@@ -78,12 +80,15 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
             t0 = time.time()
             diff, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
                                       seed=seed)  # fmt: skip
+            seconds = time.time() - t0
+            dropout, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
+                                         seed=seed, free_features="model")  # fmt: skip
             row = {
                 "model": name, "feature": feature,
                 "data_all": data_all.score, "data_all_ci": [data_all.ci_low, data_all.ci_high],
                 "data_test": data_test.score, "data_test_ci": [data_test.ci_low, data_test.ci_high],
                 "diffusion": diff.score, "diffusion_ci": [diff.ci_low, diff.ci_high],
-                "diffusion_seconds": time.time() - t0,
+                "diffusion_seconds": seconds, "diffusion_model_free": dropout.score,
             }  # fmt: skip
             if y_fresh is not None:
                 a_fresh = fresh[1][feature].to_numpy()
@@ -94,11 +99,13 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
                                  for s in subsets]  # fmt: skip
                 row |= {"generator_ref": ref.score, "generator_ref_ci": [ref.ci_low, ref.ci_high],
                         "data_all_sd_by_chance": float(np.std(subset_scores, ddof=1)),
-                        "diff_vs_ref": diff.score - ref.score}  # fmt: skip
+                        "diff_vs_ref": diff.score - ref.score,
+                        "model_free_vs_ref": dropout.score - ref.score}  # fmt: skip
             row["diff_vs_all"] = row["diffusion"] - row["data_all"]
             rows.append(row)
             log(f"{name} {feature}: data {data_all.score:.3f} test {data_test.score:.3f} "
-                f"ref {row.get('generator_ref', np.nan):.3f} diffusion {diff.score:.3f}")  # fmt: skip
+                f"ref {row.get('generator_ref', np.nan):.3f} diffusion {diff.score:.3f} "
+                f"(free by the model {dropout.score:.3f})")  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -114,7 +121,8 @@ def rankings(table: pd.DataFrame, column: str) -> dict:
     return out
 
 
-def constraint_errors(diffusion, k_values=8, n_per_value=64, steps=20, seed=0, readout_guidance=0.0) -> pd.DataFrame:
+def constraint_errors(diffusion, k_values=8, n_per_value=64, steps=20, seed=0, readout_guidance=0.0,
+                      free_features="model") -> pd.DataFrame:  # fmt: skip
     """Per probed feature: MAE / SD of probe(sample) - a_k, over K values x N samples."""
     rows = []
     for feature in diffusion.card["probe_features"]:
@@ -123,7 +131,7 @@ def constraint_errors(diffusion, k_values=8, n_per_value=64, steps=20, seed=0, r
         errs = []
         for k, a in enumerate(values):
             x = diffusion.sample({feature: a}, n_per_value, seed=sample_seed(seed, k), steps=steps,
-                                 readout_guidance=readout_guidance)  # fmt: skip
+                                 readout_guidance=readout_guidance, free_features=free_features)  # fmt: skip
             errs.append(diffusion.measure_features(x)[feature] - a)
         errs = np.stack(errs)  # (K, N)
         per_value = np.abs(errs).mean(1) / sd
@@ -133,7 +141,8 @@ def constraint_errors(diffusion, k_values=8, n_per_value=64, steps=20, seed=0, r
     return pd.DataFrame(rows)
 
 
-def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=0) -> pd.DataFrame:
+def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=0,
+                 free_features="model") -> pd.DataFrame:  # fmt: skip
     """sd of each other feature (probe-measured) given A_i = a_k: samples vs generator subjects
     in the bin of A_i around a_k (equal-mass bins; the probe's noise is in both)."""
     images, table = fresh
@@ -145,7 +154,8 @@ def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=
         edges = np.quantile(a, np.linspace(0, 1, k_values + 1))
         for k, value in enumerate(values):
             in_bin = (a >= edges[k]) & (a <= edges[k + 1])
-            x = diffusion.sample({feature: value}, n_per_value, seed=sample_seed(seed, 100 + k))
+            x = diffusion.sample({feature: value}, n_per_value, seed=sample_seed(seed, 100 + k),
+                                 free_features=free_features)  # fmt: skip
             measured = diffusion.measure_features(x)
             for other in diffusion.card["probe_features"]:
                 if other == feature:
@@ -196,7 +206,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dataset", default="synthbrain")
     parser.add_argument("--model", default=None, help="a diffusion card path (default: the committed model)")
     parser.add_argument("--k-values", type=int, default=8)
-    parser.add_argument("--n-per-value", type=int, default=64)
+    parser.add_argument("--n-per-value", type=int, default=256, help="samples per value (at 64 score CIs are ~+-0.05)")
     parser.add_argument("--n-fresh", type=int, default=None,
                         help="fresh generator subjects for the references (default 1000 SynthBrain, 16000 shapes)")
     parser.add_argument("--threads", type=int, default=1)
@@ -208,6 +218,7 @@ def main(argv=None) -> None:
     fresh = fresh_subjects(diffusion, args.n_fresh)
     report = {}
     constraint = constraint_errors(diffusion, args.k_values, args.n_per_value)
+    print("constraint, free features by the model (one feature asked):")
     print(markdown(constraint))
     report["constraint"] = constraint.to_dict("records")
     if diffusion.readout is not None:
@@ -215,16 +226,24 @@ def main(argv=None) -> None:
         print(f"with read-out guidance (strength {READOUT_GUIDANCE}):")
         print(markdown(guided))
         report["constraint_readout_guidance"] = {"strength": READOUT_GUIDANCE, "rows": guided.to_dict("records")}
+    if diffusion.feature_table is not None:
+        joint = constraint_errors(diffusion, args.k_values, args.n_per_value, free_features="table")
+        print("constraint, free features from the training table (the joint condition, as the score):")
+        print(markdown(joint))
+        report["constraint_table"] = joint.to_dict("records")
     if fresh is not None:
-        spread = spread_check(diffusion, fresh, SPREAD_CONDITIONS[diffusion.dataset])
-        summary = spread.groupby("condition")[["sd_ratio", "mean_shift_over_sd"]].agg(
-            lambda s: float(np.median(np.abs(s)) if s.name == "mean_shift_over_sd" else np.median(s))
-        )
-        print(
-            markdown(spread.groupby(["condition", "other"])[["sd_ratio", "mean_shift_over_sd"]].mean().reset_index(), 2)
-        )
-        report["spread"] = spread.to_dict("records")
-        report["spread_summary"] = summary.to_dict()
+        ways = ["model"] + (["table"] if diffusion.feature_table is not None else [])
+        for way in ways:
+            spread = spread_check(diffusion, fresh, SPREAD_CONDITIONS[diffusion.dataset], free_features=way)
+            summary = spread.groupby("condition")[["sd_ratio", "mean_shift_over_sd"]].agg(
+                lambda s: float(np.median(np.abs(s)) if s.name == "mean_shift_over_sd" else np.median(s))
+            )
+            print(f"spread of the other features, free features by the {way}:")
+            print(markdown(spread.groupby(["condition", "other"])[["sd_ratio", "mean_shift_over_sd"]].mean()
+                           .reset_index(), 2))  # fmt: skip
+            suffix = "" if way == "model" else "_table"
+            report[f"spread{suffix}"] = spread.to_dict("records")
+            report[f"spread_summary{suffix}"] = summary.to_dict()
     from engine.models.zoo import list_cards
 
     zoo = {card["name"] for card in list_cards()}
@@ -232,7 +251,7 @@ def main(argv=None) -> None:
     if models:
         table = score_comparison(diffusion, models, args.k_values, args.n_per_value, fresh)
         cols = ["model", "feature", "data_all", "data_test", "generator_ref", "data_all_sd_by_chance",
-                "diffusion", "diff_vs_all", "diff_vs_ref"]  # fmt: skip
+                "diffusion", "diff_vs_all", "diff_vs_ref", "diffusion_model_free", "model_free_vs_ref"]  # fmt: skip
         print(markdown(table[[c for c in cols if c in table]]))
         report["scores"] = table.to_dict("records")
         report["ranking_vs_all"] = rankings(table, "data_all")
