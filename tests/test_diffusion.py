@@ -532,7 +532,20 @@ def test_denoiser_ignores_dropped_feature_values():
 # --- score ----------------------------------------------------------------------------------
 
 
-def test_feature_values_are_quantile_midpoints_or_levels(tiny):
+@pytest.mark.parametrize("k_values", [2, 3, 8, 16])
+def test_feature_values_are_the_means_of_equal_mass_bins(k_values):
+    """Quantile function Q(u) = u^2 on [0, 1] (101 percentiles): bin k's mean is
+    K ((k+1)^3 - k^3) / (3 K^3) (up to the linear interpolation between percentiles)."""
+    from engine.diffusion.score import quantile_bin_means
+
+    k = np.arange(k_values)
+    exact = ((k + 1) ** 3 - k**3) / (3 * k_values**2)
+    got = quantile_bin_means((np.arange(101) / 100) ** 2, k_values)
+    np.testing.assert_allclose(got, exact, atol=2e-5)
+    assert got.mean() == pytest.approx(1 / 3, abs=2e-5)  # equal-mass bins: their means average to E[A]
+
+
+def test_feature_values_are_bin_means_or_levels(tiny):
     values, weights = feature_values(tiny, "size", 4)
     np.testing.assert_allclose(values, [-1.5, -0.5, 0.5, 1.5], atol=1e-9)
     np.testing.assert_allclose(weights, 0.25)
@@ -634,10 +647,10 @@ def test_committed_model_describes_itself(dataset, plane, features):
     assert card["command"].startswith(f"python -m engine train-diffusion {dataset}")
 
 
-# measured constraint error (probe MAE / SD, K=8 x N=64; the probe's own held-out error is
+# measured constraint error (probe MAE / SD, K=8 x N=256; the probe's own held-out error is
 # part of it), one feature asked and the others free by the model / drawn from the training
-# table (joint condition): ventricle 0.073 / 0.063, icv 0.038 / 0.037, noise_sd 0.053 / 0.054,
-# gm 0.113 / 0.093, hippocampal 0.174 / 0.142 (0.141 with read-out guidance). These bounds, ~1.5x
+# table (joint condition): ventricle 0.077 / 0.063, icv 0.039 / 0.038, noise_sd 0.051 / 0.053,
+# gm 0.117 / 0.098, hippocampal 0.168 / 0.144 (0.141 with read-out guidance). These bounds, ~1.5x
 # the measurements (K=4 x N=32 here is noisier), guard against regressions.
 CONSTRAINT_BOUNDS = {"icv": 0.07, "noise_sd": 0.09, "ventricle_volume": 0.11, "gm_volume": 0.17,
                      "hippocampal_volume": 0.26}  # fmt: skip
@@ -646,8 +659,8 @@ TABLE_CONSTRAINT_BOUNDS = {"icv": 0.06, "noise_sd": 0.09, "ventricle_volume": 0.
 GUIDED_BOUNDS = {"ventricle_volume": 0.09, "gm_volume": 0.10}  # measured 0.057, 0.064 (strength 100)
 
 
-# shapes (measured K=8 x N=64, by the model / from the table): pos_x 0.058 / 0.035, background
-# 0.070 / 0.069, size 0.172 / 0.077, aspect 0.415 / 0.233, texture 0.627 / 0.592 (assets/README.md:
+# shapes (measured K=8 x N=256, by the model / from the table): pos_x 0.068 / 0.039, background
+# 0.070 / 0.069, size 0.171 / 0.085, aspect 0.416 / 0.224, texture 0.662 / 0.622 (assets/README.md:
 # texture is the model's known weakness); ~1.5x guards
 SHAPES_CONSTRAINT_BOUNDS = {"pos_x": 0.09, "background": 0.11, "size": 0.26, "aspect": 0.62}
 SHAPES_TABLE_CONSTRAINT_BOUNDS = {"pos_x": 0.06, "background": 0.11, "size": 0.12, "aspect": 0.35}
@@ -687,7 +700,7 @@ def test_committed_feature_table_is_the_training_rows_inside_the_training_range(
                                            ("shapes-size-texture", "size")])  # fmt: skip
 def test_shapes_diffusion_score_matches_the_data_score(shapes, name, feature):
     """The features the shapes model holds well: within the issue's 0.05 of all 3,000 images
-    (measured, K=8 x N=256, free features from the table: -0.010, -0.017, -0.029; at N=64 the
+    (measured, K=8 x N=256, free features from the table: -0.008, -0.009, -0.015; at N=64 the
     95% CI is about +-0.05 wide, too wide for this check)."""
     from engine.tvd import explained_variance
 
@@ -751,8 +764,8 @@ def _zoo_outputs(name: str, dataset):
 @pytest.mark.parametrize("name", ["synthbrain-diagnosis", "synthbrain-shortcut"])
 def test_diffusion_score_matches_the_data_score(synthbrain, name):
     """Diffusion (free features from the training table, K=8 x N=256) vs data-based score (400
-    subjects) for the volumes, within the issue's 0.05 (measured -0.026..+0.026), and the same top
-    feature. The misses (shortcut ICV, age against the 400 subjects) are in assets/README.md."""
+    subjects) for the volumes, within the issue's 0.05 (measured -0.018..+0.042), and the same top
+    feature. The misses (age, shortcut contrast: the 400 subjects' chance) are in assets/README.md."""
     from engine.tvd import explained_variance
 
     model, card, diffusion, y = _zoo_outputs(name, synthbrain)
@@ -775,7 +788,7 @@ AMPLE_DIAGNOSIS_AGE = 0.538
 @pytest.mark.slow
 def test_free_features_from_the_table_carry_the_age_link(synthbrain):
     """Age acts on the image through atrophy: drawn from training subjects of that age, the free
-    volumes carry it (measured 0.561); the denoiser's condition dropout loses part (0.477)."""
+    volumes carry it (measured 0.536); the denoiser's condition dropout loses part (0.480)."""
     model, card, diffusion, _ = _zoo_outputs("synthbrain-diagnosis", synthbrain)
     table, _ = diffusion_score(model, card, diffusion, "age", k_values=8, n_per_value=256, n_boot=0)
     dropout, _ = diffusion_score(model, card, diffusion, "age", k_values=8, n_per_value=256, n_boot=0,
