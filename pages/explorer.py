@@ -113,8 +113,8 @@ with left:
     mae = "" if measured is None or categorical else f" Mean |measured − a| = {np.mean(np.abs(measured - value)):.3g}."
     st.caption(
         f"Each tile keeps its own noise seed, so moving the slider morphs the same {n} subjects; every other "
-        f"feature follows its distribution given {feature} as the diffusion model learned it. Captions: {feature} read back from each "
-        f"image by Eve's probe.{mae} Drawn in {elapsed:.2f} s."
+        f"feature follows its distribution given {feature} as the diffusion model learned it. Captions: "
+        f"{feature} read back from each image by Eve's probe.{mae} Drawn in {elapsed:.2f} s."
     )
 
 # -- 3. the model's outputs at this value ------------------------------------------------
