@@ -381,8 +381,8 @@ def diffusion_report(
         k_values=k_values,
         n_per_value=n_per_value,
         steps=steps,
-        free_features=next((str(t["free_features"].iloc[0]) for t in tables.values()
-                            if "free_features" in getattr(t, "columns", ())), free_features),  # fmt: skip
+        free_features=next((str(t["free_features"].iloc[0]) for t in tables.values() if "free_features" in t),
+                           free_features),  # fmt: skip
         n_boot=int(n_boot),
         seed=int(seed),
         ci_level=0.95,

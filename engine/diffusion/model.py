@@ -257,10 +257,13 @@ class ConditionalDiffusion(nn.Module):
     @property
     def feature_table(self) -> pd.DataFrame | None:
         """The denoiser's training rows (one column per feature, levels as strings), or None for
-        models saved without them."""
+        models saved without them. Built once per `table_tensors` (every table-way batch reads it)."""
         values = getattr(self, "table_tensors", {}).get("values")
         if values is None:
             return None
+        cached = getattr(self, "_feature_table", None)
+        if cached is not None and cached[0] is values:
+            return cached[1]
         columns = {}
         for j, info in enumerate(self.card["features"]):
             column = values[:, j].double().numpy()
@@ -268,7 +271,8 @@ class ConditionalDiffusion(nn.Module):
                 columns[info["name"]] = np.asarray(info["levels"])[column.astype(int)]
             else:  # float32 storage can round the extreme rows just outside the training range
                 columns[info["name"]] = np.clip(column, info["min"], info["max"])
-        return pd.DataFrame(columns)
+        self._feature_table = (values, pd.DataFrame(columns))
+        return self._feature_table[1]
 
     def complete_condition(self, condition: dict, n: int, seed: int = 0, first_index: int = 0,
                            shared_noise: bool = False) -> dict:  # fmt: skip

@@ -10,8 +10,8 @@ Code name -> symbol:
 The other features follow p(A_-i | A_i = a_k): by default (`free_features="table"`) each
 sample takes them from a training row near a_k and is drawn from the joint condition
 (`ConditionalDiffusion.complete_condition`); "model" leaves them to the denoiser's condition
-dropout, which on SynthBrain carries the feature links too loosely (age: 0.48 vs the ample
-reference's 0.54; the table way 0.55).
+dropout, which on SynthBrain carries the feature links too loosely (diagnosis x age: 0.47 vs
+the ample reference's 0.54; the table way 0.53).
 
 Independent noise seeds per value (seed_k = sample_seed(seed, k)): the groups are then
 independent and `engine.tvd.score_from_group_stats` applies the (K-1)/(KN)-type bias
