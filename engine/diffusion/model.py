@@ -511,7 +511,8 @@ def build_codec(card: dict):
     if info["kind"] == "autoencoder":
         from engine.diffusion.autoencoder import AutoencoderCodec
 
-        return AutoencoderCodec(size, info["latent_dim"], tuple(info["channels"]), info["stripe_period"])
+        return AutoencoderCodec(size, info["latent_dim"], tuple(info["channels"]), info["stripe_period"],
+                                info.get("centred_stripes", False))
     raise EveInputError(f"Unknown codec kind {info['kind']!r} in the card of {card.get('name')}: retrain the model.")
 
 

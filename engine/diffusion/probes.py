@@ -9,7 +9,7 @@ how small a constraint error it can show. Two kinds:
                anatomy at a fixed place, which a PCA holds)
     "cnn"      `ConvProbe`: a small CNN plus a noise-level input (shapes: an object that
                moves, with a fine stripe texture; the PCA-MLP read texture to 0.32 SD and
-               intensity to 0.45 SD there)
+               intensity to 0.45 SD there), optionally fed the stripes' local amplitude
 """
 
 from __future__ import annotations
@@ -56,10 +56,16 @@ class ConvProbe(nn.Module):
     edges and texture): per-image intensity normalisation turns a fixed pixel noise into a
     brightness cue, which convolutions followed by pooling estimate poorly."""
 
-    def __init__(self, size: int, n_features: int, channels: tuple[int, ...] = (32, 64, 96, 128), hidden: int = 256):
+    def __init__(self, size: int, n_features: int, channels: tuple[int, ...] = (32, 64, 96, 128), hidden: int = 256,
+                 stripe_period: float | None = None):  # fmt: skip
         super().__init__()
-        self.size, self.channels = size, tuple(channels)
-        layers = [nn.PixelUnshuffle(2), nn.Conv2d(4, channels[0], 3, 1, 1), nn.SiLU()]
+        self.size, self.channels, self.stripe_period = size, tuple(channels), stripe_period
+        if stripe_period:
+            from engine.diffusion.autoencoder import grid_carriers
+
+            self.register_buffer("carriers", grid_carriers(size, stripe_period), persistent=False)
+        inputs = 2 if stripe_period else 1
+        layers = [nn.PixelUnshuffle(2), nn.Conv2d(4 * inputs, channels[0], 3, 1, 1), nn.SiLU()]
         for a, b in zip(channels, channels[1:], strict=False):
             layers += [nn.Conv2d(a, b, 4, 2, 1), nn.SiLU()]
         self.features = nn.Sequential(*layers, nn.Flatten())
@@ -72,18 +78,28 @@ class ConvProbe(nn.Module):
         high_pass = images - nn.functional.avg_pool2d(images, 3, 1, 1, count_include_pad=False)
         return high_pass.abs().flatten(1).median(1).values.clamp_min(1e-6).log()[:, None] + 4.0
 
+    def stripe_energy(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) local amplitude of the known stripe wave, whatever its phase."""
+        from engine.diffusion.autoencoder import demodulate
+
+        return demodulate(images, self.carriers).pow(2).sum(1, keepdim=True).add(1e-8).sqrt()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = images.float()
-        return self.head(torch.cat([self.features(images), self.noise_level(images)], 1))
+        planes = torch.cat([images, self.stripe_energy(images)], 1) if self.stripe_period else images
+        return self.head(torch.cat([self.features(planes), self.noise_level(images)], 1))
 
 
 def fit_conv_probe(images: torch.Tensor, targets: np.ndarray, *, steps: int = 6000, batch_size: int = 64,
-                   lr: float = 2e-3, seed: int = 0, log=None) -> ConvProbe:  # fmt: skip
+                   lr: float = 2e-3, seed: int = 0, stripe_period: float | None = None,
+                   log=None) -> ConvProbe:  # fmt: skip
     """Fit on (N, 1, S, S) images and (N, F) standardised targets: AdamW, cosine decay, random
-    flips are not used (they would change the features' meaning: position, stripe angle)."""
+    flips are not used (they would change the features' meaning: position, stripe angle).
+    `stripe_period`: also feed the local amplitude of that stripe wave (shapes' texture: 0.102
+    MAE / SD held out, against 0.193 from the image alone)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    probe = ConvProbe(images.shape[-1], targets.shape[1])
+    probe = ConvProbe(images.shape[-1], targets.shape[1], stripe_period=stripe_period)
     y = torch.as_tensor(targets, dtype=torch.float32)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
     sched = warmup_cosine(opt, steps, warmup=max(1, steps // 50))
@@ -135,7 +151,7 @@ def build_probe(card: dict, tensors: dict) -> nn.Module:
     size, n_features = card["spec"]["size"], len(card["probe_features"])
     state = dict(tensors)
     if info["kind"] == "cnn":
-        probe = ConvProbe(size, n_features, tuple(info["channels"]))
+        probe = ConvProbe(size, n_features, tuple(info["channels"]), stripe_period=info.get("stripe_period"))
     else:
         n_components = int(state.pop("n_components")) if "n_components" in state else info["n_components"]
         probe = FeatureProbe(size, n_features, n_components)
