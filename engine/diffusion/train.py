@@ -481,7 +481,7 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
             **stats,
             "wall_time_seconds": wall,
             "threads": config.threads,
-            "machine": "2-core CPU, shared with one other training job",
+            "machine": "2-core CPU, no GPU",  # what else shared it goes in assets/README.md
         },  # fmt: skip
         "probe_report": report,
         "readout_validation_mae_over_sd": readout_report,
