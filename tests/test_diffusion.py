@@ -168,12 +168,12 @@ def test_centred_stripes_demodulate_to_the_texture_whatever_the_position():
     amplitude at the centre is texture * intensity and the quadrature is ~0, while against the
     grid's carrier the phase turns with pos_x + pos_y."""
     from engine.data.shapes import render_array
-    from engine.diffusion.autoencoder import AutoencoderCodec
+    from engine.diffusion.autoencoder import AutoencoderCodec, _NoNoise
 
     codec = AutoencoderCodec(latent_dim=9, channels=(8, 8, 8), centred_stripes=True)
     rows = [{"size": 12.0, "aspect": 0.9, "intensity": 0.8, "pos_x": 30.0 + shift, "pos_y": 31.0, "texture": 0.3,
              "background": 0.1} for shift in (0.0, 0.5, 1.0, 1.7)]  # fmt: skip
-    images = torch.from_numpy(np.stack([render_array(r, _Quiet()) for r in rows]))[:, None]
+    images = torch.from_numpy(np.stack([render_array(r, _NoNoise()) for r in rows]))[:, None]
     centre = torch.tensor([[r["pos_y"], r["pos_x"]] for r in rows])
     demod = codec.demodulate(images, codec.centred_carriers(centre))[:, :, 31, 30]
     torch.testing.assert_close(demod[:, 0], torch.full((4,), 0.8 * 0.3), atol=0.01, rtol=0)
@@ -181,10 +181,6 @@ def test_centred_stripes_demodulate_to_the_texture_whatever_the_position():
     grid = codec.demodulate(images)[:, :, 31, 30]
     assert grid[:, 0].max() - grid[:, 0].min() > 0.2  # the grid's in-phase part turns with the position
 
-
-class _Quiet:
-    def normal(self, loc, scale, shape):
-        return np.zeros(shape)
 
 
 # --- sampling -----------------------------------------------------------------------------------

@@ -73,10 +73,16 @@ def grid_carriers(size: int, period: float) -> torch.Tensor:
     return torch.stack([phase.sin(), phase.cos()])
 
 
+def period_box(images: torch.Tensor) -> torch.Tensor:
+    """A box filter one stripe period (4 px) wide, which nulls the stripes. It spans i - 1 .. i + 2,
+    so its output is shifted by half a pixel."""
+    return F.avg_pool2d(F.pad(images, (1, 2, 1, 2), mode="replicate"), 4, 1)
+
+
 def demodulate(images: torch.Tensor, carriers: torch.Tensor) -> torch.Tensor:
     """(B, 2, S, S) local amplitudes of `images` (B, 1, S, S) against the sin, cos `carriers`:
-    multiplied, then a box filter one period (4 px) wide, which nulls the carrier on a smooth base."""
-    return 2 * F.avg_pool2d(F.pad(images * carriers, (1, 2, 1, 2), mode="replicate"), 4, 1)
+    multiplied, then `period_box`, which nulls the carrier on a smooth base."""
+    return 2 * period_box(images * carriers)
 
 
 class _Decoder(nn.Module):
@@ -131,15 +137,14 @@ class AutoencoderCodec(nn.Module):
         stripes nulled) above half way from the background (median of the border) to the peak.
         The cut is symmetric about the centre of a symmetric object, so it is not pulled towards
         the image centre as an untrimmed centroid is by the background's noise."""
-        smooth = F.avg_pool2d(F.pad(images, (1, 2, 1, 2), mode="replicate"), 4, 1)[:, 0]
+        smooth = period_box(images)[:, 0]
         border = torch.cat([smooth[:, :2].flatten(1), smooth[:, -2:].flatten(1),
                             smooth[:, :, :2].flatten(1), smooth[:, :, -2:].flatten(1)], 1)  # fmt: skip
         background = border.median(1).values
         peak = smooth.flatten(1).amax(1)
         weight = F.relu(smooth - ((background + peak) / 2)[:, None, None])
         mass = weight.sum((1, 2)).clamp_min(1e-6)
-        # the 4 px box spans i - 1 .. i + 2: its output is shifted by half a pixel
-        return (weight[:, None] * self.grid).sum((2, 3)) / mass[:, None] + 0.5
+        return (weight[:, None] * self.grid).sum((2, 3)) / mass[:, None] + 0.5  # period_box's shift
 
     def centred_carriers(self, centre: torch.Tensor) -> torch.Tensor:
         """(B, 2, S, S) sin, cos of 2 pi ((row - centre row) + (col - centre col)) / period: the
@@ -153,10 +158,8 @@ class AutoencoderCodec(nn.Module):
         """Unstandardised code (B, code_dim)."""
         if not self.stripe_period:
             return self.encoder(images)
-        if self.centred_stripes:
-            carriers = self.centred_carriers(self.object_centre(images))
-            return self.encoder(torch.cat([images, self.demodulate(images, carriers)], 1))
-        return self.encoder(torch.cat([images, self.demodulate(images)], 1))
+        carriers = self.centred_carriers(self.object_centre(images)) if self.centred_stripes else self.carriers
+        return self.encoder(torch.cat([images, self.demodulate(images, carriers)], 1))
 
     def image_of_code(self, code: torch.Tensor) -> torch.Tensor:
         planes = self.decoder(code)

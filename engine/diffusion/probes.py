@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.diffusion.autoencoder import demodulate, grid_carriers
 from engine.diffusion.codec import pca
 from engine.diffusion.model import warmup_cosine
 
@@ -61,8 +62,6 @@ class ConvProbe(nn.Module):
         super().__init__()
         self.size, self.channels, self.stripe_period = size, tuple(channels), stripe_period
         if stripe_period:
-            from engine.diffusion.autoencoder import grid_carriers
-
             self.register_buffer("carriers", grid_carriers(size, stripe_period), persistent=False)
         inputs = 2 if stripe_period else 1
         layers = [nn.PixelUnshuffle(2), nn.Conv2d(4 * inputs, channels[0], 3, 1, 1), nn.SiLU()]
@@ -80,8 +79,6 @@ class ConvProbe(nn.Module):
 
     def stripe_energy(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) local amplitude of the known stripe wave, whatever its phase."""
-        from engine.diffusion.autoencoder import demodulate
-
         return demodulate(images, self.carriers).pow(2).sum(1, keepdim=True).add(1e-8).sqrt()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
