@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from engine.diffusion import load_diffusion
-from engine.diffusion.model import ASSETS
-from engine.diffusion.validate import READOUT_GUIDANCE, constraint_errors
+from engine.diffusion.model import ASSETS, READOUT_GUIDANCE
+from engine.diffusion.validate import constraint_errors
 
 
 def _timed(fn, repeats: int = 3) -> float:

@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--free-features", choices=("table", "model"), default=None,
                        help="diffusion method: draw the other features from the training rows nearest each value "
                             "(table; the default when the model has them) or by the denoiser's condition dropout")
+    score.add_argument("--readout-guidance", type=float, default=None,
+                       help="diffusion method: strength of the guidance by the model's feature read-out "
+                            "(default: 100 when the model has one; 0: none)")
     score.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     score.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     score.set_defaults(run=_score)

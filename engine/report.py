@@ -329,6 +329,7 @@ def diffusion_report(
     batch_size: int = 64,
     progress: bool = True,
     free_features: str | None = None,
+    readout_guidance: float | None = None,
 ) -> ScoreReport:
     """Scores from a conditional diffusion model (`engine.diffusion.diffusion_score`) instead of data.
 
@@ -364,6 +365,7 @@ def diffusion_report(
             batch_size=batch_size,
             n_boot=n_boot,
             free_features=free_features,
+            readout_guidance=readout_guidance,
         )
         rows.append((f, names[j], r.score, r.ci_low, r.ci_high, 1 - r.score, r.n, r.n_groups, r.status, r.message))
         tables[(f, names[j])] = per_value
@@ -383,6 +385,8 @@ def diffusion_report(
         steps=steps,
         free_features=next((str(t["free_features"].iloc[0]) for t in tables.values() if "free_features" in t),
                            free_features),  # fmt: skip
+        readout_guidance=next((float(t["readout_guidance"].iloc[0]) for t in tables.values()
+                               if "readout_guidance" in t), readout_guidance),  # fmt: skip
         n_boot=int(n_boot),
         seed=int(seed),
         ci_level=0.95,
@@ -705,6 +709,7 @@ def run_score_command(args) -> list[Path]:
             seed=args.seed,
             batch_size=args.batch_size,
             free_features=args.free_features,
+            readout_guidance=args.readout_guidance,
         )
     else:
         report = build_report(

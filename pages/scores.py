@@ -68,7 +68,8 @@ with st.expander("Diffusion-based scores (for scarce data)", expanded=diffusion_
         c[2].caption(
             f"{k_values * n_per} samples per feature for {len(usable)} feature(s), at guidance 1 (the plain "
             "conditional model) with independent seeds per value; each sample's other features come from a "
-            "training subject near the value; the noise of small N is subtracted."
+            "training subject near the value, and the model's feature read-out steers each sample to the "
+            "features it was given; the noise of small N is subtracted."
         )
         if st.button("Compute diffusion-based scores", key=state.SCORES_DIFFUSION_RUN, disabled=not usable):
             found = []

@@ -1,7 +1,8 @@
 """Conditional diffusion: images from p(x | A = a), feature probes and the diffusion-based score.
 
     load_diffusion(name_or_dataset) -> ConditionalDiffusion
-        .features, .feature_range(name), .sample(condition, n, seed, steps, guidance, shared_noise)
+        .features, .feature_range(name), .sample(condition, n, seed, steps, guidance, shared_noise,
+                                                 readout_guidance, free_features)
     measure_features(images, diffusion) -> {feature: values}     (feature probes)
     diffusion_score(model, card, diffusion, feature, ...) -> (ScoreResult, per-value table)
 

@@ -139,6 +139,24 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> 
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps))))
 
 
+class LatentReadout(nn.Module):
+    """The standardised numeric features (B, Fn) read from clean latents (B, D): the least-squares
+    linear map (`hidden` = ()) or an MLP (SiLU) fit by `train.fit_readout`. `readout_guidance`
+    steers by its Jacobian. On the shapes autoencoder's latent the linear map reads aspect to
+    0.34 MAE / SD, an MLP of 3 x 512 to 0.04 (held-out rows)."""
+
+    def __init__(self, latent_dim: int, n_features: int, hidden: tuple[int, ...] = ()):
+        super().__init__()
+        self.hidden = tuple(hidden)
+        widths = (latent_dim, *self.hidden)
+        layers = [m for a, b in zip(widths, widths[1:], strict=False) for m in (nn.Linear(a, b), nn.SiLU())]
+        self.net = nn.Sequential(*layers, nn.Linear(widths[-1], n_features))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+READOUT_GUIDANCE = 100.0  # default strength: read-out noise sd 0.1 in standardised units (30 weaker, 300 no better)
 READOUT_GUIDABLE_MAE = 0.2  # read-out guidance acts only on features read to this MAE / SD
 FREE_FEATURES = ("model", "table")
 # complete_condition draws free features from the max(32, 1% of rows) training rows nearest the
@@ -391,21 +409,24 @@ class ConditionalDiffusion(nn.Module):
 
     def _readout_correction(self, eps, z, t, scheduler, c, slot, strength: float) -> torch.Tensor:
         """The eps change that moves Tweedie's z0_hat = (z - sqrt(1 - abar) eps) / sqrt(abar) by the
-        Gaussian (Kalman) update towards the asked values c_j under the linear read-out
-        r_j(z0) = w_j z0 + b_j observed with noise variance 1 / strength:
-            dz0 = -sum_j s0 w_j (r_j(z0_hat) - c_j) / (s0 |w_j|^2 + 1 / strength),  s0 = 1 - abar
-        (s0: the posterior variance of a whitened latent given z_t; conditioned features are
-        updated one by one). Gradient guidance by a differentiable read-out in closed form:
-        weak at high noise, vanishing at t = 0, never unstable."""
+        Gaussian (Kalman) update towards the asked values c under the read-out r(z0), linearised
+        at z0_hat (Jacobian J, (Fn, D) per sample) and observed with noise variance 1 / strength:
+            dz0 = -s0 J^T (s0 J J^T + I / strength)^-1 (r(z0_hat) - c),  s0 = 1 - abar
+        (s0: the posterior variance of a whitened latent given z_t; rows of J and r - c of free or
+        poorly read features are zeroed). Gradient guidance by a differentiable read-out with a
+        step that is weak at high noise, vanishes at t = 0 and never overshoots."""
         abar = scheduler.alphas_cumprod[int(t)].to(z.dtype)
-        z0_hat = (z - (1 - abar).sqrt() * eps) / abar.sqrt()
-        weight, bias = self.readout["weight"], self.readout["bias"]  # (Fn, D), (Fn,)
         numeric = self.denoiser.numeric_slots
         guided = slot[:, numeric] * self.readout_guidable  # 0 where free or poorly read
-        residual = (z0_hat @ weight.T + bias - c[:, numeric]) * guided  # (n, Fn)
+        with torch.inference_mode(False):  # the sampler runs in inference mode; the Jacobian needs autograd
+            z0_hat = ((z - (1 - abar).sqrt() * eps) / abar.sqrt()).clone()
+            jacobian = torch.func.vmap(torch.func.jacrev(self.readout))(z0_hat).detach()  # (n, Fn, D)
+            read = self.readout(z0_hat).detach()
+        residual = (read - c[:, numeric]) * guided  # (n, Fn)
+        jacobian = jacobian * guided[..., None]
         s0 = 1 - abar
-        gain = s0 / (s0 * weight.pow(2).sum(1) + 1.0 / strength)  # (Fn,)
-        dz0 = -(residual * gain) @ weight
+        gram = s0 * jacobian @ jacobian.transpose(1, 2) + torch.eye(len(numeric)) / strength
+        dz0 = -s0 * (jacobian.transpose(1, 2) @ torch.linalg.solve(gram, residual)[..., None])[..., 0]
         return -(abar.sqrt() / (1 - abar).sqrt()) * dz0
 
     @property
@@ -418,11 +439,12 @@ class ConditionalDiffusion(nn.Module):
         return torch.tensor([float(errors.get(name, np.inf) <= READOUT_GUIDABLE_MAE) for name in names])
 
     @property
-    def readout(self) -> dict | None:
-        """The linear read-out of the standardised numeric features from a latent ({weight (Fn, D),
-        bias (Fn,)}, least squares on the training latents), or None for older models."""
-        tensors = getattr(self, "readout_tensors", None)
-        return tensors or None
+    def readout(self) -> LatentReadout | None:
+        """The read-out of the standardised numeric features from a clean latent (see
+        `LatentReadout`), or None for older models."""
+        if getattr(self, "_readout", None) is None and getattr(self, "readout_tensors", None):
+            self._readout = build_readout(self.card, self.readout_tensors)
+        return getattr(self, "_readout", None)
 
     @torch.inference_mode()
     def sample(self, condition: dict, n: int, seed: int = 0, steps: int = 20, guidance: float = 1.0,
@@ -444,7 +466,7 @@ class ConditionalDiffusion(nn.Module):
                 one subject morphing across values).
             sampler: "dpm++", "ddim" or "ddpm" (ancestral; for comparisons).
             first_index: index of the first sample (to draw one seed's samples in batches).
-            readout_guidance: guidance by the model's linear feature read-out towards the asked
+            readout_guidance: guidance by the model's feature read-out (`LatentReadout`) towards the asked
                 numeric values: 1 / the read-out's assumed noise variance in standardised units
                 (0 = none; see `_readout_correction`).
             free_features: how features left out of `condition` are drawn: "model" (the
@@ -496,11 +518,22 @@ def save(model: ConditionalDiffusion, probe_state: dict | None, directory: Path 
     tensors = {f"codec.{k}": v for k, v in model.codec.state_dict().items()}
     tensors |= {f"denoiser.{k}": v for k, v in model.denoiser.state_dict().items()}
     tensors |= {f"probe.{k}": v for k, v in (probe_state or {}).items()}
-    tensors |= {f"readout.{k}": v for k, v in (model.readout or {}).items()}
+    tensors |= {f"readout.{k}": v for k, v in (model.readout.state_dict() if model.readout else {}).items()}
     tensors |= {f"table.{k}": v for k, v in getattr(model, "table_tensors", {}).items()}
     save_file({k: v.contiguous() for k, v in tensors.items()}, directory / f"{model.dataset}.safetensors")
     (directory / f"{model.dataset}.json").write_text(json.dumps(model.card, indent=2))
     return directory / f"{model.dataset}.json"
+
+
+def build_readout(card: dict, tensors: dict) -> LatentReadout:
+    """The card's read-out (`readout.hidden` widths; none: linear) with its weights."""
+    if "weight" in tensors:  # a linear read-out saved before `LatentReadout` (bare weight, bias)
+        tensors = {"net.0.weight": tensors["weight"], "net.0.bias": tensors["bias"]}
+    hidden = card.get("readout", {}).get("hidden", [])
+    n_features = tensors[f"net.{2 * len(hidden)}.bias"].shape[0]
+    readout = LatentReadout(card["denoiser"]["latent_dim"], n_features, hidden)
+    readout.load_state_dict(tensors)
+    return readout.eval().requires_grad_(False)
 
 
 def build_codec(card: dict):
@@ -512,7 +545,7 @@ def build_codec(card: dict):
         from engine.diffusion.autoencoder import AutoencoderCodec
 
         return AutoencoderCodec(size, info["latent_dim"], tuple(info["channels"]), info["stripe_period"],
-                                info.get("centred_stripes", False))
+                                info.get("centred_stripes", False), info.get("noise_estimate", "residual"))
     raise EveInputError(f"Unknown codec kind {info['kind']!r} in the card of {card.get('name')}: retrain the model.")
 
 

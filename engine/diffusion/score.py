@@ -4,7 +4,8 @@ Code name -> symbol:
     values[k], a_k      K values of A: means of A within K equal-mass bins of its marginal in
                         the dataset (numeric), or its levels (categorical)
     weights[k], w_k     p(a_k): 1/K for the equal-mass bins, level frequencies for categories
-    y[k]  (N,)          classifier output f(x) for N samples x ~ p(x | A = a_k), guidance 1
+    y[k]  (N,)          classifier output f(x) for N samples x ~ p(x | A = a_k), guidance 1 (and,
+                        where the model has a feature read-out, read-out guidance; `diffusion_score`)
     means, variances    per-value mean and ddof=1 variance of y[k]
 
 The other features follow p(A_-i | A_i = a_k): by default (`free_features="table"`) each
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.diffusion.model import ConditionalDiffusion, load_diffusion, sample_seed
+from engine.diffusion.model import READOUT_GUIDANCE, ConditionalDiffusion, load_diffusion, sample_seed
 from engine.errors import EveInputError
 
 
@@ -127,7 +128,7 @@ def diffusion_score(
     model, card: dict, diffusion: ConditionalDiffusion | str, feature: str, *, k_values: int = 8,
     n_per_value: int = 32, output: int | str = 0, seed: int = 0, steps: int = 20,
     progress: Callable[[int, int], None] | None = None, batch_size: int = 64, n_boot: int = 200,
-    shared_seeds: bool = False, free_features: str | None = None,
+    shared_seeds: bool = False, free_features: str | None = None, readout_guidance: float | None = None,
 ):  # fmt: skip
     """S(A) for one classifier output from N diffusion samples at each of K feature values.
 
@@ -146,6 +147,13 @@ def diffusion_score(
         free_features: how the other features are drawn: "table" (from the training rows
             nearest a_k; the default when the model has its training table) or "model"
             (the denoiser's condition dropout).
+        readout_guidance: strength of the guidance by the model's feature read-out (see
+            `ConditionalDiffusion.sample`); None: READOUT_GUIDANCE when the model has a read-out,
+            else 0 (none). It pulls each sample towards the features it was asked for (with the
+            table way: all of them, the drawn ones included) and leaves the rest alone, unlike
+            classifier-free guidance, which narrows p(x | a). Measured, K = 8 x N = 256: every
+            shapes score within 0.014 of the data (elongated x aspect 0.927 vs 0.935; 0.879
+            without), every SynthBrain score within 0.020 of the ample reference (as without).
 
     Returns:
         (ScoreResult, table) with one row per value: value, weight, seed, n, mean, variance,
@@ -161,6 +169,8 @@ def diffusion_score(
     index = _output_index(card, output)
     if free_features is None:
         free_features = "model" if diffusion.feature_table is None else "table"
+    if readout_guidance is None:
+        readout_guidance = READOUT_GUIDANCE if diffusion.readout is not None else 0.0
     values, weights = feature_values(diffusion, feature, k_values)
     probe_names = diffusion.card.get("probe_features", [])
     rows, ys = [], []
@@ -171,14 +181,15 @@ def diffusion_score(
             n = min(batch_size, n_per_value - start)
             # sample seeds are (value_seed, i) for i = start.. : a batch split does not change them
             images = diffusion.sample({feature: a}, n, seed=value_seed, steps=steps, guidance=1.0, first_index=start,
-                                      free_features=free_features)  # fmt: skip
+                                      free_features=free_features, readout_guidance=readout_guidance)  # fmt: skip
             y.append(_outputs(model, images, index))
             if feature in probe_names:
                 measured.append(diffusion.measure_features(images)[feature])
         y = np.concatenate(y)
         ys.append(y)
         row = {"value": a, "weight": float(weights[k]), "seed": value_seed, "n": len(y),
-               "mean": float(y.mean()), "variance": float(y.var(ddof=1)), "free_features": free_features}  # fmt: skip
+               "mean": float(y.mean()), "variance": float(y.var(ddof=1)), "free_features": free_features,
+               "readout_guidance": readout_guidance}  # fmt: skip
         if measured:
             got = np.concatenate(measured)
             sd = diffusion.feature_info(feature)["data_sd"]

@@ -2,7 +2,9 @@
 
 1. Scores: for each zoo classifier of the dataset and each feature, the diffusion-based
    score (K values x N samples, guidance 1; free features from the training table, and from
-   the denoiser's condition dropout as `diffusion_model_free`) next to the data-based score on the default set
+   the denoiser's condition dropout as `diffusion_model_free`; both without read-out guidance,
+   and the table way with it as `diffusion_readout_guided`, the default of `diffusion_score`)
+   next to the data-based score on the default set
    (all rows: 400 SynthBrain subjects, 3,000 shapes; and the test split the classifier never
    saw), and an ample-data reference on generator subjects the classifier never saw
    (SynthBrain: 1,000 fresh ones plus, when cached, the 15,000 extra subjects the diffusion
@@ -11,7 +13,8 @@
    subsets of the reference subjects of the default set's size.
 2. Constraint error: probe-measured value vs the asked value, per feature, as MAE / SD of
    the feature in the data; next to the probe's own held-out MAE / SD on real images. For
-   both ways of drawing the free features (the table way conditions jointly).
+   both ways of drawing the free features (the table way conditions jointly), and with the
+   optional read-out guidance (which also gives a third score column, `diffusion_readout_guided`).
 3. Spread of the unconstrained features: conditioning on feature i = a_k, the sd of
    each other feature j (probe-measured) in the samples vs its sd (probe-measured) among
    fresh generator subjects whose A_i lies in the quantile bin around a_k; both ways.
@@ -30,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.diffusion.model import ASSETS, load_diffusion, sample_seed
+from engine.diffusion.model import ASSETS, READOUT_GUIDANCE, load_diffusion, sample_seed
 from engine.diffusion.score import diffusion_score, feature_values
 
 MODELS = {
@@ -40,7 +43,6 @@ MODELS = {
 # conditions of the spread check: the features with the strongest (SynthBrain) or no (shapes:
 # independent by design) dependence on the others
 SPREAD_CONDITIONS = {"synthbrain": ("ventricle_volume", "age", "icv"), "shapes": ("size", "aspect", "texture")}
-READOUT_GUIDANCE = 100.0  # read-out noise sd 0.1 in standardised units (measured: 30 is weaker, 300 no better)
 
 
 def markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -79,10 +81,13 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
             data_test = explained_variance(y[test], a[test], categorical=categorical, seed=seed)
             t0 = time.time()
             diff, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
-                                      seed=seed)  # fmt: skip
+                                      seed=seed, readout_guidance=0.0)  # fmt: skip
             seconds = time.time() - t0
             dropout, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
-                                         seed=seed, free_features="model")  # fmt: skip
+                                         seed=seed, free_features="model", readout_guidance=0.0)  # fmt: skip
+            if diffusion.readout is not None:
+                guided, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
+                                            seed=seed, readout_guidance=READOUT_GUIDANCE)  # fmt: skip
             row = {
                 "model": name, "feature": feature,
                 "data_all": data_all.score, "data_all_ci": [data_all.ci_low, data_all.ci_high],
@@ -90,6 +95,9 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
                 "diffusion": diff.score, "diffusion_ci": [diff.ci_low, diff.ci_high],
                 "diffusion_seconds": seconds, "diffusion_model_free": dropout.score,
             }  # fmt: skip
+            if diffusion.readout is not None:
+                row |= {"diffusion_readout_guided": guided.score,
+                        "diffusion_readout_guided_ci": [guided.ci_low, guided.ci_high]}  # fmt: skip
             if y_fresh is not None:
                 a_fresh = fresh[1][feature].to_numpy()
                 ref = explained_variance(y_fresh, a_fresh, categorical=categorical, seed=seed)
@@ -102,6 +110,8 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
                         "diff_vs_ref": diff.score - ref.score,
                         "model_free_vs_ref": dropout.score - ref.score}  # fmt: skip
             row["diff_vs_all"] = row["diffusion"] - row["data_all"]
+            if "diffusion_readout_guided" in row:
+                row["guided_vs_all"] = row["diffusion_readout_guided"] - row["data_all"]
             rows.append(row)
             log(f"{name} {feature}: data {data_all.score:.3f} test {data_test.score:.3f} "
                 f"ref {row.get('generator_ref', np.nan):.3f} diffusion {diff.score:.3f} "
@@ -231,6 +241,13 @@ def main(argv=None) -> None:
         print("constraint, free features from the training table (the joint condition, as the score):")
         print(markdown(joint))
         report["constraint_table"] = joint.to_dict("records")
+        if diffusion.readout is not None:
+            joint_guided = constraint_errors(diffusion, args.k_values, args.n_per_value,
+                                             readout_guidance=READOUT_GUIDANCE, free_features="table")  # fmt: skip
+            print(f"... with read-out guidance (strength {READOUT_GUIDANCE}):")
+            print(markdown(joint_guided))
+            report["constraint_table_readout_guidance"] = {"strength": READOUT_GUIDANCE,
+                                                           "rows": joint_guided.to_dict("records")}  # fmt: skip
     if fresh is not None:
         ways = ["model"] + (["table"] if diffusion.feature_table is not None else [])
         for way in ways:
@@ -251,7 +268,8 @@ def main(argv=None) -> None:
     if models:
         table = score_comparison(diffusion, models, args.k_values, args.n_per_value, fresh)
         cols = ["model", "feature", "data_all", "data_test", "generator_ref", "data_all_sd_by_chance",
-                "diffusion", "diff_vs_all", "diff_vs_ref", "diffusion_model_free", "model_free_vs_ref"]  # fmt: skip
+                "diffusion", "diff_vs_all", "diff_vs_ref", "diffusion_model_free", "model_free_vs_ref",
+                "diffusion_readout_guided", "guided_vs_all"]  # fmt: skip
         print(markdown(table[[c for c in cols if c in table]]))
         report["scores"] = table.to_dict("records")
         report["ranking_vs_all"] = rankings(table, "data_all")
