@@ -418,11 +418,15 @@ class ConditionalDiffusion(nn.Module):
         abar = scheduler.alphas_cumprod[int(t)].to(z.dtype)
         numeric = self.denoiser.numeric_slots
         guided = slot[:, numeric] * self.readout_guidable  # 0 where free or poorly read
+        def read_twice(z0):  # the read-out's value comes out of the Jacobian's own forward pass
+            read = self.readout(z0)
+            return read, read
+
         with torch.inference_mode(False):  # the sampler runs in inference mode; the Jacobian needs autograd
             z0_hat = ((z - (1 - abar).sqrt() * eps) / abar.sqrt()).clone()
-            jacobian = torch.func.vmap(torch.func.jacrev(self.readout))(z0_hat).detach()  # (n, Fn, D)
-            read = self.readout(z0_hat).detach()
-        residual = (read - c[:, numeric]) * guided  # (n, Fn)
+            jacobian, read = torch.func.vmap(torch.func.jacrev(read_twice, has_aux=True))(z0_hat)  # (n, Fn, D), (n, Fn)
+        residual = (read.detach() - c[:, numeric]) * guided  # (n, Fn)
+        jacobian = jacobian.detach()
         jacobian = jacobian * guided[..., None]
         s0 = 1 - abar
         gram = s0 * jacobian @ jacobian.transpose(1, 2) + torch.eye(len(numeric)) / strength

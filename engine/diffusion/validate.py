@@ -85,6 +85,7 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
             seconds = time.time() - t0
             dropout, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
                                          seed=seed, free_features="model", readout_guidance=0.0)  # fmt: skip
+            guided = None
             if diffusion.readout is not None:
                 guided, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
                                             seed=seed, readout_guidance=READOUT_GUIDANCE)  # fmt: skip
@@ -95,8 +96,8 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
                 "diffusion": diff.score, "diffusion_ci": [diff.ci_low, diff.ci_high],
                 "diffusion_seconds": seconds, "diffusion_model_free": dropout.score,
             }  # fmt: skip
-            if diffusion.readout is not None:
-                row |= {"diffusion_readout_guided": guided.score,
+            if guided is not None:
+                row |= {"diffusion_readout_guided": guided.score, "guided_vs_all": guided.score - data_all.score,
                         "diffusion_readout_guided_ci": [guided.ci_low, guided.ci_high]}  # fmt: skip
             if y_fresh is not None:
                 a_fresh = fresh[1][feature].to_numpy()
@@ -109,9 +110,9 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
                         "data_all_sd_by_chance": float(np.std(subset_scores, ddof=1)),
                         "diff_vs_ref": diff.score - ref.score,
                         "model_free_vs_ref": dropout.score - ref.score}  # fmt: skip
+                if guided is not None:
+                    row["guided_vs_ref"] = guided.score - ref.score
             row["diff_vs_all"] = row["diffusion"] - row["data_all"]
-            if "diffusion_readout_guided" in row:
-                row["guided_vs_all"] = row["diffusion_readout_guided"] - row["data_all"]
             rows.append(row)
             log(f"{name} {feature}: data {data_all.score:.3f} test {data_test.score:.3f} "
                 f"ref {row.get('generator_ref', np.nan):.3f} diffusion {diff.score:.3f} "
