@@ -1,0 +1,315 @@
+"""Plotly figures of scores and conditional curves, shared by the app and the HTML report.
+
+Pure functions: arrays and tables in, a `go.Figure` out; no streamlit, no file I/O. The
+app's `components/` add widgets and captions around them; `engine.report.write_html`
+inlines them in the standalone report.
+
+* `score_bars(scores, colors, group_by=...)`: S(A) per feature with its CI, one bar per
+  source (data / diffusion / truth), model or output;
+* `conditional_curve_figure(curve, outputs, feature_values, ...)`: E[Y | A = a] with its
+  band over the scatter of outputs, for one feature (`curve_traces` draws it into any figure);
+* `curves_grid(table, output, features, ...)`: one such panel per feature, from data
+  outputs or from diffusion's per-value tables (`value_table_curve`);
+* `output_distribution(outputs, ...)`: violins of outputs at one feature value.
+
+Colours: one per feature (`feature_colors`, by position in the dataset's feature list) and
+one outline and pattern per score source (`SOURCE_COLORS`, `SOURCE_PATTERNS`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from engine.tvd import CurveResult, conditional_curve
+
+# Okabe-Ito (colour-blind safe) first, then Plotly's Dark24 for longer feature lists.
+PALETTE = (
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+    "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#B68100", "#750D86", "#EB663B",
+)  # fmt: skip
+
+# how a score was obtained -> bar outline/pattern
+SOURCE_COLORS = {"data": "#0072B2", "diffusion": "#E69F00", "truth": "#555555"}
+SOURCE_PATTERNS = {"data": "", "diffusion": "/", "truth": "."}
+SOURCE_LABELS = {"data": "from data", "diffusion": "from diffusion samples", "truth": "ground truth"}
+# groups that are not sources (models, outputs) take these in order; the first three are the sources'
+GROUP_PATTERNS = ("", "/", ".", "x", "\\", "+", "-", "|")
+
+MAX_SCATTER = 2000  # points drawn per curves_grid panel (a fixed random subset beyond)
+
+
+def feature_colors(features: list[str]) -> dict[str, str]:
+    """Feature name -> colour, by the feature's position in the dataset's feature list.
+
+    Every page passes the dataset's own `Dataset.features` list, so a feature keeps its
+    colour across pages for a dataset.
+    """
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(features)}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+# score bars ---------------------------------------------------------------------------------
+
+
+def score_bars(
+    scores: pd.DataFrame, colors: dict[str, str], *, title: str = "", height: int | None = None,
+    group_by: str = "source",
+) -> go.Figure:  # fmt: skip
+    """Horizontal bars of S(A), one group per feature, one bar per `group_by` value.
+
+    Args:
+        scores: long table with columns `feature`, `score`, `ci_low`, `ci_high`, `status`,
+            `message` and the `group_by` column (`engine.tvd.score_table` rows plus e.g. a
+            `source` column: "data" | "diffusion" | "truth"; or its own `output` column).
+            At most one row per (feature, group).
+        colors: feature -> colour (`feature_colors`); a feature not in it is grey.
+        title: figure title (none by default).
+        height: pixels; default grows with the number of bars.
+        group_by: the column whose values get one bar each per feature.
+
+    Bars take the feature's colour; groups differ by pattern and outline (sources: data
+    plain, diffusion hatched, truth dotted) and are named in the legend. A row whose status
+    is not "ok" is an empty slot (a zero-length bar, no error bar) and its hover text says
+    why; it is never drawn as a number. The error bars are the CI [ci_low, ci_high].
+    """
+    features = list(dict.fromkeys(scores["feature"]))
+    fig = go.Figure()
+    for i, group in enumerate(dict.fromkeys(scores[group_by])):
+        part = scores[scores[group_by] == group].set_index("feature").reindex(features)
+        ok = part["status"].eq("ok").to_numpy()
+        score = part["score"].to_numpy(dtype=float)
+        low, high = part["ci_low"].to_numpy(dtype=float), part["ci_high"].to_numpy(dtype=float)
+        hover = [
+            f"{f}: {s:.0%} ({lo:.0%}-{hi:.0%})" if k and not math.isnan(lo)
+            else f"{f}: {s:.0%}" if k
+            else f"{f}: no score ({m})"
+            for f, s, lo, hi, k, m in zip(features, score, low, high, ok, part["message"].fillna(""), strict=True)
+        ]  # fmt: skip
+        if group in SOURCE_COLORS:
+            pattern, outline = SOURCE_PATTERNS[group], SOURCE_COLORS[group]
+        else:
+            pattern = GROUP_PATTERNS[i % len(GROUP_PATTERNS)]
+            outline = list(SOURCE_COLORS.values())[i % len(SOURCE_COLORS)]
+        name = SOURCE_LABELS.get(group, str(group))
+        fig.add_trace(
+            go.Bar(
+                y=features, x=np.where(ok, score, 0.0), orientation="h", name=name,
+                marker=dict(
+                    color=[colors.get(f, "#888") for f in features],
+                    pattern=dict(shape=pattern, fgcolor="white", solidity=0.35),
+                    line=dict(color=outline, width=1.5),
+                ),
+                error_x=dict(
+                    type="data", symmetric=False, array=np.nan_to_num(np.where(ok, high - score, 0.0)),
+                    arrayminus=np.nan_to_num(np.where(ok, score - low, 0.0)),
+                    color="#333", thickness=1.2, width=4,
+                ),
+                hovertext=hover, hoverinfo="text", showlegend=False,
+            )
+        )  # fmt: skip
+        # legend entry in neutral grey: bar colours belong to the features, patterns to the groups
+        fig.add_trace(
+            go.Bar(
+                x=[None], y=[None], orientation="h", name=name,
+                marker=dict(color="#9a9a9a", pattern=dict(shape=pattern, fgcolor="white", solidity=0.35),
+                            line=dict(color=outline, width=1.5)),
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        barmode="group", title=dict(text=title, font=dict(size=14)),
+        height=height or max(260, 60 + 34 * len(features) * max(1, scores[group_by].nunique()) ** 0.6),
+        margin=dict(l=8, r=8, t=36 if title else 8, b=8), legend=dict(orientation="h", y=-0.18),
+        xaxis=dict(title="explained variance S(A)", range=[0, 1.04], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                   tickformat=".0%"),
+        yaxis=dict(autorange="reversed"),
+    )  # fmt: skip
+    return fig
+
+
+# conditional curves -------------------------------------------------------------------------
+
+
+def curve_traces(
+    curve: CurveResult, outputs: np.ndarray | None, feature_values: np.ndarray | None, *, feature: str,
+    output_name: str, color: str, categorical: bool = False,
+) -> list[go.Box | go.Scatter]:  # fmt: skip
+    """The traces of one conditional-curve panel, to add to a figure or a subplot.
+
+    Outputs (a box with every point for a categorical feature, else a scatter) when given,
+    then, if `curve.status == "ok"`, E[Y | A = a]: black diamonds with error bars at each
+    category, or a line with its band (the band first, so the line is on top).
+    """
+    traces: list[go.Box | go.Scatter] = []
+    has_points = outputs is not None and feature_values is not None and len(outputs) > 0
+    if categorical:
+        if has_points:
+            traces.append(
+                go.Box(x=np.asarray(feature_values).astype(str), y=outputs, name="outputs", boxpoints="all",
+                       jitter=0.4, pointpos=0, marker=dict(color=_rgba(color, 0.35), size=4), line=dict(color=color))
+            )  # fmt: skip
+        if curve.status == "ok":
+            traces.append(
+                go.Scatter(
+                    x=np.asarray(curve.grid).astype(str), y=curve.mean, mode="markers", name="E[f | A = a]",
+                    marker=dict(color="black", size=10, symbol="diamond"),
+                    error_y=dict(type="data", symmetric=False, array=curve.band_high - curve.mean,
+                                 arrayminus=curve.mean - curve.band_low),
+                )
+            )  # fmt: skip
+        return traces
+    if has_points:
+        traces.append(
+            go.Scatter(x=feature_values, y=outputs, mode="markers", name="outputs",
+                       marker=dict(color=_rgba(color, 0.35), size=5),
+                       hovertemplate=f"{feature} %{{x:.3g}}<br>{output_name} %{{y:.3g}}<extra></extra>")
+        )  # fmt: skip
+    if curve.status == "ok":
+        traces.append(
+            go.Scatter(x=np.r_[curve.grid, curve.grid[::-1]], y=np.r_[curve.band_high, curve.band_low[::-1]],
+                       fill="toself", fillcolor=_rgba(color, 0.2), line=dict(width=0), name="95% band",
+                       hoverinfo="skip")
+        )  # fmt: skip
+        traces.append(
+            go.Scatter(
+                x=curve.grid, y=curve.mean, mode="lines", name="E[f | A = a]", line=dict(color=color, width=3),
+                customdata=np.c_[np.sqrt(curve.variance), curve.count],
+                hovertemplate=f"{feature} %{{x:.3g}}<br>E[f|A] %{{y:.3g}}<br>sd(f|A) %{{customdata[0]:.3g}}"
+                "<br>effective n %{customdata[1]:.0f}<extra></extra>",
+            )
+        )  # fmt: skip
+    return traces
+
+
+def conditional_curve_figure(
+    curve: CurveResult, outputs: np.ndarray, feature_values: np.ndarray, *, feature: str, output_name: str,
+    color: str, categorical: bool = False, marker_at: float | None = None, height: int = 360,
+) -> go.Figure:  # fmt: skip
+    """Scatter of (a_i, y_i), E[Y | A = a] as a line with its pointwise band, Var(Y|A) in hover.
+
+    `curve` is an `engine.tvd.CurveResult` (`conditional_curve(outputs, feature_values)`);
+    `marker_at` draws a vertical line at one value (the feature explorer's slider; numeric
+    features only).
+    """
+    fig = go.Figure(curve_traces(curve, outputs, feature_values, feature=feature, output_name=output_name,
+                                 color=color, categorical=categorical))  # fmt: skip
+    if marker_at is not None and not categorical:
+        fig.add_vline(x=marker_at, line=dict(color="black", dash="dash"))
+    fig.update_layout(
+        height=height, margin=dict(l=8, r=8, t=8, b=8), legend=dict(orientation="h", y=-0.25),
+        xaxis_title=feature, yaxis_title=output_name,
+    )  # fmt: skip
+    return fig
+
+
+def value_table_curve(values: pd.DataFrame, *, categorical: bool = False) -> CurveResult:
+    """E[Y | A = a] at the values a diffusion score sampled, with a normal-theory 95% band.
+
+    `values` is the per-value table of `engine.diffusion.diffusion_score` (columns `value`,
+    `mean`, `variance`, `n`); the band is mean +- 1.96 sqrt(variance / n). Numeric values
+    are sorted so the line runs left to right.
+    """
+    if values is None or len(values) == 0:
+        empty = np.array([], dtype=float)
+        return CurveResult(empty, empty, empty, empty, empty, empty, np.nan, "no_values", "No sampled values.")
+    if not categorical:
+        values = values.sort_values("value")
+    mean, var, n = (values[c].to_numpy(float) for c in ("mean", "variance", "n"))
+    half = 1.96 * np.sqrt(var / n)
+    grid = values["value"].to_numpy() if categorical else values["value"].to_numpy(float)
+    return CurveResult(grid, mean, mean - half, mean + half, var, n)
+
+
+def _panel_title(scores: pd.DataFrame, feature: str) -> str:
+    match = scores[scores["feature"] == feature]
+    if match.empty:
+        return feature
+    r = match.iloc[0]
+    if r["status"] != "ok":
+        return f"{feature}: {r['status']}"
+    ci = "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+    return f"{feature}: S = {r['score']:.3f}{ci}"
+
+
+def curves_grid(
+    table: pd.DataFrame, output: str, features: dict[str, np.ndarray], *, outputs: np.ndarray | None = None,
+    categorical: Collection[str] = (), value_tables: dict | None = None, colors: dict[str, str] | None = None,
+    max_scatter: int = MAX_SCATTER, n_cols: int = 3,
+) -> go.Figure:  # fmt: skip
+    """One panel per feature: E[output | A = a] with its 95% band (`curve_traces` in each).
+
+    Args:
+        table: score table (`engine.tvd.score_table` columns; rows of other outputs are
+            ignored when it has an `output` column): each panel's title gives S and its CI,
+            or the status when there is no score.
+        output: the output's name, as in `table["output"]` and `value_tables`' keys.
+        features: feature name -> (N,) values on the scored rows; one panel each, in order.
+        outputs: (N,) this output's values on the same rows (data method): drawn as points
+            (at most `max_scatter`, a fixed random subset) with `engine.tvd.conditional_curve`
+            over all N. None for the diffusion method.
+        categorical: features grouped exactly (boxes and diamonds instead of a line).
+        value_tables: (feature, output) -> per-value table (diffusion method, see
+            `value_table_curve`); used when `outputs` is None.
+        colors: feature -> colour; default `feature_colors(list(features))`.
+        max_scatter: points drawn per panel.
+        n_cols: panels per row (fewer with fewer features).
+
+    A panel with no curve (a failed curve, no value table) keeps its points, or stays empty.
+    """
+    names = list(features)
+    colors = feature_colors(names) if colors is None else colors
+    scores = table[table["output"] == output] if "output" in table.columns else table
+    n_cols = max(1, min(n_cols, len(names)))
+    n_rows = max(1, math.ceil(len(names) / n_cols))
+    fig = make_subplots(
+        rows=n_rows, cols=n_cols, subplot_titles=[_panel_title(scores, f) for f in names],
+        horizontal_spacing=0.07, vertical_spacing=0.5 / n_rows,
+    )  # fmt: skip
+    y = None if outputs is None else np.asarray(outputs, dtype=float)
+    keep = None if y is None else np.sort(np.random.default_rng(0).permutation(len(y))[:max_scatter])
+    for i, f in enumerate(names):
+        row, col = i // n_cols + 1, i % n_cols + 1
+        is_cat = f in categorical
+        if y is not None:
+            a = np.asarray(features[f])
+            curve = conditional_curve(y, a, categorical=is_cat)
+            points, values = y[keep], a[keep]
+        else:  # diffusion: the per-value means, no points
+            curve = value_table_curve((value_tables or {}).get((f, output)), categorical=is_cat)
+            points = values = None
+        for trace in curve_traces(curve, points, values, feature=f, output_name=output,
+                                  color=colors.get(f, "#888888"), categorical=is_cat):  # fmt: skip
+            fig.add_trace(trace, row=row, col=col)
+        fig.update_xaxes(title_text=f, row=row, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text=output, row=row, col=col)
+    fig.update_layout(title=f"E[{output} | A = a] with its 95% band", height=320 * n_rows, showlegend=False)
+    return fig
+
+
+# distributions ------------------------------------------------------------------------------
+
+
+def output_distribution(outputs: np.ndarray, *, label: str, color: str, mean_line: float | None = None,
+                        others: dict[str, np.ndarray] | None = None, height: int = 300) -> go.Figure:  # fmt: skip
+    """Violin of model outputs at one feature value (and optional others, in grey), E[f|A=a] marked."""
+    fig = go.Figure()
+    for name, values, c in [(label, outputs, color), *((k, v, "#888888") for k, v in (others or {}).items())]:
+        fig.add_trace(
+            go.Violin(y=values, name=name, box_visible=True, meanline_visible=True, points="all",
+                      line_color=c, fillcolor=_rgba(c, 0.25), marker=dict(size=5))
+        )  # fmt: skip
+    if mean_line is not None:
+        fig.add_hline(y=mean_line, line=dict(color="black", dash="dot"), annotation_text="E[f | A = a] (data)")
+    fig.update_layout(height=height, margin=dict(l=8, r=8, t=8, b=8), showlegend=False, yaxis_title="model output")
+    return fig
