@@ -205,6 +205,8 @@ def conditional_curve_figure(
                                  color=color, categorical=categorical))  # fmt: skip
     if marker_at is not None and not categorical:
         fig.add_vline(x=marker_at, line=dict(color="black", dash="dash"))
+    if categorical and curve.status == "ok":  # categories in the curve's (sorted) order, not the data's
+        fig.update_xaxes(categoryorder="array", categoryarray=np.asarray(curve.grid).astype(str))
     fig.update_layout(
         height=height, margin=dict(l=8, r=8, t=8, b=8), legend=dict(orientation="h", y=-0.25),
         xaxis_title=feature, yaxis_title=output_name,
@@ -291,6 +293,8 @@ def curves_grid(
                                   color=colors.get(f, "#888888"), categorical=is_cat):  # fmt: skip
             fig.add_trace(trace, row=row, col=col)
         fig.update_xaxes(title_text=f, row=row, col=col)
+        if is_cat and curve.status == "ok":
+            fig.update_xaxes(categoryorder="array", categoryarray=np.asarray(curve.grid).astype(str), row=row, col=col)
         if col == 1:
             fig.update_yaxes(title_text=output, row=row, col=col)
     fig.update_layout(title=f"E[{output} | A = a] with its 95% band", height=320 * n_rows, showlegend=False)

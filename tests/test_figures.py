@@ -124,6 +124,7 @@ def test_curves_grid_draws_the_engines_curve_and_categories_as_markers(data_inpu
     box, means = panels["x2"]
     assert box.type == "box" and means.mode == "markers"
     assert list(means.x) == ["0", "1", "2"]
+    assert list(fig.layout.xaxis2.categoryarray) == ["0", "1", "2"]  # sorted, not in the data's order
     cat = conditional_curve(y, features["texture"], categorical=True)
     np.testing.assert_allclose(np.asarray(means.y) + np.asarray(means.error_y.array), cat.band_high)
 
