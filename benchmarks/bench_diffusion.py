@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from engine.diffusion import load_diffusion
-from engine.diffusion.model import ASSETS, READOUT_GUIDANCE
-from engine.diffusion.validate import constraint_errors
+from engine.diffusion import READOUT_GUIDANCE, SamplerConfig, load_diffusion
+from engine.diffusion.score import constraint_errors
+from engine.diffusion.storage import ASSETS
 
 
 def _timed(fn, repeats: int = 3) -> float:
@@ -35,20 +35,6 @@ def _timed(fn, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-class _StepsView:
-    """The model with a fixed sampler/steps for `constraint_errors`."""
-
-    def __init__(self, model, steps, sampler, readout_guidance=0.0):
-        self._m, self._steps, self._sampler, self._guide = model, steps, sampler, readout_guidance
-
-    def sample(self, condition, n, seed=0, steps=None, **kw):
-        return self._m.sample(condition, n, seed=seed, steps=self._steps, sampler=self._sampler,
-                              readout_guidance=self._guide)  # fmt: skip
-
-    def __getattr__(self, name):
-        return getattr(self._m, name)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="synthbrain")
@@ -57,27 +43,28 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_diffusion(args.dataset)
-    cond = {model.numeric_features[0]: model.feature_info(model.numeric_features[0])["mean"]}
+    cond = {model.numeric_features[0]: model.feature(model.numeric_features[0]).mean}
+    plain, guided = SamplerConfig(), SamplerConfig(readout_guidance=READOUT_GUIDANCE)
     results = {"threads": args.threads}
 
     # 1. the budget: 8 samples, default sampler
-    results["seconds_8_samples_dpm20"] = _timed(lambda: model.sample(cond, 8, seed=0, steps=20))
+    results["seconds_8_samples_dpm20"] = _timed(lambda: model.sample(cond, 8, 0, plain))
     print(f"8 samples at {model.spec.size}x{model.spec.size}, DPM-Solver++ 20 steps: "
           f"{results['seconds_8_samples_dpm20']:.3f} s (budget 2 s)")  # fmt: skip
     if model.readout is not None:
         results["seconds_8_samples_dpm20_readout_guided"] = _timed(
-            lambda: model.sample(cond, 8, seed=0, steps=20, readout_guidance=READOUT_GUIDANCE))
+            lambda: model.sample(cond, 8, 0, guided))
         print(f"  with read-out guidance: {results['seconds_8_samples_dpm20_readout_guided']:.3f} s")
 
     # 2. throughput: DPM-Solver++ 20 steps vs DDPM 1000 steps on the same denoiser
     n = 32
-    dpm = _timed(lambda: model.sample(cond, n, seed=0, steps=20))
-    ddpm = _timed(lambda: model.sample(cond, n, seed=0, steps=1000, sampler="ddpm"), repeats=1)
+    dpm = _timed(lambda: model.sample(cond, n, 0, plain))
+    ddpm = _timed(lambda: model.sample(cond, n, 0, SamplerConfig(steps=1000, sampler="ddpm")), repeats=1)
     results |= {"images_per_s_dpm20": n / dpm, "images_per_s_ddpm1000": n / ddpm, "speedup": ddpm / dpm}
     print(f"images/s: DPM-Solver++(20) {n / dpm:.1f}, DDPM(1000) {n / ddpm:.2f}, ratio {ddpm / dpm:.0f}x")
 
     # 3. constraint error vs steps
-    probed = model.card["probe_features"]
+    probed = model.card.probe_features
     names = probed if args.features is None else [f for f in args.features.split(",") if f in probed]
     rows = []
     configs = [("dpm++", 5, 0.0), ("dpm++", 10, 0.0), ("dpm++", 20, 0.0), ("dpm++", 25, 0.0), ("ddim", 20, 0.0),
@@ -85,9 +72,8 @@ def main(argv=None) -> dict:
     if model.readout is not None:
         configs += [("dpm++", 10, READOUT_GUIDANCE), ("dpm++", 20, READOUT_GUIDANCE)]
     for sampler, steps, guide in configs:
-        view = _StepsView(model, steps, sampler, guide)
-        view.card = dict(model.card, probe_features=names)
-        table = constraint_errors(view, k_values=4, n_per_value=16)
+        config = SamplerConfig(steps=steps, sampler=sampler, readout_guidance=guide)
+        table = constraint_errors(model, k_values=4, n_per_value=16, sampler=config, features=names)
         row = {"sampler": sampler, "steps": steps, "readout_guidance": guide,
                **dict(zip(table["feature"], table["mae_over_sd"], strict=True))}  # fmt: skip
         rows.append(row)

@@ -108,7 +108,7 @@ class Template:
         # calibrate once so a requested volume factor gives that measured factor
         self.calibration = {
             "ventricles": self._calibrate(self.ventricles, self.inflate_ventricles, np.linspace(-3.0, 9.0, 25)),
-            "hippocampus": self._calibrate(self.hippocampus, _shrink_hippocampi, np.linspace(0.55, 2.0, 25)),
+            "hippocampus": self._calibrate(self.hippocampus, shrink_hippocampi, np.linspace(0.55, 2.0, 25)),
         }
 
     def to_voxels(self, points: np.ndarray) -> np.ndarray:
@@ -172,7 +172,8 @@ def _radial_warp(points: np.ndarray, centre: np.ndarray, sigma: np.ndarray, scal
     return points - w * (1.0 - 1.0 / scale) * d
 
 
-def _shrink_hippocampi(points: np.ndarray, scale: float) -> np.ndarray:
+def shrink_hippocampi(points: np.ndarray, scale: float) -> np.ndarray:
+    """Backward warp of (3, ...) world points that scales both hippocampi by `scale`."""
     for centre in HIPPOCAMPUS_CENTRES_MM:
         points = _radial_warp(points, centre, HIPPOCAMPUS_SIGMA_MM, scale)
     return points
@@ -218,7 +219,7 @@ def synthesize_subject(template: Template, latent: dict, rng: np.random.Generato
     # ventricle_scale / hippocampus_scale are volume factors; the warp takes a calibrated linear scale
     # ventricle_scale / hippocampus_scale are volume factors; each warp takes a calibrated parameter
     points = template.inflate_ventricles(points, template.warp_parameter("ventricles", latent["ventricle_scale"]))
-    points = _shrink_hippocampi(points, template.warp_parameter("hippocampus", latent["hippocampus_scale"]))
+    points = shrink_hippocampi(points, template.warp_parameter("hippocampus", latent["hippocampus_scale"]))
     voxels = template.to_voxels(points)
 
     def warp(volume: np.ndarray) -> np.ndarray:

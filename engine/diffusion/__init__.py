@@ -1,13 +1,19 @@
 """Conditional diffusion: images from p(x | A = a), feature probes and the diffusion-based score.
 
     load_diffusion(name_or_dataset) -> ConditionalDiffusion
-        .features, .feature_range(name), .sample(condition, n, seed, steps, guidance, shared_noise,
-                                                 readout_guidance, free_features)
+        .features, .feature(name), .feature_range(name), .card (a `DiffusionCard`),
+        .sample(condition, n, seed, config: SamplerConfig, shared_noise=..., first_index=...)
+    SamplerConfig(steps, guidance, free_features, readout_guidance, sampler)
+        .for_scores(model), .for_explorer(guidance), .description
     measure_features(images, diffusion) -> {feature: values}     (feature probes)
-    diffusion_score(model, card, diffusion, feature, ...) -> (ScoreResult, per-value table)
+    diffusion_score(model, card, diffusion, feature, ..., sampler=None) -> (ScoreResult, per-value table)
 
-Design, numbers and the rebuild command: `assets/README.md` ("Diffusion") and the card
-`assets/diffusion/<dataset>.json`.
+The package, top to bottom: `networks` (denoiser, read-out), `conditions` (the feature schema,
+condition encoding, free features from the training table), `sampler` (schedules, seeds,
+`SamplerConfig`), `pipeline` (`ConditionalDiffusion`), the latent spaces `codec` (PCA) and
+`autoencoder` (shapes), `probes`, `storage` (save / load), `score`, and the trainers `optim`
+and `train`. Design, numbers and the rebuild command: `assets/README.md` ("Diffusion") and the
+card `assets/diffusion/<dataset>.json`.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.diffusion.model import ConditionalDiffusion, FeatureClampWarning, load_diffusion
-from engine.diffusion.score import diffusion_score
+from engine.diffusion.conditions import FeatureClampWarning
+from engine.diffusion.pipeline import ConditionalDiffusion
+from engine.diffusion.sampler import READOUT_GUIDANCE, SamplerConfig, sample_seed
+from engine.diffusion.score import check_compatible, diffusion_score
+from engine.diffusion.storage import load_diffusion
 
 
 def measure_features(
@@ -28,4 +37,14 @@ def measure_features(
     return diffusion.measure_features(images)
 
 
-__all__ = ["ConditionalDiffusion", "FeatureClampWarning", "diffusion_score", "load_diffusion", "measure_features"]
+__all__ = [
+    "READOUT_GUIDANCE",
+    "ConditionalDiffusion",
+    "FeatureClampWarning",
+    "SamplerConfig",
+    "check_compatible",
+    "diffusion_score",
+    "load_diffusion",
+    "measure_features",
+    "sample_seed",
+]

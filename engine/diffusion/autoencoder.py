@@ -2,7 +2,8 @@
 
 PCA cannot follow an object that moves and has sharp, striped edges; a small conv
 autoencoder can. Code name -> meaning:
-    carriers (2, S, S)   sin, cos of 2 pi (row + col) / STRIPE_PERIOD: the texture's known wave
+    carriers (2, S, S)   sin, cos of 2 pi (row + col) / stripe_period: the texture's known wave
+                         (`engine.data.shapes_stripes`; the shapes' period is STRIPE_PERIOD)
     demodulate(x)        x * carriers, box-filtered over 4 px: the stripes' amplitude maps (smooth)
     encoder              [x, demodulate(x)] -> PixelUnshuffle(2) -> strided 4x4 convs -> Linear -> code
     decoder              code -> Linear -> 4x4 map -> transposed 4x4 convs -> 3x3 conv -> PixelShuffle(2)
@@ -11,35 +12,22 @@ autoencoder can. Code name -> meaning:
                          (`object_centre`: of x in the encoder, of the decoded base in the decoder),
                          and the decoder gives one plane a: image = base + a * sin(centred phase).
                          On the grid's phase, u, v hold the stripes' phase 2 pi (pos_x + pos_y) / 4,
-                         which turns five times across the image: a denoiser conditioned on texture
-                         drew stripes of a random phase and ~0.65 of the asked amplitude
+                         which turns five times across the image, and which a denoiser conditioned
+                         on texture did not follow
     z (B, latent_dim)    code standardised per dimension (buffers code_mean, code_sd) and, last, the
                          standardised log of the pixel noise sd, which per-image p99 normalisation
                          makes vary ~3x between images (and so carries the object's intensity)
     noise_estimate       how encode measures that sd: "residual", the RMS of x - decode_mean(z), or
                          "flat_pairs" (the recipe; `flat_pair_noise_sd`)
 Pixel (un)shuffle keeps every convolution at <= 32x32, so training fits on one CPU thread
-(0.07 s a step; diffusers' Encoder/Decoder blocks took ~2 s a step, ~30x too slow here).
-Training: deterministic AE, MSE against the noise-free images (rendered ones have them; not
-clipped at 1, since the data clip after the noise and `decode` does too) plus a weighted MSE of
-the demodulated error, and a little noise on the code for a smooth latent.
+(diffusers' Encoder/Decoder blocks were ~30x too slow here).
+Training: deterministic AE, MSE against the noise-free images (`engine.data.shapes_images`
+renders them; not clipped at 1, since the data clip after the noise and `decode` does too) plus
+a weighted MSE of the demodulated error, and a little noise on the code for a smooth latent.
 `decode` adds white Gaussian noise of the sample's level and clips to [0, 1], as the data do.
-
-Measured with the recipe (2000 train-split + 30000 rendered images, seed 0, centred stripes,
-unclipped targets, 2 CPU threads; held-out test split, 1000 images): training 648 s; RMS of
-decode(encode(x)) without noise - x 0.0322 (pixel-noise floor 0.0315). Correlation of zoo
-classifiers on x vs decode(encode(x), noise): shapes-elongated 0.992, shapes-size-texture 0.993,
-shapes-glass-area 0.9996, shapes-glass-background 0.9999 (a perfect codec, fresh noise on the
-true clean image, reaches 0.995 / 0.995 / 0.9999 / 0.9999); the size-texture model's texture
-score on the 3000 round trips 0.460 (data 0.465; 0.39 with grid carriers or clipped targets).
-A plain conv AE (no carriers, 6000 steps) never learned the stripes (size-texture 0.63); nor did
-carriers without the box filter (1500 steps); without the stripe loss weight they appeared only
-after ~5000 steps (weight 16: ~1200). Coordinate channels in the decoder did not help.
-The noise sd sets the intensity a probe reads from a decoded image. On 2000 fresh images, against
-the true sd 0.02 / scale: the residual RMS errs by 6.3 % (sd of the ratio; it mixes in the
-codec's own error and the clipped noise of dark backgrounds), `flat_pair_noise_sd` by 2.1 %.
-The probe's intensity error on round trips is 0.176 SD with the first, 0.102 with the second
-and 0.084 with the true sd (real images: 0.075).
+Without the carriers, or with carriers but no box filter, the stripes were never learned; the
+noise sd sets the intensity a probe reads from a decoded image, hence "flat_pairs". The
+measurements behind these choices are in assets/README.md ("shapes").
 """
 
 from __future__ import annotations
@@ -49,21 +37,21 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from engine.data.shapes import STRIPE_PERIOD
-from engine.diffusion.model import warmup_cosine
+from engine.data.shapes_stripes import demodulate, grid_carriers, period_box
+from engine.diffusion.optim import WarmupCosineAdamW
 
 
 @dataclass
 class AutoencoderConfig:
     latent_dim: int = 65  # code dimensions + 1 (the noise level)
     channels: tuple[int, ...] = (32, 64, 128)  # per stride-2 stage, after PixelUnshuffle(2)
-    stripe_period: float | None = STRIPE_PERIOD  # None: a plain AE (never learned the stripes)
+    stripe_period: float | None = None  # the stripes' period (shapes: STRIPE_PERIOD); None: a plain AE
     steps: int = 10000
     batch_size: int = 32
     lr: float = 2e-3
@@ -74,25 +62,6 @@ class AutoencoderConfig:
 
 
 NOISE_ESTIMATES = ("residual", "flat_pairs")
-
-
-def grid_carriers(size: int, period: float) -> torch.Tensor:
-    """(2, S, S) sin, cos of 2 pi (row + col) / period: the shapes' stripe wave on the pixel grid."""
-    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    phase = 2 * math.pi * (rows + cols).float() / period
-    return torch.stack([phase.sin(), phase.cos()])
-
-
-def period_box(images: torch.Tensor) -> torch.Tensor:
-    """A box filter one stripe period (4 px) wide, which nulls the stripes. It spans i - 1 .. i + 2,
-    so its output is shifted by half a pixel."""
-    return F.avg_pool2d(F.pad(images, (1, 2, 1, 2), mode="replicate"), 4, 1)
-
-
-def demodulate(images: torch.Tensor, carriers: torch.Tensor) -> torch.Tensor:
-    """(B, 2, S, S) local amplitudes of `images` (B, 1, S, S) against the sin, cos `carriers`:
-    multiplied, then `period_box`, which nulls the carrier on a smooth base."""
-    return 2 * period_box(images * carriers)
 
 
 def clipped_noise_moments(mean: torch.Tensor, sd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +123,7 @@ class AutoencoderCodec(nn.Module):
     """Image (B, 1, S, S) <-> latent (B, latent_dim). Fit with `fit_autoencoder`."""
 
     def __init__(self, size: int = 64, latent_dim: int = 65, channels: tuple[int, ...] = (32, 64, 128),
-                 stripe_period: float | None = STRIPE_PERIOD, centred_stripes: bool = False,
+                 stripe_period: float | None = None, centred_stripes: bool = False,
                  noise_estimate: str = "residual"):  # fmt: skip
         super().__init__()
         if centred_stripes and not stripe_period:
@@ -220,7 +189,7 @@ class AutoencoderCodec(nn.Module):
         base = planes[:, :1]
         if self.centred_stripes:
             # no gradient through the centre: a centre still wrong early in training would send the
-            # heavily weighted stripe error into the base plane (RMS 0.066 vs 0.026 at 1,500 steps)
+            # heavily weighted stripe error into the base plane
             return base + planes[:, 1:] * self.centred_carriers(self.object_centre(base.detach()))[:, :1]
         return base + (planes[:, 1:] * self.carriers).sum(1, keepdim=True)
 
@@ -274,8 +243,8 @@ def fit_autoencoder(images: torch.Tensor, *, targets: torch.Tensor | None = None
     g = torch.Generator().manual_seed(config.seed)
     codec = AutoencoderCodec(images.shape[-1], config.latent_dim, config.channels, config.stripe_period,
                              config.centred_stripes, noise_estimate)
-    opt = torch.optim.AdamW(codec.parameters(), lr=config.lr, weight_decay=1e-5)
-    schedule = warmup_cosine(opt, config.steps, warmup=max(1, config.steps // 50))
+    optimiser = WarmupCosineAdamW(codec.parameters(), steps=config.steps, lr=config.lr, weight_decay=1e-5,
+                                  warmup=max(1, config.steps // 50))  # fmt: skip
     start, running = time.time(), None
     for step in range(config.steps):
         batch = torch.randint(len(images), (config.batch_size,), generator=g)
@@ -285,10 +254,7 @@ def fit_autoencoder(images: torch.Tensor, *, targets: torch.Tensor | None = None
         error = codec.image_of_code(code) - targets[batch].float()
         mse = error.pow(2).mean()
         loss = mse + config.stripe_weight * codec.demodulate(error).pow(2).mean() if config.stripe_period else mse
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
+        optimiser.step(loss)
         running = mse.item() if running is None else 0.98 * running + 0.02 * mse.item()
         if (step + 1) % max(1, config.steps // 20) == 0:
             log(f"step {step + 1}/{config.steps}: RMS error {running ** 0.5:.4f} ({time.time() - start:.0f} s)")
@@ -306,36 +272,8 @@ def save_autoencoder(codec: AutoencoderCodec, path) -> None:
 
 
 def load_autoencoder(path) -> AutoencoderCodec:
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as f:
         shape = json.loads(f.metadata()["autoencoder"])
     codec = AutoencoderCodec(**shape)
     codec.load_state_dict(load_file(str(path)))
     return codec.eval()
-
-
-class _NoNoise:
-    def normal(self, loc, scale, shape):
-        return np.zeros(shape)
-
-
-def rendered_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` fresh shapes images (N, 1, 64, 64) normalised as `Dataset.model_inputs` does (seed 0,
-    n 3000 reproduces the dataset to 2e-7), and their noise-free versions on the same scale, not
-    clipped at 1: the data's clip comes after the noise, as in `decode`. (Clipped targets cost the
-    size-texture model's texture score 0.465 -> 0.39 through the round trip: it reads texture from
-    the flattened stripe peaks, a harmonic that base + a * sin cannot hold but clip(base + a * sin)
-    makes.)"""
-    from engine.data.shapes import render_array, sample_features
-    from engine.data.slicing import intensity_scale, normalise_intensity
-
-    rng = np.random.default_rng(seed + 1)  # as `shapes.build`
-    noisy, clean = [], []
-    for row in sample_features(n, seed).to_dict("records"):
-        # extract_slice returns a 2D image as rendered and to_square is the identity at 64 px,
-        # so normalise_intensity is all of `model_inputs`; the clean image shares its scale
-        image = render_array(row, rng)
-        noisy.append(normalise_intensity(image))
-        clean.append(render_array(row, _NoNoise()) / intensity_scale(image))
-    return torch.from_numpy(np.stack(noisy)).float()[:, None], torch.from_numpy(np.stack(clean)).float()[:, None]

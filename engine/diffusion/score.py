@@ -5,14 +5,13 @@ Code name -> symbol:
                         the dataset (numeric), or its levels (categorical)
     weights[k], w_k     p(a_k): 1/K for the equal-mass bins, level frequencies for categories
     y[k]  (N,)          classifier output f(x) for N samples x ~ p(x | A = a_k), guidance 1 (and,
-                        where the model has a feature read-out, read-out guidance; `diffusion_score`)
+                        where the model has a feature read-out, read-out guidance: `SamplerConfig.for_scores`)
     means, variances    per-value mean and ddof=1 variance of y[k]
 
 The other features follow p(A_-i | A_i = a_k): by default (`free_features="table"`) each
 sample takes them from a training row near a_k and is drawn from the joint condition
-(`ConditionalDiffusion.complete_condition`); "model" leaves them to the denoiser's condition
-dropout, which on SynthBrain carries the feature links too loosely (diagnosis x age: 0.47 vs
-the ample reference's 0.54; the table way 0.53).
+(`conditions.FeatureTable.complete`); "model" leaves them to the denoiser's condition
+dropout, which on SynthBrain carries the feature links too loosely (assets/README.md).
 
 Independent noise seeds per value (seed_k = sample_seed(seed, k)): the groups are then
 independent and `engine.tvd.score_from_group_stats` applies the (K-1)/(KN)-type bias
@@ -30,8 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.diffusion.model import READOUT_GUIDANCE, ConditionalDiffusion, load_diffusion, sample_seed
+from engine.cards import ModelCard, spec_from_json
+from engine.data.slicing import SliceSpec
+from engine.diffusion.pipeline import ConditionalDiffusion
+from engine.diffusion.sampler import SamplerConfig, sample_seed
+from engine.diffusion.storage import load_diffusion
 from engine.errors import EveInputError
+from engine.tvd import ScoreResult, score_from_group_stats
 
 
 def feature_values(diffusion: ConditionalDiffusion, feature: str, k_values: int) -> tuple[list, np.ndarray]:
@@ -39,18 +43,16 @@ def feature_values(diffusion: ConditionalDiffusion, feature: str, k_values: int)
     marginal (equal weights), or the categories with their frequencies.
 
     Bin means rather than the bins' quantile midpoints: the midpoints pull the outer values in,
-    which shrinks Var(E[f | A]) where the effect sits in the tails (an ideal generator, the
-    reference subjects nearest each value, read shortcut x ICV 0.034 low at 8 midpoints and
-    exactly at 8 bin means)."""
-    info = diffusion.feature_info(feature)
-    if info["kind"] == "categorical":
-        w = np.asarray(info["data_frequencies"], float)
+    which shrinks Var(E[f | A]) where the effect sits in the tails (assets/README.md)."""
+    info = diffusion.feature(feature)
+    if info.is_categorical:
+        w = np.asarray(info.data_frequencies, float)
         keep = w > 0
-        return [lv for lv, k in zip(info["levels"], keep, strict=True) if k], w[keep] / w[keep].sum()
+        return [lv for lv, k in zip(info.levels, keep, strict=True) if k], w[keep] / w[keep].sum()
     if k_values < 2:
         raise EveInputError(f"k_values = {k_values}: the score needs at least 2 feature values.")
-    values = quantile_bin_means(info["data_percentiles"], k_values)
-    values = np.clip(values, info["min"], info["max"])  # inside the training range: no clamp warning
+    values = quantile_bin_means(info.data_percentiles, k_values)
+    values = np.clip(values, info.min, info.max)  # inside the training range: no clamp warning
     return values.tolist(), np.full(k_values, 1.0 / k_values)
 
 
@@ -66,30 +68,46 @@ def quantile_bin_means(percentiles, k_values: int) -> np.ndarray:
     return np.asarray(means)
 
 
-def _output_index(card: dict, output) -> int:
-    names = list(card.get("output_names", []))
-    if isinstance(output, str):
-        if output not in names:
-            raise EveInputError(f"Unknown output {output!r}: the model's outputs are {', '.join(names)}.")
-        return names.index(output)
-    if names and not 0 <= int(output) < len(names):
-        raise EveInputError(f"Output index {output} is out of range: the model has {len(names)} output(s).")
-    return int(output)
+class _DictCard:
+    """Transitional: the fields of a classifier card given as the old dict, read as a `ModelCard`'s
+    (`dataset`, `spec`, `output_index`). Goes once every caller passes a `ModelCard`."""
+
+    def __init__(self, card: dict):
+        self.dataset = card.get("dataset")
+        self.spec = spec_from_json(card["spec"]) if card.get("spec") else None
+        self.output_names = tuple(card.get("output_names", ()))
+
+    def output_index(self, output: int | str) -> int:
+        names = list(self.output_names)
+        if isinstance(output, str):
+            if output not in names:
+                raise EveInputError(f"Unknown output {output!r}: the model's outputs are {', '.join(names)}.")
+            return names.index(output)
+        if names and not 0 <= int(output) < len(names):
+            raise EveInputError(f"Output index {output} is out of range: the model has {len(names)} output(s).")
+        return int(output)
 
 
-def check_compatible(card: dict, diffusion: ConditionalDiffusion) -> None:
+def _classifier_fields(card: ModelCard | dict) -> ModelCard | _DictCard:
+    return _DictCard(card) if isinstance(card, dict) else card
+
+
+def _slice(spec: SliceSpec) -> str:
+    return f"{spec.plane} slice {spec.index if spec.index is not None else '(middle)'} at {spec.size} px"
+
+
+def check_compatible(card: ModelCard | dict, diffusion: ConditionalDiffusion) -> None:
     """The classifier must see the same dataset and slice as the diffusion model generates."""
-    if card.get("dataset") != diffusion.dataset:
+    card = _classifier_fields(card)
+    if card.dataset != diffusion.dataset:
         raise EveInputError(
-            f"The classifier was trained on {card.get('dataset')!r} but the diffusion model generates "
+            f"The classifier was trained on {card.dataset!r} but the diffusion model generates "
             f"{diffusion.dataset!r} images: choose the diffusion model of the classifier's dataset."
         )
-    spec = card.get("spec") or {}
-    mine = diffusion.card["spec"]
-    if spec and any(spec.get(k) != mine[k] for k in ("plane", "index", "size")):
+    if card.spec is not None and card.spec != diffusion.spec:
         raise EveInputError(
-            f"The classifier sees slice {spec} but the diffusion model generates {mine}: "
-            "retrain one of them on the same slice."
+            f"The classifier sees the {_slice(card.spec)} but the diffusion model generates the "
+            f"{_slice(diffusion.spec)}: retrain one of them on the same slice."
         )
 
 
@@ -125,54 +143,48 @@ def block_score_stats(y: np.ndarray, weights: np.ndarray) -> dict:
 
 
 def diffusion_score(
-    model, card: dict, diffusion: ConditionalDiffusion | str, feature: str, *, k_values: int = 8,
-    n_per_value: int = 32, output: int | str = 0, seed: int = 0, steps: int = 20,
+    model, card: ModelCard | dict, diffusion: ConditionalDiffusion | str, feature: str, *, k_values: int = 8,
+    n_per_value: int = 32, output: int | str = 0, seed: int = 0, sampler: SamplerConfig | None = None,
     progress: Callable[[int, int], None] | None = None, batch_size: int = 64, n_boot: int = 200,
-    shared_seeds: bool = False, free_features: str | None = None, readout_guidance: float | None = None,
+    shared_seeds: bool = False, **sampler_overrides,
 ):  # fmt: skip
     """S(A) for one classifier output from N diffusion samples at each of K feature values.
 
     Args:
         model: the classifier, (B, 1, S, S) -> (B, outputs).
-        card: its zoo card (needs `dataset`; `spec` and `output_names` are checked if present).
+        card: its `ModelCard` (`dataset`, `spec` and the outputs are checked).
         diffusion: a `ConditionalDiffusion` or a name for `load_diffusion`.
         feature: the feature A (numeric: K quantile values; categorical: its levels).
         k_values: K, feature values for a numeric feature.
         n_per_value: N, samples per value (independent seeds per value).
         output: output column (index or name).
         seed: base seed; value k uses `sample_seed(seed, k)`.
-        steps: sampler steps (DPM-Solver++, guidance 1).
+        sampler: how the samples are drawn (default `SamplerConfig.for_scores(diffusion)`: the other
+            features from the training table and read-out guidance where the model has them; it
+            pulls each sample towards the features it was asked for and leaves the rest alone,
+            unlike classifier-free guidance, which narrows p(x | a)). Its guidance must be 1.
         progress: called as progress(done, total) after each value.
         shared_seeds: reuse the same N seeds at every value (randomized-block estimate).
-        free_features: how the other features are drawn: "table" (from the training rows
-            nearest a_k; the default when the model has its training table) or "model"
-            (the denoiser's condition dropout).
-        readout_guidance: strength of the guidance by the model's feature read-out (see
-            `ConditionalDiffusion.sample`); None: READOUT_GUIDANCE when the model has a read-out,
-            else 0 (none). It pulls each sample towards the features it was asked for (with the
-            table way: all of them, the drawn ones included) and leaves the rest alone, unlike
-            classifier-free guidance, which narrows p(x | a). Measured, K = 8 x N = 256: every
-            shapes score within 0.014 of the data (elongated x aspect 0.927 vs 0.935; 0.879
-            without), every SynthBrain score within 0.020 of the ample reference (as without).
+        **sampler_overrides: `SamplerConfig` fields (steps, free_features, readout_guidance),
+            shorthand for `sampler.override(...)`; None keeps the sampler's value.
 
     Returns:
-        (ScoreResult, table) with one row per value: value, weight, seed, n, mean, variance,
-        and for a probed numeric feature the probe's measured mean and the constraint MAE.
+        (ScoreResult, table) with one row per value: value, weight, seed, n, mean, variance, the
+        sampler's free_features and readout_guidance, and for a probed numeric feature the
+        probe's measured mean and the constraint MAE.
     """
-    from engine.tvd import ScoreResult, score_from_group_stats
-
     if isinstance(diffusion, str):
         diffusion = load_diffusion(diffusion)
     check_compatible(card, diffusion)
     if n_per_value < 2:
         raise EveInputError(f"n_per_value = {n_per_value}: each value needs at least 2 samples for a variance.")
-    index = _output_index(card, output)
-    if free_features is None:
-        free_features = "model" if diffusion.feature_table is None else "table"
-    if readout_guidance is None:
-        readout_guidance = READOUT_GUIDANCE if diffusion.readout is not None else 0.0
+    index = _classifier_fields(card).output_index(output)
+    config = (sampler or SamplerConfig.for_scores(diffusion)).override(**sampler_overrides)
+    if config.guidance != 1.0:
+        raise EveInputError(f"guidance = {config.guidance:g}: scores sample the plain conditional model (guidance "
+                            "1); guidance > 1 narrows p(x | a) and inflates them.")  # fmt: skip
     values, weights = feature_values(diffusion, feature, k_values)
-    probe_names = diffusion.card.get("probe_features", [])
+    probe_names = diffusion.card.probe_features
     rows, ys = [], []
     for k, a in enumerate(values):
         value_seed = seed if shared_seeds else sample_seed(seed, k)
@@ -180,19 +192,18 @@ def diffusion_score(
         for start in range(0, n_per_value, batch_size):
             n = min(batch_size, n_per_value - start)
             # sample seeds are (value_seed, i) for i = start.. : a batch split does not change them
-            images = diffusion.sample({feature: a}, n, seed=value_seed, steps=steps, guidance=1.0, first_index=start,
-                                      free_features=free_features, readout_guidance=readout_guidance)  # fmt: skip
+            images = diffusion.sample({feature: a}, n, value_seed, config, first_index=start)
             y.append(_outputs(model, images, index))
             if feature in probe_names:
                 measured.append(diffusion.measure_features(images)[feature])
         y = np.concatenate(y)
         ys.append(y)
         row = {"value": a, "weight": float(weights[k]), "seed": value_seed, "n": len(y),
-               "mean": float(y.mean()), "variance": float(y.var(ddof=1)), "free_features": free_features,
-               "readout_guidance": readout_guidance}  # fmt: skip
+               "mean": float(y.mean()), "variance": float(y.var(ddof=1)), "free_features": config.free_features,
+               "readout_guidance": config.readout_guidance}  # fmt: skip
         if measured:
             got = np.concatenate(measured)
-            sd = diffusion.feature_info(feature)["data_sd"]
+            sd = diffusion.feature(feature).data_sd
             row |= {"measured_mean": float(got.mean()), "constraint_mae": float(np.mean(np.abs(got - a))),
                     "constraint_mae_over_sd": float(np.mean(np.abs(got - a)) / sd)}  # fmt: skip
         rows.append(row)
@@ -209,3 +220,24 @@ def diffusion_score(
                              n_groups=len(values), explained_var=stats["explained_var"],
                              total_var=stats["total_var"])  # fmt: skip
     return result, table
+
+
+def constraint_errors(diffusion: ConditionalDiffusion, k_values: int = 8, n_per_value: int = 64, seed: int = 0,
+                      sampler: SamplerConfig | None = None, features: list[str] | None = None,
+                      ) -> pd.DataFrame:  # fmt: skip
+    """Per probed feature (default: all of them): MAE / SD of probe(sample) - a_k over the score's K
+    values x N samples, one feature asked (sample seeds as a score's; `sampler` default `SamplerConfig()`)."""
+    rows = []
+    for feature in diffusion.card.probe_features if features is None else features:
+        values, _ = feature_values(diffusion, feature, k_values)
+        sd = diffusion.feature(feature).data_sd
+        errs = []
+        for k, a in enumerate(values):
+            x = diffusion.sample({feature: a}, n_per_value, sample_seed(seed, k), sampler)
+            errs.append(diffusion.measure_features(x)[feature] - a)
+        errs = np.stack(errs)  # (K, N)
+        per_value = np.abs(errs).mean(1) / sd
+        rows.append({"feature": feature, "mae_over_sd": float(np.abs(errs).mean() / sd),
+                     "bias_over_sd": float(errs.mean() / sd), "worst_value_mae_over_sd": float(per_value.max()),
+                     "probe_heldout_mae_over_sd": diffusion.card.probe_report[feature]["mae_over_sd"]})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -1,8 +1,9 @@
 """Training the conditional latent diffusion model (`python -m engine train-diffusion DATASET`).
 
-Top to bottom: the config, the training data (dataset train split, plus extra subjects
-from the dataset's own generator), the latent space, the condition-dropout masks, the loop,
-then the probes and the card.
+Top to bottom: the config and the per-dataset recipes, the training data (dataset train split,
+plus extra subjects from the dataset's own generator), the condition-dropout masks, the loop,
+the latent space, the probes and the read-out, then everything together and the card.
+What each recipe choice was measured against is in assets/README.md ("Diffusion").
 """
 
 from __future__ import annotations
@@ -17,24 +18,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine.cards import DiffusionCard, DiffusionFeature
+from engine.data.defaults import data_dir, load_default
+from engine.data.shapes import STRIPE_PERIOD, sample_features
+from engine.data.shapes_images import rendered_shapes
 from engine.data.slicing import SliceSpec
+from engine.data.synthbrain_slices import cached_extra_subjects
+from engine.diffusion.autoencoder import AutoencoderConfig, fit_autoencoder, load_autoencoder, save_autoencoder
 from engine.diffusion.codec import PCACodec
-from engine.diffusion.model import (
-    ASSETS,
-    TRAIN_SCHEDULE,
-    ConditionalDiffusion,
-    Denoiser,
-    DenoiserConfig,
-    LatentReadout,
-    card_denoiser,
-    feature_table_card,
-    feature_table_tensors,
-    make_scheduler,
-    save,
-    warmup_cosine,
-)
+from engine.diffusion.conditions import FeatureSchema, FeatureTable, feature_table_card
+from engine.diffusion.networks import Denoiser, DenoiserConfig, LatentReadout
+from engine.diffusion.optim import WarmupCosineAdamW
+from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.probes import fit_conv_probe, fit_probe, probe_report
+from engine.diffusion.sampler import TRAIN_SCHEDULE, make_scheduler
+from engine.diffusion.storage import ASSETS, save
 from engine.errors import EveInputError
+from engine.models.zoo import list_cards, load_model
 
 # the canonical slice each dataset's classifiers see (the zoo's specs)
 CANONICAL_SPECS = {
@@ -59,7 +59,7 @@ class TrainConfig:
     width: int = 384  # denoiser MLP width
     cond_input: bool = False  # the condition embedding also enters the denoiser's input layer
     depth: int = 4  # residual blocks
-    steps: int = 12000  # optimiser steps at most (~17 min on 1 thread here)
+    steps: int = 12000  # optimiser steps at most
     eval_every: int = 500  # validation loss of the EMA weights every this many steps; the best is kept
     batch: int = 256
     lr: float = 1e-3  # AdamW peak learning rate, cosine decay
@@ -78,23 +78,18 @@ class TrainConfig:
     threads: int = 1
 
 
-# per dataset: what `python -m engine train-diffusion DATASET` trains (CLI options override)
+# per dataset: what `python -m engine train-diffusion DATASET` trains (CLI options override); the
+# measurements behind each choice are in assets/README.md ("Diffusion")
 RECIPES = {
     # 64 half-whitened components and the condition at the input layer: the same scores as 32
-    # whitened ones (within 0.005 on all 18 pairs), a tighter joint condition (hippocampus 0.105 vs
-    # 0.144 MAE / SD; 0.096 with read-out guidance); full whitening of 64 components failed to train
+    # whitened ones and a tighter joint condition; full whitening of 64 components failed to train
     "synthbrain": TrainConfig(components=64, whiten=0.5, cond_input=True, steps=16000),
-    # shapes move and have a fine stripe texture with sharp edges, which PCA blurs (the
-    # size-texture classifier's output through a 64-component PCA round trip: r = 0.88)
-    # (cond_input and 16,000 steps: constraint MAE / SD averaged over features 0.238 vs 0.257 without;
-    # width 512 was worse, 0.265)
-    # the stripes' phase is taken from the object's centre (`stripe_centred`): on the grid's phase
-    # the code held a phase that turns five times across the image, which the denoiser could not
-    # follow (texture constraint 0.62 MAE / SD under the joint condition, phase spread 0.93); with
-    # it and unclipped codec targets (`rendered_shapes`) the texture score is 0.449 (data 0.465)
-    # the noise sd from flat anti-diagonal pixel pairs (`flat_pair_noise_sd`): the probe reads
-    # intensity from round trips to 0.102 MAE / SD (residual RMS: 0.176); a linear read-out of the
-    # latent reads aspect to 0.34 MAE / SD, too poorly to guide by; an MLP reads it to 0.04
+    # shapes move and have a fine stripe texture with sharp edges, which PCA blurs: a conv
+    # autoencoder told the stripes' wave, its phase taken from the object's centre (on the grid's
+    # phase the code held a phase that turns five times across the image, which the denoiser could
+    # not follow), the noise level from flat pixel pairs (`flat_pair_noise_sd`: the intensity a
+    # probe reads from a decoded image hangs on it), and an MLP read-out (a linear one reads aspect
+    # too poorly to guide by)
     "shapes": TrainConfig(dataset="shapes", n_extra=31000, codec="autoencoder", components=64, probe="cnn",
                           stripe_carrier=True, stripe_centred=True, noise_estimate="flat_pairs",
                           probe_stripes=True, cond_input=True, steps=16000,
@@ -116,8 +111,6 @@ def training_data(config: TrainConfig, progress=None):
     triples, the real dataset, its spec and the source counts. Validation rows are extra
     generator subjects when there are extras, else a tenth of the train split; they only
     steer early stopping. Noise-free images exist where the generator can render them (shapes)."""
-    from engine.data.defaults import load_default
-
     if config.dataset not in CANONICAL_SPECS:
         raise EveInputError(f"No diffusion recipe for {config.dataset!r}: use one of {', '.join(CANONICAL_SPECS)}.")
     spec = CANONICAL_SPECS[config.dataset]
@@ -150,8 +143,6 @@ def dataset_noise_free(ds, rows) -> torch.Tensor | None:
     re-rendered from the seed and size in its truth.json), else None."""
     if (ds.truth or {}).get("dataset") != "shapes":
         return None
-    from engine.diffusion.autoencoder import rendered_shapes
-
     noisy, clean = rendered_shapes(int(ds.truth["n"]), int(ds.truth["seed"]))
     if not torch.allclose(noisy[rows], ds.model_inputs(CANONICAL_SPECS["shapes"], rows), atol=1e-5):
         return None  # not the generator's own build (e.g. edited images): no noise-free version
@@ -162,53 +153,29 @@ def extra_subjects(config: TrainConfig, spec: SliceSpec, progress=None):
     """`n_extra` new subjects from the dataset's own generator: model inputs, features and the
     noise-free inputs (None where the generator has none)."""
     if config.dataset == "synthbrain":
-        from engine.diffusion.synth_slices import cached_extra_subjects
-
         return (*cached_extra_subjects(config.n_extra, spec, config.extra_seed, progress, workers=2), None)
     if config.dataset == "shapes":  # 0.5 ms an image: no cache needed
-        from engine.data.shapes import sample_features
-        from engine.diffusion.autoencoder import rendered_shapes
-
         images, clean = rendered_shapes(config.n_extra, config.extra_seed)
         return images, sample_features(config.n_extra, config.extra_seed), clean
     raise EveInputError(f"No generator of extra subjects for {config.dataset!r}: use n_extra=0.")
 
 
-def feature_card(table: pd.DataFrame, ds) -> list[dict]:
+def feature_card(table: pd.DataFrame, ds) -> tuple[DiffusionFeature, ...]:
     """Per feature: kind, standardisation (training set), range (training set) and the
     marginal of the *dataset* (percentiles / level frequencies), which the score samples."""
     features = []
     for name in ds.numeric_features:
         v, data = table[name].to_numpy(float), ds.table[name].to_numpy(float)
-        features.append({
-            "name": name, "kind": "numeric", "mean": float(v.mean()), "sd": float(v.std()),
-            "min": float(v.min()), "max": float(v.max()), "data_sd": float(data.std(ddof=1)),
-            "data_percentiles": np.percentile(data, np.arange(101)).tolist(),
-        })  # fmt: skip
+        features.append(DiffusionFeature(
+            name, "numeric", mean=float(v.mean()), sd=float(v.std()), min=float(v.min()), max=float(v.max()),
+            data_sd=float(data.std(ddof=1)), data_percentiles=tuple(np.percentile(data, np.arange(101)).tolist()),
+        ))  # fmt: skip
     for name in ds.categorical_features:
         levels = sorted(pd.unique(table[name]).tolist())
         freq = ds.table[name].value_counts(normalize=True)
-        features.append({
-            "name": name, "kind": "categorical", "levels": levels,
-            "data_frequencies": [float(freq.get(level, 0.0)) for level in levels],
-        })  # fmt: skip
-    return features
-
-
-def condition_arrays(table: pd.DataFrame, features: list[dict]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Standardised condition slots c (N, C) and each feature's (offset, width)."""
-    columns, spans, offset = [], [], 0
-    for info in features:
-        if info["kind"] == "numeric":
-            columns.append(((table[info["name"]].to_numpy(float) - info["mean"]) / info["sd"])[:, None])
-            width = 1
-        else:
-            codes = table[info["name"]].map({lv: i for i, lv in enumerate(info["levels"])}).to_numpy()
-            width = len(info["levels"])
-            columns.append(np.eye(width)[codes])
-        spans.append((offset, width))
-        offset += width
-    return torch.from_numpy(np.concatenate(columns, 1).astype(np.float32)), spans
+        features.append(DiffusionFeature(name, "categorical", levels=tuple(levels),
+                                         data_frequencies=tuple(float(freq.get(level, 0.0)) for level in levels)))
+    return tuple(features)
 
 
 # 2. condition dropout ------------------------------------------------------------------------
@@ -240,7 +207,7 @@ def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, 
 
     Early stopping: every `eval_every` steps the EMA weights' loss on the validation latents
     (same dropout masks as training, fixed t and noise) is measured; the best weights are
-    returned. An earlier, longer run without it overfit (held-out loss 0.168 -> 0.446)."""
+    returned (a longer run without it overfit)."""
     torch.manual_seed(config.seed)
     g = torch.Generator().manual_seed(config.seed)
     numeric = tuple(off for off, w in spans if w == 1)
@@ -252,8 +219,8 @@ def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, 
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
     scheduler = make_scheduler("ddpm")
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    sched = warmup_cosine(opt, config.steps, warmup=200)
+    optimiser = WarmupCosineAdamW(net.parameters(), steps=config.steps, lr=config.lr, weight_decay=1e-4, warmup=200,
+                                  max_grad_norm=1.0)  # fmt: skip
     n = len(z0)
     losses, t0 = [], time.time()
     curve, best = [], (np.inf, 0, None)
@@ -268,11 +235,7 @@ def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, 
         zt = scheduler.add_noise(x0, eps, t)
         # 2. simple loss || eps - eps_theta(z_t, t, c, m) ||^2   (eq. 14)
         loss = (net(zt, t, cond, mask, slot) - eps).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimiser.step(loss)
         with torch.no_grad():
             for pe, pn in zip(ema.parameters(), net.parameters(), strict=True):
                 pe.lerp_(pn, 1 - config.ema)
@@ -316,23 +279,19 @@ def heldout_loss(net: Denoiser, z0: torch.Tensor, c: torch.Tensor, spans, config
 def codec_fidelity(codec: PCACodec, images: torch.Tensor, dataset: str, seed: int = 0) -> dict:
     """Correlation of each zoo classifier's output on held-out images and on their codec
     round trip (decode(encode(x)) with fresh noise): how much the latent space loses for them."""
-    try:
-        from engine.models.zoo import list_cards, load_model
-    except ImportError:
-        return {}
     noise = torch.randn(len(images), codec.size, codec.size, generator=torch.Generator().manual_seed(seed))
     out = {}
     for card in list_cards():
-        if card.get("dataset") != dataset:
+        if card.dataset != dataset:
             continue
-        model, _ = load_model(card["name"])
+        model, _ = load_model(card.name)
         y, y_rt = model(images)[:, 0], model(codec.decode(encode(codec, images), noise))[:, 0]
-        out[card["name"]] = float(np.corrcoef(y.numpy(), y_rt.numpy())[0, 1])
+        out[card.name] = float(np.corrcoef(y.numpy(), y_rt.numpy())[0, 1])
     return out
 
 
 def fit_codec(images: torch.Tensor, clean: torch.Tensor | None, config: TrainConfig, log=print):
-    """The latent space and its card entry (what `model.build_codec` rebuilds it from).
+    """The latent space and its card entry (what `storage.build_codec` rebuilds it from).
 
     A trained autoencoder is cached in data/.cache under a hash of everything it depends on
     (its config, the training images and targets), so retraining only the denoiser skips it."""
@@ -341,9 +300,6 @@ def fit_codec(images: torch.Tensor, clean: torch.Tensor | None, config: TrainCon
         return codec, {"kind": "pca", "d": config.components, "whiten": config.whiten}
     if config.codec != "autoencoder":
         raise EveInputError(f"Unknown codec {config.codec!r}: use 'pca' or 'autoencoder'.")
-    from engine.data.shapes import STRIPE_PERIOD
-    from engine.diffusion.autoencoder import AutoencoderConfig, fit_autoencoder, load_autoencoder, save_autoencoder
-
     ae = AutoencoderConfig(latent_dim=config.components + 1, steps=config.codec_steps, seed=config.seed,
                            stripe_period=STRIPE_PERIOD if config.stripe_carrier else None,
                            centred_stripes=config.stripe_centred)  # fmt: skip
@@ -368,8 +324,6 @@ def fit_codec(images: torch.Tensor, clean: torch.Tensor | None, config: TrainCon
 
 
 def autoencoder_cache_path(images: torch.Tensor, clean: torch.Tensor | None, ae) -> Path:
-    from engine.data.defaults import data_dir
-
     digest = hashlib.sha1(json.dumps(asdict(ae), sort_keys=True).encode())
     for array in (images, clean):
         if array is not None:
@@ -393,8 +347,6 @@ def fit_feature_probe(images: torch.Tensor, targets: np.ndarray, config: TrainCo
                           seed=config.seed)  # fmt: skip
         return probe, {"kind": "pca-mlp", "n_components": config.probe_components}
     if config.probe == "cnn":
-        from engine.data.shapes import STRIPE_PERIOD
-
         period = STRIPE_PERIOD if config.probe_stripes else None
         probe = fit_conv_probe(images, targets, steps=config.probe_steps, seed=config.seed, stripe_period=period,
                                log=log)  # fmt: skip
@@ -434,16 +386,13 @@ def fit_readout(z0: torch.Tensor, targets: np.ndarray, hidden: tuple[int, ...] =
             readout.net[0].bias.copy_(solution[-1])
         return readout.eval()
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(readout.parameters(), lr=1e-3, weight_decay=1e-4)
-    schedule = warmup_cosine(opt, steps, warmup=max(1, steps // 50))
+    optimiser = WarmupCosineAdamW(readout.parameters(), steps=steps, lr=1e-3, weight_decay=1e-4,
+                                  warmup=max(1, steps // 50))  # fmt: skip
     for _ in range(steps):
         rows = torch.randint(len(z0), (256,), generator=g)
         z = z0[rows] + 0.02 * torch.randn(len(rows), z0.shape[1], generator=g)
         loss = (readout(z) - y[rows]).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
+        optimiser.step(loss)
     return readout.eval()
 
 
@@ -461,8 +410,9 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     (images, table, clean), (val_images, val_table, _), ds, spec, sources = training_data(config)
     log(f"training images: {tuple(images.shape)} ({sources})")
     features = feature_card(table, ds)
-    c, spans = condition_arrays(table, features)
-    c_val, _ = condition_arrays(val_table, features)
+    schema = FeatureSchema(config.dataset, features)
+    c, spans = schema.encode_rows(table)
+    c_val, _ = schema.encode_rows(val_table)
     # 1. the latent space
     codec, codec_card = fit_codec(images, clean, config, log)
     del clean
@@ -478,18 +428,18 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     log(f"codec fidelity (classifier output corr, real vs decode(encode) + noise): {fidelity}")
     # 2. the denoiser
     net, stats = fit_denoiser(z0, c, spans, config, (z_val, c_val), log)
-    c_test, _ = condition_arrays(ds.table.iloc[test][ds.features].reset_index(drop=True), features)
+    c_test, _ = schema.encode_rows(ds.table.iloc[test][ds.features].reset_index(drop=True))
     stats["heldout_loss_all_features"] = heldout_loss(net, z_test, c_test, spans)
     stats["train_loss_all_features"] = heldout_loss(net, z0[: len(test)], c[: len(test)], spans)
     log(f"loss: final train {stats['final_loss']:.4f}, held-out {stats['heldout_loss_all_features']:.4f}")
     # 3. the probes (numeric features), evaluated on the dataset's test split
-    numeric = [f for f in features if f["kind"] == "numeric"]
-    names = [f["name"] for f in numeric]
-    mean, sd = np.array([f["mean"] for f in numeric]), np.array([f["sd"] for f in numeric])
+    numeric = [f for f in features if not f.is_categorical]
+    names = [f.name for f in numeric]
+    mean, sd = np.array([f.mean for f in numeric]), np.array([f.sd for f in numeric])
     targets = (table[names].to_numpy(float) - mean) / sd
     probe, probe_card = fit_feature_probe(images, targets, config, log)
     report = probe_report(probe, test_images, ds.table.iloc[test][names].to_numpy(float), names, mean, sd,
-                          np.array([f["data_sd"] for f in numeric]))  # fmt: skip
+                          np.array([f.data_sd for f in numeric]))  # fmt: skip
     for name, r in report.items():
         log(f"probe {name}: R2 {r['r2']:.3f}, MAE/SD {r['mae_over_sd']:.3f}")
     t_readout = time.time()
@@ -499,22 +449,22 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     with torch.inference_mode():
         val_pred = readout(z_val).numpy() * sd + mean
     val_err = np.abs(val_pred - val_table[names].to_numpy(float)).mean(0)
-    readout_report = {name: float(val_err[j] / numeric[j]["data_sd"]) for j, name in enumerate(names)}
+    readout_report = {name: float(val_err[j] / numeric[j].data_sd) for j, name in enumerate(names)}
     wall = time.time() - t_start
-    card = {
-        "name": f"{config.dataset}-diffusion",
-        "dataset": config.dataset,
-        "spec": {"plane": spec.plane, "index": spec.index, "size": spec.size},
-        "design": f"latent diffusion: {codec_design(config)} and a residual-MLP eps-denoiser "
+    card = DiffusionCard(
+        name=f"{config.dataset}-diffusion",
+        dataset=config.dataset,
+        spec=spec,
+        design=f"latent diffusion: {codec_design(config)} and a residual-MLP eps-denoiser "
         "with adaLN conditioning on the standardised feature vector; per-feature condition dropout; "
         "trained with diffusers' DDPMScheduler, sampled with DPM-Solver++(2M)",
-        "features": features,
-        "probe": probe_card,
-        "probe_features": names,
-        "codec": {**codec_card, "heldout_rms": codec_rms, "classifier_fidelity": fidelity},
-        "denoiser": card_denoiser(net.config),
-        "schedule": TRAIN_SCHEDULE,
-        "training": {
+        features=features,
+        probe=probe_card,
+        probe_features=tuple(names),
+        codec={**codec_card, "heldout_rms": codec_rms, "classifier_fidelity": fidelity},
+        denoiser=net.config.to_json(),
+        schedule=dict(TRAIN_SCHEDULE),
+        training={
             "config": asdict(config),
             "sources": sources,
             **stats,
@@ -522,16 +472,15 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
             "threads": config.threads,
             "machine": "2-core CPU, no GPU",  # what else shared it goes in assets/README.md
         },  # fmt: skip
-        "probe_report": report,
-        "readout": {"hidden": list(config.readout_hidden), "seconds": readout_seconds},
-        "readout_validation_mae_over_sd": readout_report,
-        "feature_table": feature_table_card(len(table)),
-        "command": rebuild_command(config),
-    }
-    model = ConditionalDiffusion(codec, net, card)
-    model.readout_tensors = readout.state_dict()
-    model.table_tensors = feature_table_tensors(table, features)
+        probe_report=report,
+        readout={"hidden": list(config.readout_hidden), "seconds": readout_seconds},
+        readout_validation_mae_over_sd=readout_report,
+        feature_table=feature_table_card(len(table)),
+        command=rebuild_command(config),
+    )
+    model = ConditionalDiffusion(codec, net, card, readout=readout.requires_grad_(False), probe=probe,
+                                 table=FeatureTable.from_frame(schema, table))  # fmt: skip
     if save_to is not None:
-        path = save(model, probe.state_dict(), save_to)
+        path = save(model, save_to)
         log(f"saved {path} ({wall:.0f} s)")
     return model

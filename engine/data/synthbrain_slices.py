@@ -17,7 +17,9 @@ slice to the noise level); the training script records its numbers in the card.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,8 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from engine.data import synthbrain as sb
-from engine.data.slicing import PLANE_AXIS, SliceSpec, slice_index, to_square
+from engine.data.defaults import data_dir
+from engine.data.slicing import PLANE_AXIS, SliceSpec, model_input, slice_index, to_square
 
 # full-resolution box (world mm, subject space) that holds the ventricles and hippocampi
 _BOX_MM = np.array([[-50.0, 50.0], [-80.0, 56.0], [-44.0, 58.0]])
@@ -46,7 +49,7 @@ def _warp_points(points: np.ndarray, latent: dict, template: sb.Template) -> np.
     c = sb.BRAIN_CENTRE_MM[:, None, None, None]
     p = c + (p - c) / latent["head_scale"]
     p = template.inflate_ventricles(p, template.warp_parameter("ventricles", latent["ventricle_scale"]))
-    p = sb._shrink_hippocampi(p, template.warp_parameter("hippocampus", latent["hippocampus_scale"]))
+    p = sb.shrink_hippocampi(p, template.warp_parameter("hippocampus", latent["hippocampus_scale"]))
     return p.reshape(shape)
 
 
@@ -177,8 +180,6 @@ def synthesize(
     if workers <= 1:
         results = _subjects(spec, seed, records, 0, progress and (lambda i: progress(i, n)))
     else:
-        from concurrent.futures import ProcessPoolExecutor
-
         chunks = np.array_split(np.arange(n), workers)
         with ProcessPoolExecutor(workers) as pool:
             futures = [pool.submit(_subjects, spec, seed, [records[i] for i in c], int(c[0])) for c in chunks if len(c)]
@@ -191,8 +192,6 @@ def synthesize(
 
 def check_against_full(spec: SliceSpec, n: int = 3, seed: int = 7, synthesizer: SliceSynthesizer | None = None):
     """Relative volume errors and the slice RMS difference of this path vs the full generator."""
-    from engine.data.slicing import model_input
-
     synthesizer = synthesizer or SliceSynthesizer(spec)
     latents = sb.sample_latents(n, sb.Trends(), np.random.default_rng(seed))
     rows = []
@@ -207,10 +206,6 @@ def check_against_full(spec: SliceSpec, n: int = 3, seed: int = 7, synthesizer: 
 
 
 def extra_cache_path(n: int, spec: SliceSpec, seed: int) -> Path:
-    import hashlib
-
-    from engine.data.defaults import data_dir
-
     # keyed by the generator's source too: a changed generator never reuses stale subjects
     version = hashlib.sha1(Path(sb.__file__).read_bytes()).hexdigest()[:10] + f"v{CACHE_VERSION}"
     return data_dir() / ".cache" / f"synthbrain-extra-{spec.key}-n{n}-seed{seed}-{version}.npz"

@@ -1,9 +1,10 @@
-"""Checks of the diffusion model against truth (`python -m engine.diffusion.validate`).
+"""Checks of the diffusion model against truth (`python benchmarks/validate_diffusion.py`).
 
 1. Scores: for each zoo classifier of the dataset and each feature, the diffusion-based
    score (K values x N samples, guidance 1; free features from the training table, and from
    the denoiser's condition dropout as `diffusion_model_free`; both without read-out guidance,
-   and the table way with it as `diffusion_readout_guided`, the default of `diffusion_score`)
+   and the table way with it as `diffusion_readout_guided`, `SamplerConfig.for_scores`, the
+   default of `diffusion_score`)
    next to the data-based score on the default set
    (all rows: 400 SynthBrain subjects, 3,000 shapes; and the test split the classifier never
    saw), and an ample-data reference on generator subjects the classifier never saw
@@ -26,15 +27,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 
-from engine.diffusion.model import ASSETS, READOUT_GUIDANCE, load_diffusion, sample_seed
-from engine.diffusion.score import diffusion_score, feature_values
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from engine.data.defaults import load_default
+from engine.data.shapes import sample_features
+from engine.data.shapes_images import rendered_shapes
+from engine.data.synthbrain_slices import cached_extra_subjects, extra_cache_path
+from engine.diffusion import READOUT_GUIDANCE, SamplerConfig, load_diffusion, sample_seed
+from engine.diffusion.score import constraint_errors, diffusion_score, feature_values
+from engine.diffusion.storage import ASSETS
+from engine.models.zoo import list_cards, load_model
+from engine.tvd import explained_variance
 
 MODELS = {
     "synthbrain": ("synthbrain-diagnosis", "synthbrain-shortcut"),
@@ -62,10 +74,10 @@ def _outputs(model, images: torch.Tensor, batch: int = 256) -> np.ndarray:
 
 
 def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, seed=0, log=print) -> pd.DataFrame:
-    from engine.data.defaults import load_default
-    from engine.models.zoo import load_model
-    from engine.tvd import explained_variance
-
+    """Per zoo model and feature: data-based scores and the diffusion score three ways (the table
+    way unguided, the denoiser's way unguided, and `SamplerConfig.for_scores` when it guides)."""
+    scores = SamplerConfig.for_scores(diffusion)
+    unguided = scores.override(readout_guidance=0.0)
     ds = load_default(diffusion.dataset)
     images = ds.model_inputs(diffusion.spec)
     test = ds.split_indices("test")
@@ -75,20 +87,20 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
         y = _outputs(model, images)
         y_fresh = _outputs(model, fresh[0]) if fresh is not None else None
         for feature in diffusion.features:
-            categorical = diffusion.feature_info(feature)["kind"] == "categorical"
+            categorical = diffusion.feature(feature).is_categorical
             a = ds.feature_values(feature)
             data_all = explained_variance(y, a, categorical=categorical, seed=seed)
             data_test = explained_variance(y[test], a[test], categorical=categorical, seed=seed)
             t0 = time.time()
             diff, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
-                                      seed=seed, readout_guidance=0.0)  # fmt: skip
+                                      seed=seed, sampler=unguided)  # fmt: skip
             seconds = time.time() - t0
             dropout, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
-                                         seed=seed, free_features="model", readout_guidance=0.0)  # fmt: skip
+                                         seed=seed, sampler=SamplerConfig(free_features="model"))  # fmt: skip
             guided = None
-            if diffusion.readout is not None:
+            if scores.readout_guidance:
                 guided, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
-                                            seed=seed, readout_guidance=READOUT_GUIDANCE)  # fmt: skip
+                                            seed=seed, sampler=scores)  # fmt: skip
             row = {
                 "model": name, "feature": feature,
                 "data_all": data_all.score, "data_all_ci": [data_all.ci_low, data_all.ci_high],
@@ -121,8 +133,6 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
 
 
 def rankings(table: pd.DataFrame, column: str) -> dict:
-    from scipy.stats import spearmanr
-
     out = {}
     for name, group in table.groupby("model"):
         rho = spearmanr(group[column], group["diffusion"]).statistic
@@ -132,28 +142,8 @@ def rankings(table: pd.DataFrame, column: str) -> dict:
     return out
 
 
-def constraint_errors(diffusion, k_values=8, n_per_value=64, steps=20, seed=0, readout_guidance=0.0,
-                      free_features="model") -> pd.DataFrame:  # fmt: skip
-    """Per probed feature: MAE / SD of probe(sample) - a_k, over K values x N samples."""
-    rows = []
-    for feature in diffusion.card["probe_features"]:
-        values, _ = feature_values(diffusion, feature, k_values)
-        sd = diffusion.feature_info(feature)["data_sd"]
-        errs = []
-        for k, a in enumerate(values):
-            x = diffusion.sample({feature: a}, n_per_value, seed=sample_seed(seed, k), steps=steps,
-                                 readout_guidance=readout_guidance, free_features=free_features)  # fmt: skip
-            errs.append(diffusion.measure_features(x)[feature] - a)
-        errs = np.stack(errs)  # (K, N)
-        per_value = np.abs(errs).mean(1) / sd
-        rows.append({"feature": feature, "mae_over_sd": float(np.abs(errs).mean() / sd),
-                     "bias_over_sd": float(errs.mean() / sd), "worst_value_mae_over_sd": float(per_value.max()),
-                     "probe_heldout_mae_over_sd": diffusion.card["probe_report"][feature]["mae_over_sd"]})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
 def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=0,
-                 free_features="model") -> pd.DataFrame:  # fmt: skip
+                 sampler: SamplerConfig | None = None) -> pd.DataFrame:  # fmt: skip
     """sd of each other feature (probe-measured) given A_i = a_k: samples vs generator subjects
     in the bin of A_i around a_k (equal-mass bins; the probe's noise is in both)."""
     images, table = fresh
@@ -165,10 +155,9 @@ def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=
         edges = np.quantile(a, np.linspace(0, 1, k_values + 1))
         for k, value in enumerate(values):
             in_bin = (a >= edges[k]) & (a <= edges[k + 1])
-            x = diffusion.sample({feature: value}, n_per_value, seed=sample_seed(seed, 100 + k),
-                                 free_features=free_features)  # fmt: skip
+            x = diffusion.sample({feature: value}, n_per_value, sample_seed(seed, 100 + k), sampler)
             measured = diffusion.measure_features(x)
-            for other in diffusion.card["probe_features"]:
+            for other in diffusion.card.probe_features:
                 if other == feature:
                     continue
                 rows.append({"condition": feature, "value": value, "other": other,
@@ -178,7 +167,7 @@ def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=
                              "mean_data": float(measured_fresh[other][in_bin].mean())})  # fmt: skip
     out = pd.DataFrame(rows)
     out["sd_ratio"] = out["sd_samples"] / out["sd_data"]
-    sd_other = {f: diffusion.feature_info(f)["data_sd"] for f in diffusion.card["probe_features"]}
+    sd_other = {f: diffusion.feature(f).data_sd for f in diffusion.card.probe_features}
     out["mean_shift_over_sd"] = (out["mean_samples"] - out["mean_data"]) / out["other"].map(sd_other)
     return out
 
@@ -190,14 +179,9 @@ def fresh_subjects(diffusion, n: int) -> tuple[torch.Tensor, pd.DataFrame] | Non
     if not n:
         return None
     if diffusion.dataset == "shapes":
-        from engine.data.shapes import sample_features
-        from engine.diffusion.autoencoder import rendered_shapes
-
         return rendered_shapes(n, seed=2000)[0], sample_features(n, seed=2000)
-    from engine.diffusion.synth_slices import cached_extra_subjects
-
     fresh = cached_extra_subjects(n, diffusion.spec, seed=2000)
-    config = diffusion.card["training"]["config"]
+    config = diffusion.card.training["config"]
     extra = reference_extras(diffusion.spec, config["n_extra"], config["extra_seed"])
     if extra is not None:
         fresh = torch.cat([fresh[0], extra[0]]), pd.concat([fresh[1], extra[1]], ignore_index=True)
@@ -207,13 +191,11 @@ def fresh_subjects(diffusion, n: int) -> tuple[torch.Tensor, pd.DataFrame] | Non
 def reference_extras(spec, n: int, seed: int):
     """The diffusion model's extra training subjects if they are cached (never generated here:
     15,000 take ~45 min), else None."""
-    from engine.diffusion.synth_slices import cached_extra_subjects, extra_cache_path
-
     return cached_extra_subjects(n, spec, seed) if n and extra_cache_path(n, spec, seed).is_file() else None
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m engine.diffusion.validate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python benchmarks/validate_diffusion.py", description=__doc__)
     parser.add_argument("--dataset", default="synthbrain")
     parser.add_argument("--model", default=None, help="a diffusion card path (default: the committed model)")
     parser.add_argument("--k-values", type=int, default=8)
@@ -232,19 +214,21 @@ def main(argv=None) -> None:
     print("constraint, free features by the model (one feature asked):")
     print(markdown(constraint))
     report["constraint"] = constraint.to_dict("records")
+    guide = SamplerConfig(readout_guidance=READOUT_GUIDANCE)
     if diffusion.readout is not None:
-        guided = constraint_errors(diffusion, args.k_values, args.n_per_value, readout_guidance=READOUT_GUIDANCE)
+        guided = constraint_errors(diffusion, args.k_values, args.n_per_value, sampler=guide)
         print(f"with read-out guidance (strength {READOUT_GUIDANCE}):")
         print(markdown(guided))
         report["constraint_readout_guidance"] = {"strength": READOUT_GUIDANCE, "rows": guided.to_dict("records")}
     if diffusion.feature_table is not None:
-        joint = constraint_errors(diffusion, args.k_values, args.n_per_value, free_features="table")
+        table_way = SamplerConfig(free_features="table")
+        joint = constraint_errors(diffusion, args.k_values, args.n_per_value, sampler=table_way)
         print("constraint, free features from the training table (the joint condition, as the score):")
         print(markdown(joint))
         report["constraint_table"] = joint.to_dict("records")
         if diffusion.readout is not None:
             joint_guided = constraint_errors(diffusion, args.k_values, args.n_per_value,
-                                             readout_guidance=READOUT_GUIDANCE, free_features="table")  # fmt: skip
+                                             sampler=table_way.override(readout_guidance=READOUT_GUIDANCE))  # fmt: skip
             print(f"... with read-out guidance (strength {READOUT_GUIDANCE}):")
             print(markdown(joint_guided))
             report["constraint_table_readout_guidance"] = {"strength": READOUT_GUIDANCE,
@@ -252,7 +236,8 @@ def main(argv=None) -> None:
     if fresh is not None:
         ways = ["model"] + (["table"] if diffusion.feature_table is not None else [])
         for way in ways:
-            spread = spread_check(diffusion, fresh, SPREAD_CONDITIONS[diffusion.dataset], free_features=way)
+            spread = spread_check(diffusion, fresh, SPREAD_CONDITIONS[diffusion.dataset],
+                                  sampler=SamplerConfig(free_features=way))  # fmt: skip
             summary = spread.groupby("condition")[["sd_ratio", "mean_shift_over_sd"]].agg(
                 lambda s: float(np.median(np.abs(s)) if s.name == "mean_shift_over_sd" else np.median(s))
             )
@@ -262,9 +247,7 @@ def main(argv=None) -> None:
             suffix = "" if way == "model" else "_table"
             report[f"spread{suffix}"] = spread.to_dict("records")
             report[f"spread_summary{suffix}"] = summary.to_dict()
-    from engine.models.zoo import list_cards
-
-    zoo = {card["name"] for card in list_cards()}
+    zoo = {card.name for card in list_cards()}
     models = [name for name in MODELS.get(diffusion.dataset, ()) if name in zoo]
     if models:
         table = score_comparison(diffusion, models, args.k_values, args.n_per_value, fresh)
