@@ -117,7 +117,7 @@ def main() -> None:
 
             found = _slider_latency(page, url, "explorer", "Feature explorer", " = a", args.moves)
             if found is None:
-                print("feature slider: no slider on the Feature explorer (diffusion model not ready)")
+                print("feature slider: no slider on the Feature explorer (no diffusion model for this dataset)")
             else:
                 print(f"feature slider, fresh (8 new samples): {_fmt(found[0])}   (budget 2 s)")
                 print(f"feature slider, cached:                {_fmt(found[1])}   (budget 1 s)")

@@ -28,10 +28,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from engine import report  # noqa: E402
+from engine import report, scoring  # noqa: E402
+from engine.cards import ModelCard  # noqa: E402
 from engine.data import SliceSpec, load_dataset  # noqa: E402
 from engine.data.defaults import build_default  # noqa: E402
 from engine.data.slicing import model_input  # noqa: E402
+from engine.models import load_model  # noqa: E402
 
 FEATURES = {"shapes": "size,aspect,intensity,texture,background", "synthbrain": None}
 
@@ -50,13 +52,11 @@ class TimedForward(nn.Module):
         return out
 
 
-def pick_model(name: str | None, data: str) -> tuple[nn.Module, dict, SliceSpec, str]:
+def pick_model(name: str | None, data: str) -> tuple[nn.Module, ModelCard, SliceSpec, str]:
     """(model, card, spec, description) of a zoo model."""
-    from engine.models import zoo
-
     wanted = name or {"shapes": "shapes-size-texture", "synthbrain": "synthbrain-diagnosis"}[data]
-    model, card = zoo.load_model(wanted)
-    return model, card, zoo.card_spec(card), f"zoo model {wanted}"
+    model, card = load_model(wanted)
+    return model, card, card.spec, f"zoo model {wanted}"
 
 
 def main() -> None:
@@ -81,22 +81,22 @@ def main() -> None:
     dataset = timed("load dataset (CSV + headers)", load_dataset, folder)
     test, train = dataset.split_indices("test"), dataset.split_indices("train")
     rows = np.concatenate([test, train])[: args.n] if len(test) < args.n else test[: args.n]
-    features = report.resolve_features(dataset, FEATURES[args.data])
+    features = scoring.resolve_features(dataset, FEATURES[args.data])
     dataset.model_inputs(spec)  # make sure Eve's slice cache exists (a first run pays the cold time below)
     dataset._stacks.clear()  # drop the in-memory copy: a new CLI process starts from the disk cache
     timed("slices (Eve's disk cache)", dataset.model_inputs, spec, rows)
     timed_model = TimedForward(model)
-    y = timed("model_outputs", report.model_outputs, timed_model, dataset, spec, rows, args.batch_size, None, False)
+    y = timed("model_outputs", scoring.model_outputs, timed_model, dataset, spec, rows, batch_size=args.batch_size)
     forward = timed_model.seconds
     times["  of which the forward pass"] = forward
-    names = [str(n) for n in card["output_names"]]
-    table = timed("scores", report.score_outputs, y, dataset, features, rows, names, n_boot=args.n_boot, seed=0)
-    rep = report.ScoreReport(
+    names = list(card.output_names)
+    table = timed("scores", scoring.score_outputs, y, dataset, features, rows, names, n_boot=args.n_boot, seed=0)
+    rep = scoring.ScoreReport(
         table,
         names,
         {f: dataset.feature_values(f)[rows] for f in features},
         (),
-        report._metadata(dataset, card, spec, method="data", split="test", n=len(rows)),
+        scoring._metadata(dataset, card, method="data", split="test", n=len(rows)),
         outputs=y,
     )
     with tempfile.TemporaryDirectory() as tmp:

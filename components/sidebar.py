@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import streamlit as st
+import torch
 
 from components import loaders, state, uploads
+from engine.cards import ModelRef
+from engine.data.slicing import SliceSpec
 from engine.errors import EveInputError
 
 DATASET_LABELS = {"synthbrain": "SynthBrain (3D T1 MRI)", "shapes": "Shapes (2D synthetic)", "upload": "Your folder"}
@@ -24,7 +27,7 @@ class Selection:
 
     source: str | None  # "synthbrain", "shapes" or a folder path (loaders.dataset key)
     dataset_label: str  # what to call the dataset in the UI
-    model_id: str | None  # loaders.model key
+    model_ref: ModelRef | None  # the chosen model (loaders.model key)
     model_label: str | None
     output: int  # which output column is explained
     output_name: str
@@ -51,8 +54,6 @@ def current() -> Selection:
 
 
 def _device_options() -> list[str]:
-    import torch
-
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
@@ -94,8 +95,8 @@ def _dataset_source() -> tuple[str | None, str]:
     return folder, f"your folder ({len(loaders.dataset(folder))} images)"
 
 
-def _upload_model(source: str, device: str) -> tuple[str | None, str | None]:
-    """Widgets for an uploaded TorchScript model and its input slice; (model_id, note)."""
+def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None]:
+    """Widgets for an uploaded TorchScript model and its input slice; (model ref, note)."""
     ds = loaders.dataset(source)
     cols = st.columns(2)
     plane = cols[0].selectbox("Plane", ["axial", "coronal", "sagittal"], key=state.MODEL_PLANE, disabled=not ds.is_3d)
@@ -104,17 +105,17 @@ def _upload_model(source: str, device: str) -> tuple[str | None, str | None]:
         "Slice (voxel index or a name)", key=state.MODEL_SLICE,
         help=f"A voxel index, 'middle', or one of {', '.join(NAMED_SLICE_CHOICES[:-1])}.",
     )  # fmt: skip
-    index = None if index.strip() in ("", "middle") else index.strip()
     upload = st.file_uploader("TorchScript model (.pt)", key=state.MODEL_UPLOAD)
     if upload is not None:
         try:
             path = uploads.model_file(upload.name, upload.getvalue())
-            model_id = loaders.model_id_for("upload", str(path), plane, index, int(size))
-            loaders.model(model_id, device)
+            spec = SliceSpec(plane, SliceSpec.parse_index(index), int(size))
+            ref = ModelRef.torchscript(path, spec, label="your TorchScript model")
+            loaders.model(ref, device)
         except EveInputError as exc:
             st.session_state[state.USER_MODEL_ERROR] = str(exc)
         else:
-            st.session_state[state.USER_MODEL] = model_id
+            st.session_state[state.USER_MODEL] = ref
             st.session_state[state.USER_MODEL_ERROR] = None
     if st.session_state[state.USER_MODEL_ERROR]:
         st.error(st.session_state[state.USER_MODEL_ERROR])
@@ -125,12 +126,8 @@ def _upload_model(source: str, device: str) -> tuple[str | None, str | None]:
     return st.session_state[state.USER_MODEL], None
 
 
-def _model(source: str, dataset_name: str, device: str) -> tuple[str | None, str | None, str | None]:
-    """(model_id, label, note) of the chosen model."""
-    zoo_note = loaders.engine_status("engine.models.zoo")
-    if zoo_note is not None:
-        st.caption(zoo_note)
-        return None, None, zoo_note
+def _model(source: str, dataset_name: str, device: str) -> tuple[ModelRef | None, str | None, str | None]:
+    """(model ref, label, note) of the chosen model."""
     names = loaders.cards_offered(dataset_name, loaders.dataset(source).is_3d)
     options = [*names, state.UPLOADED_MODEL]
     choice = st.selectbox(
@@ -140,9 +137,9 @@ def _model(source: str, dataset_name: str, device: str) -> tuple[str | None, str
         help="Built-in models come with a card (data, accuracy).",
     )
     if choice == state.UPLOADED_MODEL:
-        model_id, note = _upload_model(source, device)
-        return model_id, "your TorchScript model", note
-    return loaders.model_id_for(choice, None, "", None, 0), choice, None
+        ref, note = _upload_model(source, device)
+        return ref, "your TorchScript model", note
+    return ModelRef.builtin(choice), choice, None
 
 
 def draw() -> Selection:
@@ -151,21 +148,21 @@ def draw() -> Selection:
         st.markdown("### Eve")
         source, label = _dataset_source()
         device = st.selectbox("Device", _device_options(), key=state.DEVICE)
-        model_id = model_label = note = None
+        ref = model_label = note = None
         output, output_name = 0, "output"
         if source is not None:
             try:
-                model_id, model_label, note = _model(source, source if source in loaders.EMBEDDED else "user", device)
-                if model_id is not None:
-                    names = loaders.output_names(model_id, device)
+                ref, model_label, note = _model(source, source if source in loaders.EMBEDDED else "user", device)
+                if ref is not None:
+                    names = loaders.output_names(ref, device)
                     output_name = st.selectbox(
-                        "Output explained", names, key=state.keyed(state.OUTPUT, model_id),
+                        "Output explained", names, key=state.keyed(state.OUTPUT, ref),
                         help="The logit or class probability whose variance Eve decomposes.",
                     )  # fmt: skip
                     output = names.index(output_name)
             except EveInputError as exc:
                 st.error(str(exc))
-                model_id, note = None, str(exc)
-    selection = Selection(source, label, model_id, model_label, int(output), output_name, device, note)
+                ref, note = None, str(exc)
+    selection = Selection(source, label, ref, model_label, int(output), output_name, device, note)
     st.session_state[state.SELECTION] = selection
     return selection

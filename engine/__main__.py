@@ -1,4 +1,8 @@
-"""Eve's command line: `python -m engine COMMAND ...` (`--help` lists the commands)."""
+"""Eve's command line: `python -m engine COMMAND ...` (`--help` lists the commands).
+
+Each command imports its engine module when it runs: `build-data` and `--help` then start in
+well under a second instead of loading torch, captum and diffusers (~5 s) first.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ def _train_classifier(args: argparse.Namespace) -> None:
         raise EveInputError(f"Name a zoo model to rebuild ({', '.join(RECIPES)}) or pass --all.")
     for name in names:
         card = train_recipe(name, args.out)
-        metrics = {k: round(v, 3) for k, v in card["metrics"].items() if isinstance(v, float)}
+        metrics = {k: round(v, 3) for k, v in card.metrics.items() if isinstance(v, float)}
         print(f"{name}: held-out {metrics}")
 
 

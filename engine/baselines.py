@@ -162,14 +162,20 @@ def _check_outputs(model, images: torch.Tensor, target) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _seeded(seed: int | None, device: torch.device):
-    """Run with torch's global RNG seeded, restoring its state afterwards."""
+    """Run with torch's and numpy's global RNGs seeded, restoring their states afterwards (captum's
+    GradientShap draws its path coefficients with `np.random.uniform`, its noise with torch)."""
     if seed is None:
         yield
         return
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        yield
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed))
+            np.random.seed(int(seed) % 2**32)
+            yield
+    finally:
+        np.random.set_state(numpy_state)
 
 
 def _cam_layer(model, layer) -> nn.Module:

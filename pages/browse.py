@@ -5,7 +5,7 @@ that subject; an optional baseline map over the model's input slice."""
 import numpy as np
 import streamlit as st
 
-from components import loaders, sidebar, slice_viewer, state
+from components import errors, loaders, sidebar, slice_viewer, state
 from engine.data.slicing import PLANE_AXIS, PLANES, slice_index
 
 sel = sidebar.current()
@@ -65,13 +65,13 @@ row = ds.index_of(subject)
 
 # -- 2. prediction -----------------------------------------------------------------------
 with c[2]:
-    if sel.model_id is None:
+    if sel.model_ref is None:
         st.caption(sel.model_note or "No model selected: choose one in the sidebar for a prediction.")
     else:
-        try:
-            names = loaders.output_names(sel.model_id, sel.device)
+        with errors.shown("The prediction"):
+            names = loaders.output_names(sel.model_ref, sel.device)
             with st.spinner("Running the model over the dataset (once)..."):
-                y = loaders.model_outputs(sel.source, sel.model_id, sel.device)[row]
+                y = loaders.model_outputs(sel.source, sel.model_ref, sel.device)[row]
             cols = st.columns(min(3, len(names)))
             for i, (name, value) in enumerate(list(zip(names, y, strict=True))[:3]):
                 cols[i].metric(f"Model: {name}", f"{value:.3f}")
@@ -79,14 +79,12 @@ with c[2]:
             if labels:
                 st.caption("Recorded " + ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
                                                     for k, v in labels.items()))  # fmt: skip
-        except Exception as exc:
-            st.error(f"No prediction: {exc}")
 
 # -- 3. the volume in three planes -------------------------------------------------------
-try:
+vol = None
+with errors.shown("Reading the volume"):
     vol, affine = loaders.volume(sel.source, subject)
-except Exception as exc:
-    st.error(str(exc))
+if vol is None:
     st.stop()
 
 if vol.ndim == 3:
@@ -113,34 +111,26 @@ st.caption(
 
 # -- 4. the model's input with a baseline map --------------------------------------------
 st.subheader("What the model sees")
-if sel.model_id is None:
+if sel.model_ref is None:
     st.caption(sel.model_note or "Choose a model in the sidebar.")
     st.stop()
-_, card = loaders.model(sel.model_id, sel.device)
-spec = loaders.card_spec(card)
-inputs = loaders.model_inputs(sel.source, spec.plane, spec.index, spec.size)
+spec = loaders.card(sel.model_ref, sel.device).spec
+inputs = loaders.model_inputs(sel.source, spec)
 k = slice_index(vol.shape, affine, spec.plane, spec.index) if vol.ndim == 3 else 0
 c = st.columns([1, 2])
 with c[0]:
     st.caption(f"{spec.plane} slice {spec.index!r} (voxel {k}), resized to {spec.size}×{spec.size}.")
     overlay_on = st.toggle("Overlay a baseline map", key=state.BROWSE_OVERLAY)
-    methods = loaders.baseline_methods(sel.model_id, sel.device)
     method = opacity = cmap = None
     if overlay_on:
-        if not methods:
-            st.info(loaders.engine_status("engine.baselines") or "No baseline methods available.")
-        else:
-            method = st.selectbox("Method", methods, key=state.BROWSE_OVERLAY_METHOD)
-            opacity = st.slider("Opacity", 0.0, 1.0, key=state.BROWSE_OVERLAY_OPACITY, step=0.05)
-            cmap = st.selectbox("Colour map", state.OVERLAY_CMAPS, key=state.BROWSE_OVERLAY_CMAP)
+        method = st.selectbox("Method", loaders.baseline_methods(sel.model_ref), key=state.BROWSE_OVERLAY_METHOD)
+        opacity = st.slider("Opacity", 0.0, 1.0, key=state.BROWSE_OVERLAY_OPACITY, step=0.05)
+        cmap = st.selectbox("Colour map", state.OVERLAY_CMAPS, key=state.BROWSE_OVERLAY_CMAP)
 overlay = None
 if method is not None:
-    try:
-        with st.spinner(f"Computing {method}..."):
-            raw = loaders.attribution(sel.source, sel.model_id, sel.device, row, method, sel.output)
-            overlay = loaders.display_maps({method: raw}, signed=cmap == "RdBu_r")[method]
-    except Exception as exc:
-        st.error(f"The {method} map failed: {exc}")
+    with errors.shown(f"The {method} map"), st.spinner(f"Computing {method}..."):
+        raw = loaders.attribution(sel.source, sel.model_ref, sel.device, row, method, sel.output)
+        overlay = loaders.display_maps({method: raw}, signed=cmap == "RdBu_r")[method]
 with c[1]:
     st.plotly_chart(
         slice_viewer.model_slice_figure(

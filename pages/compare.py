@@ -5,19 +5,20 @@ sanity-check and infidelity numbers."""
 import pandas as pd
 import streamlit as st
 
-from components import colors, loaders, maps, score_bars, sidebar, state
+from components import colors, errors, loaders, maps, score_bars, sidebar, state
+from engine.cards import ModelRef
 
 sel = sidebar.current()
 st.title("Compare: pixel maps and feature scores")
 st.caption("Pixel maps say *where* the model looks on one image; Eve's scores say *which human feature* drives it.")
-if sel.source is None or sel.model_id is None:
+if sel.source is None or sel.model_ref is None:
     st.info(sel.model_note or "Choose a dataset and a model in the sidebar.")
     st.stop()
 
 ds = sel.dataset
 table = loaders.feature_table(sel.source)
 palette = colors.feature_colors(ds.features)
-split = "test" if "split" in table.columns and (table["split"] == "test").any() else "all"
+split = loaders.default_split(sel.source)
 rows = loaders.split_rows(sel.source, split)
 
 # -- 1. maps for one image beside the score bars -----------------------------------------
@@ -30,42 +31,31 @@ row = ds.index_of(subject)
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Pixel attribution maps")
-    methods = loaders.baseline_methods(sel.model_id, sel.device)
-    if not methods:
-        st.info(loaders.engine_status("engine.baselines") or "No baseline methods available.")
-    else:
-        _, card = loaders.model(sel.model_id, sel.device)
-        spec = loaders.card_spec(card)
-        image = loaders.model_inputs(sel.source, spec.plane, spec.index, spec.size)[row, 0]
-        found, failed = {}, {}
-        with st.status(f"Computing {len(methods)} maps...", expanded=False) as status:
-            for method in methods:
-                try:
-                    found[method] = loaders.attribution(sel.source, sel.model_id, sel.device, row, method, sel.output)
-                except Exception as exc:
-                    failed[method] = str(exc)
-            status.update(label=f"{len(found)} maps", state="complete")
-        for method, message in failed.items():
-            st.error(f"{method}: {message}")
-        if found:
-            shown = loaders.display_maps(found, signed)
-            st.plotly_chart(maps.map_grid(shown, image, signed=signed), key="compare_maps")
-            st.caption(
-                f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "
-                f"({'red = raises, blue = lowers the output' if signed else 'brighter = larger |attribution|'})."
-            )
+    methods = loaders.baseline_methods(sel.model_ref)
+    image = loaders.model_inputs(sel.source, loaders.card(sel.model_ref, sel.device).spec)[row, 0]
+    found = {}
+    with st.status(f"Computing {len(methods)} maps...", expanded=False) as status:
+        for method in methods:
+            with errors.shown(f"The {method} map"):
+                found[method] = loaders.attribution(sel.source, sel.model_ref, sel.device, row, method, sel.output)
+        status.update(label=f"{len(found)} maps", state="complete")
+    if found:
+        shown = loaders.display_maps(found, signed)
+        st.plotly_chart(maps.map_grid(shown, image, signed=signed), key="compare_maps")
+        st.caption(
+            f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "
+            f"({'red = raises, blue = lowers the output' if signed else 'brighter = larger |attribution|'})."
+        )
 with right:
     st.subheader("Eve's scores for this model")
-    try:
-        scores = loaders.data_scores(sel.source, sel.model_id, sel.device, sel.output, split, tuple(ds.features), 200)
+    with errors.shown("The scores"):
+        scores = loaders.data_scores(sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200)
         st.plotly_chart(score_bars.score_bars(scores.assign(source="data"), palette), key="compare_scores")
         st.caption(f"From data: {len(rows)} {split} images, 95% bootstrap intervals.")
-    except Exception as exc:
-        st.error(f"The scores failed: {exc}")
 
 # -- 2. model vs model -------------------------------------------------------------------
 st.subheader("Model vs model")
-others = [n for n in loaders.cards_offered(sel.dataset_name, ds.is_3d) if f"zoo:{n}" != sel.model_id]
+others = [n for n in loaders.cards_offered(sel.dataset_name, ds.is_3d) if ModelRef.builtin(n) != sel.model_ref]
 if not others:
     st.info("No other built-in model for this dataset to compare with.")
 else:
@@ -73,12 +63,11 @@ else:
     if st.session_state.get(state.COMPARE_OTHER_MODEL) not in others:
         st.session_state[state.COMPARE_OTHER_MODEL] = default
     other = st.selectbox("Compare with", others, key=state.COMPARE_OTHER_MODEL)
-    try:
-        other_id = loaders.model_id_for(other, None, "", None, 0)
+    with errors.shown("The comparison"):
         both = [
-            loaders.data_scores(sel.source, sel.model_id, sel.device, sel.output, split, tuple(ds.features), 200)
+            loaders.data_scores(sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200)
             .assign(model=sel.model_label),
-            loaders.data_scores(sel.source, other_id, sel.device, 0, split, tuple(ds.features), 200)
+            loaders.data_scores(sel.source, ModelRef.builtin(other), sel.device, 0, split, tuple(ds.features), 200)
             .assign(model=other),
         ]  # fmt: skip
         st.plotly_chart(
@@ -88,44 +77,33 @@ else:
             "Plain bars: the selected model; the second model's bars follow it. A model that leans on a "
             "shortcut (e.g. head size, icv) shows a large score for that feature."
         )
-    except Exception as exc:
-        st.error(f"The comparison failed: {exc}")
 
 # -- 3. quality of the maps --------------------------------------------------------------
 st.subheader("How trustworthy are the maps?")
-quality_note = loaders.map_quality_status()
-if quality_note is not None:
-    st.info(quality_note)
+key = ("map-quality", sel.source, sel.model_ref, sel.output)
+quality = state.results().get(key)
+if st.button("Compute sanity check and infidelity (slow)", key=state.COMPARE_QUALITY_RUN):
+    with st.status("Randomising the model layer by layer and scoring each method...", expanded=True) as status:
+        bar = st.progress(0.0)
+        done = False
+        with errors.shown("The map quality check"):
+            quality = loaders.map_quality(sel.source, sel.model_ref, sel.device, sel.output,
+                                          tuple(int(r) for r in rows[:4]),
+                                          progress=lambda f, text: bar.progress(f, text=text))
+            state.results()[key] = quality
+            done = True
+        status.update(label="Map quality done" if done else "Map quality failed",
+                      state="complete" if done else "error")
+if quality is not None:
+    st.dataframe(
+        quality,
+        hide_index=True,
+        column_config={c: st.column_config.NumberColumn(format="%.3g") for c in quality.columns if c != "method"},
+    )
+    st.caption(
+        "Randomisation check (Adebayo et al.): rank correlation of each map before and after randomising the "
+        "trained weights — a map that barely changes does not depend on what the model learned. "
+        "Infidelity and max-sensitivity (captum): lower is better."
+    )
 else:
-    key = ("map-quality", sel.source, sel.model_id, sel.output)
-    quality = state.results().get(key)
-    if st.button("Compute sanity check and infidelity (slow)", key=state.COMPARE_QUALITY_RUN):
-        with st.status("Randomising the model layer by layer and scoring each method...", expanded=True) as status:
-            bar = st.progress(0.0)
-            try:
-                quality = loaders.map_quality(
-                    sel.source,
-                    sel.model_id,
-                    sel.device,
-                    sel.output,
-                    tuple(int(r) for r in rows[:4]),
-                    progress=lambda f, text: bar.progress(f, text=text),
-                )
-                state.results()[key] = quality
-                status.update(label="Map quality done", state="complete")
-            except Exception as exc:
-                status.update(label="Map quality failed", state="error")
-                st.error(str(exc))
-    if quality is not None:
-        st.dataframe(
-            quality,
-            hide_index=True,
-            column_config={c: st.column_config.NumberColumn(format="%.3g") for c in quality.columns if c != "method"},
-        )
-        st.caption(
-            "Randomisation check (Adebayo et al.): rank correlation of each map before and after randomising the "
-            "trained weights — a map that barely changes does not depend on what the model learned. "
-            "Infidelity and max-sensitivity (captum): lower is better."
-        )
-    else:
-        st.caption("Not computed yet in this session.")
+    st.caption("Not computed yet in this session.")

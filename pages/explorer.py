@@ -7,7 +7,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from components import colors, curves, loaders, samples, sidebar, state
+from components import colors, errors, explorer_panels, loaders, samples, sidebar, state
 
 STEPS = 41  # slider positions across the feature's training range (each one cached once drawn)
 
@@ -16,13 +16,17 @@ st.title("Feature explorer (live)")
 if sel.source is None:
     st.info("No dataset loaded: choose one in the sidebar.")
     st.stop()
-note = loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status(sel.dataset_name)
+note = loaders.diffusion_unavailable(sel.dataset_name)
 if note is not None:
     st.info(note)
     st.stop()
 
 ds = sel.dataset
-dm = loaders.diffusion(sel.dataset_name)
+dm = None
+with errors.shown("Loading the diffusion model"):
+    dm = loaders.diffusion(sel.dataset_name)
+if dm is None:
+    st.stop()
 palette = colors.feature_colors(ds.features)
 
 # -- 1. controls -------------------------------------------------------------------------
@@ -35,8 +39,8 @@ guidance = c[3].select_slider(
     help="Classifier-free guidance for display only: > 1 makes samples more typical. Scores always use 1.",
 )  # fmt: skip
 
-info = dm.feature_info(feature)
-categorical = info["kind"] == "categorical"
+info = dm.feature(feature)
+categorical = info.is_categorical
 if categorical:
     options = list(dm.feature_range(feature))
 else:
@@ -49,9 +53,9 @@ value_b_key = state.keyed(state.EXPLORER_VALUE_B, sel.source, feature)
 
 def _nearest(percentile: int):
     """The option nearest to a percentile of the feature in the data (the middle one if unknown)."""
-    if categorical or "data_percentiles" not in info:
+    if categorical or info.data_percentiles is None:
         return options[len(options) // 2] if percentile == 50 else options[-1]
-    target = info["data_percentiles"][percentile]
+    target = info.data_percentiles[percentile]
     return min(options, key=lambda v: abs(v - target))
 
 
@@ -102,63 +106,27 @@ with left:
             bar.progress((i + 1) / len(options), text=f"{feature} = {v}")
             time.sleep(0.05)
         bar.empty()
-    try:
-        t0 = time.perf_counter()
-        with st.spinner("Sampling..."):
-            images, measured = _draw(grid, value)
-        elapsed = time.perf_counter() - t0
-    except Exception as exc:
-        st.error(f"Sampling failed: {exc}")
+    images = None
+    t0 = time.perf_counter()
+    with errors.shown("Sampling"), st.spinner("Sampling..."):
+        images, measured = _draw(grid, value)
+    elapsed = time.perf_counter() - t0
+    if images is None:
         st.stop()
     mae = "" if measured is None or categorical else f" Mean |measured − a| = {np.mean(np.abs(measured - value)):.3g}."
     st.caption(
         f"Each tile keeps its own noise seed, so moving the slider morphs the same {n} subjects; every other "
         f"feature follows its distribution given {feature} as the diffusion model learned it. Captions: "
-        f"{feature} read back from each image by Eve's probe.{mae} Drawn in {elapsed:.2f} s."
+        f"{feature} read back from each image by Eve's probe.{mae} Drawn in {elapsed:.2f} s. "
+        f"How these are drawn: {loaders.explorer_sampler(float(guidance)).description} Scores are drawn another "
+        f"way, which pins each sample's other features to a real subject's: "
+        f"{loaders.score_sampler(sel.dataset_name).description}"
     )
 
 # -- 3. the model's outputs at this value ------------------------------------------------
 with right:
-    st.subheader("The model at this value")
-    problem = None
-    if sel.model_id is None:
-        problem = sel.model_note or "Choose a model in the sidebar."
-    else:
-        problem = loaders.diffusion_compatibility(sel.dataset_name, sel.model_id, sel.device)
-    if problem is not None:
-        st.info(problem)
-    else:
-        try:
-            y = loaders.sample_outputs(sel.dataset_name, feature, value, n, seed, float(guidance), sel.model_id,
-                                       sel.device, sel.output)  # fmt: skip
-            split = "test" if "split" in loaders.feature_table(sel.source).columns else "all"
-            curve, y_data, a_data = loaders.curve(sel.source, sel.model_id, sel.device, sel.output, split, feature)
-            data_mean = None
-            if curve.status == "ok":
-                if categorical:
-                    hits = [i for i, g in enumerate(curve.grid) if g == value]
-                    data_mean = float(curve.mean[hits[0]]) if hits else None
-                else:
-                    data_mean = float(np.interp(value, curve.grid, curve.mean))
-            st.plotly_chart(
-                curves.output_distribution(y, label=f"{feature} = {value}", color=palette.get(feature, "#0072B2"),
-                                           mean_line=data_mean, height=260),
-                key="explorer_violin",
-            )  # fmt: skip
-            st.plotly_chart(
-                curves.conditional_curve_figure(
-                    curve, y_data, a_data, feature=feature, output_name=sel.output_name,
-                    color=palette.get(feature, "#0072B2"), categorical=categorical,
-                    marker_at=None if categorical else value, height=280,
-                ),
-                key="explorer_curve",
-            )  # fmt: skip
-            st.caption(
-                f"Violin: {sel.output_name} on the {n} samples. Dotted line and curve: E[f | A = a] from the "
-                f"{split} images, the dashed line marks a."
-            )
-        except Exception as exc:
-            st.error(f"The model could not be evaluated on the samples: {exc}")
+    explorer_panels.model_at_value(sel, feature, value, n, seed, float(guidance), categorical,
+                                   palette.get(feature, "#0072B2"))
 
 # -- 4. two values side by side ----------------------------------------------------------
 st.subheader("Two values side by side")
@@ -168,20 +136,12 @@ value_b = c[0].select_slider(
     format_func=lambda v: f"{v:.4g}" if isinstance(v, float) else str(v),
 )  # fmt: skip
 which = c[1].number_input("Sample", 1, n, 1, key=state.keyed(state.EXPLORER_STEP, "which", n)) - 1
-try:
+with errors.shown("Sampling the second value"):
     images_b, _ = loaders.conditional_samples(sel.dataset_name, feature, value_b, n, seed, float(guidance))
     st.plotly_chart(
         samples.difference_figure(images[which], images_b[which], (f"{feature} = {value}", f"{feature} = {value_b}")),
         key="explorer_difference",
     )
     st.caption("The same sample (same noise) at the two values: the difference shows what the feature changes.")
-except Exception as exc:
-    st.error(f"Sampling failed: {exc}")
 
-with st.expander("Pre-compute every slider position (for instant moves)"):
-    if st.button("Pre-compute", key=state.keyed(state.EXPLORER_STEP, "bank")):
-        bar = st.progress(0.0)
-        for i, v in enumerate(options):
-            loaders.conditional_samples(sel.dataset_name, feature, v, n, seed, float(guidance))
-            bar.progress((i + 1) / len(options), text=f"{i + 1}/{len(options)}")
-        st.success(f"All {len(options)} positions of {feature} are cached for seed {seed}, {n} samples.")
+explorer_panels.precompute(sel, feature, options, n, seed, float(guidance))

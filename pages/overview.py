@@ -3,7 +3,7 @@ it reads the feature table and the model card only (no model outputs, no samplin
 
 import streamlit as st
 
-from components import loaders, sidebar
+from components import errors, loaders, sidebar
 
 sel = sidebar.current()
 
@@ -23,7 +23,7 @@ with left:
     if sel.source is None:
         st.info("No dataset loaded: choose an embedded one or upload a folder in the sidebar.")
     else:
-        try:
+        with errors.shown("Reading the dataset"):
             ds = sel.dataset
             st.text(sel.dataset_label)
             c = st.columns(3)
@@ -33,19 +33,16 @@ with left:
             st.caption("Features: " + ", ".join(ds.features))
             if ds.truth is not None:
                 st.caption("Synthetic set with known ground truth (truth.json): see the Ground truth page.")
-        except Exception as exc:  # show, keep the page up
-            st.error(f"The dataset could not be read: {exc}")
 
 with right:
     st.subheader("Model")
-    if sel.model_id is None:
+    if sel.model_ref is None:
         st.info(sel.model_note or "No model selected.")
     else:
-        try:
-            _, card = loaders.model(sel.model_id, sel.device)
+        with errors.shown("Loading the model"):
+            card = loaders.card(sel.model_ref, sel.device)
             st.text(f"{sel.model_label} — explaining output: {sel.output_name}")
-            info = loaders.card_dict(card)
-            metrics = loaders.card_value(card, "metrics") or {}
+            metrics = card.metrics
             shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             held_out = metrics.get("split", "held-out")
             if shown:
@@ -53,16 +50,14 @@ with right:
                 for i, (name, value) in enumerate(list(shown.items())[:4]):
                     label = f"{held_out} images" if name == "n" else name.replace("_", " ")
                     cols[i].metric(label, f"{value:.3f}" if isinstance(value, float) else str(value))
-            spec = loaders.card_spec(card)
+            spec = card.spec
             st.caption(
                 (f"Metrics on the held-out {held_out} split. " if shown else "")
-                + f"Trained on {info.get('dataset', '?')} to predict {info.get('target', '?')}; "
+                + f"Trained on {card.dataset or '?'} to predict {card.target or '?'}; "
                 f"input: {spec.plane} slice {spec.index}, {spec.size}×{spec.size} px."
             )
             with st.expander("Full model card"):
-                st.json({k: v for k, v in info.items() if k not in ("state_dict",)}, expanded=False)
-        except Exception as exc:
-            st.error(f"The model could not be loaded: {exc}")
+                st.json(card.to_json(), expanded=False)
 
 st.subheader("Where to go next")
 nav = st.columns(5)

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from components import colors, correlation, curves, loaders, score_bars, sidebar, state
+from components import colors, correlation, curves, diffusion_panel, errors, loaders, score_bars, sidebar, state
 
 sel = sidebar.current()
 st.title("Attribution scores")
@@ -24,9 +24,9 @@ c = st.columns([3, 1, 1])
 features = c[0].multiselect(
     "Features", ds.features, default=ds.features, key=state.keyed(state.SCORES_FEATURES, sel.source)
 )
-has_split = "split" in table.columns and table["split"].nunique() > 1
+splits = [s for s in ("test", "train") if "split" in table.columns and (table["split"] == s).any()]
 split = c[1].selectbox(
-    "Images", ["test", "train", "all"] if has_split else ["all"], key=state.SCORES_SPLIT,
+    "Images", [*splits, "all"] if len(splits) > 1 else ["all"], key=state.SCORES_SPLIT,
     help="Scores on held-out images describe the model, not what it memorised.",
 )  # fmt: skip
 n_boot = c[2].select_slider("Bootstrap draws", [0, 50, 100, 200, 500, 1000], key=state.SCORES_N_BOOT)
@@ -37,63 +37,18 @@ rows = loaders.split_rows(sel.source, split)
 
 # -- 2. data-based scores ----------------------------------------------------------------
 scores = None
-if sel.model_id is None:
+if sel.model_ref is None:
     st.info(sel.model_note or "Choose a model in the sidebar to score it.")
 else:
-    try:
-        with st.spinner("Running the model and computing the scores..."):
-            scores = loaders.data_scores(
-                sel.source, sel.model_id, sel.device, sel.output, split, tuple(features), int(n_boot)
-            )
-        scores = scores.assign(source="data")
-    except Exception as exc:
-        st.error(f"The data-based scores failed: {exc}")
+    with errors.shown("The data-based scores"), st.spinner("Running the model and computing the scores..."):
+        scores = loaders.data_scores(
+            sel.source, sel.model_ref, sel.device, sel.output, split, tuple(features), int(n_boot)
+        ).assign(source="data")
 
 # -- 3. diffusion-based scores (kept in the session once computed) -----------------------
-diffusion_key = ("diffusion-scores", sel.source, sel.model_id, sel.output)
-diffusion_scores = state.results().get(diffusion_key)
-diffusion_note = loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status(sel.dataset_name)
-if diffusion_note is None and sel.model_id is not None:
-    diffusion_note = loaders.diffusion_compatibility(sel.dataset_name, sel.model_id, sel.device)
-with st.expander("Diffusion-based scores (for scarce data)", expanded=diffusion_scores is not None):
-    if sel.model_id is None:
-        st.info("Choose a model first.")
-    elif diffusion_note is not None:
-        st.info(diffusion_note)
-    else:
-        c = st.columns([1, 1, 2])
-        k_values = c[0].number_input("Feature values K", 3, 20, key=state.SCORES_DIFFUSION_K)
-        n_per = c[1].number_input("Samples per value N", 2, 64, key=state.SCORES_DIFFUSION_N)
-        usable = [f for f in features if f in loaders.diffusion_features(sel.dataset_name)]
-        c[2].caption(
-            f"{k_values * n_per} samples per feature for {len(usable)} feature(s), at guidance 1 (the plain "
-            "conditional model) with independent seeds per value; each sample's other features come from a "
-            "training subject near the value, and the model's feature read-out steers each sample to the "
-            "features it was given; the noise of small N is subtracted."
-        )
-        if st.button("Compute diffusion-based scores", key=state.SCORES_DIFFUSION_RUN, disabled=not usable):
-            found = []
-            with st.status("Sampling from the diffusion model...", expanded=True) as status:
-                bar = st.progress(0.0)
-                for i, feature in enumerate(usable):
-                    st.write(f"{feature}: {k_values} values × {n_per} samples")
+diffusion_scores = diffusion_panel.draw(sel, features)
 
-                    def tick(done, total, i=i):
-                        bar.progress(min(1.0, (i + done / total) / len(usable)))
-
-                    try:
-                        row, _ = loaders.diffusion_score_row(sel, feature, int(k_values), int(n_per), progress=tick)
-                        found.append(row)
-                    except Exception as exc:
-                        st.error(f"{feature}: {exc}")
-                status.update(label="Diffusion-based scores done", state="complete", expanded=False)
-            if found:
-                diffusion_scores = pd.DataFrame(found).assign(source="diffusion")
-                state.results()[diffusion_key] = diffusion_scores
-        if diffusion_scores is not None:
-            st.caption(f"Computed this session for {len(diffusion_scores)} feature(s); kept while you explore.")
-
-truth = loaders.truth_scores(sel, tuple(features)) if sel.model_id is not None else None
+truth = loaders.truth_scores(sel, tuple(features)) if sel.model_ref is not None else None
 
 # -- 4. bars beside the correlation matrix -----------------------------------------------
 left, right = st.columns([3, 2])
@@ -139,11 +94,11 @@ if scores is not None:
                 st.badge(badge[0], color=badge[1])
 
 # -- 6. the conditional curve ------------------------------------------------------------
-if sel.model_id is not None:
+if sel.model_ref is not None:
     st.subheader("The conditional curve E[f | A = a]")
     feature = st.selectbox("Feature", features, key=state.keyed(state.SCORES_CURVE_FEATURE, sel.source))
-    try:
-        curve, y, a = loaders.curve(sel.source, sel.model_id, sel.device, sel.output, split, feature)
+    with errors.shown("The conditional curve"):
+        curve, y, a = loaders.curve(sel.source, sel.model_ref, sel.device, sel.output, split, feature)
         if curve.status != "ok":
             st.warning(curve.message)
         st.plotly_chart(
@@ -157,8 +112,6 @@ if sel.model_id is not None:
             "Dots: one image each. Line: the smoothed mean output at each feature value, with its 95% band. "
             "The score is the variance of this line relative to the variance of the dots."
         )
-    except Exception as exc:
-        st.error(f"The conditional curve failed: {exc}")
 
 # -- 7. downloads ------------------------------------------------------------------------
 if combined is not None and not combined.empty:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from components import colors, loaders, score_bars, sidebar, state
+from components import colors, errors, loaders, score_bars, sidebar, state
 
 sel = sidebar.current()
 st.title("Ground truth")
@@ -19,13 +19,13 @@ if ds.truth is None:
         "Choose SynthBrain or Shapes in the sidebar."
     )
     st.stop()
-if sel.model_id is None:
+if sel.model_ref is None:
     st.info(sel.model_note or "Choose a model in the sidebar.")
     st.stop()
 
 palette = colors.feature_colors(ds.features)
 features = tuple(ds.features)
-found = loaders.truth_table(sel.source, sel.model_id, sel.device, features)
+found = loaders.truth_table(sel.source, sel.model_ref, sel.device, features)
 if found is None:
     st.info("This model's target is not a known function of the features (an uploaded model?): no truth to compare.")
     st.stop()
@@ -43,11 +43,11 @@ st.caption(
     "approximates its target, so small gaps are expected; large ones flag either the model or the estimator."
 )
 
-split = "test" if "split" in ds.table.columns else "all"
-try:
-    estimate = loaders.data_scores(sel.source, sel.model_id, sel.device, sel.output, split, features, 200)
-except Exception as exc:
-    st.error(f"The estimated scores failed: {exc}")
+split = loaders.default_split(sel.source)
+estimate = None
+with errors.shown("The estimated scores"):
+    estimate = loaders.data_scores(sel.source, sel.model_ref, sel.device, sel.output, split, features, 200)
+if estimate is None:
     st.stop()
 
 both = pd.concat([estimate.assign(source="data"), truth.assign(source="truth")], ignore_index=True)

@@ -18,7 +18,8 @@ import torch
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest, app_test
 
-from components import loaders, state
+from components import state
+from engine.models import list_cards
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -67,11 +68,7 @@ def _texts(at: AppTest) -> str:
 
 
 def _zoo_names(dataset: str) -> list[str]:
-    if loaders.engine_status("engine.models.zoo") is not None:
-        return []
-    from engine.models.zoo import list_cards
-
-    return [c["name"] for c in list_cards() if c.get("dataset") == dataset]
+    return [c.name for c in list_cards() if c.dataset == dataset]
 
 
 # -- every page renders ------------------------------------------------------------------
@@ -170,8 +167,6 @@ def test_switching_model_changes_the_scores():
 
 
 def test_switching_overlay_method_changes_the_map():
-    if not loaders.baseline_methods() or not _zoo_names("synthbrain"):
-        pytest.skip("the baseline maps or the model zoo are not ready yet")
     at = _app()
     at.switch_page("pages/browse.py").run()
     at.toggle(key=state.BROWSE_OVERLAY).set_value(True).run()
@@ -185,8 +180,6 @@ def test_switching_overlay_method_changes_the_map():
 
 @pytest.mark.parametrize("dataset", ["synthbrain", "shapes"])
 def test_moving_the_feature_slider_changes_the_samples(dataset):
-    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status(dataset):
-        pytest.skip(f"the {dataset} diffusion model is not ready yet")
     at = _app(dataset)
     at.switch_page("pages/explorer.py").run()
     _no_exception(at)
@@ -200,8 +193,6 @@ def test_moving_the_feature_slider_changes_the_samples(dataset):
 
 
 def test_step_buttons_move_the_feature_value():
-    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status("synthbrain"):
-        pytest.skip("the diffusion model is not ready yet")
     at = _app()
     at.switch_page("pages/explorer.py").run()
     feature = at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "synthbrain")).value
@@ -217,10 +208,6 @@ def test_step_buttons_move_the_feature_value():
 
 
 def _diffusion_scores_app(dataset: str = "synthbrain", features=("ventricle_volume", "icv")) -> AppTest:
-    if loaders.engine_status("engine.diffusion") or loaders.diffusion_score_status(dataset):
-        pytest.skip(f"the {dataset} diffusion model is not ready yet")
-    if not _zoo_names(dataset):
-        pytest.skip("the model zoo is not ready yet")
     at = _app(dataset)
     at.switch_page("pages/scores.py").run()
     at.multiselect(key=state.keyed(state.SCORES_FEATURES, dataset)).set_value(list(features)).run()
@@ -373,8 +360,6 @@ def _torchscript(module: torch.nn.Module) -> bytes:
 
 
 def _model_upload_app() -> AppTest:
-    if loaders.engine_status("engine.models.zoo") is not None:
-        pytest.skip("the model zoo (TorchScript loading) is not ready yet")
     at = _app()
     at.session_state[state.RESULTS] = {"earlier": 42}
     at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value(state.UPLOADED_MODEL).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -98,9 +99,11 @@ def test_batched_maps_equal_one_image_at_a_time(cnn, images, method):
 
 @pytest.mark.parametrize("method", [m for m, info in METHODS.items() if info.random])
 def test_random_methods_are_reproducible_by_seed_and_keep_the_global_rng(cnn, images, method):
-    state = torch.random.get_rng_state()
+    state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
     a = attribution_map(cnn, images, method, target=1, seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(np.array_equal(x, y) for x, y in zip(np.random.get_state(), numpy_state, strict=True))
+    np.random.seed(12345)  # captum draws GradientShap's path coefficients from numpy's global RNG
     b = attribution_map(cnn, images, method, target=1, seed=3)
     c = attribution_map(cnn, images, method, target=1, seed=4)
     assert torch.equal(a, b)

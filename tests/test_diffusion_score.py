@@ -30,11 +30,6 @@ def tabled(tiny):
     return with_table(tiny, linked_table())
 
 
-def _dict_card(dataset: str = "toy") -> dict:
-    """The classifier card as the old dict (still accepted while callers move to `ModelCard`)."""
-    return {"dataset": dataset, "spec": {"plane": "axial", "index": None, "size": SIZE}, "output_names": ["y"]}
-
-
 @pytest.mark.parametrize("k_values", [2, 3, 8, 16])
 def test_feature_values_are_the_means_of_equal_mass_bins(k_values):
     """Quantile function Q(u) = u^2 on [0, 1] (101 percentiles): bin k's mean is
@@ -56,33 +51,23 @@ def test_feature_values_are_bin_means_or_levels(tiny):
         feature_values(tiny, "size", 1)
 
 
-@pytest.mark.parametrize("card", [classifier_card, _dict_card])
-def test_score_refuses_a_diffusion_model_of_another_dataset(tiny, card):
+def test_score_refuses_a_diffusion_model_of_another_dataset(tiny):
+    card = classifier_card
     with pytest.raises(EveInputError, match="trained on 'synthbrain'.*generates 'toy'"):
         diffusion_score(classifier(), card("synthbrain"), tiny, "size")
-    coronal = SliceSpec("coronal", None, SIZE)
-    wrong_slice = classifier_card(spec=coronal) if card is classifier_card else _dict_card() | {
-        "spec": {"plane": "coronal", "index": None, "size": SIZE}}  # fmt: skip
     with pytest.raises(EveInputError, match="sees the coronal slice.*generates the axial slice"):
-        check_compatible(wrong_slice, tiny)
+        check_compatible(classifier_card(spec=SliceSpec("coronal", None, SIZE)), tiny)
     check_compatible(card(), tiny)  # the same dataset and slice
 
 
-@pytest.mark.parametrize("card", [classifier_card, _dict_card])
-def test_score_unknown_feature_and_output(tiny, card):
+def test_score_unknown_feature_and_output(tiny):
+    card = classifier_card
     with pytest.raises(EveInputError, match="Unknown feature 'age'"):
         diffusion_score(classifier(), card(), tiny, "age")
     with pytest.raises(EveInputError, match="Unknown output"):
         diffusion_score(classifier(), card(), tiny, "size", output="logit")
     with pytest.raises(EveInputError, match="at least 2 samples"):
         diffusion_score(classifier(), card(), tiny, "size", n_per_value=1)
-
-
-def test_both_card_forms_give_the_same_score(tiny):
-    clf = classifier()
-    runs = [diffusion_score(clf, card(), tiny, "size", k_values=2, n_per_value=3, steps=2, n_boot=0)[1]
-            for card in (classifier_card, _dict_card)]  # fmt: skip
-    np.testing.assert_array_equal(runs[0]["mean"], runs[1]["mean"])
 
 
 def test_score_draws_free_features_from_the_table_when_the_model_has_one(tiny, tabled):

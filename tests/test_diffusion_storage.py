@@ -99,12 +99,6 @@ def test_typed_fields():
     assert card.spec.plane == "axial" and isinstance(hash(card), int)
 
 
-def test_the_dict_reading_shim_reads_attributes_and_extras():
-    card = DiffusionCard.from_json(toy_card_json() | {"probe_features": ["size"], "note": "n"})
-    assert card.get("probe_features", []) == ("size",) and card.get("note") == "n"
-    assert card.get("readout", {}) == {} and card.get("missing", 3) == 3
-
-
 @pytest.mark.parametrize("drop, match", [("features", "lacks features"), ("denoiser", "lacks denoiser")])
 def test_a_card_without_a_required_key_names_the_fix(drop, match):
     data = {k: v for k, v in toy_card_json().items() if k != drop}

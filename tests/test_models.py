@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 from engine.__main__ import main
+from engine.cards import ModelCard, ModelRef
 from engine.data import SliceSpec
 from engine.errors import EveInputError
-from engine.models import card_spec, check_model, list_cards, load_model, load_torchscript, models_dir
+from engine.models import check_model, list_cards, load, load_model, load_torchscript, models_dir
 from engine.models.architectures import SmallCNN
 from engine.models.train import RECIPES, SYNTHBRAIN_SPEC, Recipe, TrainConfig, evaluate, fit
 
-CARDS = {card["name"]: card for card in list_cards()}
+CARDS = {card.name: card for card in list_cards()}
 SPEC = SliceSpec("axial", None, 16)  # tiny input for TorchScript checks
 
 
@@ -31,8 +32,8 @@ def _sigmoid(z):
 def test_every_recipe_has_a_card_and_every_card_a_recipe():
     assert set(CARDS) == set(RECIPES)
     assert {"synthbrain-diagnosis", "synthbrain-shortcut"} <= set(CARDS)
-    assert sum(name.startswith("shapes-") and CARDS[name]["kind"] == "cnn" for name in CARDS) >= 2
-    assert {c["kind"] for c in CARDS.values()} == {"cnn", "glass-box"}
+    assert sum(name.startswith("shapes-") and CARDS[name].kind == "cnn" for name in CARDS) >= 2
+    assert {c.kind for c in CARDS.values()} == {"cnn", "glass-box"}
 
 
 @pytest.mark.parametrize("name", sorted(CARDS))
@@ -40,28 +41,34 @@ def test_card_is_complete_and_its_model_fits_the_contract(name):
     card = CARDS[name]
     for key in ("dataset", "target", "target_definition", "depends_on", "task", "spec", "normalisation",
                 "output_names", "metrics", "command"):
-        assert card[key], key
-    assert card["command"] == f"python -m engine train-classifier {name}"
-    spec = card_spec(card)
-    expected = SYNTHBRAIN_SPEC if card["dataset"] == "synthbrain" else SliceSpec("axial", None, 64)
+        assert getattr(card, key), key
+    assert card.command == f"python -m engine train-classifier {name}"
+    spec = card.spec
+    expected = SYNTHBRAIN_SPEC if card.dataset == "synthbrain" else SliceSpec("axial", None, 64)
     assert spec == expected
     model, loaded = load_model(name)
-    assert loaded == card and not model.training
-    assert check_model(model, spec) == len(card["output_names"])
-    if card["kind"] == "cnn":
-        assert card["weights"] == f"{name}.safetensors" and card["training"]["wall_time_s"] > 0
-        assert (models_dir() / card["weights"]).stat().st_size < 1_000_000  # assets stay small
+    assert loaded == card and loaded.to_json() == card.to_json() and not model.training
+    assert check_model(model, spec) == len(card.output_names)
+    if card.kind == "cnn":
+        assert card.weights == f"{name}.safetensors" and card.training["wall_time_s"] > 0
+        assert (models_dir() / card.weights).stat().st_size < 1_000_000  # assets stay small
     else:
-        assert "function" in card and not card.get("weights")
+        assert card.function and not card.weights
+
+
+@pytest.mark.parametrize("name", sorted(CARDS))
+def test_card_json_round_trips_every_field(name):
+    written = json.loads((models_dir() / f"{name}.json").read_text())
+    assert ModelCard.from_json(written).to_json() == written
 
 
 @pytest.mark.parametrize("name", sorted(CARDS))
 def test_card_reproduces_its_held_out_metrics(name, request):
     card = CARDS[name]
-    dataset = request.getfixturevalue(card["dataset"])
+    dataset = request.getfixturevalue(card.dataset)
     model, _ = load_model(name)
     measured = evaluate(model, card, dataset)
-    recorded = {k: v for k, v in card["metrics"].items() if k != "split"}
+    recorded = {k: v for k, v in card.metrics.items() if k != "split"}
     assert measured["n"] == recorded["n"] == len(dataset.split_indices("test"))
     for key, value in recorded.items():
         assert measured[key] == pytest.approx(value, abs=0.01), key
@@ -69,14 +76,14 @@ def test_card_reproduces_its_held_out_metrics(name, request):
 
 def test_diagnosis_models_clearly_beat_chance():
     for name in ("synthbrain-diagnosis", "synthbrain-shortcut"):
-        metrics = CARDS[name]["metrics"]
+        metrics = CARDS[name].metrics
         assert metrics["accuracy"] >= 0.65 and metrics["auc"] >= 0.75, (name, metrics)
         assert metrics["accuracy"] > max(metrics["positive_fraction"], 1 - metrics["positive_fraction"]) + 0.1
 
 
 def test_shapes_models_learn_their_targets():
-    assert CARDS["shapes-size-texture"]["metrics"]["r2"] > 0.9
-    assert CARDS["shapes-elongated"]["metrics"]["accuracy"] > 0.9
+    assert CARDS["shapes-size-texture"].metrics["r2"] > 0.9
+    assert CARDS["shapes-elongated"].metrics["accuracy"] > 0.9
 
 
 # ---------------------------------------------------------------- glass-box models are exact
@@ -90,10 +97,10 @@ def _images(dataset, spec, n=6) -> torch.Tensor:
 
 def test_glass_ventricles_is_exactly_its_stated_function(synthbrain):
     model, card = load_model("synthbrain-glass-ventricles")
-    kw = card["architecture"]["kwargs"]
+    kw = card.architecture["kwargs"]
     r0, r1, c0, c1 = kw["window"]
-    assert f"rows {r0}..{r1 - 1}, cols {c0}..{c1 - 1}" in card["function"]
-    x = _images(synthbrain, card_spec(card)).requires_grad_()
+    assert f"rows {r0}..{r1 - 1}, cols {c0}..{c1 - 1}" in card.function
+    x = _images(synthbrain, card.spec).requires_grad_()
     y = model(x)[:, 0]
     a = x.detach().double().numpy()[:, 0]
     z = (kw["threshold"] - a[:, r0:r1, c0:c1]) / kw["temperature"]
@@ -107,8 +114,8 @@ def test_glass_ventricles_is_exactly_its_stated_function(synthbrain):
 
 def test_glass_area_is_exactly_its_stated_function(shapes):
     model, card = load_model("shapes-glass-area")
-    kw = card["architecture"]["kwargs"]
-    x = _images(shapes, card_spec(card))
+    kw = card.architecture["kwargs"]
+    x = _images(shapes, card.spec)
     a = x.double().numpy()[:, 0]
     frame = np.ones(a.shape[1:], bool)
     b = kw["border"]
@@ -120,16 +127,16 @@ def test_glass_area_is_exactly_its_stated_function(shapes):
 
 def test_glass_background_is_exactly_the_border_mean(shapes):
     model, card = load_model("shapes-glass-background")
-    x = _images(shapes, card_spec(card))
-    b = card["architecture"]["kwargs"]["border"]
+    x = _images(shapes, card.spec)
+    b = card.architecture["kwargs"]["border"]
     frame = torch.ones(64, 64, dtype=torch.bool)
     frame[b:-b, b:-b] = False
     torch.testing.assert_close(model(x)[:, 0], x[:, 0][:, frame].mean(dim=1))
 
 
 def test_glass_box_readouts_track_their_features():
-    assert CARDS["synthbrain-glass-ventricles"]["metrics"]["pearson_r"] > 0.9
-    assert CARDS["shapes-glass-area"]["metrics"]["pearson_r"] > 0.9
+    assert CARDS["synthbrain-glass-ventricles"].metrics["pearson_r"] > 0.9
+    assert CARDS["shapes-glass-area"].metrics["pearson_r"] > 0.9
 
 
 # ---------------------------------------------------------------- training is deterministic
@@ -149,7 +156,7 @@ def test_fit_is_deterministic_by_seed():
 def test_cli_rebuilds_a_glass_box_card(tmp_path, shapes, capsys):
     assert main(["train-classifier", "shapes-glass-background", "--out", str(tmp_path)]) == 0
     rebuilt = json.loads((tmp_path / "shapes-glass-background.json").read_text())
-    assert rebuilt["metrics"] == pytest.approx(CARDS["shapes-glass-background"]["metrics"])
+    assert rebuilt["metrics"] == pytest.approx(CARDS["shapes-glass-background"].metrics)
     assert "held-out" in capsys.readouterr().out
 
 
@@ -248,12 +255,27 @@ def _save(module: nn.Module, tmp_path, name="model.pt"):
 def test_torchscript_model_loads_from_path_and_bytes(tmp_path):
     path = _save(Good(), tmp_path)
     model, card = load_torchscript(path, SPEC, output_names=["a", "b"])
-    assert card["output_names"] == ["a", "b"] and card["kind"] == "torchscript"
-    assert card["spec"] == {"plane": "axial", "index": None, "size": 16}
+    assert card.output_names == ("a", "b") and card.kind == "torchscript" and card.is_torchscript
+    assert card.spec == SPEC and card.to_json()["spec"] == {"plane": "axial", "index": None, "size": 16}
     x = torch.rand(3, 1, 16, 16)
     model_bytes, card_bytes = load_torchscript(path.read_bytes(), SPEC)
     torch.testing.assert_close(model(x), model_bytes(x))
-    assert card_bytes["output_names"] == ["output_0", "output_1"]
+    assert card_bytes.output_names == ("output_0", "output_1")
+
+
+def test_a_model_ref_loads_what_it_names_and_is_a_cache_key(tmp_path):
+    path = _save(Good(), tmp_path)
+    ref = ModelRef.torchscript(path, SPEC)
+    assert hash(ref) == hash(ModelRef.torchscript(str(path), SPEC))
+    assert ref != ModelRef.torchscript(path, SliceSpec("axial", None, 32))
+    model, card = load(ref)
+    assert card.spec == SPEC and card.name == "model.pt" and card.output_names == ("output_0", "output_1")
+    builtin, card = load(ModelRef.builtin("shapes-glass-area"))
+    assert card == CARDS["shapes-glass-area"] and str(ModelRef.builtin("shapes-glass-area")) == "shapes-glass-area"
+    with pytest.raises(ValueError):
+        ModelRef(name="a", path="b", spec=SPEC)
+    with pytest.raises(ValueError):
+        ModelRef(path="b")
 
 
 @pytest.mark.parametrize(("module", "match"), [

@@ -1,4 +1,5 @@
-"""engine.report and `python -m engine score`: outputs, scores against the truth, report files, bad input.
+"""engine.scoring, engine.report and `python -m engine score`: outputs, scores against the truth, report
+files, bad input.
 
 The ground truth: on `shapes` every feature is independent and uniform (truth.json), so the
 true S(A) = Var(E[g | A]) / Var(g) is computed without the estimator under test:
@@ -24,7 +25,9 @@ import torch
 from torch import nn
 
 import engine.report as report
+from engine import scoring
 from engine.__main__ import main
+from engine.cards import ModelCard
 from engine.data import SliceSpec
 from engine.data import shapes as shapes_generator
 from engine.data.slicing import model_input, normalise_intensity
@@ -114,11 +117,16 @@ def binned_truth(y: np.ndarray, a: np.ndarray, low: float, high: float, bins: in
 GLASS_BOX = ("shapes-glass-area", "shapes-glass-background")  # zoo read-outs, scored if built
 
 
-def built_glass_boxes() -> dict[str, tuple[nn.Module, dict]]:
+def built_glass_boxes() -> dict[str, tuple[nn.Module, ModelCard]]:
     from engine.models import zoo
 
-    built = {c["name"] for c in zoo.list_cards()}
+    built = {c.name for c in zoo.list_cards()}
     return {name: zoo.load_model(name) for name in GLASS_BOX if name in built}
+
+
+def card_for(names, spec: SliceSpec = SPEC) -> ModelCard:
+    """The card of a test model that takes `spec` and returns outputs named `names`."""
+    return ModelCard(name="test model", kind="test", spec=spec, output_names=tuple(names))
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +135,7 @@ def readout_truth(shapes) -> pd.DataFrame:
     built glass-box zoo models, from the same TRUTH_MC fresh images."""
     ranges = {k: (v["low"], v["high"]) for k, v in shapes.truth["features"].items()}
     assert all(v["distribution"] == "uniform" for v in shapes.truth["features"].values())
-    models = {"readout": (ShapesReadout().eval(), {"output_names": READOUT_NAMES})} | built_glass_boxes()
+    models = {"readout": (ShapesReadout().eval(), card_for(READOUT_NAMES))} | built_glass_boxes()
     rng, generator = np.random.default_rng(2024), torch.Generator().manual_seed(2024)
     feats = {k: rng.uniform(lo, hi, TRUTH_MC) for k, (lo, hi) in ranges.items()}
     outputs = {name: [] for name in models}
@@ -139,7 +147,7 @@ def readout_truth(shapes) -> pd.DataFrame:
     rows = []
     for name, (_, card) in models.items():
         y = torch.cat(outputs[name]).numpy()
-        for j, out in enumerate(card["output_names"]):
+        for j, out in enumerate(card.output_names):
             rows += [(name, f, out, binned_truth(y[:, j], feats[f], *ranges[f])) for f in ranges]
     return pd.DataFrame(rows, columns=["model", "feature", "output", "truth"])
 
@@ -168,8 +176,8 @@ def test_model_outputs_are_batch_invariant_in_row_order_and_leave_inputs_unchang
     model = ShapesReadout().eval()
     rows = np.array([5, 1, 2999, 42, 7])
     before = shapes.model_inputs(SPEC, rows).clone()
-    one = report.model_outputs(model, shapes, SPEC, rows, batch_size=1, progress=False)
-    many = report.model_outputs(model, shapes, SPEC, rows, batch_size=64, progress=False)
+    one = scoring.model_outputs(model, shapes, SPEC, rows, batch_size=1)
+    many = scoring.model_outputs(model, shapes, SPEC, rows, batch_size=64)
     assert one.shape == (5, 3) and one.dtype == np.float32
     np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():
@@ -183,7 +191,7 @@ def test_model_outputs_reads_a_1d_output_as_one_column(shapes):
         def forward(self, x):
             return x.mean(dim=(1, 2, 3))  # (B,)
 
-    y = report.model_outputs(Mean1d(), shapes, SPEC, [0, 1, 2], progress=False)
+    y = scoring.model_outputs(Mean1d(), shapes, SPEC, [0, 1, 2])
     assert y.shape == (3, 1)
 
 
@@ -220,9 +228,9 @@ def test_scores_of_a_known_function_of_the_features_match_the_quadrature_truth(s
     ranges = {k: (v["low"], v["high"]) for k, v in shapes.truth["features"].items()}
     truth = quadrature_truth(ranges)
     assert sum(truth.values()) < 1  # the interaction term leaves a part to no single feature
-    rows = report.split_rows(shapes, "all")
+    rows = scoring.split_rows(shapes, "all")
     y = g_of_features({k: shapes.feature_values(k)[rows] for k in ranges})
-    table = report.score_outputs(y, shapes, None, rows, ["g"], n_boot=200, seed=0)
+    table = scoring.score_outputs(y, shapes, None, rows, ["g"], n_boot=200, seed=0)
     assert list(table["feature"]) == shapes.features and (table["status"] == "ok").all()
     for r in table.itertuples():
         t = truth[r.feature]
@@ -231,7 +239,7 @@ def test_scores_of_a_known_function_of_the_features_match_the_quadrature_truth(s
 
 
 def test_scores_of_an_image_reading_model_match_the_monte_carlo_truth(shapes, readout_truth):
-    table = report.score_dataset(ShapesReadout().eval(), READOUT_NAMES, shapes, None, SPEC, split="all", n_boot=200)
+    table = scoring.data_scores(ShapesReadout().eval(), card_for(READOUT_NAMES), shapes, split="all", n_boot=200).table
     both = table.merge(readout_truth[readout_truth["model"] == "readout"], on=["feature", "output"])
     assert len(both) == 7 * 3 and (both["status"] == "ok").all()
     big = both[both["truth"] > 0.1]  # the features each output really depends on
@@ -252,7 +260,7 @@ def test_scores_of_the_zoo_glass_box_models_match_the_monte_carlo_truth(shapes, 
     if name not in set(readout_truth["model"]):
         pytest.skip(f"{name} is not built (python -m engine train-classifier {name})")
     model, card = built_glass_boxes()[name]
-    table = report.score_dataset(model, card, shapes, split="all", n_boot=200, progress=False)
+    table = scoring.data_scores(model, card, shapes, split="all", n_boot=200).table
     both = table.merge(readout_truth[readout_truth["model"] == name], on=["feature", "output"])
     assert len(both) == 7 and (both["status"] == "ok").all()
     for r in both.itertuples():
@@ -271,8 +279,8 @@ def readout_pt(tmp_path) -> str:
 @pytest.fixture()
 def preloaded(monkeypatch, shapes):
     """`--data shapes` without re-reading 3,000 headers: the CLI gets the session's dataset."""
-    real = report._load_data
-    monkeypatch.setattr(report, "_load_data", lambda source: shapes if source == "shapes" else real(source))
+    real = report.open_dataset
+    monkeypatch.setattr(report, "open_dataset", lambda source: shapes if source == "shapes" else real(source))
 
 
 def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, readout_pt, tmp_path, capsys):
@@ -300,15 +308,10 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
     scores = pd.DataFrame(doc["scores"])
     assert len(scores) == 3 * 3 and set(scores["output"]) == {"output_0", "output_1", "output_2"}
     # the CLI computes exactly what the API does
-    expected = report.score_dataset(
-        ShapesReadout().eval(),
-        ["output_0", "output_1", "output_2"],
-        shapes,
-        ["size", "background", "pos_x"],
-        SPEC,
-        n_boot=50,
-        seed=3,
-    )
+    expected = scoring.data_scores(
+        ShapesReadout().eval(), card_for(["output_0", "output_1", "output_2"]), shapes,
+        ["size", "background", "pos_x"], n_boot=50, seed=3,
+    ).table
     np.testing.assert_allclose(scores[["score", "ci_low", "ci_high"]], expected[["score", "ci_low", "ci_high"]])
     csv = pd.read_csv(tmp_path / "report.csv")
     assert list(csv.columns[:5]) == ["feature", "output", "score", "ci_low", "ci_high"] and len(csv) == 9
@@ -357,10 +360,10 @@ def test_cli_html_report_is_standalone_with_score_bars_and_curves(preloaded, rea
 
 
 def test_report_writers_round_trip_nan_as_null(shapes, tmp_path):
-    rows = report.split_rows(shapes, "test")
+    rows = scoring.split_rows(shapes, "test")
     y = np.c_[shapes.feature_values("size")[rows], np.ones(len(rows))]  # the second output is constant
-    rep = report.ScoreReport(
-        report.score_outputs(y, shapes, ["size", "aspect"], rows, ["size", "const"], n_boot=10),
+    rep = scoring.ScoreReport(
+        scoring.score_outputs(y, shapes, ["size", "aspect"], rows, ["size", "const"], n_boot=10),
         ["size", "const"],
         {f: shapes.feature_values(f)[rows] for f in ("size", "aspect")},
         (),
@@ -403,8 +406,8 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
 
     calls = []
 
-    def fake_diffusion_score(model, card, diffusion, feature, *, output, k_values, n_per_value, **kw):
-        calls.append((diffusion, feature, output, k_values, n_per_value, kw["free_features"]))
+    def fake_diffusion_score(model, card, diffusion, feature, *, output, k_values, n_per_value, sampler, **kw):
+        calls.append((diffusion.dataset, feature, output, k_values, n_per_value, sampler.free_features))
         table = pd.DataFrame(
             {"value": [1.0, 2.0], "weight": [0.5, 0.5], "n": [4, 4], "mean": [0.0, 1.0], "variance": [0.1, 0.1]}
         )
@@ -453,7 +456,6 @@ BAD_INPUTS = [
     (["--out", "{tmp}/no/such/dir/r.json"], "does not exist"),
     (["--out", "{tmp}/r.csv"], "the CSV's own name"),
     (["--n-boot", "-1"], "--n-boot -1"),
-    (["--method", "diffusion"], "diffusion engine is not available"),
     (["--model", "border-mean", "--size", "32"], "--size 32 do not match"),
 ]
 
@@ -462,9 +464,6 @@ BAD_INPUTS = [
 def test_cli_bad_input_gives_one_error_line_and_exit_code_2(
     preloaded, readout_pt, tmp_path, monkeypatch, capsys, change, message
 ):
-    import engine.diffusion
-
-    monkeypatch.delattr(engine.diffusion, "diffusion_score", raising=False)
     _glass_zoo(tmp_path)
     monkeypatch.setenv("EVE_MODELS_DIR", str(tmp_path))
     (tmp_path / "garbage.pt").write_bytes(b"\x80\x04not a model at all")

@@ -63,6 +63,17 @@ class SliceSpec:
         if not 8 <= int(self.size) <= 512:
             raise EveInputError(f"Slice size {self.size} is out of range: use 8 to 512 pixels.")
 
+    @staticmethod
+    def parse_index(text: str | int | None) -> int | str | None:
+        """A slice as typed (CLI flag, text box): None/""/"middle"/"None" -> None (the middle slice),
+        digits -> a voxel index, anything else -> a named slice (checked by the constructor)."""
+        if text is None or isinstance(text, int):
+            return text
+        text = text.strip()
+        if text.lower() in ("middle", "none", ""):
+            return None
+        return int(text) if text.lstrip("-").isdigit() else text
+
     @property
     def key(self) -> str:
         return f"{self.plane}-{self.index}-{self.size}"

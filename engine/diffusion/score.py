@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.cards import ModelCard, spec_from_json
+from engine.cards import ModelCard
 from engine.data.slicing import SliceSpec
 from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.sampler import SamplerConfig, sample_seed
@@ -68,37 +68,12 @@ def quantile_bin_means(percentiles, k_values: int) -> np.ndarray:
     return np.asarray(means)
 
 
-class _DictCard:
-    """Transitional: the fields of a classifier card given as the old dict, read as a `ModelCard`'s
-    (`dataset`, `spec`, `output_index`). Goes once every caller passes a `ModelCard`."""
-
-    def __init__(self, card: dict):
-        self.dataset = card.get("dataset")
-        self.spec = spec_from_json(card["spec"]) if card.get("spec") else None
-        self.output_names = tuple(card.get("output_names", ()))
-
-    def output_index(self, output: int | str) -> int:
-        names = list(self.output_names)
-        if isinstance(output, str):
-            if output not in names:
-                raise EveInputError(f"Unknown output {output!r}: the model's outputs are {', '.join(names)}.")
-            return names.index(output)
-        if names and not 0 <= int(output) < len(names):
-            raise EveInputError(f"Output index {output} is out of range: the model has {len(names)} output(s).")
-        return int(output)
-
-
-def _classifier_fields(card: ModelCard | dict) -> ModelCard | _DictCard:
-    return _DictCard(card) if isinstance(card, dict) else card
-
-
 def _slice(spec: SliceSpec) -> str:
     return f"{spec.plane} slice {spec.index if spec.index is not None else '(middle)'} at {spec.size} px"
 
 
-def check_compatible(card: ModelCard | dict, diffusion: ConditionalDiffusion) -> None:
+def check_compatible(card: ModelCard, diffusion: ConditionalDiffusion) -> None:
     """The classifier must see the same dataset and slice as the diffusion model generates."""
-    card = _classifier_fields(card)
     if card.dataset != diffusion.dataset:
         raise EveInputError(
             f"The classifier was trained on {card.dataset!r} but the diffusion model generates "
@@ -143,7 +118,7 @@ def block_score_stats(y: np.ndarray, weights: np.ndarray) -> dict:
 
 
 def diffusion_score(
-    model, card: ModelCard | dict, diffusion: ConditionalDiffusion | str, feature: str, *, k_values: int = 8,
+    model, card: ModelCard, diffusion: ConditionalDiffusion | str, feature: str, *, k_values: int = 8,
     n_per_value: int = 32, output: int | str = 0, seed: int = 0, sampler: SamplerConfig | None = None,
     progress: Callable[[int, int], None] | None = None, batch_size: int = 64, n_boot: int = 200,
     shared_seeds: bool = False, **sampler_overrides,
@@ -178,7 +153,7 @@ def diffusion_score(
     check_compatible(card, diffusion)
     if n_per_value < 2:
         raise EveInputError(f"n_per_value = {n_per_value}: each value needs at least 2 samples for a variance.")
-    index = _classifier_fields(card).output_index(output)
+    index = card.output_index(output)
     config = (sampler or SamplerConfig.for_scores(diffusion)).override(**sampler_overrides)
     if config.guidance != 1.0:
         raise EveInputError(f"guidance = {config.guidance:g}: scores sample the plain conditional model (guidance "

@@ -5,6 +5,6 @@ pickle), `load_torchscript(file, spec)` loads and checks a user's TorchScript mo
 Rebuild a built-in model with `python -m engine train-classifier NAME`.
 """
 
-from engine.models.zoo import card_spec, check_model, list_cards, load_model, load_torchscript, models_dir
+from engine.models.zoo import check_model, list_cards, load, load_model, load_torchscript, models_dir
 
-__all__ = ["card_spec", "check_model", "list_cards", "load_model", "load_torchscript", "models_dir"]
+__all__ = ["check_model", "list_cards", "load", "load_model", "load_torchscript", "models_dir"]

@@ -27,9 +27,13 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm import tqdm
 
+from engine import machine
+from engine.cards import ModelCard
 from engine.data import Dataset, SliceSpec
+from engine.data.defaults import load_default
+from engine.data.synthbrain import label_probabilities
 from engine.errors import EveInputError
-from engine.models.zoo import _sha256, build_model, card_spec, models_dir
+from engine.models.zoo import _sha256, build_model, models_dir
 
 SYNTHBRAIN_SPEC = SliceSpec("coronal", "hippocampus", 64)  # cuts both hippocampi and the lateral ventricles
 SHAPES_SPEC = SliceSpec("axial", None, 64)  # shapes are 2D images
@@ -59,8 +63,6 @@ def _uniform_z(table: pd.DataFrame, truth: dict, feature: str) -> np.ndarray:
 
 def _label_probability(shortcut: bool):
     def probability(table: pd.DataFrame, truth: dict) -> np.ndarray:
-        from engine.data.synthbrain import label_probabilities
-
         return label_probabilities(table, truth, shortcut=shortcut)
 
     return probability
@@ -218,15 +220,15 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> to
                       for i in range(0, len(images), batch_size)])
 
 
-def evaluate(model: nn.Module, card: dict, dataset: Dataset, split: str = "test") -> dict:
+def evaluate(model: nn.Module, card: ModelCard, dataset: Dataset, split: str = "test") -> dict:
     """Recompute a card's held-out metrics on `dataset`'s split (what the tests check)."""
-    target = TARGETS[card["target"]]
+    target = TARGETS[card.target]
     rows = dataset.split_indices(split)
     table = dataset.table.iloc[rows].reset_index(drop=True)
     y = target.values(table, dataset.truth)
-    out = predict(model, dataset.model_inputs(card_spec(card), rows))[:, 0].numpy()
-    reference = target.reference(table, dataset.truth) if target.reference and card["task"] == "binary" else None
-    return metrics(card["task"], y, out, reference)
+    out = predict(model, dataset.model_inputs(card.spec, rows))[:, 0].numpy()
+    reference = target.reference(table, dataset.truth) if target.reference and card.task == "binary" else None
+    return metrics(card.task, y, out, reference)
 
 
 # 4. training ------------------------------------------------------------------------------
@@ -255,8 +257,7 @@ def fit(recipe: Recipe, images: torch.Tensor, y: np.ndarray, *, progress: bool =
     config = recipe.train
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = build_model({"name": recipe.name, "architecture": {"class": recipe.architecture,
-                                                               "kwargs": recipe.kwargs}})
+    model = build_model({"class": recipe.architecture, "kwargs": recipe.kwargs}, recipe.name)
     targets = torch.tensor(np.asarray(y), dtype=torch.float32)[:, None]  # (N, 1)
     loss_fn = nn.BCEWithLogitsLoss() if recipe.task == "binary" else nn.MSELoss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -293,8 +294,7 @@ def calibrate(recipe: Recipe, dataset: Dataset) -> tuple[Recipe, dict]:
     best = (-np.inf, None)
     for values in itertools.product(*(recipe.search[k] for k in keys)):
         kwargs = {**recipe.kwargs, **dict(zip(keys, values, strict=True))}
-        out = predict(build_model({"name": recipe.name, "architecture": {"class": recipe.architecture,
-                                                                         "kwargs": kwargs}}), images)[:, 0].numpy()
+        out = predict(build_model({"class": recipe.architecture, "kwargs": kwargs}, recipe.name), images)[:, 0].numpy()
         r = float(np.corrcoef(out, y)[0, 1]) if out.std() > 0 else -np.inf
         if r > best[0]:
             best = (r, kwargs)
@@ -304,42 +304,37 @@ def calibrate(recipe: Recipe, dataset: Dataset) -> tuple[Recipe, dict]:
     return replace(recipe, kwargs=best[1]), calibration
 
 
-def _card(recipe: Recipe, model: nn.Module, held_out: dict, wall_time: float | None) -> dict:
+def _card(recipe: Recipe, model: nn.Module, wall_time: float | None) -> ModelCard:
     target = TARGETS[recipe.target]
-    card = {
-        "name": recipe.name,
-        "kind": "cnn" if recipe.train else "glass-box",
-        "description": recipe.description,
-        "dataset": recipe.dataset,
-        "target": recipe.target,
-        "target_definition": target.definition,
-        "depends_on": list(target.depends_on),
-        "task": recipe.task,
-        "spec": {"plane": recipe.spec.plane, "index": recipe.spec.index, "size": recipe.spec.size},
-        "normalisation": NORMALISATION,
-        "output_names": list(recipe.output_names),
-        "outputs": {"binary": "logit (apply a sigmoid for the probability)", "regression": "predicted target",
-                    "readout": "exact read-out (see function)"}[recipe.task],
-        "architecture": {"class": recipe.architecture, "kwargs": recipe.kwargs},
-        "metrics": {"split": "test", **held_out},
-        "command": f"python -m engine train-classifier {recipe.name}",
-        "torch_version": torch.__version__.split("+")[0],
-    }
+    card = ModelCard(
+        name=recipe.name,
+        kind="cnn" if recipe.train else "glass-box",
+        description=recipe.description,
+        dataset=recipe.dataset,
+        target=recipe.target,
+        target_definition=target.definition,
+        depends_on=tuple(target.depends_on),
+        task=recipe.task,
+        spec=recipe.spec,
+        normalisation=NORMALISATION,
+        output_names=tuple(recipe.output_names),
+        outputs={"binary": "logit (apply a sigmoid for the probability)", "regression": "predicted target",
+                 "readout": "exact read-out (see function)"}[recipe.task],
+        architecture={"class": recipe.architecture, "kwargs": recipe.kwargs},
+        command=f"python -m engine train-classifier {recipe.name}",
+        torch_version=torch.__version__.split("+")[0],
+    )
     if recipe.train:
-        card["n_parameters"] = sum(p.numel() for p in model.parameters())
-        card["training"] = {**asdict(recipe.train), "split": "train", "wall_time_s": round(wall_time, 1),
-                            "threads": torch.get_num_threads()}
-    else:
-        card["function"] = model.formula()
-    return card
+        training = {**asdict(recipe.train), "split": "train", "wall_time_s": round(wall_time, 1),
+                    "threads": torch.get_num_threads(), "machine": machine()}
+        return replace(card, n_parameters=sum(p.numel() for p in model.parameters()), training=training)
+    return replace(card, function=model.formula())
 
 
-def train_recipe(name: str, out_dir: str | Path | None = None, *, progress: bool = True, dataset=None) -> dict:
+def train_recipe(name: str, out_dir: str | Path | None = None, *, progress: bool = True, dataset=None) -> ModelCard:
     """Rebuild one zoo model: train (or build), evaluate on the test split, write weights and card."""
     if name not in RECIPES:
         raise EveInputError(f"Unknown zoo model {name!r}: choose one of {', '.join(RECIPES)}.")
-    from engine.data.defaults import load_default
-
     recipe = RECIPES[name]
     out = models_dir() if out_dir is None else Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,20 +355,18 @@ def train_recipe(name: str, out_dir: str | Path | None = None, *, progress: bool
         wall_time = time.perf_counter() - start
     elif recipe.search:
         recipe, calibration = calibrate(recipe, dataset)
-        model = build_model({"name": name, "architecture": {"class": recipe.architecture, "kwargs": recipe.kwargs}})
-    else:
-        model = build_model({"name": name, "architecture": {"class": recipe.architecture, "kwargs": recipe.kwargs}})
-    card = _card(recipe, model, {}, wall_time)
+    if not recipe.train:
+        model = build_model({"class": recipe.architecture, "kwargs": recipe.kwargs}, name)
+    card = _card(recipe, model, wall_time)
     if recipe.search:
-        card["calibration"] = calibration
-    card["metrics"] = {"split": "test", **evaluate(model, card, dataset)}
+        card = replace(card, calibration=calibration)
+    card = replace(card, metrics={"split": "test", **evaluate(model, card, dataset)})
     weights = out / f"{name}.safetensors"
     if recipe.train:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, weights, metadata={"card": f"{name}.json"})
-        card["weights"] = weights.name
-        card["weights_sha256"] = _sha256(weights)
+        card = replace(card, weights=weights.name, weights_sha256=_sha256(weights))
     elif weights.exists():
         weights.unlink()  # a glass-box model has no weights file
-    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(card.to_json(), indent=2) + "\n")
     return card

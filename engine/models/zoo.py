@@ -1,18 +1,9 @@
 """Eve's model zoo: model cards, built-in models and user TorchScript models.
 
-A model card is a JSON file next to the weights in `assets/models/` (written by
-`python -m engine train-classifier NAME`). It records what a model sees and computes:
-
-    name, kind ("cnn" | "glass-box"), description
-    dataset, target, target_definition, task ("binary" | "regression" | "readout")
-    spec {plane, index, size}, normalisation        the model's input (a SliceSpec)
-    output_names                                    one name per output column
-    architecture {class, kwargs}                    a class in `architectures.ARCHITECTURES`
-    weights, weights_sha256                         safetensors file (absent for glass-box)
-    metrics                                         held-out metrics on the test split
-    training                                        config, seed, wall time (trained models)
-    function                                        glass-box: the exact function computed
-    command                                         the command that rebuilt it
+A model card (`engine.cards.ModelCard`) is a JSON file next to the weights in
+`assets/models/` (written by `python -m engine train-classifier NAME`): what a model sees
+(`spec`), computes (`output_names`, `function`) and where it came from (`dataset`,
+`training`, `command`). `load(ref)` loads what a `ModelRef` names, built-in or TorchScript.
 
 Loading never unpickles: built-in weights are safetensors; a user's model is TorchScript
 (`torch.jit.load`), checked on a dummy batch before Eve uses it.
@@ -31,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine import default_device
+from engine.cards import TORCHSCRIPT, ModelCard, ModelRef
 from engine.data.slicing import SliceSpec
 from engine.errors import EveInputError
 from engine.models.architectures import ARCHITECTURES
@@ -45,46 +37,37 @@ def models_dir() -> Path:
     return Path(os.environ.get("EVE_MODELS_DIR", REPO_ROOT / "assets" / "models"))
 
 
-def _read_card(path: Path) -> dict:
+def read_card(path: Path) -> ModelCard:
+    """The card in a zoo JSON file (raises `EveInputError` naming the rebuild command)."""
     try:
-        card = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EveInputError(f"Model card {path} is not readable JSON ({exc}): rebuild it with "
                             f"`python -m engine train-classifier {path.stem}`.") from exc
-    missing = [k for k in ("name", "kind", "spec", "output_names", "architecture") if k not in card]
-    if missing:
-        raise EveInputError(f"Model card {path} lacks {', '.join(missing)}: rebuild it with "
-                            f"`python -m engine train-classifier {path.stem}`.")
-    return card
+    return ModelCard.from_json(data, source=path)
 
 
-def list_cards(folder: str | Path | None = None) -> list[dict]:
-    """Every model card in the zoo (sorted by name), as plain dicts."""
+def list_cards(folder: str | Path | None = None) -> list[ModelCard]:
+    """Every model card in the zoo, sorted by name."""
     folder = models_dir() if folder is None else Path(folder)
-    return [_read_card(path) for path in sorted(folder.glob("*.json"))]
-
-
-def card_spec(card: dict) -> SliceSpec:
-    """The `SliceSpec` a card's model takes as input."""
-    spec = card["spec"]
-    return SliceSpec(spec["plane"], spec["index"], int(spec["size"]))
+    return [read_card(path) for path in sorted(folder.glob("*.json"))]
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_model(card: dict) -> nn.Module:
-    """The card's architecture with fresh (untrained) weights."""
-    arch = card["architecture"]
+def build_model(architecture: dict, name: str) -> nn.Module:
+    """A card's architecture ({class, kwargs}) with fresh (untrained) weights; `name` for messages."""
+    arch = architecture
     if arch["class"] not in ARCHITECTURES:
-        raise EveInputError(f"Model card {card['name']!r} names an unknown architecture {arch['class']!r}: "
+        raise EveInputError(f"Model card {name!r} names an unknown architecture {arch['class']!r}: "
                             f"use one of {', '.join(ARCHITECTURES)}.")
     return ARCHITECTURES[arch["class"]](**arch.get("kwargs", {}))
 
 
 def load_model(name: str, device: str | torch.device | None = None, *,
-               folder: str | Path | None = None) -> tuple[nn.Module, dict]:
+               folder: str | Path | None = None) -> tuple[nn.Module, ModelCard]:
     """A built-in model in eval mode and its card.
 
     Args:
@@ -97,16 +80,16 @@ def load_model(name: str, device: str | torch.device | None = None, *,
     folder = models_dir() if folder is None else Path(folder)
     path = folder / f"{name}.json"
     if not path.is_file():
-        names = [c["name"] for c in list_cards(folder)]
+        names = [c.name for c in list_cards(folder)]
         raise EveInputError(f"Unknown model {name!r}: choose one of {', '.join(names) or '(none built)'}.")
-    card = _read_card(path)
-    model = build_model(card)
-    rebuild = f"rebuild it with `{card.get('command', f'python -m engine train-classifier {name}')}`"
-    if card.get("weights"):
-        weights = folder / card["weights"]
+    card = read_card(path)
+    model = build_model(card.architecture, card.name)
+    rebuild = f"rebuild it with `{card.command or f'python -m engine train-classifier {name}'}`"
+    if card.weights:
+        weights = folder / card.weights
         if not weights.is_file():
             raise EveInputError(f"Weights {weights} of model {name!r} are missing: {rebuild}.")
-        if card.get("weights_sha256") and _sha256(weights) != card["weights_sha256"]:
+        if card.weights_sha256 and _sha256(weights) != card.weights_sha256:
             raise EveInputError(f"Weights {weights} do not match model card {name!r} (checksum differs): {rebuild}.")
         state = load_file(weights)  # safetensors: tensors only, nothing executed
         try:
@@ -168,7 +151,7 @@ def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=
 
 
 def load_torchscript(path_or_bytes: str | Path | bytes, spec: SliceSpec, *, output_names: list[str] | None = None,
-                     name: str = "user model", device=None) -> tuple[torch.jit.ScriptModule, dict]:
+                     name: str = "user model", device=None) -> tuple[torch.jit.ScriptModule, ModelCard]:
     """Load a user's TorchScript model (never unpickled) and check it on a dummy batch.
 
     Args:
@@ -179,7 +162,7 @@ def load_torchscript(path_or_bytes: str | Path | bytes, spec: SliceSpec, *, outp
         name: a display name for the card.
         device: where to put the model (default: `engine.default_device()`).
 
-    Returns (model in eval mode, card dict). Raises `EveInputError` naming what does not fit.
+    Returns (model in eval mode, its `ModelCard`). Raises `EveInputError` naming what does not fit.
     """
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data, source = bytes(path_or_bytes), "the uploaded file"
@@ -207,13 +190,19 @@ def load_torchscript(path_or_bytes: str | Path | bytes, spec: SliceSpec, *, outp
     model.eval()
     k = check_model(model, spec, n_outputs=None if output_names is None else len(output_names), device=device)
     names = list(output_names) if output_names is not None else [f"output_{i}" for i in range(k)]
-    card = {
-        "name": name,
-        "kind": "torchscript",
-        "description": f"User TorchScript model from {source}.",
-        "spec": {"plane": spec.plane, "index": spec.index, "size": spec.size},
-        "output_names": names,
-        "architecture": {"class": "TorchScript", "kwargs": {}},
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    card = ModelCard(name=name, kind=TORCHSCRIPT, spec=spec, output_names=tuple(names),
+                     architecture={"class": "TorchScript", "kwargs": {}},
+                     description=f"User TorchScript model from {source}.", sha256=hashlib.sha256(data).hexdigest())
     return model, card
+
+
+def load(ref: ModelRef, device: str | torch.device | None = None) -> tuple[nn.Module, ModelCard]:
+    """The model a `ModelRef` names, in eval mode, and its card: a built-in model, or a TorchScript
+    file fed `ref.spec` (read as bytes, so messages say "the uploaded file", not a temporary path)."""
+    if not ref.is_torchscript:
+        return load_model(ref.name, device)
+    path = Path(ref.path)
+    if not path.is_file():
+        raise EveInputError(f"Model file {path} does not exist: check the path.")
+    data = path.read_bytes() if ref.label else path
+    return load_torchscript(data, ref.spec, name=ref.label or path.name, device=device)

@@ -1,0 +1,253 @@
+"""Typed cards: what a model sees and computes, and how Eve names a model.
+
+* `ModelCard` — a classifier's card (`assets/models/<name>.json`, or built for a user's
+  TorchScript file): its input (`spec`, a `SliceSpec`), its outputs, where it came from.
+* `ModelRef` — a hashable name for a model: a built-in card name, or a TorchScript file
+  with the input contract it is fed. It is the cache key of every loader and the one thing
+  a page, the CLI or a test passes around to say "this model".
+
+The card's JSON keys are the dataclass's fields; keys Eve does not know are kept in
+`extra` and written back, so reading and writing a card never loses a field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.data.slicing import SliceSpec
+from engine.errors import EveInputError
+
+REQUIRED_KEYS = ("name", "kind", "spec", "output_names", "architecture")
+TORCHSCRIPT = "torchscript"  # ModelCard.kind of a user's model
+
+
+def spec_from_json(spec: dict) -> SliceSpec:
+    """A card's {"plane", "index", "size"} as a `SliceSpec`."""
+    return SliceSpec(spec["plane"], spec["index"], int(spec["size"]))
+
+
+def spec_to_json(spec: SliceSpec) -> dict:
+    return {"plane": spec.plane, "index": spec.index, "size": int(spec.size)}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A classifier's card. Build with `ModelCard.from_json` (a zoo file) or directly."""
+
+    name: str
+    kind: str  # "cnn" | "glass-box" | "torchscript"
+    spec: SliceSpec  # the model's input
+    output_names: tuple[str, ...]  # one name per output column
+    architecture: dict = field(default_factory=dict, compare=False)  # {class, kwargs}; TorchScript for user models
+    description: str = ""
+    dataset: str | None = None  # the dataset it was trained on (None: a user's model)
+    target: str | None = None  # the target column it was trained to predict
+    target_definition: str | None = None
+    task: str | None = None  # "binary" | "regression" | "readout"
+    depends_on: tuple[str, ...] = ()  # features the target depends on by construction
+    normalisation: str | None = None  # what the model is fed, in words
+    outputs: str | None = None  # what the outputs are (logit, probability, ...), in words
+    function: str | None = None  # glass-box: the exact function computed
+    metrics: dict = field(default_factory=dict, compare=False)  # held-out metrics on the test split
+    training: dict = field(default_factory=dict, compare=False)  # config, seed, wall time, machine
+    calibration: dict = field(default_factory=dict, compare=False)  # glass-box: fitted constants
+    command: str | None = None  # the command that rebuilt it
+    weights: str | None = None  # safetensors file beside the card (None: glass-box or TorchScript)
+    weights_sha256: str | None = None
+    sha256: str | None = None  # a TorchScript file's checksum
+    n_parameters: int | None = None
+    torch_version: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)  # keys this version does not know
+
+    @classmethod
+    def from_json(cls, data: dict, source: str | Path = "the card") -> ModelCard:
+        """A card from its JSON object; `source` names the file in messages."""
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            name = Path(source).stem if isinstance(source, Path) else data.get("name", "NAME")
+            raise EveInputError(f"Model card {source} lacks {', '.join(missing)}: rebuild it with "
+                                f"`python -m engine train-classifier {name}`.")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        values["spec"] = spec_from_json(data["spec"])
+        values["output_names"] = tuple(str(n) for n in data["output_names"])
+        values["depends_on"] = tuple(data.get("depends_on", ()))
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+    def to_json(self) -> dict:
+        """The JSON object (field order as written by the zoo; unset optional fields left out)."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or value is None or (f.name not in REQUIRED_KEYS and value in ((), {}, "")):
+                continue
+            data[f.name] = value
+        data["spec"] = spec_to_json(self.spec)
+        data["output_names"] = list(self.output_names)
+        if self.depends_on:
+            data["depends_on"] = list(self.depends_on)
+        return {**data, **self.extra}
+
+    def output_index(self, output: int | str) -> int:
+        """Column of an output given by name or index (an index may be a digit string)."""
+        names = list(self.output_names)
+        if isinstance(output, str) and output in names:
+            return names.index(output)
+        if isinstance(output, (int, np.integer)) or (isinstance(output, str) and output.lstrip("-").isdigit()):
+            index = int(output)
+            if 0 <= index < len(names):
+                return index
+            raise EveInputError(f"Output index {index} is out of range: the model has {len(names)} output(s) "
+                                f"({', '.join(names)}).")
+        raise EveInputError(f"Unknown output {output!r}: the model's outputs are {', '.join(names)}.")
+
+    @property
+    def is_torchscript(self) -> bool:
+        return self.kind == TORCHSCRIPT
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model by name: a built-in card (`name`), or a TorchScript file (`path`) with its input.
+
+    Hashable, so it is the cache key for loaded models and everything computed from them.
+    """
+
+    name: str | None = None  # a built-in card name (engine.models.list_cards)
+    path: str | None = None  # a user's TorchScript file
+    spec: SliceSpec | None = None  # the input a TorchScript model is fed (built-in: its card's)
+    label: str | None = None  # what to call a TorchScript model in messages and reports
+
+    def __post_init__(self):
+        if (self.name is None) == (self.path is None):
+            raise ValueError("a ModelRef names a built-in model or a TorchScript file, not both or neither")
+        if self.path is not None and self.spec is None:
+            raise ValueError("a TorchScript ModelRef needs the input spec it is fed")
+
+    @classmethod
+    def builtin(cls, name: str) -> ModelRef:
+        return cls(name=name)
+
+    @classmethod
+    def torchscript(cls, path: str | Path, spec: SliceSpec, label: str | None = None) -> ModelRef:
+        return cls(path=str(path), spec=spec, label=label)
+
+    @property
+    def is_torchscript(self) -> bool:
+        return self.path is not None
+
+    def __str__(self) -> str:
+        if self.name is not None:
+            return self.name
+        return f"{self.label or Path(self.path).name} ({self.spec.plane}, slice {self.spec.index}, {self.spec.size} px)"
+
+
+# --- diffusion models ---------------------------------------------------------------------------
+
+FEATURE_KINDS = ("numeric", "categorical")
+
+
+@dataclass(frozen=True)
+class DiffusionFeature:
+    """One feature of a diffusion card: its standardisation and training range (numeric) or levels
+    (categorical), and its marginal in the dataset, which the score samples."""
+
+    name: str
+    kind: str  # "numeric" | "categorical"
+    mean: float | None = None  # numeric: standardisation, over the training rows
+    sd: float | None = None
+    min: float | None = None  # numeric: the training range; asked values are clamped to it
+    max: float | None = None
+    data_sd: float | None = None  # numeric: sd in the dataset (the unit of a constraint's MAE / SD)
+    data_percentiles: tuple[float, ...] | None = None  # numeric: the dataset's 0th..100th percentiles
+    levels: tuple[str, ...] | None = None  # categorical: the levels trained on, in slot order
+    data_frequencies: tuple[float, ...] | None = None  # categorical: each level's frequency in the dataset
+    extra: dict = field(default_factory=dict, compare=False)  # keys this version does not know
+
+    @classmethod
+    def from_json(cls, data: dict, source: str | Path = "the card") -> DiffusionFeature:
+        kind = data.get("kind")
+        needed = ("mean", "sd", "min", "max") if kind == "numeric" else ("levels",)
+        missing = [k for k in ("name", *needed) if k not in data]
+        if kind not in FEATURE_KINDS or missing:
+            raise EveInputError(f"Feature {data.get('name', '?')!r} of {source} has kind {kind!r} and lacks "
+                                f"{', '.join(missing) or 'nothing'}: retrain the diffusion model.")  # fmt: skip
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+    def to_json(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if v is not None}
+        return {**data, **self.extra}
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.kind == "categorical"
+
+    @property
+    def width(self) -> int:
+        """Condition slots: one per level (one-hot), or one."""
+        return len(self.levels) if self.is_categorical else 1
+
+    @property
+    def range(self) -> tuple:
+        """(min, max) of the training values, or the levels."""
+        return tuple(self.levels) if self.is_categorical else (self.min, self.max)
+
+
+DIFFUSION_REQUIRED_KEYS = ("dataset", "spec", "features", "codec", "denoiser")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffusionCard:
+    """A conditional diffusion model's card (`assets/diffusion/<dataset>.json`, written by
+    `python -m engine train-diffusion`). Fields in the order the JSON file has them."""
+
+    name: str | None = None  # "<dataset>-diffusion"
+    dataset: str  # the dataset it generates
+    spec: SliceSpec  # the slice it generates (a classifier must see the same)
+    design: str | None = None  # the model, in words
+    features: tuple[DiffusionFeature, ...]  # in the denoiser's condition order
+    probe: dict | None = field(default=None, compare=False)  # {"kind": "pca-mlp" | "cnn", ...}; None: pca-mlp
+    probe_features: tuple[str, ...] = ()  # the numeric features the probe reads, in its output order
+    codec: dict = field(compare=False)  # the latent space: {"kind": "pca" | "autoencoder", ...}
+    denoiser: dict = field(compare=False)  # `networks.DenoiserConfig` as JSON
+    schedule: dict | None = field(default=None, compare=False)  # the training noise schedule
+    training: dict | None = field(default=None, compare=False)  # config, sources, loss curve, wall time
+    probe_report: dict | None = field(default=None, compare=False)  # held-out R², MAE, MAE / SD per probed feature
+    readout: dict | None = field(default=None, compare=False)  # {"hidden": widths}; None: a linear read-out
+    readout_validation_mae_over_sd: dict | None = field(default=None, compare=False)  # per numeric feature
+    feature_table: dict | None = field(default=None, compare=False)  # the stored training rows; None: none
+    command: str | None = None  # the command that rebuilt it
+    extra: dict = field(default_factory=dict, compare=False)  # keys this version does not know
+
+    @classmethod
+    def from_json(cls, data: dict, source: str | Path = "the card") -> DiffusionCard:
+        """A card from its JSON object; `source` names the file in messages."""
+        missing = [k for k in DIFFUSION_REQUIRED_KEYS if k not in data]
+        if missing:
+            raise EveInputError(f"Diffusion card {source} lacks {', '.join(missing)}: retrain the model with "
+                                f"`python -m engine train-diffusion {data.get('dataset', 'DATASET')}`.")  # fmt: skip
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        values["spec"] = spec_from_json(data["spec"])
+        values["features"] = tuple(DiffusionFeature.from_json(f, source) for f in data["features"])
+        values["probe_features"] = tuple(data.get("probe_features", ()))
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+    def to_json(self) -> dict:
+        """The JSON object (fields left at None are left out; `extra` written back)."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "extra" and value is not None:
+                data[f.name] = value
+        data["spec"] = spec_to_json(self.spec)
+        data["features"] = [f.to_json() for f in self.features]
+        data["probe_features"] = list(self.probe_features)
+        return {**data, **self.extra}

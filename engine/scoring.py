@@ -1,0 +1,285 @@
+"""The scoring service: the one place that turns (dataset, model, split, features) into scores.
+
+The CLI report (`engine.report`) and the app (`components.loaders`, which only caches these
+calls) both go through it, so the same model, dataset, split and seed give the same numbers
+everywhere. One public function a step:
+
+1. `open_dataset(source)` — an embedded dataset name or a folder;
+   `resolve_features(dataset, features)` — the features to score;
+   `split_rows(dataset, split)` — the rows a split means (one rule);
+2. `model_outputs(model, dataset, spec, rows)` — Y = f(x_i), batched, on the model's device;
+3. `score_outputs(outputs, dataset, features, rows)` — S(A) = Var(E[Y|A]) / Var(Y) per feature
+   with its bootstrap CI (`engine.tvd.score_table`);
+4. `data_scores(...)` runs 1-3 for a model and keeps what a report needs (`ScoreReport`);
+   `diffusion_scores(...)` does the same from conditional diffusion samples.
+
+Long steps take `progress(done, total)`, a callback the CLI turns into a tqdm bar and the app
+into `st.progress`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.cards import ModelCard, spec_to_json
+from engine.data import Dataset, SliceSpec, load_dataset
+from engine.data.defaults import BUILDERS, load_default
+from engine.errors import EveInputError
+from engine.tvd import ScoreResult, score_table
+
+SPLITS = ("test", "train", "all")
+SCORE_COLUMNS = ("feature", "output", "score", "ci_low", "ci_high", "unexplained", "n", "n_groups", "status",
+                 "message")
+# the card fields a report's metadata repeats
+CARD_KEYS = ("name", "kind", "description", "dataset", "target", "task", "output_names", "function",
+             "weights_sha256", "sha256")
+
+Progress = Callable[[int, int], None]  # progress(done, total)
+
+
+# 1. what to score -------------------------------------------------------------------------
+
+
+def open_dataset(source: str | Path) -> Dataset:
+    """An embedded dataset by name (`shapes`, `synthbrain`; built if missing) or a dataset folder."""
+    if str(source) in BUILDERS and not Path(source).is_dir():
+        return load_default(str(source))
+    return load_dataset(source)
+
+
+def resolve_features(dataset: Dataset, features=None) -> list[str]:
+    """The features to score: a list or "a,b,c" string; default every numeric + categorical one."""
+    if features is None or (isinstance(features, str) and not features.strip()):
+        names = list(dataset.features)
+    elif isinstance(features, str):
+        names = [f.strip() for f in features.split(",") if f.strip()]
+    else:
+        names = [str(f) for f in features]
+    if not names:
+        raise EveInputError(f"{dataset.name} has no features to score: add feature columns to features.csv.")
+    unknown = [f for f in names if f not in dataset.features]
+    if unknown:
+        raise EveInputError(
+            f"Unknown feature{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in {dataset.name}: "
+            f"choose from {', '.join(dataset.features)}."
+        )
+    return list(dict.fromkeys(names))  # drop repeats, keep order
+
+
+def split_rows(dataset: Dataset, split: str = "test") -> np.ndarray:
+    """Row indices of a split: `all` rows, or the `test` / `train` rows (every row when the table
+    has no split column). A split with no rows is refused rather than silently widened."""
+    if split not in SPLITS:
+        raise EveInputError(f"Unknown split {split!r}: use one of {', '.join(SPLITS)}.")
+    if split == "all":
+        return np.arange(len(dataset))
+    rows = dataset.split_indices(split)
+    if not rows.size:
+        raise EveInputError(f"{dataset.name} has no rows with split = {split!r}: score 'all' rows instead.")
+    return rows
+
+
+def default_split(dataset: Dataset) -> str:
+    """What to score when nobody says: held-out `test` rows where the table has them, else `all`."""
+    has_test = "split" not in dataset.table.columns or (dataset.table["split"] == "test").any()
+    return "test" if has_test else "all"
+
+
+# 2. model outputs -------------------------------------------------------------------------
+
+
+def model_device(model) -> torch.device:
+    """Where a module's (or TorchScript model's) first parameter or buffer lives; the CPU if none."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def model_outputs(model, dataset: Dataset, spec: SliceSpec, rows=None, *, batch_size: int = 64,
+                  progress: Progress | None = None) -> np.ndarray:
+    """Model outputs f(x_i) for dataset rows, as a (N, K) float32 array in row order.
+
+    Args:
+        model: a torch module (or TorchScript) mapping (B, 1, S, S) float32 images in [0, 1]
+            to (B, K) or (B,) outputs, in eval mode on its device (the batches go there).
+        dataset: a loaded dataset.
+        spec: the slice the model sees (plane, slice, size S).
+        rows: (N,) row indices; default every row.
+        batch_size: images per forward pass.
+        progress: called as progress(images done, N) after each batch.
+
+    The slices come from `dataset.model_inputs(spec, rows)` (computed once per spec and
+    disk-cached); a (B,) output is read as (B, 1).
+    """
+    rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
+    device = model_device(model)
+    images = dataset.model_inputs(spec, rows)  # (N, 1, S, S)
+    outs = []
+    for start in range(0, len(rows), batch_size):
+        batch = images[start : start + batch_size].to(device)  # (B, 1, S, S)
+        out = model(batch)
+        if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2) or out.shape[0] != len(batch):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise EveInputError(
+                f"The model returned {shape} for a batch of {len(batch)} images: it must return one (B, K) tensor."
+            )
+        outs.append(out.reshape(len(batch), -1).float().cpu())
+        if progress:
+            progress(min(start + batch_size, len(rows)), len(rows))
+    if not outs:
+        raise EveInputError("No images to score: the chosen split is empty.")
+    return torch.cat(outs).numpy()  # (N, K)
+
+
+def check_output_count(card: ModelCard, outputs: np.ndarray) -> None:
+    if len(card.output_names) != outputs.shape[1]:
+        raise EveInputError(f"The model returned {outputs.shape[1]} outputs per image but its card names "
+                            f"{len(card.output_names)}: give one name per output.")
+
+
+# 3. scores --------------------------------------------------------------------------------
+
+
+def score_outputs(outputs, dataset: Dataset, features=None, rows=None, output_names=None, *, n_boot: int = 200,
+                  seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+    """Score table for precomputed outputs on dataset rows (`engine.tvd.score_table`).
+
+    Args:
+        outputs: (N,) or (N, K) outputs for `rows`, in the same order.
+        dataset: gives the feature values and which features are categorical.
+        features: names (list or "a,b,c"); default every feature.
+        rows: (N,) row indices the outputs belong to; default every row.
+        output_names: K names (default "y0".."y{K-1}").
+
+    Returns one row per (feature, output) with `SCORE_COLUMNS`.
+    """
+    names = resolve_features(dataset, features)
+    rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
+    y = np.asarray(outputs, dtype=float)
+    if len(y) != len(rows):
+        raise ValueError(f"{len(y)} outputs for {len(rows)} rows")
+    values = {f: dataset.feature_values(f)[rows] for f in names}
+    cats = tuple(f for f in names if f in dataset.categorical_features)
+    return score_table(y, values, categorical=cats, output_names=output_names, n_boot=n_boot, seed=seed, ci=ci)
+
+
+def score_row(feature: str, output: str, result: ScoreResult) -> dict:
+    """One row of a score table (`SCORE_COLUMNS`) from a `ScoreResult`."""
+    return dict(feature=feature, output=output, score=result.score, ci_low=result.ci_low, ci_high=result.ci_high,
+                unexplained=1 - result.score, n=result.n, n_groups=result.n_groups, status=result.status,
+                message=result.message)
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    """Scores of one model on one dataset, and what the report writers need to draw them."""
+
+    table: pd.DataFrame  # one row per (feature, output), SCORE_COLUMNS
+    output_names: list[str]  # names of the scored output columns
+    features: dict[str, np.ndarray]  # name -> (N,) values on the scored rows
+    categorical: tuple[str, ...]  # features grouped exactly
+    metadata: dict  # dataset, model, spec, split, n, method, n_boot, seed, ...
+    outputs: np.ndarray | None = None  # (N, K) outputs on the scored rows (data method)
+    value_tables: dict = field(default_factory=dict)  # (feature, output) -> per-value table (diffusion)
+
+
+def _metadata(dataset: Dataset, card: ModelCard, **extra) -> dict:
+    described = card.to_json()
+    return {
+        "eve": "Eve, the Explained-Variance Explorer",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "score": "S(A) = Var(E[Y|A]) / Var(Y), bias-corrected, percentile-bootstrap CI",
+        "dataset": {"name": dataset.name, "path": str(dataset.root.resolve()), "n_rows": len(dataset)},
+        "model": {k: described[k] for k in CARD_KEYS if k in described},
+        "spec": spec_to_json(card.spec),
+        **extra,
+    }
+
+
+def _check_n_boot(n_boot: int) -> None:
+    if n_boot < 0:
+        raise EveInputError(f"n_boot = {n_boot}: use 0 (no CI) or a positive number of bootstrap draws.")
+
+
+def data_scores(model, card: ModelCard, dataset: Dataset, features=None, *, split: str = "test", n_boot: int = 200,
+                seed: int = 0, output: int | str | None = None, batch_size: int = 64,
+                progress: Progress | None = None, ci: float = 0.95) -> ScoreReport:
+    """Model outputs on a split of the dataset and their scores for each feature (data method).
+
+    Args:
+        model: (B, 1, S, S) -> (B, K) module in eval mode on its device (see `model_outputs`).
+        card: the model's card: its input `spec` and `output_names`.
+        dataset: a loaded dataset.
+        features: names (list or "a,b,c"); default every numeric + categorical feature.
+        split: "test", "train" or "all" (`split_rows`).
+        n_boot: bootstrap draws for the CI (0: no CI).
+        seed: seed of the bootstrap.
+        output: score only this output (name or index); default every output.
+        batch_size, progress: passed to `model_outputs`.
+        ci: confidence level of the interval.
+    """
+    feature_names = resolve_features(dataset, features)  # fail before the forward pass
+    rows = split_rows(dataset, split)
+    columns = [card.output_index(output)] if output is not None else list(range(len(card.output_names)))
+    _check_n_boot(n_boot)
+    y = model_outputs(model, dataset, card.spec, rows, batch_size=batch_size, progress=progress)
+    check_output_count(card, y)
+    names = [card.output_names[j] for j in columns]
+    y = y[:, columns]
+    table = score_outputs(y, dataset, feature_names, rows, names, n_boot=n_boot, seed=seed, ci=ci)
+    values = {f: dataset.feature_values(f)[rows] for f in feature_names}
+    cats = tuple(f for f in feature_names if f in dataset.categorical_features)
+    meta = _metadata(dataset, card, method="data", split=split, n=int(len(rows)), features=feature_names,
+                     categorical=list(cats), n_boot=int(n_boot), seed=int(seed), ci_level=ci)
+    return ScoreReport(table, names, values, cats, meta, outputs=y)
+
+
+def diffusion_scores(model, card: ModelCard, dataset: Dataset, features=None, *, diffusion=None,
+                     output: int | str | None = None, k_values: int = 8, n_per_value: int = 32, n_boot: int = 200,
+                     seed: int = 0, batch_size: int = 64, progress: Progress | None = None,
+                     sampler=None) -> ScoreReport:
+    """Scores from a conditional diffusion model (`engine.diffusion.diffusion_score`) instead of data:
+    one score per feature x output; `progress(scores done, total)` after each.
+
+    `diffusion` is the diffusion model: a loaded `ConditionalDiffusion` or a name for
+    `load_diffusion` (default: the dataset's); `sampler` is how it samples (a `SamplerConfig`;
+    default `SamplerConfig.for_scores` of that model).
+    """
+    # engine.diffusion loads diffusers (~3 s): imported when a diffusion score is asked for, not with the service
+    from engine.diffusion import SamplerConfig, diffusion_score, load_diffusion
+
+    feature_names = resolve_features(dataset, features)
+    if card.dataset is None:  # a user's model: the data it scores
+        card = replace(card, dataset=dataset.name)
+    columns = [card.output_index(output)] if output is not None else list(range(len(card.output_names)))
+    generator = load_diffusion(diffusion or dataset.name) if diffusion is None or isinstance(diffusion, str) \
+        else diffusion
+    sampler = sampler or SamplerConfig.for_scores(generator)
+    rows, tables = [], {}
+    todo = [(f, j) for f in feature_names for j in columns]
+    for i, (f, j) in enumerate(todo):
+        r, per_value = diffusion_score(model, card, generator, f, k_values=k_values, n_per_value=n_per_value,
+                                       output=j, seed=seed, batch_size=batch_size, n_boot=n_boot, sampler=sampler)
+        rows.append(score_row(f, card.output_names[j], r))
+        tables[(f, card.output_names[j])] = per_value
+        if progress:
+            progress(i + 1, len(todo))
+    cats = tuple(f for f in feature_names if f in dataset.categorical_features)
+    meta = _metadata(
+        dataset, card, method="diffusion", diffusion=generator.card.name, features=feature_names,
+        categorical=list(cats), k_values=k_values, n_per_value=n_per_value, steps=sampler.steps,
+        free_features=sampler.free_features, readout_guidance=sampler.readout_guidance,
+        sampler=sampler.description, n_boot=int(n_boot), seed=int(seed), ci_level=0.95,
+    )
+    scored = [card.output_names[j] for j in columns]
+    values = {f: dataset.feature_values(f) for f in feature_names}
+    table = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    return ScoreReport(table, scored, values, cats, meta, value_tables=tables)
