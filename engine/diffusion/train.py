@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine import machine
 from engine.cards import DiffusionCard, DiffusionFeature
 from engine.data.defaults import data_dir, load_default
 from engine.data.shapes import STRIPE_PERIOD, sample_features
@@ -90,10 +91,20 @@ RECIPES = {
     # not follow), the noise level from flat pixel pairs (`flat_pair_noise_sd`: the intensity a
     # probe reads from a decoded image hangs on it), and an MLP read-out (a linear one reads aspect
     # too poorly to guide by)
-    "shapes": TrainConfig(dataset="shapes", n_extra=31000, codec="autoencoder", components=64, probe="cnn",
-                          stripe_carrier=True, stripe_centred=True, noise_estimate="flat_pairs",
-                          probe_stripes=True, cond_input=True, steps=16000,
-                          readout_hidden=(512, 512, 512)),  # fmt: skip
+    "shapes": TrainConfig(
+        dataset="shapes",
+        n_extra=31000,
+        codec="autoencoder",
+        components=64,
+        probe="cnn",
+        stripe_carrier=True,
+        stripe_centred=True,
+        noise_estimate="flat_pairs",
+        probe_stripes=True,
+        cond_input=True,
+        steps=16000,
+        readout_hidden=(512, 512, 512),
+    ),
 }
 
 
@@ -122,13 +133,19 @@ def training_data(config: TrainConfig, progress=None):
     if config.n_extra > config.n_validation:
         extra_images, extra_table, extra_clean = extra_subjects(config, spec, progress)
         cut = config.n_extra - config.n_validation
-        validation = (extra_images[cut:], extra_table[ds.features].iloc[cut:].reset_index(drop=True),
-                      None if extra_clean is None else extra_clean[cut:])  # fmt: skip
+        validation = (
+            extra_images[cut:],
+            extra_table[ds.features].iloc[cut:].reset_index(drop=True),
+            None if extra_clean is None else extra_clean[cut:],
+        )
         images = torch.cat([images, extra_images[:cut]])
         table = pd.concat([table, extra_table[ds.features].iloc[:cut]], ignore_index=True)
         clean = None if clean is None or extra_clean is None else torch.cat([clean, extra_clean[:cut]])
-        sources = {"dataset_train_split": len(train), "generator_extra": cut,
-                   "generator_validation": config.n_validation}  # fmt: skip
+        sources = {
+            "dataset_train_split": len(train),
+            "generator_extra": cut,
+            "generator_validation": config.n_validation,
+        }
     else:
         held = np.random.default_rng(config.seed).permutation(len(images)) < len(images) // 10
         validation = images[held], table[held].reset_index(drop=True), None if clean is None else clean[held]
@@ -166,15 +183,29 @@ def feature_card(table: pd.DataFrame, ds) -> tuple[DiffusionFeature, ...]:
     features = []
     for name in ds.numeric_features:
         v, data = table[name].to_numpy(float), ds.table[name].to_numpy(float)
-        features.append(DiffusionFeature(
-            name, "numeric", mean=float(v.mean()), sd=float(v.std()), min=float(v.min()), max=float(v.max()),
-            data_sd=float(data.std(ddof=1)), data_percentiles=tuple(np.percentile(data, np.arange(101)).tolist()),
-        ))  # fmt: skip
+        features.append(
+            DiffusionFeature(
+                name,
+                "numeric",
+                mean=float(v.mean()),
+                sd=float(v.std()),
+                min=float(v.min()),
+                max=float(v.max()),
+                data_sd=float(data.std(ddof=1)),
+                data_percentiles=tuple(np.percentile(data, np.arange(101)).tolist()),
+            )
+        )
     for name in ds.categorical_features:
         levels = sorted(pd.unique(table[name]).tolist())
         freq = ds.table[name].value_counts(normalize=True)
-        features.append(DiffusionFeature(name, "categorical", levels=tuple(levels),
-                                         data_frequencies=tuple(float(freq.get(level, 0.0)) for level in levels)))
+        features.append(
+            DiffusionFeature(
+                name,
+                "categorical",
+                levels=tuple(levels),
+                data_frequencies=tuple(float(freq.get(level, 0.0)) for level in levels),
+            )
+        )
     return tuple(features)
 
 
@@ -201,8 +232,9 @@ def slot_masks(mask: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor
 # 3. the loop ---------------------------------------------------------------------------------
 
 
-def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, validation: tuple,
-                 log=print) -> tuple[Denoiser, dict]:  # fmt: skip
+def fit_denoiser(
+    z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, validation: tuple, log=print
+) -> tuple[Denoiser, dict]:
     """DDPM training (eps-prediction, diffusers' DDPMScheduler.add_noise) with condition dropout.
 
     Early stopping: every `eval_every` steps the EMA weights' loss on the validation latents
@@ -211,16 +243,23 @@ def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, 
     torch.manual_seed(config.seed)
     g = torch.Generator().manual_seed(config.seed)
     numeric = tuple(off for off, w in spans if w == 1)
-    dconf = DenoiserConfig(latent_dim=z0.shape[1], cond_dim=c.shape[1], n_features=len(spans),
-                           numeric_slots=numeric, width=config.width, depth=config.depth,
-                           cond_input=config.cond_input)  # fmt: skip
+    dconf = DenoiserConfig(
+        latent_dim=z0.shape[1],
+        cond_dim=c.shape[1],
+        n_features=len(spans),
+        numeric_slots=numeric,
+        width=config.width,
+        depth=config.depth,
+        cond_input=config.cond_input,
+    )
     net = Denoiser(dconf)
     ema = Denoiser(dconf)
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
     scheduler = make_scheduler("ddpm")
-    optimiser = WarmupCosineAdamW(net.parameters(), steps=config.steps, lr=config.lr, weight_decay=1e-4, warmup=200,
-                                  max_grad_norm=1.0)  # fmt: skip
+    optimiser = WarmupCosineAdamW(
+        net.parameters(), steps=config.steps, lr=config.lr, weight_decay=1e-4, warmup=200, max_grad_norm=1.0
+    )
     n = len(z0)
     losses, t0 = [], time.time()
     curve, best = [], (np.inf, 0, None)
@@ -245,12 +284,19 @@ def fit_denoiser(z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig, 
             curve.append({"step": step + 1, "train": float(np.mean(losses[-config.eval_every :])), "validation": held})
             if held < best[0]:
                 best = (held, step + 1, {k: v.clone() for k, v in ema.state_dict().items()})
-            log(f"step {step + 1}/{config.steps} loss {curve[-1]['train']:.4f} validation {held:.4f} "
-                f"({time.time() - t0:.0f} s)")  # fmt: skip
+            log(
+                f"step {step + 1}/{config.steps} loss {curve[-1]['train']:.4f} validation {held:.4f} "
+                f"({time.time() - t0:.0f} s)"
+            )
     ema.load_state_dict(best[2])
-    stats = {"final_loss": curve[-1]["train"], "loss_first_1000": float(np.mean(losses[:1000])),
-             "best_validation_loss": best[0], "best_step": best[1], "curve": curve,
-             "seconds": time.time() - t0}  # fmt: skip
+    stats = {
+        "final_loss": curve[-1]["train"],
+        "loss_first_1000": float(np.mean(losses[:1000])),
+        "best_validation_loss": best[0],
+        "best_step": best[1],
+        "curve": curve,
+        "seconds": time.time() - t0,
+    }
     return ema.eval(), stats
 
 
@@ -260,8 +306,15 @@ def validation_loss(net: Denoiser, z0: torch.Tensor, c: torch.Tensor, spans, con
 
 
 @torch.inference_mode()
-def heldout_loss(net: Denoiser, z0: torch.Tensor, c: torch.Tensor, spans, config: TrainConfig | None = None,
-                 seed: int = 1, reps: int = 8) -> float:  # fmt: skip
+def heldout_loss(
+    net: Denoiser,
+    z0: torch.Tensor,
+    c: torch.Tensor,
+    spans,
+    config: TrainConfig | None = None,
+    seed: int = 1,
+    reps: int = 8,
+) -> float:
     """Mean eps-MSE on held-out latents over random t and noise: with every feature kept, or
     with `config`'s condition-dropout masks."""
     g = torch.Generator().manual_seed(seed)
@@ -300,13 +353,22 @@ def fit_codec(images: torch.Tensor, clean: torch.Tensor | None, config: TrainCon
         return codec, {"kind": "pca", "d": config.components, "whiten": config.whiten}
     if config.codec != "autoencoder":
         raise EveInputError(f"Unknown codec {config.codec!r}: use 'pca' or 'autoencoder'.")
-    ae = AutoencoderConfig(latent_dim=config.components + 1, steps=config.codec_steps, seed=config.seed,
-                           stripe_period=STRIPE_PERIOD if config.stripe_carrier else None,
-                           centred_stripes=config.stripe_centred)  # fmt: skip
-    entry = {"kind": "autoencoder", "latent_dim": ae.latent_dim, "channels": list(ae.channels),
-             "stripe_period": ae.stripe_period, "centred_stripes": ae.centred_stripes,
-             "noise_estimate": config.noise_estimate,
-             "training": {**asdict(ae), "channels": list(ae.channels)}}  # fmt: skip
+    ae = AutoencoderConfig(
+        latent_dim=config.components + 1,
+        steps=config.codec_steps,
+        seed=config.seed,
+        stripe_period=STRIPE_PERIOD if config.stripe_carrier else None,
+        centred_stripes=config.stripe_centred,
+    )
+    entry = {
+        "kind": "autoencoder",
+        "latent_dim": ae.latent_dim,
+        "channels": list(ae.channels),
+        "stripe_period": ae.stripe_period,
+        "centred_stripes": ae.centred_stripes,
+        "noise_estimate": config.noise_estimate,
+        "training": {**asdict(ae), "channels": list(ae.channels)},
+    }
     path = autoencoder_cache_path(images, clean, ae)
     if path.is_file():
         log(f"codec: cached autoencoder {path.name}")
@@ -343,15 +405,21 @@ def codec_design(config: TrainConfig) -> str:
 def fit_feature_probe(images: torch.Tensor, targets: np.ndarray, config: TrainConfig, log=print):
     """The probe of `config.probe` kind and its card entry (what `probes.build_probe` needs)."""
     if config.probe == "pca-mlp":
-        probe = fit_probe(images, targets, n_components=config.probe_components, epochs=config.probe_epochs,
-                          seed=config.seed)  # fmt: skip
+        probe = fit_probe(
+            images, targets, n_components=config.probe_components, epochs=config.probe_epochs, seed=config.seed
+        )
         return probe, {"kind": "pca-mlp", "n_components": config.probe_components}
     if config.probe == "cnn":
         period = STRIPE_PERIOD if config.probe_stripes else None
-        probe = fit_conv_probe(images, targets, steps=config.probe_steps, seed=config.seed, stripe_period=period,
-                               log=log)  # fmt: skip
-        return probe, {"kind": "cnn", "channels": list(probe.channels), "steps": config.probe_steps,
-                       "stripe_period": period}  # fmt: skip
+        probe = fit_conv_probe(
+            images, targets, steps=config.probe_steps, seed=config.seed, stripe_period=period, log=log
+        )
+        return probe, {
+            "kind": "cnn",
+            "channels": list(probe.channels),
+            "steps": config.probe_steps,
+            "stripe_period": period,
+        }
     raise EveInputError(f"Unknown probe {config.probe!r}: use 'pca-mlp' or 'cnn'.")
 
 
@@ -359,18 +427,26 @@ def rebuild_command(config: TrainConfig) -> str:
     """The call that reproduces `config`: the CLI with the options that differ from the dataset's
     recipe, or, when a field the CLI has no option for differs (e.g. `whiten`), the Python call."""
     changed = {f: v for f, v in asdict(config).items() if v != getattr(RECIPES[config.dataset], f)}
-    flags = {"steps": "--steps", "n_extra": "--n-extra", "components": "--components", "seed": "--seed",
-             "threads": "--threads"}  # fmt: skip
+    flags = {
+        "steps": "--steps",
+        "n_extra": "--n-extra",
+        "components": "--components",
+        "seed": "--seed",
+        "threads": "--threads",
+    }
     if changed.keys() <= flags.keys():
         options = "".join(f" {flags[f]} {changed[f]}" for f in flags if f in changed)
         return f"python -m engine train-diffusion {config.dataset}{options}"
     overrides = "".join(f", {f}={v!r}" for f, v in changed.items())
-    return ('python -c "from engine.diffusion.train import recipe, train_diffusion; '
-            f"train_diffusion(recipe({config.dataset!r}{overrides}))\"")
+    return (
+        'python -c "from engine.diffusion.train import recipe, train_diffusion; '
+        f'train_diffusion(recipe({config.dataset!r}{overrides}))"'
+    )
 
 
-def fit_readout(z0: torch.Tensor, targets: np.ndarray, hidden: tuple[int, ...] = (), steps: int = 8000,
-                seed: int = 0) -> LatentReadout:  # fmt: skip
+def fit_readout(
+    z0: torch.Tensor, targets: np.ndarray, hidden: tuple[int, ...] = (), steps: int = 8000, seed: int = 0
+) -> LatentReadout:
     """The differentiable feature read-out that `readout_guidance` steers by: the standardised
     numeric features from the latent, by least squares (`hidden` = ()) or an MLP trained on the
     mean absolute error, with a little noise on its input (0.02 of the whitened latent's sd) so
@@ -386,8 +462,9 @@ def fit_readout(z0: torch.Tensor, targets: np.ndarray, hidden: tuple[int, ...] =
             readout.net[0].bias.copy_(solution[-1])
         return readout.eval()
     g = torch.Generator().manual_seed(seed)
-    optimiser = WarmupCosineAdamW(readout.parameters(), steps=steps, lr=1e-3, weight_decay=1e-4,
-                                  warmup=max(1, steps // 50))  # fmt: skip
+    optimiser = WarmupCosineAdamW(
+        readout.parameters(), steps=steps, lr=1e-3, weight_decay=1e-4, warmup=max(1, steps // 50)
+    )
     for _ in range(steps):
         rows = torch.randint(len(z0), (256,), generator=g)
         z = z0[rows] + 0.02 * torch.randn(len(rows), z0.shape[1], generator=g)
@@ -438,8 +515,15 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
     mean, sd = np.array([f.mean for f in numeric]), np.array([f.sd for f in numeric])
     targets = (table[names].to_numpy(float) - mean) / sd
     probe, probe_card = fit_feature_probe(images, targets, config, log)
-    report = probe_report(probe, test_images, ds.table.iloc[test][names].to_numpy(float), names, mean, sd,
-                          np.array([f.data_sd for f in numeric]))  # fmt: skip
+    report = probe_report(
+        probe,
+        test_images,
+        ds.table.iloc[test][names].to_numpy(float),
+        names,
+        mean,
+        sd,
+        np.array([f.data_sd for f in numeric]),
+    )
     for name, r in report.items():
         log(f"probe {name}: R2 {r['r2']:.3f}, MAE/SD {r['mae_over_sd']:.3f}")
     t_readout = time.time()
@@ -470,16 +554,22 @@ def train_diffusion(config: TrainConfig, log=print, save_to=ASSETS) -> Condition
             **stats,
             "wall_time_seconds": wall,
             "threads": config.threads,
-            "machine": "2-core CPU, no GPU",  # what else shared it goes in assets/README.md
-        },  # fmt: skip
+            "machine": machine(),  # read off the machine; what else shared it goes in assets/README.md
+        },
         probe_report=report,
         readout={"hidden": list(config.readout_hidden), "seconds": readout_seconds},
         readout_validation_mae_over_sd=readout_report,
         feature_table=feature_table_card(len(table)),
         command=rebuild_command(config),
     )
-    model = ConditionalDiffusion(codec, net, card, readout=readout.requires_grad_(False), probe=probe,
-                                 table=FeatureTable.from_frame(schema, table))  # fmt: skip
+    model = ConditionalDiffusion(
+        codec,
+        net,
+        card,
+        readout=readout.requires_grad_(False),
+        probe=probe,
+        table=FeatureTable.from_frame(schema, table),
+    )
     if save_to is not None:
         path = save(model, save_to)
         log(f"saved {path} ({wall:.0f} s)")
