@@ -4,13 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
 
-.PHONY: run test setup setup-dev data
+.PHONY: run test lint setup setup-dev data
 
 run: setup data
 	$(PY) -m streamlit run app.py
 
-test: setup-dev data
+test: setup-dev data lint
 	$(PY) -m pytest
+
+# ruff's lint rules and its formatter, as configured in pyproject.toml
+lint: setup-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 setup: $(STAMP)/requirements
 setup-dev: $(STAMP)/requirements-dev $(STAMP)/chromium

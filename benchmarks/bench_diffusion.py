@@ -49,11 +49,12 @@ def main(argv=None) -> dict:
 
     # 1. the budget: 8 samples, default sampler
     results["seconds_8_samples_dpm20"] = _timed(lambda: model.sample(cond, 8, 0, plain))
-    print(f"8 samples at {model.spec.size}x{model.spec.size}, DPM-Solver++ 20 steps: "
-          f"{results['seconds_8_samples_dpm20']:.3f} s (budget 2 s)")  # fmt: skip
+    print(
+        f"8 samples at {model.spec.size}x{model.spec.size}, DPM-Solver++ 20 steps: "
+        f"{results['seconds_8_samples_dpm20']:.3f} s (budget 2 s)"
+    )
     if model.readout is not None:
-        results["seconds_8_samples_dpm20_readout_guided"] = _timed(
-            lambda: model.sample(cond, 8, 0, guided))
+        results["seconds_8_samples_dpm20_readout_guided"] = _timed(lambda: model.sample(cond, 8, 0, guided))
         print(f"  with read-out guidance: {results['seconds_8_samples_dpm20_readout_guided']:.3f} s")
 
     # 2. throughput: DPM-Solver++ 20 steps vs DDPM 1000 steps on the same denoiser
@@ -67,15 +68,26 @@ def main(argv=None) -> dict:
     probed = model.card.probe_features
     names = probed if args.features is None else [f for f in args.features.split(",") if f in probed]
     rows = []
-    configs = [("dpm++", 5, 0.0), ("dpm++", 10, 0.0), ("dpm++", 20, 0.0), ("dpm++", 25, 0.0), ("ddim", 20, 0.0),
-               ("ddim", 50, 0.0), ("ddpm", 1000, 0.0)]  # fmt: skip
+    configs = [
+        ("dpm++", 5, 0.0),
+        ("dpm++", 10, 0.0),
+        ("dpm++", 20, 0.0),
+        ("dpm++", 25, 0.0),
+        ("ddim", 20, 0.0),
+        ("ddim", 50, 0.0),
+        ("ddpm", 1000, 0.0),
+    ]
     if model.readout is not None:
         configs += [("dpm++", 10, READOUT_GUIDANCE), ("dpm++", 20, READOUT_GUIDANCE)]
     for sampler, steps, guide in configs:
         config = SamplerConfig(steps=steps, sampler=sampler, readout_guidance=guide)
         table = constraint_errors(model, k_values=4, n_per_value=16, sampler=config, features=names)
-        row = {"sampler": sampler, "steps": steps, "readout_guidance": guide,
-               **dict(zip(table["feature"], table["mae_over_sd"], strict=True))}  # fmt: skip
+        row = {
+            "sampler": sampler,
+            "steps": steps,
+            "readout_guidance": guide,
+            **dict(zip(table["feature"], table["mae_over_sd"], strict=True)),
+        }
         rows.append(row)
         label = f"{sampler:>6} {steps:>5} steps" + (f", read-out guidance {guide:g}" if guide else "")
         print(f"{label}: " + ", ".join(f"{k} {row[k]:.3f}" for k in names))

@@ -76,20 +76,25 @@ def main() -> None:
                 result[f"map {name} {method}"] = f"error {type(exc).__name__}"
                 continue
             result[f"map {name} {method}"] = digest(amap.detach())
-    for data, model_name, feature in (("synthbrain", "synthbrain-diagnosis", "ventricle_volume"),
-                                      ("shapes", "shapes-size-texture", "size")):
+    for data, model_name, feature in (
+        ("synthbrain", "synthbrain-diagnosis", "ventricle_volume"),
+        ("shapes", "shapes-size-texture", "size"),
+    ):
         dm = load_diffusion(data)
         lo, hi = dm.feature_range(feature)
         value = (lo + hi) / 2
         result[f"samples {data} default"] = digest(dm.sample({feature: value}, 8, seed=0))
         result[f"samples {data} table+guided"] = digest(
-            dm.sample({feature: value}, 8, seed=0, free_features="table", readout_guidance=100.0))
+            dm.sample({feature: value}, 8, seed=0, free_features="table", readout_guidance=100.0)
+        )
         model, card = load_model(model_name, "cpu")
         r, table = diffusion_score(model, card, dm, feature, k_values=3, n_per_value=4, n_boot=20)
         result[f"diffusion score {data}"] = digest([r.score, r.ci_low, r.ci_high, *table["mean"]])
         result[f"score diffusion-cli {data}"] = cli_scores(
-            data, model_name, ["--method", "diffusion", "--features", feature, "--k-values", "2",
-                               "--n-per-value", "4", "--n-boot", "20"])
+            data,
+            model_name,
+            ["--method", "diffusion", "--features", feature, "--k-values", "2", "--n-per-value", "4", "--n-boot", "20"],
+        )
     json.dump(result, sys.stdout, indent=1, sort_keys=True)
     print()
 

@@ -92,43 +92,74 @@ def score_comparison(diffusion, models, k_values=8, n_per_value=64, fresh=None, 
             data_all = explained_variance(y, a, categorical=categorical, seed=seed)
             data_test = explained_variance(y[test], a[test], categorical=categorical, seed=seed)
             t0 = time.time()
-            diff, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
-                                      seed=seed, sampler=unguided)  # fmt: skip
+            diff, _ = diffusion_score(
+                model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value, seed=seed, sampler=unguided
+            )
             seconds = time.time() - t0
-            dropout, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
-                                         seed=seed, sampler=SamplerConfig(free_features="model"))  # fmt: skip
+            dropout, _ = diffusion_score(
+                model,
+                card,
+                diffusion,
+                feature,
+                k_values=k_values,
+                n_per_value=n_per_value,
+                seed=seed,
+                sampler=SamplerConfig(free_features="model"),
+            )
             guided = None
             if scores.readout_guidance:
-                guided, _ = diffusion_score(model, card, diffusion, feature, k_values=k_values, n_per_value=n_per_value,
-                                            seed=seed, sampler=scores)  # fmt: skip
+                guided, _ = diffusion_score(
+                    model,
+                    card,
+                    diffusion,
+                    feature,
+                    k_values=k_values,
+                    n_per_value=n_per_value,
+                    seed=seed,
+                    sampler=scores,
+                )
             row = {
-                "model": name, "feature": feature,
-                "data_all": data_all.score, "data_all_ci": [data_all.ci_low, data_all.ci_high],
-                "data_test": data_test.score, "data_test_ci": [data_test.ci_low, data_test.ci_high],
-                "diffusion": diff.score, "diffusion_ci": [diff.ci_low, diff.ci_high],
-                "diffusion_seconds": seconds, "diffusion_model_free": dropout.score,
-            }  # fmt: skip
+                "model": name,
+                "feature": feature,
+                "data_all": data_all.score,
+                "data_all_ci": [data_all.ci_low, data_all.ci_high],
+                "data_test": data_test.score,
+                "data_test_ci": [data_test.ci_low, data_test.ci_high],
+                "diffusion": diff.score,
+                "diffusion_ci": [diff.ci_low, diff.ci_high],
+                "diffusion_seconds": seconds,
+                "diffusion_model_free": dropout.score,
+            }
             if guided is not None:
-                row |= {"diffusion_readout_guided": guided.score, "guided_vs_all": guided.score - data_all.score,
-                        "diffusion_readout_guided_ci": [guided.ci_low, guided.ci_high]}  # fmt: skip
+                row |= {
+                    "diffusion_readout_guided": guided.score,
+                    "guided_vs_all": guided.score - data_all.score,
+                    "diffusion_readout_guided_ci": [guided.ci_low, guided.ci_high],
+                }
             if y_fresh is not None:
                 a_fresh = fresh[1][feature].to_numpy()
                 ref = explained_variance(y_fresh, a_fresh, categorical=categorical, seed=seed)
                 rng = np.random.default_rng(seed)
                 subsets = [rng.choice(len(y_fresh), len(y), replace=False) for _ in range(30)]
-                subset_scores = [explained_variance(y_fresh[s], a_fresh[s], categorical=categorical, n_boot=0).score
-                                 for s in subsets]  # fmt: skip
-                row |= {"generator_ref": ref.score, "generator_ref_ci": [ref.ci_low, ref.ci_high],
-                        "data_all_sd_by_chance": float(np.std(subset_scores, ddof=1)),
-                        "diff_vs_ref": diff.score - ref.score,
-                        "model_free_vs_ref": dropout.score - ref.score}  # fmt: skip
+                subset_scores = [
+                    explained_variance(y_fresh[s], a_fresh[s], categorical=categorical, n_boot=0).score for s in subsets
+                ]
+                row |= {
+                    "generator_ref": ref.score,
+                    "generator_ref_ci": [ref.ci_low, ref.ci_high],
+                    "data_all_sd_by_chance": float(np.std(subset_scores, ddof=1)),
+                    "diff_vs_ref": diff.score - ref.score,
+                    "model_free_vs_ref": dropout.score - ref.score,
+                }
                 if guided is not None:
                     row["guided_vs_ref"] = guided.score - ref.score
             row["diff_vs_all"] = row["diffusion"] - row["data_all"]
             rows.append(row)
-            log(f"{name} {feature}: data {data_all.score:.3f} test {data_test.score:.3f} "
+            log(
+                f"{name} {feature}: data {data_all.score:.3f} test {data_test.score:.3f} "
                 f"ref {row.get('generator_ref', np.nan):.3f} diffusion {diff.score:.3f} "
-                f"(free by the model {dropout.score:.3f})")  # fmt: skip
+                f"(free by the model {dropout.score:.3f})"
+            )
     return pd.DataFrame(rows)
 
 
@@ -142,8 +173,9 @@ def rankings(table: pd.DataFrame, column: str) -> dict:
     return out
 
 
-def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=0,
-                 sampler: SamplerConfig | None = None) -> pd.DataFrame:  # fmt: skip
+def spread_check(
+    diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=0, sampler: SamplerConfig | None = None
+) -> pd.DataFrame:
     """sd of each other feature (probe-measured) given A_i = a_k: samples vs generator subjects
     in the bin of A_i around a_k (equal-mass bins; the probe's noise is in both)."""
     images, table = fresh
@@ -160,11 +192,17 @@ def spread_check(diffusion, fresh, conditions, k_values=5, n_per_value=64, seed=
             for other in diffusion.card.probe_features:
                 if other == feature:
                     continue
-                rows.append({"condition": feature, "value": value, "other": other,
-                             "sd_samples": float(measured[other].std(ddof=1)),
-                             "sd_data": float(measured_fresh[other][in_bin].std(ddof=1)),
-                             "mean_samples": float(measured[other].mean()),
-                             "mean_data": float(measured_fresh[other][in_bin].mean())})  # fmt: skip
+                rows.append(
+                    {
+                        "condition": feature,
+                        "value": value,
+                        "other": other,
+                        "sd_samples": float(measured[other].std(ddof=1)),
+                        "sd_data": float(measured_fresh[other][in_bin].std(ddof=1)),
+                        "mean_samples": float(measured[other].mean()),
+                        "mean_data": float(measured_fresh[other][in_bin].mean()),
+                    }
+                )
     out = pd.DataFrame(rows)
     out["sd_ratio"] = out["sd_samples"] / out["sd_data"]
     sd_other = {f: diffusion.feature(f).data_sd for f in diffusion.card.probe_features}
@@ -200,8 +238,12 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default=None, help="a diffusion card path (default: the committed model)")
     parser.add_argument("--k-values", type=int, default=8)
     parser.add_argument("--n-per-value", type=int, default=256, help="samples per value (at 64 score CIs are ~+-0.05)")
-    parser.add_argument("--n-fresh", type=int, default=None,
-                        help="fresh generator subjects for the references (default 1000 SynthBrain, 16000 shapes)")
+    parser.add_argument(
+        "--n-fresh",
+        type=int,
+        default=None,
+        help="fresh generator subjects for the references (default 1000 SynthBrain, 16000 shapes)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -227,23 +269,33 @@ def main(argv=None) -> None:
         print(markdown(joint))
         report["constraint_table"] = joint.to_dict("records")
         if diffusion.readout is not None:
-            joint_guided = constraint_errors(diffusion, args.k_values, args.n_per_value,
-                                             sampler=table_way.override(readout_guidance=READOUT_GUIDANCE))  # fmt: skip
+            joint_guided = constraint_errors(
+                diffusion,
+                args.k_values,
+                args.n_per_value,
+                sampler=table_way.override(readout_guidance=READOUT_GUIDANCE),
+            )
             print(f"... with read-out guidance (strength {READOUT_GUIDANCE}):")
             print(markdown(joint_guided))
-            report["constraint_table_readout_guidance"] = {"strength": READOUT_GUIDANCE,
-                                                           "rows": joint_guided.to_dict("records")}  # fmt: skip
+            report["constraint_table_readout_guidance"] = {
+                "strength": READOUT_GUIDANCE,
+                "rows": joint_guided.to_dict("records"),
+            }
     if fresh is not None:
         ways = ["model"] + (["table"] if diffusion.feature_table is not None else [])
         for way in ways:
-            spread = spread_check(diffusion, fresh, SPREAD_CONDITIONS[diffusion.dataset],
-                                  sampler=SamplerConfig(free_features=way))  # fmt: skip
+            spread = spread_check(
+                diffusion, fresh, SPREAD_CONDITIONS[diffusion.dataset], sampler=SamplerConfig(free_features=way)
+            )
             summary = spread.groupby("condition")[["sd_ratio", "mean_shift_over_sd"]].agg(
                 lambda s: float(np.median(np.abs(s)) if s.name == "mean_shift_over_sd" else np.median(s))
             )
             print(f"spread of the other features, free features by the {way}:")
-            print(markdown(spread.groupby(["condition", "other"])[["sd_ratio", "mean_shift_over_sd"]].mean()
-                           .reset_index(), 2))  # fmt: skip
+            print(
+                markdown(
+                    spread.groupby(["condition", "other"])[["sd_ratio", "mean_shift_over_sd"]].mean().reset_index(), 2
+                )
+            )
             suffix = "" if way == "model" else "_table"
             report[f"spread{suffix}"] = spread.to_dict("records")
             report[f"spread_summary{suffix}"] = summary.to_dict()
@@ -251,9 +303,21 @@ def main(argv=None) -> None:
     models = [name for name in MODELS.get(diffusion.dataset, ()) if name in zoo]
     if models:
         table = score_comparison(diffusion, models, args.k_values, args.n_per_value, fresh)
-        cols = ["model", "feature", "data_all", "data_test", "generator_ref", "data_all_sd_by_chance",
-                "diffusion", "diff_vs_all", "diff_vs_ref", "diffusion_model_free", "model_free_vs_ref",
-                "diffusion_readout_guided", "guided_vs_all"]  # fmt: skip
+        cols = [
+            "model",
+            "feature",
+            "data_all",
+            "data_test",
+            "generator_ref",
+            "data_all_sd_by_chance",
+            "diffusion",
+            "diff_vs_all",
+            "diff_vs_ref",
+            "diffusion_model_free",
+            "model_free_vs_ref",
+            "diffusion_readout_guided",
+            "guided_vs_all",
+        ]
         print(markdown(table[[c for c in cols if c in table]]))
         report["scores"] = table.to_dict("records")
         report["ranking_vs_all"] = rankings(table, "data_all")

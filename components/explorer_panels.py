@@ -19,8 +19,7 @@ def _data_mean(curve, value, categorical: bool) -> float | None:
     return float(np.interp(value, curve.grid, curve.mean))
 
 
-def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float, categorical: bool,
-                   color: str) -> None:
+def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float, categorical: bool, color: str) -> None:
     """The violin of the model's outputs on the n samples and the data's conditional curve."""
     st.subheader("The model at this value")
     if sel.model_ref is None:
@@ -31,19 +30,33 @@ def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float,
         st.info(problem)
         return
     with errors.shown("Evaluating the model on the samples"):
-        y = loaders.sample_outputs(sel.dataset_name, feature, value, n, seed, guidance, sel.model_ref, sel.device,
-                                   sel.output)
+        y = loaders.sample_outputs(
+            sel.dataset_name, feature, value, n, seed, guidance, sel.model_ref, sel.device, sel.output
+        )
         split = loaders.default_split(sel.source)
         curve, y_data, a_data = loaders.curve(sel.source, sel.model_ref, sel.device, sel.output, split, feature)
         st.plotly_chart(
-            curves.output_distribution(y, label=f"{feature} = {value}", color=color,
-                                       mean_line=_data_mean(curve, value, categorical), height=260),
+            curves.output_distribution(
+                y,
+                label=f"{feature} = {value}",
+                color=color,
+                mean_line=_data_mean(curve, value, categorical),
+                height=260,
+            ),
             key="explorer_violin",
         )
         st.plotly_chart(
-            curves.conditional_curve_figure(curve, y_data, a_data, feature=feature, output_name=sel.output_name,
-                                            color=color, categorical=categorical,
-                                            marker_at=None if categorical else value, height=280),
+            curves.conditional_curve_figure(
+                curve,
+                y_data,
+                a_data,
+                feature=feature,
+                output_name=sel.output_name,
+                color=color,
+                categorical=categorical,
+                marker_at=None if categorical else value,
+                height=280,
+            ),
             key="explorer_curve",
         )
         st.caption(

@@ -109,8 +109,9 @@ def model_outputs(source: str, ref: ModelRef, device: str = "cpu") -> np.ndarray
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def data_scores(source: str, ref: ModelRef, device: str, output: int, split: str, features: tuple[str, ...],
-                n_boot: int) -> pd.DataFrame:
+def data_scores(
+    source: str, ref: ModelRef, device: str, output: int, split: str, features: tuple[str, ...], n_boot: int
+) -> pd.DataFrame:
     """Data-based S(A) per feature for one output on a split (`engine.scoring.score_outputs`)."""
     rows = split_rows(source, split)
     y = model_outputs(source, ref, device)[rows, output]
@@ -153,8 +154,9 @@ def display_maps(maps: dict[str, np.ndarray], signed: bool) -> dict[str, np.ndar
     return dict(zip(maps, stacked, strict=True))
 
 
-def map_quality(source: str, ref: ModelRef, device: str, output: int, rows: tuple[int, ...],
-                progress=None) -> pd.DataFrame:
+def map_quality(
+    source: str, ref: ModelRef, device: str, output: int, rows: tuple[int, ...], progress=None
+) -> pd.DataFrame:
     """Per method: the randomisation check after every layer is randomised (Adebayo et al.),
     captum's infidelity and max-sensitivity, on the images `rows` (engine.baselines)."""
     net, found = model(ref, device)
@@ -247,8 +249,9 @@ def conditional_samples(
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
-def sample_outputs(dataset_name: str, feature: str, value, n: int, seed: int, guidance: float, ref: ModelRef,
-                   device: str, output: int) -> np.ndarray:
+def sample_outputs(
+    dataset_name: str, feature: str, value, n: int, seed: int, guidance: float, ref: ModelRef, device: str, output: int
+) -> np.ndarray:
     """(n,) model outputs on the conditional samples above."""
     images, _ = conditional_samples(dataset_name, feature, value, n, seed, guidance)  # the grid's cache key
     net, _ = model(ref, device)
@@ -262,13 +265,23 @@ def diffusion_score_row(sel, feature: str, k_values: int, n_per_value: int, prog
     from engine.diffusion import diffusion_score
 
     net, found = model(sel.model_ref, sel.device)
-    result, per_value = diffusion_score(net, found, diffusion(sel.dataset_name), feature, k_values=k_values,
-                                        n_per_value=n_per_value, output=sel.output, seed=0,
-                                        sampler=score_sampler(sel.dataset_name), progress=progress)
+    result, per_value = diffusion_score(
+        net,
+        found,
+        diffusion(sel.dataset_name),
+        feature,
+        k_values=k_values,
+        n_per_value=n_per_value,
+        output=sel.output,
+        seed=0,
+        sampler=score_sampler(sel.dataset_name),
+        progress=progress,
+    )
     row = scoring.score_row(feature, str(sel.output), result)
     if "constraint_mae_over_sd" in per_value:  # how tightly the samples held the asked values
-        row["constraint_mae_over_sd"] = float(np.average(per_value["constraint_mae_over_sd"],
-                                                         weights=per_value["weight"]))
+        row["constraint_mae_over_sd"] = float(
+            np.average(per_value["constraint_mae_over_sd"], weights=per_value["weight"])
+        )
     return row, per_value
 
 

@@ -8,9 +8,13 @@ from plotly.subplots import make_subplots
 
 
 def map_grid(
-    maps: dict[str, np.ndarray], image: np.ndarray, *, signed: bool = False, cols: int = 3,
+    maps: dict[str, np.ndarray],
+    image: np.ndarray,
+    *,
+    signed: bool = False,
+    cols: int = 3,
     height_per_row: int = 230,
-) -> go.Figure:  # fmt: skip
+) -> go.Figure:
     """One tile per method: the image in grey under its map (red-blue if signed, hot if absolute).
 
     `maps` are display-normalised (engine.baselines.display_normalise): [-1, 1] signed or
@@ -19,20 +23,30 @@ def map_grid(
     shown, limit = maps, 1.0
     n = len(shown) + 1
     rows = int(np.ceil(n / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=["image", *shown], horizontal_spacing=0.01,
-                        vertical_spacing=0.05)  # fmt: skip
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=["image", *shown], horizontal_spacing=0.01, vertical_spacing=0.05
+    )
     fig.add_trace(go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=1, showscale=False), row=1, col=1)
     for i, (name, m) in enumerate(shown.items(), start=1):
-        fig.add_trace(go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
-                      row=i // cols + 1, col=i % cols + 1)  # fmt: skip
+        fig.add_trace(
+            go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
         fig.add_trace(
             go.Heatmap(
-                z=np.clip(m, -limit, limit), colorscale="RdBu_r" if signed else "Hot", opacity=0.75,
-                zmin=-limit if signed else 0, zmax=limit, showscale=i == 1, colorbar=dict(thickness=10, len=0.5, y=0.8),
+                z=np.clip(m, -limit, limit),
+                colorscale="RdBu_r" if signed else "Hot",
+                opacity=0.75,
+                zmin=-limit if signed else 0,
+                zmax=limit,
+                showscale=i == 1,
+                colorbar=dict(thickness=10, len=0.5, y=0.8),
                 hovertemplate=f"{name}<br>%{{z:.3g}}<extra></extra>",
             ),
-            row=i // cols + 1, col=i % cols + 1,
-        )  # fmt: skip
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
     for i in range(1, n + 1):

@@ -14,10 +14,17 @@ def sample_grid(images: np.ndarray, captions: list[str], *, cols: int = 4, heigh
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=captions, horizontal_spacing=0.01, vertical_spacing=0.06)
     for i, image in enumerate(images):
         fig.add_trace(
-            go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=1, showscale=False,
-                       hovertemplate=f"{captions[i]}<br>intensity %{{z:.3f}}<extra></extra>"),
-            row=i // cols + 1, col=i % cols + 1,
-        )  # fmt: skip
+            go.Heatmap(
+                z=image,
+                colorscale="gray",
+                zmin=0,
+                zmax=1,
+                showscale=False,
+                hovertemplate=f"{captions[i]}<br>intensity %{{z:.3f}}<extra></extra>",
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
     for i in range(1, n + 1):  # square pixels in every tile
@@ -36,8 +43,9 @@ def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], hei
     fig.add_trace(go.Heatmap(z=b, colorscale="gray", zmin=0, zmax=1, showscale=False), row=1, col=2)
     fig.add_trace(
         go.Heatmap(z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, colorbar=dict(thickness=10, len=0.9)),
-        row=1, col=3,
-    )  # fmt: skip
+        row=1,
+        col=3,
+    )
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
     for i in (1, 2, 3):

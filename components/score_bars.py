@@ -63,6 +63,8 @@ def diffusion_clause(row: pd.Series) -> str:
     text = f" From diffusion samples: {row['score']:.0%}{ci}."
     loose = row.get("constraint_mae_over_sd", float("nan"))
     if isinstance(loose, float) and loose > LOOSE_CONSTRAINT:
-        text += (f" Caution: the samples missed the asked value by {loose:.2f} SD on average (the probe's "
-                 f"reading; target ≤ {LOOSE_CONSTRAINT:.2f}), so this estimate likely reads low.")  # fmt: skip
+        text += (
+            f" Caution: the samples missed the asked value by {loose:.2f} SD on average (the probe's "
+            f"reading; target ≤ {LOOSE_CONSTRAINT:.2f}), so this estimate likely reads low."
+        )
     return text

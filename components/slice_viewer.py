@@ -33,9 +33,15 @@ def world_grid(shape: tuple[int, ...], affine: np.ndarray, plane: str, index: in
 
 
 def slice_figure(
-    volume: np.ndarray, affine: np.ndarray, plane: str, index: int, *, radiological: bool = False,
-    title: str = "", height: int = 320,
-) -> go.Figure:  # fmt: skip
+    volume: np.ndarray,
+    affine: np.ndarray,
+    plane: str,
+    index: int,
+    *,
+    radiological: bool = False,
+    title: str = "",
+    height: int = 320,
+) -> go.Figure:
     """A grey-scale slice with hover (intensity, x/y/z mm) and edge letters (L/R, A/P, S/I)."""
     image = extract_slice(volume, affine, plane, index)
     k = slice_index(volume.shape, affine, plane, index) if volume.ndim == 3 else 0
@@ -46,50 +52,83 @@ def slice_figure(
         left, right = right, left
     fig = go.Figure(
         go.Heatmap(
-            z=image, customdata=world.astype(np.float32), colorscale="gray", zmin=0, zmax=1, showscale=False,
+            z=image,
+            customdata=world.astype(np.float32),
+            colorscale="gray",
+            zmin=0,
+            zmax=1,
+            showscale=False,
             hovertemplate="intensity %{z:.3f}<br>x %{customdata[0]:.1f} mm, y %{customdata[1]:.1f} mm, "
             "z %{customdata[2]:.1f} mm<extra></extra>",
         )
-    )  # fmt: skip
+    )
     _image_layout(fig, image.shape, title, height)
     for text, x, y in ((left, 0.0, 0.5), (right, 1.0, 0.5), (top, 0.5, 1.0), (bottom, 0.5, 0.0)):
         if text:
             fig.add_annotation(
-                text=text, x=x, y=y, xref="x domain", yref="y domain", showarrow=False,
-                font=dict(color="#ffd400", size=13), xanchor="center", yanchor="middle",
-            )  # fmt: skip
+                text=text,
+                x=x,
+                y=y,
+                xref="x domain",
+                yref="y domain",
+                showarrow=False,
+                font=dict(color="#ffd400", size=13),
+                xanchor="center",
+                yanchor="middle",
+            )
     return fig
 
 
 def model_slice_figure(
-    image: np.ndarray, *, overlay: np.ndarray | None = None, opacity: float = 0.5, colorscale: str = "Hot",
-    signed: bool = False, radiological: bool = False, title: str = "", height: int = 320,
-) -> go.Figure:  # fmt: skip
+    image: np.ndarray,
+    *,
+    overlay: np.ndarray | None = None,
+    opacity: float = 0.5,
+    colorscale: str = "Hot",
+    signed: bool = False,
+    radiological: bool = False,
+    title: str = "",
+    height: int = 320,
+) -> go.Figure:
     """The model's (S, S) input, optionally with an attribution map over it."""
     if radiological:
         image = image[:, ::-1]
         overlay = None if overlay is None else overlay[:, ::-1]
     fig = go.Figure(
-        go.Heatmap(z=image, colorscale="gray", zmin=0, zmax=1, showscale=False,
-                   hovertemplate="row %{y}, col %{x}<br>intensity %{z:.3f}<extra></extra>")
-    )  # fmt: skip
+        go.Heatmap(
+            z=image,
+            colorscale="gray",
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            hovertemplate="row %{y}, col %{x}<br>intensity %{z:.3f}<extra></extra>",
+        )
+    )
     if overlay is not None:
         limit = float(np.nanmax(np.abs(overlay))) or 1.0
         fig.add_trace(
             go.Heatmap(
-                z=overlay, colorscale=colorscale, opacity=opacity, zmin=-limit if signed else 0, zmax=limit,
-                colorbar=dict(thickness=10, len=0.8), hovertemplate="attribution %{z:.3g}<extra></extra>",
+                z=overlay,
+                colorscale=colorscale,
+                opacity=opacity,
+                zmin=-limit if signed else 0,
+                zmax=limit,
+                colorbar=dict(thickness=10, len=0.8),
+                hovertemplate="attribution %{z:.3g}<extra></extra>",
             )
-        )  # fmt: skip
+        )
     _image_layout(fig, image.shape, title, height)
     return fig
 
 
 def _image_layout(fig: go.Figure, shape: tuple[int, int], title: str, height: int) -> None:
     fig.update_layout(
-        title=dict(text=title, font=dict(size=13)), height=height, margin=dict(l=4, r=4, t=28 if title else 4, b=4),
-        plot_bgcolor="black", paper_bgcolor="rgba(0,0,0,0)",
-    )  # fmt: skip
+        title=dict(text=title, font=dict(size=13)),
+        height=height,
+        margin=dict(l=4, r=4, t=28 if title else 4, b=4),
+        plot_bgcolor="black",
+        paper_bgcolor="rgba(0,0,0,0)",
+    )
     fig.update_xaxes(visible=False, range=[-0.5, shape[1] - 0.5], constrain="domain")
     # row 0 is the top of the image
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")

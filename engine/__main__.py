@@ -29,8 +29,9 @@ def _score(args: argparse.Namespace) -> None:
 def _train_diffusion(args: argparse.Namespace) -> None:
     from engine.diffusion.train import recipe, train_diffusion
 
-    train_diffusion(recipe(args.dataset, **{k: getattr(args, k) for k in ("steps", "n_extra", "components", "threads",
-                                                                           "seed")}))  # fmt: skip
+    train_diffusion(
+        recipe(args.dataset, **{k: getattr(args, k) for k in ("steps", "n_extra", "components", "threads", "seed")})
+    )
 
 
 def _train_classifier(args: argparse.Namespace) -> None:
@@ -67,29 +68,56 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--model", required=True, help="a built-in model name or a TorchScript file (.pt)")
     score.add_argument("--features", default=None, help="comma-separated features (default: every feature)")
     score.add_argument("--out", required=True, help="report path (.json or .html); the CSV goes beside it")
-    score.add_argument("--format", choices=("json", "html"), default=None,
-                       help="report format (default: html for an .html --out, else json)")
-    score.add_argument("--plane", choices=("axial", "coronal", "sagittal"), default=None,
-                       help="TorchScript only: slice plane (default axial; built-in models use their card)")
-    score.add_argument("--slice", default=None,
-                       help="TorchScript only: voxel index, a named slice (e.g. ventricles) or middle (default)")
+    score.add_argument(
+        "--format",
+        choices=("json", "html"),
+        default=None,
+        help="report format (default: html for an .html --out, else json)",
+    )
+    score.add_argument(
+        "--plane",
+        choices=("axial", "coronal", "sagittal"),
+        default=None,
+        help="TorchScript only: slice plane (default axial; built-in models use their card)",
+    )
+    score.add_argument(
+        "--slice",
+        default=None,
+        help="TorchScript only: voxel index, a named slice (e.g. ventricles) or middle (default)",
+    )
     score.add_argument("--size", type=int, default=None, help="TorchScript only: input side in pixels (default 64)")
-    score.add_argument("--split", choices=("test", "all"), default="test",
-                       help="rows to score: the test split (default; every row without a split column) or all")
+    score.add_argument(
+        "--split",
+        choices=("test", "all"),
+        default="test",
+        help="rows to score: the test split (default; every row without a split column) or all",
+    )
     score.add_argument("--n-boot", type=int, default=200, help="bootstrap draws for the 95%% CI (0: none)")
     score.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of diffusion sampling)")
     score.add_argument("--output", default=None, help="score only this output (name or index; default: all)")
-    score.add_argument("--method", choices=("data", "diffusion"), default="data",
-                       help="data: group the dataset's outputs (default); diffusion: sample p(x | A = a)")
+    score.add_argument(
+        "--method",
+        choices=("data", "diffusion"),
+        default="data",
+        help="data: group the dataset's outputs (default); diffusion: sample p(x | A = a)",
+    )
     score.add_argument("--diffusion", default=None, help="diffusion method: its model (default: the --data name)")
     score.add_argument("--k-values", type=int, default=8, help="diffusion method: feature values K (default 8)")
     score.add_argument("--n-per-value", type=int, default=32, help="diffusion method: samples per value (default 32)")
-    score.add_argument("--free-features", choices=("table", "model"), default=None,
-                       help="diffusion method: draw the other features from the training rows nearest each value "
-                            "(table; the default when the model has them) or by the denoiser's condition dropout")
-    score.add_argument("--readout-guidance", type=float, default=None,
-                       help="diffusion method: strength of the guidance by the model's feature read-out "
-                            "(default: 100 when the model has one; 0: none)")
+    score.add_argument(
+        "--free-features",
+        choices=("table", "model"),
+        default=None,
+        help="diffusion method: draw the other features from the training rows nearest each value "
+        "(table; the default when the model has them) or by the denoiser's condition dropout",
+    )
+    score.add_argument(
+        "--readout-guidance",
+        type=float,
+        default=None,
+        help="diffusion method: strength of the guidance by the model's feature read-out "
+        "(default: 100 when the model has one; 0: none)",
+    )
     score.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     score.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     score.set_defaults(run=_score)
@@ -100,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     diffusion.add_argument("dataset", choices=("synthbrain", "shapes"))
     diffusion.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the card's recipe)")
-    diffusion.add_argument("--n-extra", type=int, default=None,
-                           help="extra subjects from Eve's generator (default: the recipe's; 1000 of them "
-                           "steer early stopping; 0 = data only)")
+    diffusion.add_argument(
+        "--n-extra",
+        type=int,
+        default=None,
+        help="extra subjects from Eve's generator (default: the recipe's; 1000 of them "
+        "steer early stopping; 0 = data only)",
+    )
     diffusion.add_argument("--components", type=int, default=None, help="latent size (PCA components, code size)")
     diffusion.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     diffusion.add_argument("--seed", type=int, default=None, help="training seed (default 0)")

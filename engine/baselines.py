@@ -67,22 +67,42 @@ class Method:
 METHODS: dict[str, Method] = {
     "Saliency": Method("Saliency", "absolute input gradient |dy/dx|", {"abs": True}, signed=False),
     "IntegratedGradients": Method(
-        "IntegratedGradients", "path integral of gradients from a black image",
-        {"baseline": 0.0, "n_steps": 50, "integration": "gausslegendre"}, delta=True),
+        "IntegratedGradients",
+        "path integral of gradients from a black image",
+        {"baseline": 0.0, "n_steps": 50, "integration": "gausslegendre"},
+        delta=True,
+    ),
     "GradientShap": Method(
-        "GradientShap", "expected gradients from a baseline distribution, with input noise",
-        {"baselines": None, "n_samples": 16, "stdevs": 0.1, "seed": 0}, random=True, delta=True),
-    "DeepLift": Method("DeepLift", "DeepLift rescale rule against a black image", {"baseline": 0.0},
-                       hooks=True, delta=True),
+        "GradientShap",
+        "expected gradients from a baseline distribution, with input noise",
+        {"baselines": None, "n_samples": 16, "stdevs": 0.1, "seed": 0},
+        random=True,
+        delta=True,
+    ),
+    "DeepLift": Method(
+        "DeepLift", "DeepLift rescale rule against a black image", {"baseline": 0.0}, hooks=True, delta=True
+    ),
     "InputXGradient": Method("InputXGradient", "input times gradient"),
-    "Occlusion": Method("Occlusion", "output drop when a square window is blacked out",
-                        {"window": None, "stride": None, "baseline": 0.0}),
-    "LayerGradCam": Method("LayerGradCam", "Grad-CAM at the model's last feature map, upsampled to the image",
-                           {"layer": None, "relu": True, "interpolate_mode": "bilinear"}, signed=False, hooks=True),
-    "GuidedBackprop": Method("GuidedBackprop", "gradients through ReLUs that pass only positive gradients",
-                             hooks=True),
-    "SmoothGrad": Method("NoiseTunnel", "SmoothGrad: mean absolute gradient over noisy copies (NoiseTunnel)",
-                         {"nt_samples": 16, "stdevs": 0.1, "abs": True, "seed": 0}, signed=False, random=True),
+    "Occlusion": Method(
+        "Occlusion",
+        "output drop when a square window is blacked out",
+        {"window": None, "stride": None, "baseline": 0.0},
+    ),
+    "LayerGradCam": Method(
+        "LayerGradCam",
+        "Grad-CAM at the model's last feature map, upsampled to the image",
+        {"layer": None, "relu": True, "interpolate_mode": "bilinear"},
+        signed=False,
+        hooks=True,
+    ),
+    "GuidedBackprop": Method("GuidedBackprop", "gradients through ReLUs that pass only positive gradients", hooks=True),
+    "SmoothGrad": Method(
+        "NoiseTunnel",
+        "SmoothGrad: mean absolute gradient over noisy copies (NoiseTunnel)",
+        {"nt_samples": 16, "stdevs": 0.1, "abs": True, "seed": 0},
+        signed=False,
+        random=True,
+    ),
 }
 
 
@@ -99,8 +119,10 @@ def _check_method(method: str, model) -> Method:
     info = METHODS[method]
     if info.hooks and _is_torchscript(model):
         usable = [m for m, i in METHODS.items() if not i.hooks]
-        raise EveInputError(f"{method} needs the model's layers (module hooks), which a TorchScript model does not "
-                            f"expose: choose one of {', '.join(usable)}, or load the model as a built-in.")
+        raise EveInputError(
+            f"{method} needs the model's layers (module hooks), which a TorchScript model does not "
+            f"expose: choose one of {', '.join(usable)}, or load the model as a built-in."
+        )
     return info
 
 
@@ -119,10 +141,14 @@ def _check_images(images) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise EveInputError(f"images must be a torch tensor shaped (B, 1, S, S), not a {type(images).__name__}.")
     if images.ndim != 4 or images.shape[1] != 1 or images.shape[0] < 1 or min(images.shape[2:]) < 2:
-        hint = " (add the batch and channel axes, e.g. images[None, None])" if images.ndim == 2 else (
-            " (add the batch axis, e.g. images[None])" if images.ndim == 3 else "")
-        raise EveInputError(f"images have shape {tuple(images.shape)}: Eve's models take a batch shaped "
-                            f"(B, 1, S, S){hint}.")
+        hint = (
+            " (add the batch and channel axes, e.g. images[None, None])"
+            if images.ndim == 2
+            else (" (add the batch axis, e.g. images[None])" if images.ndim == 3 else "")
+        )
+        raise EveInputError(
+            f"images have shape {tuple(images.shape)}: Eve's models take a batch shaped (B, 1, S, S){hint}."
+        )
     if not images.is_floating_point():
         raise EveInputError(f"images have dtype {images.dtype}: convert them to float32 in [0, 1].")
     if not torch.isfinite(images).all():
@@ -138,16 +164,20 @@ def _check_outputs(model, images: torch.Tensor, target) -> torch.Tensor:
         with torch.no_grad():
             out = model(images)
     except Exception as exc:
-        raise EveInputError(f"The model failed on images of shape {tuple(images.shape)} ({type(exc).__name__}: "
-                            f"{exc}): give images of the size the model takes.") from exc
+        raise EveInputError(
+            f"The model failed on images of shape {tuple(images.shape)} ({type(exc).__name__}: "
+            f"{exc}): give images of the size the model takes."
+        ) from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(images):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise EveInputError(f"The model returned {shape} for {len(images)} images: it must return (B, K).")
     bad = (~torch.isfinite(out)).any(dim=1)
     if bad.any():
         rows = bad.nonzero().flatten().tolist()
-        raise EveInputError(f"The model returned NaN or Inf for image(s) {rows[:5]}{'...' if len(rows) > 5 else ''}: "
-                            "attribution maps need finite outputs; check the model and those images.")
+        raise EveInputError(
+            f"The model returned NaN or Inf for image(s) {rows[:5]}{'...' if len(rows) > 5 else ''}: "
+            "attribution maps need finite outputs; check the model and those images."
+        )
     k = out.shape[1]
     target_t = torch.as_tensor(target)
     if target_t.is_floating_point() or target_t.ndim > 1 or (target_t.ndim == 1 and len(target_t) != len(images)):
@@ -190,8 +220,10 @@ def _cam_layer(model, layer) -> nn.Module:
         return model.cam_layer
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise EveInputError("LayerGradCam needs a feature-map layer: the model has no Conv2d and no `cam_layer`; "
-                            "pass layer=<module or name>.")
+        raise EveInputError(
+            "LayerGradCam needs a feature-map layer: the model has no Conv2d and no `cam_layer`; "
+            "pass layer=<module or name>."
+        )
     return convs[-1]
 
 
@@ -200,8 +232,10 @@ def _occlusion_geometry(size: tuple[int, int], window, stride) -> tuple[int, int
     window = max(1, side // 8) if window is None else int(window)
     stride = max(1, window // 2) if stride is None else int(stride)
     if not 1 <= window <= side or stride < 1:
-        raise EveInputError(f"Occlusion window {window} / stride {stride} do not fit a {size[0]}x{size[1]} image: "
-                            f"use 1 <= window <= {side} and stride >= 1.")
+        raise EveInputError(
+            f"Occlusion window {window} / stride {stride} do not fit a {size[0]}x{size[1]} image: "
+            f"use 1 <= window <= {side} and stride >= 1."
+        )
     return window, stride
 
 
@@ -211,8 +245,14 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
         return captum_attr.Saliency(model).attribute(x, target=target, abs=p["abs"])
     if method == "IntegratedGradients":
         return captum_attr.IntegratedGradients(model).attribute(
-            x, baselines=p["baseline"], target=target, n_steps=int(p["n_steps"]), method=p["integration"],
-            internal_batch_size=max(len(x), FORWARD_BATCH), return_convergence_delta=return_delta)
+            x,
+            baselines=p["baseline"],
+            target=target,
+            n_steps=int(p["n_steps"]),
+            method=p["integration"],
+            internal_batch_size=max(len(x), FORWARD_BATCH),
+            return_convergence_delta=return_delta,
+        )
     if method == "GradientShap":
         baselines = p["baselines"]
         if baselines is None:
@@ -220,26 +260,39 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
         elif isinstance(baselines, torch.Tensor) and baselines.ndim == 3:
             baselines = baselines[None]
         return captum_attr.GradientShap(model).attribute(
-            x, baselines=baselines.to(x), n_samples=int(p["n_samples"]), stdevs=float(p["stdevs"]), target=target,
-            return_convergence_delta=return_delta)
+            x,
+            baselines=baselines.to(x),
+            n_samples=int(p["n_samples"]),
+            stdevs=float(p["stdevs"]),
+            target=target,
+            return_convergence_delta=return_delta,
+        )
     if method == "DeepLift":
         with warnings.catch_warnings():  # captum warns that it sets requires_grad; expected here
             warnings.simplefilter("ignore", UserWarning)
-            return captum_attr.DeepLift(model).attribute(x, baselines=p["baseline"], target=target,
-                                                         return_convergence_delta=return_delta)
+            return captum_attr.DeepLift(model).attribute(
+                x, baselines=p["baseline"], target=target, return_convergence_delta=return_delta
+            )
     if method == "InputXGradient":
         return captum_attr.InputXGradient(model).attribute(x, target=target)
     if method == "Occlusion":
         window, stride = _occlusion_geometry(tuple(x.shape[2:]), p["window"], p["stride"])
         return captum_attr.Occlusion(model).attribute(
-            x, sliding_window_shapes=(1, window, window), strides=(1, stride, stride), baselines=p["baseline"],
-            target=target, perturbations_per_eval=max(1, FORWARD_BATCH // len(x)))
+            x,
+            sliding_window_shapes=(1, window, window),
+            strides=(1, stride, stride),
+            baselines=p["baseline"],
+            target=target,
+            perturbations_per_eval=max(1, FORWARD_BATCH // len(x)),
+        )
     if method == "LayerGradCam":
         cam = captum_attr.LayerGradCam(model, _cam_layer(model, p["layer"]))
         maps = cam.attribute(x, target=target, relu_attributions=bool(p["relu"]))  # (B, 1, h, w)
         if maps.ndim != 4:
-            raise EveInputError(f"The Grad-CAM layer's output has shape {tuple(maps.shape)}: choose a layer with "
-                                "a (B, C, h, w) feature map.")
+            raise EveInputError(
+                f"The Grad-CAM layer's output has shape {tuple(maps.shape)}: choose a layer with "
+                "a (B, C, h, w) feature map."
+            )
         maps = captum_attr.LayerAttribution.interpolate(maps, tuple(x.shape[2:]), p["interpolate_mode"])
         return maps.expand_as(x)
     if method == "GuidedBackprop":
@@ -248,8 +301,15 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
             return captum_attr.GuidedBackprop(model).attribute(x, target=target)
     if method == "SmoothGrad":
         tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
-        return tunnel.attribute(x, nt_type="smoothgrad", nt_samples=int(p["nt_samples"]), stdevs=float(p["stdevs"]),
-                                nt_samples_batch_size=max(1, FORWARD_BATCH // len(x)), target=target, abs=p["abs"])
+        return tunnel.attribute(
+            x,
+            nt_type="smoothgrad",
+            nt_samples=int(p["nt_samples"]),
+            stdevs=float(p["stdevs"]),
+            nt_samples_batch_size=max(1, FORWARD_BATCH // len(x)),
+            target=target,
+            abs=p["abs"],
+        )
     raise AssertionError(method)
 
 
@@ -260,8 +320,8 @@ def _compute_batched(model, images, method, target, p, batch_size, return_delta=
         batch_size = min(batch_size, max(1, FORWARD_BATCH // int(p["n_samples"])))
     with _seeded(seed, images.device):
         for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].clone().requires_grad_()  # a copy: images stay unchanged
-            t = target if target.ndim == 0 else target[start:start + batch_size]
+            x = images[start : start + batch_size].clone().requires_grad_()  # a copy: images stay unchanged
+            t = target if target.ndim == 0 else target[start : start + batch_size]
             result = _compute(model, x, method, t, p, return_delta)
             if return_delta:
                 result, delta = result
@@ -271,8 +331,16 @@ def _compute_batched(model, images, method, target, p, batch_size, return_delta=
     return (maps, torch.cat(deltas)) if return_delta else maps
 
 
-def attribution_map(model, images: torch.Tensor, method: str, target: int | torch.Tensor = 0, *,
-                    batch_size: int = DEFAULT_BATCH, return_delta: bool = False, **params):
+def attribution_map(
+    model,
+    images: torch.Tensor,
+    method: str,
+    target: int | torch.Tensor = 0,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    return_delta: bool = False,
+    **params,
+):
     """A pixel-attribution map per image, from one of the nine captum `METHODS`.
 
     Args:
@@ -294,8 +362,10 @@ def attribution_map(model, images: torch.Tensor, method: str, target: int | torc
     info = _check_method(method, model)
     p = _check_params(method, params)
     if return_delta and not info.delta:
-        raise EveInputError(f"{method} has no convergence delta: use return_delta only with "
-                            f"{', '.join(m for m, i in METHODS.items() if i.delta)}.")
+        raise EveInputError(
+            f"{method} has no convergence delta: use return_delta only with "
+            f"{', '.join(m for m, i in METHODS.items() if i.delta)}."
+        )
     if int(batch_size) < 1:
         raise EveInputError(f"batch_size {batch_size} must be at least 1.")
     images = _check_images(images)
@@ -303,8 +373,10 @@ def attribution_map(model, images: torch.Tensor, method: str, target: int | torc
     result = _compute_batched(model, images, method, target_t, p, int(batch_size), return_delta)
     maps = result[0] if return_delta else result
     if not torch.isfinite(maps).all():
-        raise EveInputError(f"{method} produced NaN or Inf values for this model: its gradients are not finite; "
-                            "try another method or check the model.")
+        raise EveInputError(
+            f"{method} produced NaN or Inf values for this model: its gradients are not finite; "
+            "try another method or check the model."
+        )
     return result
 
 
@@ -334,8 +406,18 @@ def display_normalise(maps: torch.Tensor, signed: bool = True, percentile: float
 # 3. quality of the maps ---------------------------------------------------------------------
 
 
-def infidelity(model, images: torch.Tensor, method: str, target: int = 0, *, n_perturb_samples: int = 10,
-               noise_scale: float = 0.05, seed: int = 0, maps: torch.Tensor | None = None, **params) -> torch.Tensor:
+def infidelity(
+    model,
+    images: torch.Tensor,
+    method: str,
+    target: int = 0,
+    *,
+    n_perturb_samples: int = 10,
+    noise_scale: float = 0.05,
+    seed: int = 0,
+    maps: torch.Tensor | None = None,
+    **params,
+) -> torch.Tensor:
     """captum's infidelity of a method's maps, per image (B,); lower is better.
 
     INFD = E_I[(Iᵀ·φ(x) − (y(x) − y(x − I)))²] with I ~ N(0, noise_scale²) per pixel
@@ -351,12 +433,28 @@ def infidelity(model, images: torch.Tensor, method: str, target: int = 0, *, n_p
         return noise, inputs - noise
 
     with _seeded(seed, images.device):
-        return captum_metrics.infidelity(model, perturb, images.clone(), maps, target=target_t,
-                                         n_perturb_samples=int(n_perturb_samples), normalize=True).detach()
+        return captum_metrics.infidelity(
+            model,
+            perturb,
+            images.clone(),
+            maps,
+            target=target_t,
+            n_perturb_samples=int(n_perturb_samples),
+            normalize=True,
+        ).detach()
 
 
-def sensitivity_max(model, images: torch.Tensor, method: str, target: int = 0, *, n_perturb_samples: int = 10,
-                    radius: float = 0.02, seed: int = 0, **params) -> torch.Tensor:
+def sensitivity_max(
+    model,
+    images: torch.Tensor,
+    method: str,
+    target: int = 0,
+    *,
+    n_perturb_samples: int = 10,
+    radius: float = 0.02,
+    seed: int = 0,
+    **params,
+) -> torch.Tensor:
     """captum's max-sensitivity of a method's maps, per image (B,); lower is more stable.
 
     max over perturbations δ ~ U(−radius, radius) per pixel of ‖φ(x + δ) − φ(x)‖ / ‖φ(x)‖
@@ -372,12 +470,25 @@ def sensitivity_max(model, images: torch.Tensor, method: str, target: int = 0, *
         return (_compute_batched(model, inputs, method, torch.as_tensor(target), p, DEFAULT_BATCH),)
 
     with _seeded(seed, images.device):
-        return captum_metrics.sensitivity_max(explain, images.clone(), perturb_radius=float(radius),
-                                              n_perturb_samples=int(n_perturb_samples), target=target_t).detach()
+        return captum_metrics.sensitivity_max(
+            explain,
+            images.clone(),
+            perturb_radius=float(radius),
+            n_perturb_samples=int(n_perturb_samples),
+            target=target_t,
+        ).detach()
 
 
-def quality_table(model, images: torch.Tensor, methods: list[str] | None = None, target: int = 0, *,
-                  n_perturb_samples: int = 10, seed: int = 0, params: dict | None = None) -> pd.DataFrame:
+def quality_table(
+    model,
+    images: torch.Tensor,
+    methods: list[str] | None = None,
+    target: int = 0,
+    *,
+    n_perturb_samples: int = 10,
+    seed: int = 0,
+    params: dict | None = None,
+) -> pd.DataFrame:
     """Infidelity and max-sensitivity per method (mean and sd over images) as a DataFrame."""
     methods = _default_methods(model) if methods is None else list(methods)
     params = params or {}
@@ -387,9 +498,16 @@ def quality_table(model, images: torch.Tensor, methods: list[str] | None = None,
         p = params.get(method, {})
         infd = infidelity(model, images, method, target, n_perturb_samples=n_perturb_samples, seed=seed, **p)
         sens = sensitivity_max(model, images, method, target, n_perturb_samples=n_perturb_samples, seed=seed, **p)
-        rows.append({"method": method, "infidelity": float(infd.mean()), "infidelity_sd": float(infd.std()),
-                     "sensitivity_max": float(sens.mean()), "sensitivity_max_sd": float(sens.std()),
-                     "n_images": len(infd)})
+        rows.append(
+            {
+                "method": method,
+                "infidelity": float(infd.mean()),
+                "infidelity_sd": float(infd.std()),
+                "sensitivity_max": float(sens.mean()),
+                "sensitivity_max_sd": float(sens.std()),
+                "n_images": len(infd),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -416,9 +534,16 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return out
 
 
-def randomisation_check(model: nn.Module, images: torch.Tensor, methods: list[str] | None = None,
-                        target: int = 0, *, mode: str = "cascading", seed: int = 0,
-                        params: dict | None = None) -> pd.DataFrame:
+def randomisation_check(
+    model: nn.Module,
+    images: torch.Tensor,
+    methods: list[str] | None = None,
+    target: int = 0,
+    *,
+    mode: str = "cascading",
+    seed: int = 0,
+    params: dict | None = None,
+) -> pd.DataFrame:
     """Model-parameter randomisation test (Adebayo et al., "Sanity Checks for Saliency Maps", 2018).
 
     Re-initialise the weights of the model's layers (PyTorch's default initialisation, seeded)
@@ -433,8 +558,10 @@ def randomisation_check(model: nn.Module, images: torch.Tensor, methods: list[st
     `spearman_abs` are means over images, `spearman_abs_sd` their sd.
     """
     if _is_torchscript(model) or not isinstance(model, nn.Module):
-        raise EveInputError("The randomisation check re-initialises the model's layers, which needs a regular "
-                            "nn.Module (a built-in model), not a TorchScript model.")
+        raise EveInputError(
+            "The randomisation check re-initialises the model's layers, which needs a regular "
+            "nn.Module (a built-in model), not a TorchScript model."
+        )
     if mode not in ("cascading", "independent"):
         raise EveInputError(f"Unknown randomisation mode {mode!r}: use 'cascading' or 'independent'.")
     methods = _default_methods(model) if methods is None else list(methods)
@@ -449,8 +576,17 @@ def randomisation_check(model: nn.Module, images: torch.Tensor, methods: list[st
     images = _check_images(images)
     _check_outputs(model, images, target)
     reference = {m: attribution_map(model, images, m, target, **params.get(m, {})) for m in methods}
-    rows = [{"method": m, "step": 0, "layer": "none (trained)", "spearman": 1.0, "spearman_abs": 1.0,
-             "spearman_abs_sd": 0.0} for m in methods]
+    rows = [
+        {
+            "method": m,
+            "step": 0,
+            "layer": "none (trained)",
+            "spearman": 1.0,
+            "spearman_abs": 1.0,
+            "spearman_abs_sd": 0.0,
+        }
+        for m in methods
+    ]
     layers = randomisable_layers(model)
     randomised = copy.deepcopy(model).eval()
     for step, name in enumerate(layers, start=1):
@@ -462,14 +598,30 @@ def randomisation_check(model: nn.Module, images: torch.Tensor, methods: list[st
             try:
                 maps = attribution_map(randomised, images, m, target, **params.get(m, {}))
             except EveInputError as exc:  # e.g. a randomised model overflowing: record, don't stop
-                rows.append({"method": m, "step": step, "layer": name, "spearman": np.nan, "spearman_abs": np.nan,
-                             "spearman_abs_sd": np.nan, "error": str(exc)})
+                rows.append(
+                    {
+                        "method": m,
+                        "step": step,
+                        "layer": name,
+                        "spearman": np.nan,
+                        "spearman_abs": np.nan,
+                        "spearman_abs_sd": np.nan,
+                        "error": str(exc),
+                    }
+                )
                 continue
             rho = _spearman(reference[m], maps)
             rho_abs = _spearman(reference[m].abs(), maps.abs())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN means a constant map
-                rows.append({"method": m, "step": step, "layer": name, "spearman": float(np.nanmean(rho)),
-                             "spearman_abs": float(np.nanmean(rho_abs)),
-                             "spearman_abs_sd": float(np.nanstd(rho_abs))})
+                rows.append(
+                    {
+                        "method": m,
+                        "step": step,
+                        "layer": name,
+                        "spearman": float(np.nanmean(rho)),
+                        "spearman_abs": float(np.nanmean(rho_abs)),
+                        "spearman_abs_sd": float(np.nanstd(rho_abs)),
+                    }
+                )
     return pd.DataFrame(rows)

@@ -69,8 +69,10 @@ class ModelCard:
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
             name = Path(source).stem if isinstance(source, Path) else data.get("name", "NAME")
-            raise EveInputError(f"Model card {source} lacks {', '.join(missing)}: rebuild it with "
-                                f"`python -m engine train-classifier {name}`.")
+            raise EveInputError(
+                f"Model card {source} lacks {', '.join(missing)}: rebuild it with "
+                f"`python -m engine train-classifier {name}`."
+            )
         known = {f.name for f in fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known}
         values["spec"] = spec_from_json(data["spec"])
@@ -101,8 +103,9 @@ class ModelCard:
             index = int(output)
             if 0 <= index < len(names):
                 return index
-            raise EveInputError(f"Output index {index} is out of range: the model has {len(names)} output(s) "
-                                f"({', '.join(names)}).")
+            raise EveInputError(
+                f"Output index {index} is out of range: the model has {len(names)} output(s) ({', '.join(names)})."
+            )
         raise EveInputError(f"Unknown output {output!r}: the model's outputs are {', '.join(names)}.")
 
     @property
@@ -174,8 +177,10 @@ class DiffusionFeature:
         needed = ("mean", "sd", "min", "max") if kind == "numeric" else ("levels",)
         missing = [k for k in ("name", *needed) if k not in data]
         if kind not in FEATURE_KINDS or missing:
-            raise EveInputError(f"Feature {data.get('name', '?')!r} of {source} has kind {kind!r} and lacks "
-                                f"{', '.join(missing) or 'nothing'}: retrain the diffusion model.")  # fmt: skip
+            raise EveInputError(
+                f"Feature {data.get('name', '?')!r} of {source} has kind {kind!r} and lacks "
+                f"{', '.join(missing) or 'nothing'}: retrain the diffusion model."
+            )
         known = {f.name for f in fields(cls)} - {"extra"}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
@@ -231,8 +236,10 @@ class DiffusionCard:
         """A card from its JSON object; `source` names the file in messages."""
         missing = [k for k in DIFFUSION_REQUIRED_KEYS if k not in data]
         if missing:
-            raise EveInputError(f"Diffusion card {source} lacks {', '.join(missing)}: retrain the model with "
-                                f"`python -m engine train-diffusion {data.get('dataset', 'DATASET')}`.")  # fmt: skip
+            raise EveInputError(
+                f"Diffusion card {source} lacks {', '.join(missing)}: retrain the model with "
+                f"`python -m engine train-diffusion {data.get('dataset', 'DATASET')}`."
+            )
         known = {f.name for f in fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known}
         values["spec"] = spec_from_json(data["spec"])

@@ -30,9 +30,23 @@ from engine.tvd import CurveResult, conditional_curve
 
 # Okabe-Ito (colour-blind safe) first, then Plotly's Dark24 for longer feature lists.
 PALETTE = (
-    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
-    "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#B68100", "#750D86", "#EB663B",
-)  # fmt: skip
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#F0E442",
+    "#000000",
+    "#2E91E5",
+    "#E15F99",
+    "#1CA71C",
+    "#FB0D0D",
+    "#DA16FF",
+    "#B68100",
+    "#750D86",
+    "#EB663B",
+)
 
 # how a score was obtained -> bar outline/pattern
 SOURCE_COLORS = {"data": "#0072B2", "diffusion": "#E69F00", "truth": "#555555"}
@@ -63,9 +77,13 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 
 def score_bars(
-    scores: pd.DataFrame, colors: dict[str, str], *, title: str = "", height: int | None = None,
+    scores: pd.DataFrame,
+    colors: dict[str, str],
+    *,
+    title: str = "",
+    height: int | None = None,
     group_by: str = "source",
-) -> go.Figure:  # fmt: skip
+) -> go.Figure:
     """Horizontal bars of S(A), one group per feature, one bar per `group_by` value.
 
     Args:
@@ -91,11 +109,13 @@ def score_bars(
         score = part["score"].to_numpy(dtype=float)
         low, high = part["ci_low"].to_numpy(dtype=float), part["ci_high"].to_numpy(dtype=float)
         hover = [
-            f"{f}: {s:.0%} ({lo:.0%}-{hi:.0%})" if k and not math.isnan(lo)
-            else f"{f}: {s:.0%}" if k
+            f"{f}: {s:.0%} ({lo:.0%}-{hi:.0%})"
+            if k and not math.isnan(lo)
+            else f"{f}: {s:.0%}"
+            if k
             else f"{f}: no score ({m})"
             for f, s, lo, hi, k, m in zip(features, score, low, high, ok, part["message"].fillna(""), strict=True)
-        ]  # fmt: skip
+        ]
         if group in SOURCE_COLORS:
             pattern, outline = SOURCE_PATTERNS[group], SOURCE_COLORS[group]
         else:
@@ -104,36 +124,54 @@ def score_bars(
         name = SOURCE_LABELS.get(group, str(group))
         fig.add_trace(
             go.Bar(
-                y=features, x=np.where(ok, score, 0.0), orientation="h", name=name,
+                y=features,
+                x=np.where(ok, score, 0.0),
+                orientation="h",
+                name=name,
                 marker=dict(
                     color=[colors.get(f, "#888") for f in features],
                     pattern=dict(shape=pattern, fgcolor="white", solidity=0.35),
                     line=dict(color=outline, width=1.5),
                 ),
                 error_x=dict(
-                    type="data", symmetric=False, array=np.nan_to_num(np.where(ok, high - score, 0.0)),
+                    type="data",
+                    symmetric=False,
+                    array=np.nan_to_num(np.where(ok, high - score, 0.0)),
                     arrayminus=np.nan_to_num(np.where(ok, score - low, 0.0)),
-                    color="#333", thickness=1.2, width=4,
+                    color="#333",
+                    thickness=1.2,
+                    width=4,
                 ),
-                hovertext=hover, hoverinfo="text", showlegend=False,
+                hovertext=hover,
+                hoverinfo="text",
+                showlegend=False,
             )
-        )  # fmt: skip
+        )
         # legend entry in neutral grey: bar colours belong to the features, patterns to the groups
         fig.add_trace(
             go.Bar(
-                x=[None], y=[None], orientation="h", name=name,
-                marker=dict(color="#9a9a9a", pattern=dict(shape=pattern, fgcolor="white", solidity=0.35),
-                            line=dict(color=outline, width=1.5)),
+                x=[None],
+                y=[None],
+                orientation="h",
+                name=name,
+                marker=dict(
+                    color="#9a9a9a",
+                    pattern=dict(shape=pattern, fgcolor="white", solidity=0.35),
+                    line=dict(color=outline, width=1.5),
+                ),
             )
-        )  # fmt: skip
+        )
     fig.update_layout(
-        barmode="group", title=dict(text=title, font=dict(size=14)),
+        barmode="group",
+        title=dict(text=title, font=dict(size=14)),
         height=height or max(260, 60 + 34 * len(features) * max(1, scores[group_by].nunique()) ** 0.6),
-        margin=dict(l=8, r=8, t=36 if title else 8, b=8), legend=dict(orientation="h", y=-0.18),
-        xaxis=dict(title="explained variance S(A)", range=[0, 1.04], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0],
-                   tickformat=".0%"),
+        margin=dict(l=8, r=8, t=36 if title else 8, b=8),
+        legend=dict(orientation="h", y=-0.18),
+        xaxis=dict(
+            title="explained variance S(A)", range=[0, 1.04], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0], tickformat=".0%"
+        ),
         yaxis=dict(autorange="reversed"),
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -141,9 +179,15 @@ def score_bars(
 
 
 def curve_traces(
-    curve: CurveResult, outputs: np.ndarray | None, feature_values: np.ndarray | None, *, feature: str,
-    output_name: str, color: str, categorical: bool = False,
-) -> list[go.Box | go.Scatter]:  # fmt: skip
+    curve: CurveResult,
+    outputs: np.ndarray | None,
+    feature_values: np.ndarray | None,
+    *,
+    feature: str,
+    output_name: str,
+    color: str,
+    categorical: bool = False,
+) -> list[go.Box | go.Scatter]:
     """The traces of one conditional-curve panel, to add to a figure or a subplot.
 
     Outputs (a box with every point for a categorical feature, else a scatter) when given,
@@ -155,62 +199,112 @@ def curve_traces(
     if categorical:
         if has_points:
             traces.append(
-                go.Box(x=np.asarray(feature_values).astype(str), y=outputs, name="outputs", boxpoints="all",
-                       jitter=0.4, pointpos=0, marker=dict(color=_rgba(color, 0.35), size=4), line=dict(color=color))
-            )  # fmt: skip
+                go.Box(
+                    x=np.asarray(feature_values).astype(str),
+                    y=outputs,
+                    name="outputs",
+                    boxpoints="all",
+                    jitter=0.4,
+                    pointpos=0,
+                    marker=dict(color=_rgba(color, 0.35), size=4),
+                    line=dict(color=color),
+                )
+            )
         if curve.status == "ok":
             traces.append(
                 go.Scatter(
-                    x=np.asarray(curve.grid).astype(str), y=curve.mean, mode="markers", name="E[f | A = a]",
+                    x=np.asarray(curve.grid).astype(str),
+                    y=curve.mean,
+                    mode="markers",
+                    name="E[f | A = a]",
                     marker=dict(color="black", size=10, symbol="diamond"),
-                    error_y=dict(type="data", symmetric=False, array=curve.band_high - curve.mean,
-                                 arrayminus=curve.mean - curve.band_low),
+                    error_y=dict(
+                        type="data",
+                        symmetric=False,
+                        array=curve.band_high - curve.mean,
+                        arrayminus=curve.mean - curve.band_low,
+                    ),
                 )
-            )  # fmt: skip
+            )
         return traces
     if has_points:
         traces.append(
-            go.Scatter(x=feature_values, y=outputs, mode="markers", name="outputs",
-                       marker=dict(color=_rgba(color, 0.35), size=5),
-                       hovertemplate=f"{feature} %{{x:.3g}}<br>{output_name} %{{y:.3g}}<extra></extra>")
-        )  # fmt: skip
+            go.Scatter(
+                x=feature_values,
+                y=outputs,
+                mode="markers",
+                name="outputs",
+                marker=dict(color=_rgba(color, 0.35), size=5),
+                hovertemplate=f"{feature} %{{x:.3g}}<br>{output_name} %{{y:.3g}}<extra></extra>",
+            )
+        )
     if curve.status == "ok":
         traces.append(
-            go.Scatter(x=np.r_[curve.grid, curve.grid[::-1]], y=np.r_[curve.band_high, curve.band_low[::-1]],
-                       fill="toself", fillcolor=_rgba(color, 0.2), line=dict(width=0), name="95% band",
-                       hoverinfo="skip")
-        )  # fmt: skip
+            go.Scatter(
+                x=np.r_[curve.grid, curve.grid[::-1]],
+                y=np.r_[curve.band_high, curve.band_low[::-1]],
+                fill="toself",
+                fillcolor=_rgba(color, 0.2),
+                line=dict(width=0),
+                name="95% band",
+                hoverinfo="skip",
+            )
+        )
         traces.append(
             go.Scatter(
-                x=curve.grid, y=curve.mean, mode="lines", name="E[f | A = a]", line=dict(color=color, width=3),
+                x=curve.grid,
+                y=curve.mean,
+                mode="lines",
+                name="E[f | A = a]",
+                line=dict(color=color, width=3),
                 customdata=np.c_[np.sqrt(curve.variance), curve.count],
                 hovertemplate=f"{feature} %{{x:.3g}}<br>E[f|A] %{{y:.3g}}<br>sd(f|A) %{{customdata[0]:.3g}}"
                 "<br>effective n %{customdata[1]:.0f}<extra></extra>",
             )
-        )  # fmt: skip
+        )
     return traces
 
 
 def conditional_curve_figure(
-    curve: CurveResult, outputs: np.ndarray, feature_values: np.ndarray, *, feature: str, output_name: str,
-    color: str, categorical: bool = False, marker_at: float | None = None, height: int = 360,
-) -> go.Figure:  # fmt: skip
+    curve: CurveResult,
+    outputs: np.ndarray,
+    feature_values: np.ndarray,
+    *,
+    feature: str,
+    output_name: str,
+    color: str,
+    categorical: bool = False,
+    marker_at: float | None = None,
+    height: int = 360,
+) -> go.Figure:
     """Scatter of (a_i, y_i), E[Y | A = a] as a line with its pointwise band, Var(Y|A) in hover.
 
     `curve` is an `engine.tvd.CurveResult` (`conditional_curve(outputs, feature_values)`);
     `marker_at` draws a vertical line at one value (the feature explorer's slider; numeric
     features only).
     """
-    fig = go.Figure(curve_traces(curve, outputs, feature_values, feature=feature, output_name=output_name,
-                                 color=color, categorical=categorical))  # fmt: skip
+    fig = go.Figure(
+        curve_traces(
+            curve,
+            outputs,
+            feature_values,
+            feature=feature,
+            output_name=output_name,
+            color=color,
+            categorical=categorical,
+        )
+    )
     if marker_at is not None and not categorical:
         fig.add_vline(x=marker_at, line=dict(color="black", dash="dash"))
     if categorical and curve.status == "ok":  # categories in the curve's (sorted) order, not the data's
         fig.update_xaxes(categoryorder="array", categoryarray=np.asarray(curve.grid).astype(str))
     fig.update_layout(
-        height=height, margin=dict(l=8, r=8, t=8, b=8), legend=dict(orientation="h", y=-0.25),
-        xaxis_title=feature, yaxis_title=output_name,
-    )  # fmt: skip
+        height=height,
+        margin=dict(l=8, r=8, t=8, b=8),
+        legend=dict(orientation="h", y=-0.25),
+        xaxis_title=feature,
+        yaxis_title=output_name,
+    )
     return fig
 
 
@@ -244,10 +338,17 @@ def _panel_title(scores: pd.DataFrame, feature: str) -> str:
 
 
 def curves_grid(
-    table: pd.DataFrame, output: str, features: dict[str, np.ndarray], *, outputs: np.ndarray | None = None,
-    categorical: Collection[str] = (), value_tables: dict | None = None, colors: dict[str, str] | None = None,
-    max_scatter: int = MAX_SCATTER, n_cols: int = 3,
-) -> go.Figure:  # fmt: skip
+    table: pd.DataFrame,
+    output: str,
+    features: dict[str, np.ndarray],
+    *,
+    outputs: np.ndarray | None = None,
+    categorical: Collection[str] = (),
+    value_tables: dict | None = None,
+    colors: dict[str, str] | None = None,
+    max_scatter: int = MAX_SCATTER,
+    n_cols: int = 3,
+) -> go.Figure:
     """One panel per feature: E[output | A = a] with its 95% band (`curve_traces` in each).
 
     Args:
@@ -274,9 +375,12 @@ def curves_grid(
     n_cols = max(1, min(n_cols, len(names)))
     n_rows = max(1, math.ceil(len(names) / n_cols))
     fig = make_subplots(
-        rows=n_rows, cols=n_cols, subplot_titles=[_panel_title(scores, f) for f in names],
-        horizontal_spacing=0.07, vertical_spacing=0.5 / n_rows,
-    )  # fmt: skip
+        rows=n_rows,
+        cols=n_cols,
+        subplot_titles=[_panel_title(scores, f) for f in names],
+        horizontal_spacing=0.07,
+        vertical_spacing=0.5 / n_rows,
+    )
     y = None if outputs is None else np.asarray(outputs, dtype=float)
     keep = None if y is None else np.sort(np.random.default_rng(0).permutation(len(y))[:max_scatter])
     for i, f in enumerate(names):
@@ -289,8 +393,9 @@ def curves_grid(
         else:  # diffusion: the per-value means, no points
             curve = value_table_curve((value_tables or {}).get((f, output)), categorical=is_cat)
             points = values = None
-        for trace in curve_traces(curve, points, values, feature=f, output_name=output,
-                                  color=colors.get(f, "#888888"), categorical=is_cat):  # fmt: skip
+        for trace in curve_traces(
+            curve, points, values, feature=f, output_name=output, color=colors.get(f, "#888888"), categorical=is_cat
+        ):
             fig.add_trace(trace, row=row, col=col)
         fig.update_xaxes(title_text=f, row=row, col=col)
         if is_cat and curve.status == "ok":
@@ -304,15 +409,30 @@ def curves_grid(
 # distributions ------------------------------------------------------------------------------
 
 
-def output_distribution(outputs: np.ndarray, *, label: str, color: str, mean_line: float | None = None,
-                        others: dict[str, np.ndarray] | None = None, height: int = 300) -> go.Figure:  # fmt: skip
+def output_distribution(
+    outputs: np.ndarray,
+    *,
+    label: str,
+    color: str,
+    mean_line: float | None = None,
+    others: dict[str, np.ndarray] | None = None,
+    height: int = 300,
+) -> go.Figure:
     """Violin of model outputs at one feature value (and optional others, in grey), E[f|A=a] marked."""
     fig = go.Figure()
     for name, values, c in [(label, outputs, color), *((k, v, "#888888") for k, v in (others or {}).items())]:
         fig.add_trace(
-            go.Violin(y=values, name=name, box_visible=True, meanline_visible=True, points="all",
-                      line_color=c, fillcolor=_rgba(c, 0.25), marker=dict(size=5))
-        )  # fmt: skip
+            go.Violin(
+                y=values,
+                name=name,
+                box_visible=True,
+                meanline_visible=True,
+                points="all",
+                line_color=c,
+                fillcolor=_rgba(c, 0.25),
+                marker=dict(size=5),
+            )
+        )
     if mean_line is not None:
         fig.add_hline(y=mean_line, line=dict(color="black", dash="dot"), annotation_text="E[f | A = a] (data)")
     fig.update_layout(height=height, margin=dict(l=8, r=8, t=8, b=8), showlegend=False, yaxis_title="model output")

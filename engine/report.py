@@ -98,9 +98,15 @@ def write_html(report: ScoreReport, path: str | Path) -> Path:
     colors = figures.feature_colors(list(report.features))
     drawn = [figures.score_bars(report.table, colors, group_by="output", title="Explained variance S(A) per feature")]
     drawn += [
-        figures.curves_grid(report.table, out, report.features,
-                            outputs=None if report.outputs is None else report.outputs[:, j],
-                            categorical=report.categorical, value_tables=report.value_tables, colors=colors)
+        figures.curves_grid(
+            report.table,
+            out,
+            report.features,
+            outputs=None if report.outputs is None else report.outputs[:, j],
+            categorical=report.categorical,
+            value_tables=report.value_tables,
+            colors=colors,
+        )
         for j, out in enumerate(report.output_names)
     ]
     parts = [pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False) for i, fig in enumerate(drawn)]
@@ -150,8 +156,11 @@ def model_ref(args) -> ModelRef:
 
 
 def _check_builtin_flags(args, spec: SliceSpec) -> None:
-    given = {"plane": args.plane, "slice": None if args.slice is None else SliceSpec.parse_index(args.slice),
-             "size": args.size}
+    given = {
+        "plane": args.plane,
+        "slice": None if args.slice is None else SliceSpec.parse_index(args.slice),
+        "size": args.size,
+    }
     theirs = {"plane": spec.plane, "slice": spec.index, "size": spec.size}
     clash = [f"--{k} {getattr(args, k)}" for k, v in given.items() if getattr(args, k) is not None and v != theirs[k]]
     if clash:
@@ -198,20 +207,41 @@ def run_score_command(args) -> list[Path]:
         from engine.diffusion import SamplerConfig, load_diffusion  # diffusers (~3 s) only for this method
 
         generator = load_diffusion(args.diffusion or dataset.name)
-        sampler = SamplerConfig.for_scores(generator).override(free_features=args.free_features,
-                                                               readout_guidance=args.readout_guidance)
+        sampler = SamplerConfig.for_scores(generator).override(
+            free_features=args.free_features, readout_guidance=args.readout_guidance
+        )
         progress, bar = _tqdm_progress("diffusion scores", "score")
         with bar:
             report = diffusion_scores(
-                model, card, dataset, args.features, diffusion=generator, output=args.output,
-                k_values=args.k_values, n_per_value=args.n_per_value, n_boot=args.n_boot, seed=args.seed,
-                batch_size=args.batch_size, progress=progress, sampler=sampler,
+                model,
+                card,
+                dataset,
+                args.features,
+                diffusion=generator,
+                output=args.output,
+                k_values=args.k_values,
+                n_per_value=args.n_per_value,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                progress=progress,
+                sampler=sampler,
             )
     else:
         progress, bar = _tqdm_progress("model outputs", "img")
         with bar:
-            report = data_scores(model, card, dataset, args.features, split=args.split, n_boot=args.n_boot,
-                                 seed=args.seed, output=args.output, batch_size=args.batch_size, progress=progress)
+            report = data_scores(
+                model,
+                card,
+                dataset,
+                args.features,
+                split=args.split,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                output=args.output,
+                batch_size=args.batch_size,
+                progress=progress,
+            )
     report.metadata["arguments"] = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
     written = [write_html(report, out) if fmt == "html" else write_json(report, out), write_csv(report, csv_path)]
     _print_summary(report)

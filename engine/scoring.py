@@ -35,11 +35,20 @@ from engine.errors import EveInputError
 from engine.tvd import ScoreResult, score_table
 
 SPLITS = ("test", "train", "all")
-SCORE_COLUMNS = ("feature", "output", "score", "ci_low", "ci_high", "unexplained", "n", "n_groups", "status",
-                 "message")
+SCORE_COLUMNS = ("feature", "output", "score", "ci_low", "ci_high", "unexplained", "n", "n_groups", "status", "message")
 # the card fields a report's metadata repeats
-CARD_KEYS = ("name", "kind", "description", "dataset", "target", "task", "output_names", "function",
-             "weights_sha256", "sha256")
+CARD_KEYS = (
+    "name",
+    "kind",
+    "description",
+    "dataset",
+    "target",
+    "task",
+    "output_names",
+    "function",
+    "weights_sha256",
+    "sha256",
+)
 
 Progress = Callable[[int, int], None]  # progress(done, total)
 
@@ -103,8 +112,9 @@ def model_device(model) -> torch.device:
 
 
 @torch.inference_mode()
-def model_outputs(model, dataset: Dataset, spec: SliceSpec, rows=None, *, batch_size: int = 64,
-                  progress: Progress | None = None) -> np.ndarray:
+def model_outputs(
+    model, dataset: Dataset, spec: SliceSpec, rows=None, *, batch_size: int = 64, progress: Progress | None = None
+) -> np.ndarray:
     """Model outputs f(x_i) for dataset rows, as a (N, K) float32 array in row order.
 
     Args:
@@ -141,15 +151,26 @@ def model_outputs(model, dataset: Dataset, spec: SliceSpec, rows=None, *, batch_
 
 def check_output_count(card: ModelCard, outputs: np.ndarray) -> None:
     if len(card.output_names) != outputs.shape[1]:
-        raise EveInputError(f"The model returned {outputs.shape[1]} outputs per image but its card names "
-                            f"{len(card.output_names)}: give one name per output.")
+        raise EveInputError(
+            f"The model returned {outputs.shape[1]} outputs per image but its card names "
+            f"{len(card.output_names)}: give one name per output."
+        )
 
 
 # 3. scores --------------------------------------------------------------------------------
 
 
-def score_outputs(outputs, dataset: Dataset, features=None, rows=None, output_names=None, *, n_boot: int = 200,
-                  seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+def score_outputs(
+    outputs,
+    dataset: Dataset,
+    features=None,
+    rows=None,
+    output_names=None,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> pd.DataFrame:
     """Score table for precomputed outputs on dataset rows (`engine.tvd.score_table`).
 
     Args:
@@ -173,9 +194,18 @@ def score_outputs(outputs, dataset: Dataset, features=None, rows=None, output_na
 
 def score_row(feature: str, output: str, result: ScoreResult) -> dict:
     """One row of a score table (`SCORE_COLUMNS`) from a `ScoreResult`."""
-    return dict(feature=feature, output=output, score=result.score, ci_low=result.ci_low, ci_high=result.ci_high,
-                unexplained=1 - result.score, n=result.n, n_groups=result.n_groups, status=result.status,
-                message=result.message)
+    return dict(
+        feature=feature,
+        output=output,
+        score=result.score,
+        ci_low=result.ci_low,
+        ci_high=result.ci_high,
+        unexplained=1 - result.score,
+        n=result.n,
+        n_groups=result.n_groups,
+        status=result.status,
+        message=result.message,
+    )
 
 
 @dataclass(frozen=True)
@@ -209,9 +239,20 @@ def _check_n_boot(n_boot: int) -> None:
         raise EveInputError(f"n_boot = {n_boot}: use 0 (no CI) or a positive number of bootstrap draws.")
 
 
-def data_scores(model, card: ModelCard, dataset: Dataset, features=None, *, split: str = "test", n_boot: int = 200,
-                seed: int = 0, output: int | str | None = None, batch_size: int = 64,
-                progress: Progress | None = None, ci: float = 0.95) -> ScoreReport:
+def data_scores(
+    model,
+    card: ModelCard,
+    dataset: Dataset,
+    features=None,
+    *,
+    split: str = "test",
+    n_boot: int = 200,
+    seed: int = 0,
+    output: int | str | None = None,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    ci: float = 0.95,
+) -> ScoreReport:
     """Model outputs on a split of the dataset and their scores for each feature (data method).
 
     Args:
@@ -237,15 +278,37 @@ def data_scores(model, card: ModelCard, dataset: Dataset, features=None, *, spli
     table = score_outputs(y, dataset, feature_names, rows, names, n_boot=n_boot, seed=seed, ci=ci)
     values = {f: dataset.feature_values(f)[rows] for f in feature_names}
     cats = tuple(f for f in feature_names if f in dataset.categorical_features)
-    meta = _metadata(dataset, card, method="data", split=split, n=int(len(rows)), features=feature_names,
-                     categorical=list(cats), n_boot=int(n_boot), seed=int(seed), ci_level=ci)
+    meta = _metadata(
+        dataset,
+        card,
+        method="data",
+        split=split,
+        n=int(len(rows)),
+        features=feature_names,
+        categorical=list(cats),
+        n_boot=int(n_boot),
+        seed=int(seed),
+        ci_level=ci,
+    )
     return ScoreReport(table, names, values, cats, meta, outputs=y)
 
 
-def diffusion_scores(model, card: ModelCard, dataset: Dataset, features=None, *, diffusion=None,
-                     output: int | str | None = None, k_values: int = 8, n_per_value: int = 32, n_boot: int = 200,
-                     seed: int = 0, batch_size: int = 64, progress: Progress | None = None,
-                     sampler=None) -> ScoreReport:
+def diffusion_scores(
+    model,
+    card: ModelCard,
+    dataset: Dataset,
+    features=None,
+    *,
+    diffusion=None,
+    output: int | str | None = None,
+    k_values: int = 8,
+    n_per_value: int = 32,
+    n_boot: int = 200,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    sampler=None,
+) -> ScoreReport:
     """Scores from a conditional diffusion model (`engine.diffusion.diffusion_score`) instead of data:
     one score per feature x output; `progress(scores done, total)` after each.
 
@@ -260,24 +323,47 @@ def diffusion_scores(model, card: ModelCard, dataset: Dataset, features=None, *,
     if card.dataset is None:  # a user's model: the data it scores
         card = replace(card, dataset=dataset.name)
     columns = [card.output_index(output)] if output is not None else list(range(len(card.output_names)))
-    generator = load_diffusion(diffusion or dataset.name) if diffusion is None or isinstance(diffusion, str) \
-        else diffusion
+    generator = (
+        load_diffusion(diffusion or dataset.name) if diffusion is None or isinstance(diffusion, str) else diffusion
+    )
     sampler = sampler or SamplerConfig.for_scores(generator)
     rows, tables = [], {}
     todo = [(f, j) for f in feature_names for j in columns]
     for i, (f, j) in enumerate(todo):
-        r, per_value = diffusion_score(model, card, generator, f, k_values=k_values, n_per_value=n_per_value,
-                                       output=j, seed=seed, batch_size=batch_size, n_boot=n_boot, sampler=sampler)
+        r, per_value = diffusion_score(
+            model,
+            card,
+            generator,
+            f,
+            k_values=k_values,
+            n_per_value=n_per_value,
+            output=j,
+            seed=seed,
+            batch_size=batch_size,
+            n_boot=n_boot,
+            sampler=sampler,
+        )
         rows.append(score_row(f, card.output_names[j], r))
         tables[(f, card.output_names[j])] = per_value
         if progress:
             progress(i + 1, len(todo))
     cats = tuple(f for f in feature_names if f in dataset.categorical_features)
     meta = _metadata(
-        dataset, card, method="diffusion", diffusion=generator.card.name, features=feature_names,
-        categorical=list(cats), k_values=k_values, n_per_value=n_per_value, steps=sampler.steps,
-        free_features=sampler.free_features, readout_guidance=sampler.readout_guidance,
-        sampler=sampler.description, n_boot=int(n_boot), seed=int(seed), ci_level=0.95,
+        dataset,
+        card,
+        method="diffusion",
+        diffusion=generator.card.name,
+        features=feature_names,
+        categorical=list(cats),
+        k_values=k_values,
+        n_per_value=n_per_value,
+        steps=sampler.steps,
+        free_features=sampler.free_features,
+        readout_guidance=sampler.readout_guidance,
+        sampler=sampler.description,
+        n_boot=int(n_boot),
+        seed=int(seed),
+        ci_level=0.95,
     )
     scored = [card.output_names[j] for j in columns]
     values = {f: dataset.feature_values(f) for f in feature_names}

@@ -52,9 +52,14 @@ def _pick_row():
 
 
 st.dataframe(
-    shown, hide_index=True, height=220, key=state.BROWSE_TABLE, on_select=_pick_row, selection_mode="single-row",
+    shown,
+    hide_index=True,
+    height=220,
+    key=state.BROWSE_TABLE,
+    on_select=_pick_row,
+    selection_mode="single-row",
     column_config={f: st.column_config.NumberColumn(format="%.3g") for f in ds.numeric_features},
-)  # fmt: skip
+)
 st.caption(f"{len(shown)} of {len(table)} images. Click a column header to sort, a row to choose the subject.")
 
 c = st.columns([2, 2, 3])
@@ -77,8 +82,10 @@ with c[2]:
                 cols[i].metric(f"Model: {name}", f"{value:.3f}")
             labels = {k: table.loc[row, k] for k in ds.label_columns}
             if labels:
-                st.caption("Recorded " + ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
-                                                    for k, v in labels.items()))  # fmt: skip
+                st.caption(
+                    "Recorded "
+                    + ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in labels.items())
+                )
 
 # -- 3. the volume in three planes -------------------------------------------------------
 vol = None
@@ -134,8 +141,14 @@ if method is not None:
 with c[1]:
     st.plotly_chart(
         slice_viewer.model_slice_figure(
-            inputs[row, 0], overlay=overlay, opacity=opacity or 0.5, colorscale=cmap or "Hot",
-            signed=cmap == "RdBu_r", radiological=radiological, title=f"model input · {subject}", height=360,
+            inputs[row, 0],
+            overlay=overlay,
+            opacity=opacity or 0.5,
+            colorscale=cmap or "Hot",
+            signed=cmap == "RdBu_r",
+            radiological=radiological,
+            title=f"model input · {subject}",
+            height=360,
         ),
         key="browse_model_input",
-    )  # fmt: skip
+    )

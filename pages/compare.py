@@ -65,11 +65,13 @@ else:
     other = st.selectbox("Compare with", others, key=state.COMPARE_OTHER_MODEL)
     with errors.shown("The comparison"):
         both = [
-            loaders.data_scores(sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200)
-            .assign(model=sel.model_label),
-            loaders.data_scores(sel.source, ModelRef.builtin(other), sel.device, 0, split, tuple(ds.features), 200)
-            .assign(model=other),
-        ]  # fmt: skip
+            loaders.data_scores(
+                sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200
+            ).assign(model=sel.model_label),
+            loaders.data_scores(
+                sel.source, ModelRef.builtin(other), sel.device, 0, split, tuple(ds.features), 200
+            ).assign(model=other),
+        ]
         st.plotly_chart(
             score_bars.score_bars(pd.concat(both, ignore_index=True), palette, group_by="model"), key="compare_models"
         )
@@ -87,13 +89,17 @@ if st.button("Compute sanity check and infidelity (slow)", key=state.COMPARE_QUA
         bar = st.progress(0.0)
         done = False
         with errors.shown("The map quality check"):
-            quality = loaders.map_quality(sel.source, sel.model_ref, sel.device, sel.output,
-                                          tuple(int(r) for r in rows[:4]),
-                                          progress=lambda f, text: bar.progress(f, text=text))
+            quality = loaders.map_quality(
+                sel.source,
+                sel.model_ref,
+                sel.device,
+                sel.output,
+                tuple(int(r) for r in rows[:4]),
+                progress=lambda f, text: bar.progress(f, text=text),
+            )
             state.results()[key] = quality
             done = True
-        status.update(label="Map quality done" if done else "Map quality failed",
-                      state="complete" if done else "error")
+        status.update(label="Map quality done" if done else "Map quality failed", state="complete" if done else "error")
 if quality is not None:
     st.dataframe(
         quality,

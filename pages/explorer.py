@@ -35,9 +35,11 @@ feature = c[0].selectbox("Feature", dm.features, key=state.keyed(state.EXPLORER_
 n = c[1].select_slider("Samples", [4, 8, 12, 16], key=state.EXPLORER_N)
 seed = int(c[2].number_input("Seed", 0, 9999, key=state.EXPLORER_SEED, help="Same seed, same subjects."))
 guidance = c[3].select_slider(
-    "Guidance", [1.0, 1.5, 2.0, 3.0], key=state.EXPLORER_GUIDANCE,
+    "Guidance",
+    [1.0, 1.5, 2.0, 3.0],
+    key=state.EXPLORER_GUIDANCE,
     help="Classifier-free guidance for display only: > 1 makes samples more typical. Scores always use 1.",
-)  # fmt: skip
+)
 
 info = dm.feature(feature)
 categorical = info.is_categorical
@@ -125,16 +127,19 @@ with left:
 
 # -- 3. the model's outputs at this value ------------------------------------------------
 with right:
-    explorer_panels.model_at_value(sel, feature, value, n, seed, float(guidance), categorical,
-                                   palette.get(feature, "#0072B2"))
+    explorer_panels.model_at_value(
+        sel, feature, value, n, seed, float(guidance), categorical, palette.get(feature, "#0072B2")
+    )
 
 # -- 4. two values side by side ----------------------------------------------------------
 st.subheader("Two values side by side")
 c = st.columns([3, 1])
 value_b = c[0].select_slider(
-    f"Compare {feature} = {value} with", options, key=value_b_key,
+    f"Compare {feature} = {value} with",
+    options,
+    key=value_b_key,
     format_func=lambda v: f"{v:.4g}" if isinstance(v, float) else str(v),
-)  # fmt: skip
+)
 which = c[1].number_input("Sample", 1, n, 1, key=state.keyed(state.EXPLORER_STEP, "which", n)) - 1
 with errors.shown("Sampling the second value"):
     images_b, _ = loaders.conditional_samples(sel.dataset_name, feature, value_b, n, seed, float(guidance))

@@ -26,9 +26,11 @@ features = c[0].multiselect(
 )
 splits = [s for s in ("test", "train") if "split" in table.columns and (table["split"] == s).any()]
 split = c[1].selectbox(
-    "Images", [*splits, "all"] if len(splits) > 1 else ["all"], key=state.SCORES_SPLIT,
+    "Images",
+    [*splits, "all"] if len(splits) > 1 else ["all"],
+    key=state.SCORES_SPLIT,
     help="Scores on held-out images describe the model, not what it memorised.",
-)  # fmt: skip
+)
 n_boot = c[2].select_slider("Bootstrap draws", [0, 50, 100, 200, 500, 1000], key=state.SCORES_N_BOOT)
 if not features:
     st.info("Choose at least one feature.")
@@ -103,11 +105,16 @@ if sel.model_ref is not None:
             st.warning(curve.message)
         st.plotly_chart(
             curves.conditional_curve_figure(
-                curve, y, a, feature=feature, output_name=sel.output_name, color=palette[feature],
+                curve,
+                y,
+                a,
+                feature=feature,
+                output_name=sel.output_name,
+                color=palette[feature],
                 categorical=feature in ds.categorical_features,
             ),
             key="scores_curve",
-        )  # fmt: skip
+        )
         st.caption(
             "Dots: one image each. Line: the smoothed mean output at each feature value, with its 95% band. "
             "The score is the variance of this line relative to the variance of the dots."
@@ -119,6 +126,8 @@ if combined is not None and not combined.empty:
     c = st.columns(2)
     c[0].download_button("Download CSV", combined.to_csv(index=False), "eve-scores.csv", "text/csv")
     c[1].download_button(
-        "Download JSON", json.dumps({**meta, "scores": json.loads(combined.to_json(orient="records"))}, indent=2),
-        "eve-scores.json", "application/json",
-    )  # fmt: skip
+        "Download JSON",
+        json.dumps({**meta, "scores": json.loads(combined.to_json(orient="records"))}, indent=2),
+        "eve-scores.json",
+        "application/json",
+    )

@@ -34,9 +34,11 @@ truth, definition = found
 c = st.columns([3, 1])
 c[0].markdown(f"**True target of {sel.model_label}:** {definition}")
 tolerance = c[1].select_slider(
-    "Tolerance |estimate − truth|", [0.02, 0.05, 0.10, 0.15, 0.20], key=state.TRUTH_TOLERANCE,
+    "Tolerance |estimate − truth|",
+    [0.02, 0.05, 0.10, 0.15, 0.20],
+    key=state.TRUTH_TOLERANCE,
     help="A feature passes when the estimate is within this of the truth, or its interval covers the truth.",
-)  # fmt: skip
+)
 st.caption(
     "Truth: S(A) of the exact target function g(features) on every image — what a perfect model of the target "
     "would score. Estimate: S(A) of this model's output on the held-out images. A trained model only "
@@ -75,9 +77,10 @@ with right:
         }
     )
     st.dataframe(
-        report, hide_index=True,
+        report,
+        hide_index=True,
         column_config={"result": st.column_config.TextColumn(help="within tolerance, or the interval covers truth")},
-    )  # fmt: skip
+    )
     passed = int(ok.sum())
     (st.success if passed == len(ok) else st.warning)(
         f"{passed} of {len(ok)} features pass at tolerance {tolerance:.2f}."

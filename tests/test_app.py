@@ -23,8 +23,14 @@ from engine.models import list_cards
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-PAGES = ["pages/overview.py", "pages/browse.py", "pages/scores.py", "pages/explorer.py", "pages/compare.py",
-         "pages/truth.py"]  # fmt: skip
+PAGES = [
+    "pages/overview.py",
+    "pages/browse.py",
+    "pages/scores.py",
+    "pages/explorer.py",
+    "pages/compare.py",
+    "pages/truth.py",
+]
 TIMEOUT = 600  # first runs read every volume once (then disk-cached) on a shared 2-core CPU
 
 
@@ -218,8 +224,9 @@ def _diffusion_scores_app(dataset: str = "synthbrain", features=("ventricle_volu
     return at
 
 
-@pytest.mark.parametrize("dataset, features", [("synthbrain", ("ventricle_volume", "icv")),
-                                               ("shapes", ("size", "texture"))])  # fmt: skip
+@pytest.mark.parametrize(
+    "dataset, features", [("synthbrain", ("ventricle_volume", "icv")), ("shapes", ("size", "texture"))]
+)
 def test_diffusion_scores_appear_beside_the_data_scores(dataset, features):
     at = _diffusion_scores_app(dataset, features)
     names = [t.get("name") for f in _figures(at) for t in f["data"]]
@@ -437,10 +444,17 @@ def test_score_bars_draw_no_number_for_a_degenerate_score():
     table = pd.DataFrame(
         [
             dict(feature="a", source="data", score=0.4, ci_low=0.3, ci_high=0.5, status="ok", message=""),
-            dict(feature="b", source="data", score=float("nan"), ci_low=float("nan"), ci_high=float("nan"),
-                 status="single_value", message="The feature takes a single value."),
+            dict(
+                feature="b",
+                source="data",
+                score=float("nan"),
+                ci_low=float("nan"),
+                ci_high=float("nan"),
+                status="single_value",
+                message="The feature takes a single value.",
+            ),
         ]
-    )  # fmt: skip
+    )
     bars = score_bars(table, {"a": "#000000", "b": "#111111"}).data[0]
     assert list(bars.x) == [0.4, 0.0]
     assert "no score" in bars.hovertext[1]

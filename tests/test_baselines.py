@@ -114,7 +114,7 @@ def test_per_image_targets(cnn, images):
     target = torch.tensor([0, 1, 1, 0])
     maps = attribution_map(cnn, images, "Saliency", target=target)
     for i in range(len(images)):
-        torch.testing.assert_close(maps[i:i + 1], attribution_map(cnn, images[i:i + 1], "Saliency", int(target[i])))
+        torch.testing.assert_close(maps[i : i + 1], attribution_map(cnn, images[i : i + 1], "Saliency", int(target[i])))
 
 
 # ---------------------------------------------------------------- completeness and known answers
@@ -140,17 +140,20 @@ def test_deeplift_completeness(cnn, images):
     assert delta.abs().max() < 1e-3
 
 
-@pytest.mark.parametrize(("method", "params", "expected"), [
-    ("Saliency", {}, lambda x, w: w.abs().expand_as(x)),
-    ("Saliency", {"abs": False}, lambda x, w: w.expand_as(x)),
-    ("InputXGradient", {}, lambda x, w: x * w),
-    ("IntegratedGradients", {}, lambda x, w: x * w),
-    ("DeepLift", {}, lambda x, w: x * w),
-    ("GradientShap", {"stdevs": 0.0}, lambda x, w: x * w),
-    ("Occlusion", {"window": 1, "stride": 1}, lambda x, w: x * w),
-    ("GuidedBackprop", {}, lambda x, w: w.expand_as(x)),  # no ReLU: plain gradient
-    ("SmoothGrad", {}, lambda x, w: w.abs().expand_as(x)),  # gradient is constant
-])
+@pytest.mark.parametrize(
+    ("method", "params", "expected"),
+    [
+        ("Saliency", {}, lambda x, w: w.abs().expand_as(x)),
+        ("Saliency", {"abs": False}, lambda x, w: w.expand_as(x)),
+        ("InputXGradient", {}, lambda x, w: x * w),
+        ("IntegratedGradients", {}, lambda x, w: x * w),
+        ("DeepLift", {}, lambda x, w: x * w),
+        ("GradientShap", {"stdevs": 0.0}, lambda x, w: x * w),
+        ("Occlusion", {"window": 1, "stride": 1}, lambda x, w: x * w),
+        ("GuidedBackprop", {}, lambda x, w: w.expand_as(x)),  # no ReLU: plain gradient
+        ("SmoothGrad", {}, lambda x, w: w.abs().expand_as(x)),  # gradient is constant
+    ],
+)
 def test_linear_model_known_answers(images, method, params, expected):
     model = Linear().eval()
     w = model.conv.weight[1:2].detach()  # (1, 1, S, S), output 1
@@ -220,8 +223,9 @@ def test_sensitivity_max_per_image(cnn, images):
 
 
 def test_quality_table_is_plain_data(cnn, images):
-    table = quality_table(cnn, images[:2], ["Saliency", "IntegratedGradients", "Occlusion"], target=1,
-                          n_perturb_samples=3)
+    table = quality_table(
+        cnn, images[:2], ["Saliency", "IntegratedGradients", "Occlusion"], target=1, n_perturb_samples=3
+    )
     assert list(table["method"]) == ["Saliency", "IntegratedGradients", "Occlusion"]
     assert {"infidelity", "sensitivity_max", "n_images"} <= set(table.columns)
     assert table[["infidelity", "sensitivity_max"]].notna().all().all()
@@ -250,13 +254,16 @@ def test_randomisation_check_on_a_model_without_layers(images):
 # ---------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize(("shape", "match"), [
-    ((SIZE, SIZE), r"images\[None, None\]"),
-    ((1, SIZE, SIZE), r"images\[None\]"),
-    ((2, 3, SIZE, SIZE), r"\(B, 1, S, S\)"),
-    ((1, 1, 1, SIZE, SIZE), r"\(B, 1, S, S\)"),
-    ((0, 1, SIZE, SIZE), r"\(B, 1, S, S\)"),
-])
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((SIZE, SIZE), r"images\[None, None\]"),
+        ((1, SIZE, SIZE), r"images\[None\]"),
+        ((2, 3, SIZE, SIZE), r"\(B, 1, S, S\)"),
+        ((1, 1, 1, SIZE, SIZE), r"\(B, 1, S, S\)"),
+        ((0, 1, SIZE, SIZE), r"\(B, 1, S, S\)"),
+    ],
+)
 def test_wrong_shaped_images(cnn, shape, match):
     with pytest.raises(EveInputError, match=match):
         attribution_map(cnn, torch.rand(*shape), "Saliency")

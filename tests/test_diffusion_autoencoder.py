@@ -42,9 +42,18 @@ def test_autoencoder_codec_fits_decodes_and_round_trips_through_safetensors(tmp_
     torch.manual_seed(0)
     noisy, clean = rendered_shapes(32, seed=5)
     estimate = "flat_pairs" if centred else "residual"
-    codec = fit_autoencoder(noisy, targets=clean, latent_dim=9, channels=(8, 8, 8), steps=3, batch_size=8,
-                            stripe_period=stripe_period, centred_stripes=centred, noise_estimate=estimate,
-                            log=lambda _: None)  # fmt: skip
+    codec = fit_autoencoder(
+        noisy,
+        targets=clean,
+        latent_dim=9,
+        channels=(8, 8, 8),
+        steps=3,
+        batch_size=8,
+        stripe_period=stripe_period,
+        centred_stripes=centred,
+        noise_estimate=estimate,
+        log=lambda _: None,
+    )
     assert codec.stripe_period == stripe_period and len(codec.carriers) == (2 if stripe_period else 0)
     z = codec.encode(noisy[:4])
     assert z.shape == (4, 9) and codec.latent_dim == 9
@@ -55,8 +64,14 @@ def test_autoencoder_codec_fits_decodes_and_round_trips_through_safetensors(tmp_
     assert loaded.centred_stripes == centred and loaded.noise_estimate == estimate
     torch.testing.assert_close(loaded.decode_mean(z), codec.decode_mean(z))
     torch.testing.assert_close(loaded.encode(noisy[:4]), z)
-    entry = {"kind": "autoencoder", "latent_dim": 9, "channels": [8, 8, 8], "stripe_period": stripe_period,
-             "centred_stripes": centred, "noise_estimate": estimate}  # fmt: skip
+    entry = {
+        "kind": "autoencoder",
+        "latent_dim": 9,
+        "channels": [8, 8, 8],
+        "stripe_period": stripe_period,
+        "centred_stripes": centred,
+        "noise_estimate": estimate,
+    }
     rebuilt = build_codec(entry, 64)
     rebuilt.load_state_dict(codec.state_dict())
     torch.testing.assert_close(rebuilt.decode_mean(z), codec.decode_mean(z))
@@ -111,8 +126,18 @@ def test_centred_stripes_demodulate_to_the_texture_whatever_the_position():
     amplitude at the centre is texture * intensity and the quadrature is ~0, while against the
     grid's carrier the phase turns with pos_x + pos_y."""
     codec = AutoencoderCodec(latent_dim=9, channels=(8, 8, 8), stripe_period=STRIPE_PERIOD, centred_stripes=True)
-    rows = [{"size": 12.0, "aspect": 0.9, "intensity": 0.8, "pos_x": 30.0 + shift, "pos_y": 31.0, "texture": 0.3,
-             "background": 0.1} for shift in (0.0, 0.5, 1.0, 1.7)]  # fmt: skip
+    rows = [
+        {
+            "size": 12.0,
+            "aspect": 0.9,
+            "intensity": 0.8,
+            "pos_x": 30.0 + shift,
+            "pos_y": 31.0,
+            "texture": 0.3,
+            "background": 0.1,
+        }
+        for shift in (0.0, 0.5, 1.0, 1.7)
+    ]
     images = torch.from_numpy(np.stack([render_array(r, NoNoise()) for r in rows]))[:, None]
     centre = torch.tensor([[r["pos_y"], r["pos_x"]] for r in rows])
     demod = codec.demodulate(images, codec.centred_carriers(centre))[:, :, 31, 30]

@@ -31,8 +31,12 @@ def test_codec_latent_has_unit_mean_variance_and_the_whitening_power_sets_its_sp
     variances = z.var(0)
     torch.testing.assert_close(variances.mean(), torch.tensor(1.0), atol=1e-3, rtol=0)
     # the latent's sd ratio between components is the PCA's to the power 1 - whiten
-    torch.testing.assert_close(variances.sqrt() / variances[0].sqrt(), codec.scales.pow(1 - whiten) /
-                               codec.scales[0].pow(1 - whiten), atol=1e-4, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        variances.sqrt() / variances[0].sqrt(),
+        codec.scales.pow(1 - whiten) / codec.scales[0].pow(1 - whiten),
+        atol=1e-4,
+        rtol=0,
+    )
     torch.testing.assert_close(codec.decode_mean(codec.encode(images)), images, atol=1e-4, rtol=0)
     rebuilt = build_codec({"kind": "pca", "d": 3, "whiten": whiten}, SIZE)
     rebuilt.load_state_dict(codec.state_dict())

@@ -35,10 +35,13 @@ def test_committed_model_same_seed_identical_and_fast(dataset):
     assert min(times) < 2.0, f"8 samples took {min(times):.2f} s (budget 2 s)"
 
 
-@pytest.mark.parametrize("dataset, plane, features", [
-    ("synthbrain", "coronal", {"ventricle_volume", "hippocampal_volume", "icv", "age", "sex"}),
-    ("shapes", "axial", {"size", "aspect", "intensity", "pos_x", "pos_y", "texture", "background"}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "dataset, plane, features",
+    [
+        ("synthbrain", "coronal", {"ventricle_volume", "hippocampal_volume", "icv", "age", "sex"}),
+        ("shapes", "axial", {"size", "aspect", "intensity", "pos_x", "pos_y", "texture", "background"}),
+    ],
+)
 def test_committed_model_describes_itself(dataset, plane, features):
     model = committed_model(dataset)
     assert model.dataset == dataset and model.spec.plane == plane
@@ -55,8 +58,11 @@ def test_committed_feature_table_is_the_training_rows_inside_the_training_range(
     """Every stored row encodes without a clamp warning (float32 storage rounds the extremes)."""
     model = committed_model(dataset)
     table = model.feature_table
-    assert len(table) == model.card.feature_table["rows"] == sum(
-        n for source, n in model.card.training["sources"].items() if "validation" not in source)
+    assert (
+        len(table)
+        == model.card.feature_table["rows"]
+        == sum(n for source, n in model.card.training["sources"].items() if "validation" not in source)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", FeatureClampWarning)
         model.conditions.encode({name: table[name].tolist() for name in table}, len(table))
@@ -67,39 +73,75 @@ def test_committed_feature_table_is_the_training_rows_inside_the_training_range(
 # table (joint condition): ventricle 0.071 / 0.063, icv 0.043 / 0.033, noise_sd 0.040 / 0.042,
 # gm 0.104 / 0.072, hippocampal 0.138 / 0.106 (0.110 with read-out guidance). These bounds, ~1.5x
 # the measurements (K=4 x N=32 here is noisier), guard against regressions.
-CONSTRAINT_BOUNDS = {"icv": 0.07, "noise_sd": 0.09, "ventricle_volume": 0.11, "gm_volume": 0.17,
-                     "hippocampal_volume": 0.26}  # fmt: skip
-TABLE_CONSTRAINT_BOUNDS = {"icv": 0.06, "noise_sd": 0.07, "ventricle_volume": 0.10, "gm_volume": 0.11,
-                           "hippocampal_volume": 0.16}  # fmt: skip
+CONSTRAINT_BOUNDS = {
+    "icv": 0.07,
+    "noise_sd": 0.09,
+    "ventricle_volume": 0.11,
+    "gm_volume": 0.17,
+    "hippocampal_volume": 0.26,
+}
+TABLE_CONSTRAINT_BOUNDS = {
+    "icv": 0.06,
+    "noise_sd": 0.07,
+    "ventricle_volume": 0.10,
+    "gm_volume": 0.11,
+    "hippocampal_volume": 0.16,
+}
 # read-out guidance (strength 100), K=8 x N=256: SynthBrain by the model ventricle 0.052, GM 0.068;
 # from the table (the score's default) hippocampal 0.093 (0.106 unguided); shapes from the table
 # (the MLP read-out) aspect 0.070, intensity 0.081, texture 0.089 (0.210, 0.112, 0.145 unguided)
-GUIDED_BOUNDS = {("synthbrain", "model", "ventricle_volume"): 0.09, ("synthbrain", "model", "gm_volume"): 0.10,
-                 ("synthbrain", "table", "hippocampal_volume"): 0.14, ("shapes", "table", "aspect"): 0.11,
-                 ("shapes", "table", "intensity"): 0.12, ("shapes", "table", "texture"): 0.13}  # fmt: skip
+GUIDED_BOUNDS = {
+    ("synthbrain", "model", "ventricle_volume"): 0.09,
+    ("synthbrain", "model", "gm_volume"): 0.10,
+    ("synthbrain", "table", "hippocampal_volume"): 0.14,
+    ("shapes", "table", "aspect"): 0.11,
+    ("shapes", "table", "intensity"): 0.12,
+    ("shapes", "table", "texture"): 0.13,
+}
 
 
 # shapes (measured K=8 x N=256, by the model / from the table): pos_x 0.048 / 0.028, background
 # 0.049 / 0.044, size 0.192 / 0.082, aspect 0.461 / 0.210, texture 0.214 / 0.145, intensity 0.117 /
 # 0.112 (0.190 / 0.185 before the flat-pair noise estimate; texture 0.662 / 0.622 before the
 # stripes' phase was centred on the object); ~1.5x guards
-SHAPES_CONSTRAINT_BOUNDS = {"pos_x": 0.09, "background": 0.08, "size": 0.29, "aspect": 0.70, "texture": 0.33,
-                            "intensity": 0.18}  # fmt: skip
-SHAPES_TABLE_CONSTRAINT_BOUNDS = {"pos_x": 0.06, "background": 0.08, "size": 0.13, "aspect": 0.32, "texture": 0.22,
-                                  "intensity": 0.17}  # fmt: skip
-BOUNDS = {("synthbrain", "model"): CONSTRAINT_BOUNDS, ("synthbrain", "table"): TABLE_CONSTRAINT_BOUNDS,
-          ("shapes", "model"): SHAPES_CONSTRAINT_BOUNDS,
-          ("shapes", "table"): SHAPES_TABLE_CONSTRAINT_BOUNDS}  # fmt: skip
+SHAPES_CONSTRAINT_BOUNDS = {
+    "pos_x": 0.09,
+    "background": 0.08,
+    "size": 0.29,
+    "aspect": 0.70,
+    "texture": 0.33,
+    "intensity": 0.18,
+}
+SHAPES_TABLE_CONSTRAINT_BOUNDS = {
+    "pos_x": 0.06,
+    "background": 0.08,
+    "size": 0.13,
+    "aspect": 0.32,
+    "texture": 0.22,
+    "intensity": 0.17,
+}
+BOUNDS = {
+    ("synthbrain", "model"): CONSTRAINT_BOUNDS,
+    ("synthbrain", "table"): TABLE_CONSTRAINT_BOUNDS,
+    ("shapes", "model"): SHAPES_CONSTRAINT_BOUNDS,
+    ("shapes", "table"): SHAPES_TABLE_CONSTRAINT_BOUNDS,
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset, free_features, feature",
-                         [(d, w, f) for (d, w), bounds in BOUNDS.items() for f in sorted(bounds)])  # fmt: skip
+@pytest.mark.parametrize(
+    "dataset, free_features, feature", [(d, w, f) for (d, w), bounds in BOUNDS.items() for f in sorted(bounds)]
+)
 def test_committed_model_meets_the_constraint(dataset, free_features, feature):
     """Probe-measured value vs the asked value (K=4, N=32), against the bounds above."""
     bound = BOUNDS[dataset, free_features][feature]
-    row = constraint_errors(committed_model(dataset), k_values=4, n_per_value=32,
-                            sampler=SamplerConfig(free_features=free_features), features=[feature]).iloc[0]  # fmt: skip
+    row = constraint_errors(
+        committed_model(dataset),
+        k_values=4,
+        n_per_value=32,
+        sampler=SamplerConfig(free_features=free_features),
+        features=[feature],
+    ).iloc[0]
     assert row["mae_over_sd"] <= bound, row.to_dict()
     assert abs(row["bias_over_sd"]) <= 0.1, row.to_dict()
 
@@ -111,8 +153,9 @@ def test_readout_guidance_tightens_the_constraint(dataset, free_features, featur
     """Read-out guidance (the optional gradient guidance) beats conditioning alone."""
     model, plain = committed_model(dataset), SamplerConfig(free_features=free_features)
     unguided = constraint_errors(model, k_values=4, n_per_value=32, sampler=plain, features=[feature]).iloc[0]
-    guided = constraint_errors(model, k_values=4, n_per_value=32, features=[feature],
-                               sampler=plain.override(readout_guidance=READOUT_GUIDANCE)).iloc[0]  # fmt: skip
+    guided = constraint_errors(
+        model, k_values=4, n_per_value=32, features=[feature], sampler=plain.override(readout_guidance=READOUT_GUIDANCE)
+    ).iloc[0]
     assert guided["mae_over_sd"] <= GUIDED_BOUNDS[dataset, free_features, feature], guided.to_dict()
     assert guided["mae_over_sd"] < unguided["mae_over_sd"], (unguided.to_dict(), guided.to_dict())
 
@@ -139,9 +182,16 @@ def _zoo_outputs(name: str, dataset):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, feature", [("shapes-glass-background", "background"), ("shapes-glass-area", "size"),
-                                           ("shapes-size-texture", "size"), ("shapes-size-texture", "texture"),
-                                           ("shapes-elongated", "aspect")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, feature",
+    [
+        ("shapes-glass-background", "background"),
+        ("shapes-glass-area", "size"),
+        ("shapes-size-texture", "size"),
+        ("shapes-size-texture", "texture"),
+        ("shapes-elongated", "aspect"),
+    ],
+)
 def test_shapes_diffusion_score_matches_the_data_score(shapes, name, feature):
     """Within the issue's 0.05 of all 3,000 images (measured, K=8 x N=256, free features from the
     table, read-out guidance by default: -0.014, +0.002, -0.013, +0.004, -0.007; unguided the
@@ -188,7 +238,8 @@ def test_free_features_from_the_table_carry_the_age_link(synthbrain):
     volumes carry it (measured 0.533); the denoiser's condition dropout loses part (0.466)."""
     model, card, diffusion, _ = _zoo_outputs("synthbrain-diagnosis", synthbrain)
     table, _ = diffusion_score(model, card, diffusion, "age", k_values=8, n_per_value=256, n_boot=0)
-    dropout, _ = diffusion_score(model, card, diffusion, "age", k_values=8, n_per_value=256, n_boot=0,
-                                 free_features="model")  # fmt: skip
+    dropout, _ = diffusion_score(
+        model, card, diffusion, "age", k_values=8, n_per_value=256, n_boot=0, free_features="model"
+    )
     assert abs(table.score - AMPLE_DIAGNOSIS_AGE) <= 0.05, table.score
     assert table.score > dropout.score, (table.score, dropout.score)

@@ -27,6 +27,7 @@ def tabled(tiny) -> ConditionalDiffusion:
     """The tiny model with a training table whose features are linked (`linked_table`)."""
     return with_table(tiny, linked_table())
 
+
 # --- the schema ---------------------------------------------------------------------------------
 
 
@@ -95,8 +96,9 @@ def test_feature_table_round_trips_through_its_tensors(tabled):
 
 def test_stored_rows_are_clipped_to_the_training_range(tiny):
     """float32 storage can round an extreme row just outside the range: it reads back inside."""
-    table = FeatureTable.from_frame(tiny.conditions, pd.DataFrame({"size": [2.0 + 1e-9, -3.0], "brightness": [0.0, 0],
-                                                                   "sex": ["F", "M"]}))  # fmt: skip
+    table = FeatureTable.from_frame(
+        tiny.conditions, pd.DataFrame({"size": [2.0 + 1e-9, -3.0], "brightness": [0.0, 0], "sex": ["F", "M"]})
+    )
     assert table.rows["size"].tolist() == [2.0, -2.0]
 
 

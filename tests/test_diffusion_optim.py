@@ -34,8 +34,9 @@ def test_the_shared_step_reproduces_the_inline_loop_bit_for_bit(max_grad_norm):
         opt.step()
         sched.step()
     shared, g = _net(), torch.Generator().manual_seed(1)
-    optimiser = WarmupCosineAdamW(shared.parameters(), steps=steps, lr=1e-2, weight_decay=1e-4, warmup=warmup,
-                                  max_grad_norm=max_grad_norm)  # fmt: skip
+    optimiser = WarmupCosineAdamW(
+        shared.parameters(), steps=steps, lr=1e-2, weight_decay=1e-4, warmup=warmup, max_grad_norm=max_grad_norm
+    )
     for _ in range(steps):
         optimiser.step(_loss(shared, g))
     for a, b in zip(inline.parameters(), shared.parameters(), strict=True):

@@ -23,6 +23,7 @@ def tabled(tiny) -> ConditionalDiffusion:
     """The tiny model with a training table whose features are linked (`linked_table`)."""
     return with_table(tiny, linked_table())
 
+
 # --- construction -----------------------------------------------------------------------------
 
 
@@ -115,8 +116,17 @@ def test_keyword_options_are_shorthand_for_the_config(tiny):
         tiny.sample({"size": 0.5}, 2, 1, 20)  # the old positional `steps`
 
 
-@pytest.mark.parametrize("kw", [{"n": 0}, {"steps": 0}, {"guidance": float("inf")}, {"sampler": "euler"},
-                                {"readout_guidance": -1.0}, {"free_features": "data"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"n": 0},
+        {"steps": 0},
+        {"guidance": float("inf")},
+        {"sampler": "euler"},
+        {"readout_guidance": -1.0},
+        {"free_features": "data"},
+    ],
+)
 def test_bad_sampling_arguments_raise(tiny, kw):
     args = {"n": 2, "steps": 2} | kw
     with pytest.raises(EveInputError):
@@ -162,14 +172,18 @@ def test_readout_guidance_skips_features_the_readout_reads_poorly(tiny):
     """brightness' read-out error (0.5 SD) is over the limit: guiding on it is a no-op."""
     model = with_readout(tiny)
     assert model.readout_guidable.tolist() == [1.0, 0.0]
-    torch.testing.assert_close(model.sample({"brightness": 1.0}, 3, 2, SamplerConfig(steps=5, readout_guidance=100.0)),
-                               model.sample({"brightness": 1.0}, 3, 2, SamplerConfig(steps=5)))  # fmt: skip
+    torch.testing.assert_close(
+        model.sample({"brightness": 1.0}, 3, 2, SamplerConfig(steps=5, readout_guidance=100.0)),
+        model.sample({"brightness": 1.0}, 3, 2, SamplerConfig(steps=5)),
+    )
 
 
 def test_readout_guidance_leaves_unconditioned_samples_alone(tiny):
     model = with_readout(tiny)
-    torch.testing.assert_close(model.sample({}, 3, 2, SamplerConfig(steps=5, readout_guidance=100.0)),
-                               model.sample({}, 3, 2, SamplerConfig(steps=5)))  # fmt: skip
+    torch.testing.assert_close(
+        model.sample({}, 3, 2, SamplerConfig(steps=5, readout_guidance=100.0)),
+        model.sample({}, 3, 2, SamplerConfig(steps=5)),
+    )
 
 
 def test_readout_guidance_needs_a_readout_and_a_valid_strength(tiny):

@@ -74,10 +74,28 @@ def test_score_draws_free_features_from_the_table_when_the_model_has_one(tiny, t
     clf, card = classifier(), classifier_card()
     _, with_table_ = diffusion_score(clf, card, tabled, "size", k_values=2, n_per_value=3, steps=2, n_boot=0)
     _, without = diffusion_score(clf, card, tiny, "size", k_values=2, n_per_value=3, steps=2, n_boot=0)
-    _, asked = diffusion_score(clf, card, tabled, "size", k_values=2, n_per_value=3, n_boot=0,
-                               sampler=SamplerConfig(steps=2, free_features="model"))  # fmt: skip
-    _, shorthand = diffusion_score(clf, card, tabled, "size", k_values=2, n_per_value=3, steps=2, n_boot=0,
-                                   free_features="model", readout_guidance=None)  # fmt: skip
+    _, asked = diffusion_score(
+        clf,
+        card,
+        tabled,
+        "size",
+        k_values=2,
+        n_per_value=3,
+        n_boot=0,
+        sampler=SamplerConfig(steps=2, free_features="model"),
+    )
+    _, shorthand = diffusion_score(
+        clf,
+        card,
+        tabled,
+        "size",
+        k_values=2,
+        n_per_value=3,
+        steps=2,
+        n_boot=0,
+        free_features="model",
+        readout_guidance=None,
+    )
     assert set(with_table_["free_features"]) == {"table"} and set(without["free_features"]) == {"model"}
     np.testing.assert_allclose(asked["mean"], without["mean"])
     np.testing.assert_array_equal(shorthand["mean"], asked["mean"])
@@ -87,9 +105,14 @@ def test_score_guides_by_the_readout_when_the_model_has_one(tiny):
     clf, card = classifier(), classifier_card()
     guided = with_mlp_readout(tiny)
     off = SamplerConfig.for_scores(guided).override(readout_guidance=0.0, steps=3)
-    runs = {name: diffusion_score(clf, card, model, "size", k_values=2, n_per_value=3, n_boot=0, **kw)[1]
-            for name, model, kw in [("plain", tiny, {"steps": 3}), ("default", guided, {"steps": 3}),
-                                    ("off", guided, {"sampler": off})]}  # fmt: skip
+    runs = {
+        name: diffusion_score(clf, card, model, "size", k_values=2, n_per_value=3, n_boot=0, **kw)[1]
+        for name, model, kw in [
+            ("plain", tiny, {"steps": 3}),
+            ("default", guided, {"steps": 3}),
+            ("off", guided, {"sampler": off}),
+        ]
+    }
     assert set(runs["plain"]["readout_guidance"]) == {0.0} and set(runs["off"]["readout_guidance"]) == {0.0}
     assert set(runs["default"]["readout_guidance"]) == {READOUT_GUIDANCE}
     np.testing.assert_allclose(runs["off"]["mean"], runs["plain"]["mean"])
@@ -103,24 +126,34 @@ def test_score_refuses_classifier_free_guidance(tiny):
 
 def test_score_runs_with_progress_and_independent_seeds(tiny):
     calls = []
-    result, table = diffusion_score(classifier(), classifier_card(), tiny, "size", k_values=3, n_per_value=4,
-                                    steps=3, progress=lambda i, n: calls.append((i, n)))  # fmt: skip
+    result, table = diffusion_score(
+        classifier(),
+        classifier_card(),
+        tiny,
+        "size",
+        k_values=3,
+        n_per_value=4,
+        steps=3,
+        progress=lambda i, n: calls.append((i, n)),
+    )
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert result.ok and result.n == 12 and 0 <= result.score <= 1
     assert table["seed"].nunique() == 3 and list(table["n"]) == [4, 4, 4]
 
 
 def test_shared_seeds_use_the_block_estimate(tiny):
-    result, table = diffusion_score(classifier(), classifier_card(), tiny, "size", k_values=3, n_per_value=4,
-                                    steps=2, shared_seeds=True)  # fmt: skip
+    result, table = diffusion_score(
+        classifier(), classifier_card(), tiny, "size", k_values=3, n_per_value=4, steps=2, shared_seeds=True
+    )
     assert table["seed"].nunique() == 1 and np.isnan(result.ci_low) and "randomized-block" in result.message
 
 
 def test_a_batch_split_does_not_change_the_score(tiny):
     clf = classifier()
     one, _ = diffusion_score(clf, classifier_card(), tiny, "size", k_values=2, n_per_value=5, steps=2, n_boot=0)
-    split, _ = diffusion_score(clf, classifier_card(), tiny, "size", k_values=2, n_per_value=5, steps=2, n_boot=0,
-                               batch_size=2)  # fmt: skip
+    split, _ = diffusion_score(
+        clf, classifier_card(), tiny, "size", k_values=2, n_per_value=5, steps=2, n_boot=0, batch_size=2
+    )
     assert split.score == pytest.approx(one.score, abs=1e-5)  # the same seeds; batched float sums differ
 
 

@@ -25,8 +25,10 @@ def test_save_and_load_round_trip(tiny, tmp_path):
     path = save(tiny, tmp_path)
     loaded = load_diffusion(path)
     assert loaded.card == tiny.card and loaded.card.to_json() == json.loads(path.read_text())
-    torch.testing.assert_close(loaded.sample({"size": 0.3}, 2, 1, SamplerConfig(steps=3)),
-                               tiny.sample({"size": 0.3}, 2, 1, SamplerConfig(steps=3)))  # fmt: skip
+    torch.testing.assert_close(
+        loaded.sample({"size": 0.3}, 2, 1, SamplerConfig(steps=3)),
+        tiny.sample({"size": 0.3}, 2, 1, SamplerConfig(steps=3)),
+    )
 
 
 def test_table_is_saved_with_the_model(tiny, tmp_path):

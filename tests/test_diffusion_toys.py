@@ -28,13 +28,22 @@ def toy_card_json(dataset: str = "toy") -> dict:
     """Two numeric features (standardised already: mean 0, sd 1, range [-2, 2]) and sex (F 1/4, M 3/4)."""
     percentiles = np.linspace(-2.0, 2.0, 101).tolist()
     numeric = [
-        {"name": name, "kind": "numeric", "mean": 0.0, "sd": 1.0, "min": -2.0, "max": 2.0, "data_sd": 1.0,
-         "data_percentiles": percentiles}
+        {
+            "name": name,
+            "kind": "numeric",
+            "mean": 0.0,
+            "sd": 1.0,
+            "min": -2.0,
+            "max": 2.0,
+            "data_sd": 1.0,
+            "data_percentiles": percentiles,
+        }
         for name in ("size", "brightness")
-    ]  # fmt: skip
+    ]
     categorical = {"name": "sex", "kind": "categorical", "levels": ["F", "M"], "data_frequencies": [0.25, 0.75]}
-    config = DenoiserConfig(latent_dim=5, cond_dim=4, n_features=3, numeric_slots=(0, 1), width=16, depth=1,
-                            n_fourier=2, emb_dim=16)  # fmt: skip
+    config = DenoiserConfig(
+        latent_dim=5, cond_dim=4, n_features=3, numeric_slots=(0, 1), width=16, depth=1, n_fourier=2, emb_dim=16
+    )
     return {
         "dataset": dataset,
         "spec": {"plane": "axial", "index": None, "size": SIZE},
@@ -65,8 +74,13 @@ def linked_table(n: int = 1000) -> pd.DataFrame:
     """brightness = 0.5 size + N(0, 0.1^2); sex M exactly when size + N(0, 0.5^2) > 0."""
     rng = np.random.default_rng(0)
     size = rng.uniform(-2, 2, n)
-    return pd.DataFrame({"size": size, "brightness": 0.5 * size + rng.normal(0, 0.1, n),
-                         "sex": np.where(size + rng.normal(0, 0.5, n) > 0, "M", "F")})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "size": size,
+            "brightness": 0.5 * size + rng.normal(0, 0.1, n),
+            "sex": np.where(size + rng.normal(0, 0.5, n) > 0, "M", "F"),
+        }
+    )
 
 
 def with_table(model: ConditionalDiffusion, table: pd.DataFrame) -> ConditionalDiffusion:
@@ -79,8 +93,10 @@ def with_readout(model: ConditionalDiffusion) -> ConditionalDiffusion:
     """A copy of the tiny model with a fixed linear read-out of its two numeric features, saved in
     the bare (weight, bias) form of the first read-outs; brightness is read too poorly to guide by."""
     g = torch.Generator().manual_seed(7)
-    readout = {"readout.weight": torch.randn(2, model.codec.latent_dim, generator=g) * 0.5,
-               "readout.bias": torch.zeros(2)}  # fmt: skip
+    readout = {
+        "readout.weight": torch.randn(2, model.codec.latent_dim, generator=g) * 0.5,
+        "readout.bias": torch.zeros(2),
+    }
     card = replace(model.card, readout_validation_mae_over_sd={"size": 0.05, "brightness": 0.5})
     return build(card, model_tensors(model) | readout)
 
@@ -89,8 +105,9 @@ def with_mlp_readout(model: ConditionalDiffusion) -> ConditionalDiffusion:
     """A copy of the tiny model with a fixed random MLP read-out of its two numeric features."""
     torch.manual_seed(3)
     readout = LatentReadout(model.codec.latent_dim, 2, (16,)).state_dict()
-    card = replace(model.card, readout={"hidden": [16]},
-                   readout_validation_mae_over_sd={"size": 0.05, "brightness": 0.05})  # fmt: skip
+    card = replace(
+        model.card, readout={"hidden": [16]}, readout_validation_mae_over_sd={"size": 0.05, "brightness": 0.05}
+    )
     return build(card, model_tensors(model) | {f"readout.{k}": v for k, v in readout.items()})
 
 
@@ -99,8 +116,13 @@ def classifier() -> torch.nn.Module:
 
 
 def classifier_card(dataset: str = "toy", spec: SliceSpec | None = None) -> ModelCard:
-    return ModelCard(name="toy-classifier", kind="cnn", spec=spec or SliceSpec("axial", None, SIZE),
-                     output_names=("y",), dataset=dataset)  # fmt: skip
+    return ModelCard(
+        name="toy-classifier",
+        kind="cnn",
+        spec=spec or SliceSpec("axial", None, SIZE),
+        output_names=("y",),
+        dataset=dataset,
+    )
 
 
 committed = pytest.mark.skipif(not (ASSETS / "synthbrain.json").is_file(), reason="no committed synthbrain model")

@@ -29,8 +29,10 @@ def test_recipes_name_their_dataset_and_take_overrides():
     assert config.steps == 10 and config.seed == RECIPES["synthbrain"].seed
     assert rebuild_command(config) == "python -m engine train-diffusion synthbrain --steps 10"
     experiment = recipe("synthbrain", components=32, whiten=0.25)  # no CLI option for whiten
-    assert rebuild_command(experiment) == ('python -c "from engine.diffusion.train import recipe, train_diffusion; '
-                                           "train_diffusion(recipe('synthbrain', components=32, whiten=0.25))\"")
+    assert rebuild_command(experiment) == (
+        'python -c "from engine.diffusion.train import recipe, train_diffusion; '
+        "train_diffusion(recipe('synthbrain', components=32, whiten=0.25))\""
+    )
     shapes = recipe("shapes")
     assert (shapes.dataset, shapes.codec, shapes.probe) == ("shapes", "autoencoder", "cnn")
     assert rebuild_command(shapes) == "python -m engine train-diffusion shapes"

@@ -17,8 +17,15 @@ NAN = float("nan")
 
 
 def _row(feature, group, score, low, high, status="ok", message="", column="source"):
-    return {"feature": feature, column: group, "score": score, "ci_low": low, "ci_high": high, "status": status,
-            "message": message}  # fmt: skip
+    return {
+        "feature": feature,
+        column: group,
+        "score": score,
+        "ci_low": low,
+        "ci_high": high,
+        "status": status,
+        "message": message,
+    }
 
 
 @pytest.fixture
@@ -104,8 +111,12 @@ def test_curves_grid_has_one_panel_per_feature(data_inputs):
     table, y, features = data_inputs
     fig = figures.curves_grid(table, "y", features, outputs=y, categorical=("texture",))
     titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["size: S = 0.800 [0.750, 0.850]", "texture: S = 0.150 [0.100, 0.200]",
-                      "noise: S = 0.000 [0.000, 0.010]", "flat: single_value"]  # fmt: skip
+    assert titles == [
+        "size: S = 0.800 [0.750, 0.850]",
+        "texture: S = 0.150 [0.100, 0.200]",
+        "noise: S = 0.000 [0.000, 0.010]",
+        "flat: single_value",
+    ]
     panels = _panels(fig)
     assert len(panels) == len(features)
     assert [len(panels[k]) for k in ("x", "x2", "x3", "x4")] == [3, 2, 3, 1]  # flat: points, no curve
@@ -130,15 +141,20 @@ def test_curves_grid_draws_the_engines_curve_and_categories_as_markers(data_inpu
 
 
 def test_curves_grid_from_diffusion_value_tables_draws_means_with_a_normal_band():
-    values = pd.DataFrame({"value": [0.9, 0.1, 0.5], "mean": [3.0, 1.0, 2.0], "variance": [4.0, 1.0, 0.25],
-                           "n": [16, 16, 16]})  # fmt: skip
+    values = pd.DataFrame(
+        {"value": [0.9, 0.1, 0.5], "mean": [3.0, 1.0, 2.0], "variance": [4.0, 1.0, 0.25], "n": [16, 16, 16]}
+    )
     shape = pd.DataFrame({"value": ["disc", "square"], "mean": [0.2, 0.7], "variance": [0.04, 0.09], "n": [4, 4]})
-    table = pd.DataFrame([_row("size", "y", 0.5, 0.4, 0.6, column="output"),
-                          _row("shape", "y", 0.3, 0.2, 0.4, column="output")])  # fmt: skip
+    table = pd.DataFrame(
+        [_row("size", "y", 0.5, 0.4, 0.6, column="output"), _row("shape", "y", 0.3, 0.2, 0.4, column="output")]
+    )
     fig = figures.curves_grid(
-        table, "y", {"size": np.zeros(3), "shape": np.zeros(2)}, categorical=("shape",),
+        table,
+        "y",
+        {"size": np.zeros(3), "shape": np.zeros(2)},
+        categorical=("shape",),
         value_tables={("size", "y"): values, ("shape", "y"): shape},
-    )  # fmt: skip
+    )
     panels = _panels(fig)
     band, line = panels["x"]  # no points for diffusion
     assert list(line.x) == [0.1, 0.5, 0.9]  # sorted by value
@@ -159,8 +175,9 @@ def test_conditional_curve_figure_marks_the_slider_value():
     rng = np.random.default_rng(1)
     a = rng.uniform(size=50)
     y = a + rng.normal(0, 0.1, 50)
-    fig = figures.conditional_curve_figure(conditional_curve(y, a), y, a, feature="size", output_name="y",
-                                           color="#0072B2", marker_at=0.5)  # fmt: skip
+    fig = figures.conditional_curve_figure(
+        conditional_curve(y, a), y, a, feature="size", output_name="y", color="#0072B2", marker_at=0.5
+    )
     assert [t.name for t in fig.data] == ["outputs", "95% band", "E[f | A = a]"]
     assert fig.layout.shapes[0].x0 == 0.5
 
@@ -176,6 +193,11 @@ def test_components_use_the_engine_builders():
 
 def test_engine_figures_does_not_import_streamlit():
     code = "import sys, engine.figures; print('streamlit' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.stdout.strip() == "False"

@@ -39,8 +39,18 @@ def test_every_recipe_has_a_card_and_every_card_a_recipe():
 @pytest.mark.parametrize("name", sorted(CARDS))
 def test_card_is_complete_and_its_model_fits_the_contract(name):
     card = CARDS[name]
-    for key in ("dataset", "target", "target_definition", "depends_on", "task", "spec", "normalisation",
-                "output_names", "metrics", "command"):
+    for key in (
+        "dataset",
+        "target",
+        "target_definition",
+        "depends_on",
+        "task",
+        "spec",
+        "normalisation",
+        "output_names",
+        "metrics",
+        "command",
+    ):
         assert getattr(card, key), key
     assert card.command == f"python -m engine train-classifier {name}"
     spec = card.spec
@@ -143,9 +153,16 @@ def test_glass_box_readouts_track_their_features():
 
 
 def test_fit_is_deterministic_by_seed():
-    recipe = Recipe("tiny", "shapes", "elongated", "binary", SPEC, "SmallCNN",
-                    {"size": 16, "outputs": 1, "widths": [2, 4], "pooled": 2, "hidden": 0, "dropout": 0.0},
-                    train=TrainConfig(epochs=2, batch_size=8, shift=1, flip=True, gain=0.1))
+    recipe = Recipe(
+        "tiny",
+        "shapes",
+        "elongated",
+        "binary",
+        SPEC,
+        "SmallCNN",
+        {"size": 16, "outputs": 1, "widths": [2, 4], "pooled": 2, "hidden": 0, "dropout": 0.0},
+        train=TrainConfig(epochs=2, batch_size=8, shift=1, flip=True, gain=0.1),
+    )
     images = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     y = (images.mean(dim=(1, 2, 3)) > 0.5).float().numpy()
     a = fit(recipe, images, y, progress=False).state_dict()
@@ -278,14 +295,17 @@ def test_a_model_ref_loads_what_it_names_and_is_a_cache_key(tmp_path):
         ModelRef(path="b")
 
 
-@pytest.mark.parametrize(("module", "match"), [
-    (ThreeChannels(), r"failed on a \(2, 1, 16, 16\) float32 batch"),
-    (Flat(), r"must return \(B, K\).*unsqueeze"),
-    (Pair(), "not a tuple or dict"),
-    (Double(), "float32"),
-    (NaNOut(), "NaN or Inf"),
-    (BatchMixing(), "eval mode"),
-])
+@pytest.mark.parametrize(
+    ("module", "match"),
+    [
+        (ThreeChannels(), r"failed on a \(2, 1, 16, 16\) float32 batch"),
+        (Flat(), r"must return \(B, K\).*unsqueeze"),
+        (Pair(), "not a tuple or dict"),
+        (Double(), "float32"),
+        (NaNOut(), "NaN or Inf"),
+        (BatchMixing(), "eval mode"),
+    ],
+)
 def test_torchscript_wrong_signature_is_named(tmp_path, module, match):
     with pytest.raises(EveInputError, match=match):
         load_torchscript(_save(module, tmp_path), SPEC)

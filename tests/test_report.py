@@ -309,8 +309,12 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
     assert len(scores) == 3 * 3 and set(scores["output"]) == {"output_0", "output_1", "output_2"}
     # the CLI computes exactly what the API does
     expected = scoring.data_scores(
-        ShapesReadout().eval(), card_for(["output_0", "output_1", "output_2"]), shapes,
-        ["size", "background", "pos_x"], n_boot=50, seed=3,
+        ShapesReadout().eval(),
+        card_for(["output_0", "output_1", "output_2"]),
+        shapes,
+        ["size", "background", "pos_x"],
+        n_boot=50,
+        seed=3,
     ).table
     np.testing.assert_allclose(scores[["score", "ci_low", "ci_high"]], expected[["score", "ci_low", "ci_high"]])
     csv = pd.read_csv(tmp_path / "report.csv")

@@ -34,12 +34,15 @@ def _folder(tmp_path, splits) -> str:
     return str(tmp_path)
 
 
-@pytest.mark.parametrize(("splits", "split", "expected"), [
-    (["train", "test", "test", "train"], "test", [1, 2]),
-    (["train", "test", "test", "train"], "train", [0, 3]),
-    (["train", "test", "test", "train"], "all", [0, 1, 2, 3]),
-    ([None, None, None], "test", [0, 1, 2]),  # no split column: every row is held out
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("splits", "split", "expected"),
+    [
+        (["train", "test", "test", "train"], "test", [1, 2]),
+        (["train", "test", "test", "train"], "train", [0, 3]),
+        (["train", "test", "test", "train"], "all", [0, 1, 2, 3]),
+        ([None, None, None], "test", [0, 1, 2]),  # no split column: every row is held out
+    ],
+)
 def test_split_rows_is_one_rule(tmp_path, splits, split, expected):
     dataset = scoring.open_dataset(_folder(tmp_path, splits))
     assert scoring.split_rows(dataset, split).tolist() == expected
@@ -57,8 +60,23 @@ def test_an_empty_split_is_refused_with_the_fix(tmp_path):
 def test_cli_and_app_give_the_same_numbers_for_the_same_model_split_and_seed(tmp_path, shapes):
     ref = ModelRef.builtin("shapes-size-texture")
     out = tmp_path / "r.json"
-    argv = ["score", "--data", "shapes", "--model", ref.name, "--features", ",".join(FEATURES), "--out", str(out),
-            "--n-boot", "50", "--seed", "0", "--split", "test"]
+    argv = [
+        "score",
+        "--data",
+        "shapes",
+        "--model",
+        ref.name,
+        "--features",
+        ",".join(FEATURES),
+        "--out",
+        str(out),
+        "--n-boot",
+        "50",
+        "--seed",
+        "0",
+        "--split",
+        "test",
+    ]
     assert main(argv) == 0
     cli = pd.DataFrame(json.loads(out.read_text())["scores"])
     app = loaders.data_scores("shapes", ref, "cpu", 0, "test", FEATURES, 50)

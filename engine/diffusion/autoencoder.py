@@ -75,13 +75,19 @@ def clipped_noise_moments(mean: torch.Tensor, sd: torch.Tensor) -> tuple[torch.T
     # E[e^k ; lo < e < hi] for k = 0, 1, 2
     inside0, inside1, inside2 = p_hi - p_lo, d_lo - d_hi, p_hi - p_lo + lo * d_lo - hi * d_hi
     first = shift * inside0 + sd * inside1 - centre * p_lo + (1.0 - centre) * (1.0 - p_hi)
-    second = (shift**2 * inside0 + 2 * shift * sd * inside1 + sd**2 * inside2
-              + centre**2 * p_lo + (1.0 - centre) ** 2 * (1.0 - p_hi))  # fmt: skip
+    second = (
+        shift**2 * inside0
+        + 2 * shift * sd * inside1
+        + sd**2 * inside2
+        + centre**2 * p_lo
+        + (1.0 - centre) ** 2 * (1.0 - p_hi)
+    )
     return first, second
 
 
-def flat_pair_noise_sd(images: torch.Tensor, mean: torch.Tensor, flat: float = 0.02,
-                       iterations: int = 10) -> torch.Tensor:  # fmt: skip
+def flat_pair_noise_sd(
+    images: torch.Tensor, mean: torch.Tensor, flat: float = 0.02, iterations: int = 10
+) -> torch.Tensor:
     """(B,) pixel-noise sd of `images` (B, 1, S, S) around their noise-free estimate `mean`.
 
     Uses anti-diagonal neighbours (row + 1, col) and (row, col + 1): the stripes' phase
@@ -122,9 +128,15 @@ class _Decoder(nn.Module):
 class AutoencoderCodec(nn.Module):
     """Image (B, 1, S, S) <-> latent (B, latent_dim). Fit with `fit_autoencoder`."""
 
-    def __init__(self, size: int = 64, latent_dim: int = 65, channels: tuple[int, ...] = (32, 64, 128),
-                 stripe_period: float | None = None, centred_stripes: bool = False,
-                 noise_estimate: str = "residual"):  # fmt: skip
+    def __init__(
+        self,
+        size: int = 64,
+        latent_dim: int = 65,
+        channels: tuple[int, ...] = (32, 64, 128),
+        stripe_period: float | None = None,
+        centred_stripes: bool = False,
+        noise_estimate: str = "residual",
+    ):
         super().__init__()
         if centred_stripes and not stripe_period:
             raise ValueError("centred_stripes needs a stripe_period")
@@ -142,8 +154,9 @@ class AutoencoderCodec(nn.Module):
         side = size // 2 // 2 ** len(channels)  # of the smallest feature map
         widths = (4 * inputs, *channels)
         convs = [m for a, b in zip(widths, widths[1:], strict=False) for m in (nn.Conv2d(a, b, 4, 2, 1), nn.SiLU())]
-        self.encoder = nn.Sequential(nn.PixelUnshuffle(2), *convs, nn.Flatten(),
-                                     nn.Linear(channels[-1] * side * side, self.code_dim))
+        self.encoder = nn.Sequential(
+            nn.PixelUnshuffle(2), *convs, nn.Flatten(), nn.Linear(channels[-1] * side * side, self.code_dim)
+        )
         self.decoder = _Decoder(self.code_dim, self.channels, side, 4 * planes)
         self.register_buffer("code_mean", torch.zeros(self.code_dim))
         self.register_buffer("code_sd", torch.ones(self.code_dim))
@@ -161,8 +174,15 @@ class AutoencoderCodec(nn.Module):
         The cut is symmetric about the centre of a symmetric object, so it is not pulled towards
         the image centre as an untrimmed centroid is by the background's noise."""
         smooth = period_box(images)[:, 0]
-        border = torch.cat([smooth[:, :2].flatten(1), smooth[:, -2:].flatten(1),
-                            smooth[:, :, :2].flatten(1), smooth[:, :, -2:].flatten(1)], 1)  # fmt: skip
+        border = torch.cat(
+            [
+                smooth[:, :2].flatten(1),
+                smooth[:, -2:].flatten(1),
+                smooth[:, :, :2].flatten(1),
+                smooth[:, :, -2:].flatten(1),
+            ],
+            1,
+        )
         background = border.median(1).values
         peak = smooth.flatten(1).amax(1)
         weight = F.relu(smooth - ((background + peak) / 2)[:, None, None])
@@ -231,9 +251,15 @@ class AutoencoderCodec(nn.Module):
         return x.clamp(0.0, 1.0)
 
 
-def fit_autoencoder(images: torch.Tensor, *, targets: torch.Tensor | None = None,
-                    config: AutoencoderConfig | None = None, noise_estimate: str = "residual", log=print,
-                    **overrides) -> AutoencoderCodec:  # fmt: skip
+def fit_autoencoder(
+    images: torch.Tensor,
+    *,
+    targets: torch.Tensor | None = None,
+    config: AutoencoderConfig | None = None,
+    noise_estimate: str = "residual",
+    log=print,
+    **overrides,
+) -> AutoencoderCodec:
     """Train on (N, 1, S, S) images in [0, 1]. `targets`: their noise-free versions where known
     (default: the images); `overrides` replace config fields, e.g. latent_dim=65, steps=7000, seed=0.
     `noise_estimate` only sets how `encode` measures the noise (no effect on the training)."""
@@ -241,10 +267,17 @@ def fit_autoencoder(images: torch.Tensor, *, targets: torch.Tensor | None = None
     targets = images if targets is None else targets
     torch.manual_seed(config.seed)
     g = torch.Generator().manual_seed(config.seed)
-    codec = AutoencoderCodec(images.shape[-1], config.latent_dim, config.channels, config.stripe_period,
-                             config.centred_stripes, noise_estimate)
-    optimiser = WarmupCosineAdamW(codec.parameters(), steps=config.steps, lr=config.lr, weight_decay=1e-5,
-                                  warmup=max(1, config.steps // 50))  # fmt: skip
+    codec = AutoencoderCodec(
+        images.shape[-1],
+        config.latent_dim,
+        config.channels,
+        config.stripe_period,
+        config.centred_stripes,
+        noise_estimate,
+    )
+    optimiser = WarmupCosineAdamW(
+        codec.parameters(), steps=config.steps, lr=config.lr, weight_decay=1e-5, warmup=max(1, config.steps // 50)
+    )
     start, running = time.time(), None
     for step in range(config.steps):
         batch = torch.randint(len(images), (config.batch_size,), generator=g)
@@ -257,7 +290,7 @@ def fit_autoencoder(images: torch.Tensor, *, targets: torch.Tensor | None = None
         optimiser.step(loss)
         running = mse.item() if running is None else 0.98 * running + 0.02 * mse.item()
         if (step + 1) % max(1, config.steps // 20) == 0:
-            log(f"step {step + 1}/{config.steps}: RMS error {running ** 0.5:.4f} ({time.time() - start:.0f} s)")
+            log(f"step {step + 1}/{config.steps}: RMS error {running**0.5:.4f} ({time.time() - start:.0f} s)")
     codec.eval()
     codec.fit_statistics(images)
     return codec
@@ -265,9 +298,14 @@ def fit_autoencoder(images: torch.Tensor, *, targets: torch.Tensor | None = None
 
 def save_autoencoder(codec: AutoencoderCodec, path) -> None:
     """safetensors, with the constructor arguments as metadata so `load_autoencoder` can rebuild it."""
-    shape = {"size": codec.size, "latent_dim": codec.latent_dim, "channels": codec.channels,
-             "stripe_period": codec.stripe_period, "centred_stripes": codec.centred_stripes,
-             "noise_estimate": codec.noise_estimate}
+    shape = {
+        "size": codec.size,
+        "latent_dim": codec.latent_dim,
+        "channels": codec.channels,
+        "stripe_period": codec.stripe_period,
+        "centred_stripes": codec.centred_stripes,
+        "noise_estimate": codec.noise_estimate,
+    }
     save_file(codec.state_dict(), str(path), metadata={"autoencoder": json.dumps(shape)})
 
 

@@ -108,14 +108,17 @@ class FeatureSchema:
             values = [value] * n if isinstance(value, str) or np.ndim(value) == 0 else list(value)
             for v in values:
                 if v not in info.levels:
-                    raise EveInputError(f"{v!r} is not a level of {info.name!r}: use one of "
-                                        f"{', '.join(info.levels)}.")  # fmt: skip
+                    raise EveInputError(f"{v!r} is not a level of {info.name!r}: use one of {', '.join(info.levels)}.")
         else:
-            values = np.broadcast_to(np.asarray(value, dtype=float), (n,)) if np.ndim(value) == 0 else (
-                np.asarray(value, dtype=float))  # fmt: skip
+            values = (
+                np.broadcast_to(np.asarray(value, dtype=float), (n,))
+                if np.ndim(value) == 0
+                else (np.asarray(value, dtype=float))
+            )
         if len(values) != n:
-            raise EveInputError(f"{len(values)} values given for {info.name!r} but n={n} samples: give one value "
-                                "or n values.")  # fmt: skip
+            raise EveInputError(
+                f"{len(values)} values given for {info.name!r} but n={n} samples: give one value or n values."
+            )
         return values if info.is_categorical else _clamp(info, values, warn)
 
 
@@ -168,8 +171,9 @@ class FeatureTable:
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {"values": self.values}
 
-    def complete(self, condition: dict, n: int, seed: int = 0, first_index: int = 0,
-                 shared_noise: bool = False) -> dict:  # fmt: skip
+    def complete(
+        self, condition: dict, n: int, seed: int = 0, first_index: int = 0, shared_noise: bool = False
+    ) -> dict:
         """{every feature: value or (n,) values}: the asked values, and for each sample the free
         features of a training row among the m nearest the asked values (standardised distance
         over the asked numeric features; asked levels must match; m = max(NEIGHBOURS_MIN,
@@ -183,8 +187,10 @@ class FeatureTable:
         table = self.rows
         # {asked feature: n values}, checked; numeric ones clamped silently (`FeatureSchema.encode`
         # warns when the images are sampled)
-        asked = {name: list(self.schema.values(self.schema.feature(name), value, n, warn=False))
-                 for name, value in condition.items()}  # fmt: skip
+        asked = {
+            name: list(self.schema.values(self.schema.feature(name), value, n, warn=False))
+            for name, value in condition.items()
+        }
         free = [name for name in self.schema.names if name not in condition]
         if not free:
             return dict(condition)
@@ -222,6 +228,9 @@ class FeatureTable:
 
 def feature_table_card(rows: int) -> dict:
     """The card's "feature_table" entry."""
-    return {"rows": rows, "stored_as": "table.values in the weights file (the denoiser's training rows)",
-            "free_features": f"drawn from the max({NEIGHBOURS_MIN}, {NEIGHBOURS_FRACTION:.0%} of rows) rows nearest "
-                             "the asked values (`conditions.FeatureTable.complete`)"}  # fmt: skip
+    return {
+        "rows": rows,
+        "stored_as": "table.values in the weights file (the denoiser's training rows)",
+        "free_features": f"drawn from the max({NEIGHBOURS_MIN}, {NEIGHBOURS_FRACTION:.0%} of rows) rows nearest "
+        "the asked values (`conditions.FeatureTable.complete`)",
+    }

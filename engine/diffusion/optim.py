@@ -19,7 +19,8 @@ import torch
 def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Learning rate: linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps))))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps)))
+    )
 
 
 class WarmupCosineAdamW:
@@ -34,8 +35,16 @@ class WarmupCosineAdamW:
         max_grad_norm: clip the gradients' global norm to this before each step (None: no clipping).
     """
 
-    def __init__(self, parameters: Iterable[torch.nn.Parameter], *, steps: int, lr: float, weight_decay: float,
-                 warmup: int, max_grad_norm: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        parameters: Iterable[torch.nn.Parameter],
+        *,
+        steps: int,
+        lr: float,
+        weight_decay: float,
+        warmup: int,
+        max_grad_norm: float | None = None,
+    ):
         self.parameters = list(parameters)
         self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=weight_decay)
         self.schedule = warmup_cosine(self.optimizer, steps, warmup)

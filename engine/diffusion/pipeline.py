@@ -43,9 +43,16 @@ class ConditionalDiffusion(nn.Module):
     entry point for images.
     """
 
-    def __init__(self, codec: nn.Module, denoiser: Denoiser, card: DiffusionCard, *,
-                 readout: LatentReadout | None = None, probe: nn.Module | None = None,
-                 table: FeatureTable | None = None):  # fmt: skip
+    def __init__(
+        self,
+        codec: nn.Module,
+        denoiser: Denoiser,
+        card: DiffusionCard,
+        *,
+        readout: LatentReadout | None = None,
+        probe: nn.Module | None = None,
+        table: FeatureTable | None = None,
+    ):
         super().__init__()
         self.codec, self.denoiser, self.card = codec, denoiser, card
         self.conditions = FeatureSchema(card.dataset, card.features)
@@ -54,8 +61,9 @@ class ConditionalDiffusion(nn.Module):
         self.readout, self.probe, self.table = readout, probe, table
         # (Fn,) 1 for the numeric features the read-out reads to within READOUT_GUIDABLE_MAE, else 0
         errors = card.readout_validation_mae_over_sd or {}
-        self.readout_guidable = torch.tensor([float(errors.get(name, np.inf) <= READOUT_GUIDABLE_MAE)
-                                              for name in self.conditions.numeric_names])  # fmt: skip
+        self.readout_guidable = torch.tensor(
+            [float(errors.get(name, np.inf) <= READOUT_GUIDABLE_MAE) for name in self.conditions.numeric_names]
+        )
         self.eval()
 
     # --- description --------------------------------------------------------------------
@@ -94,8 +102,9 @@ class ConditionalDiffusion(nn.Module):
         return None if self.table is None else self.table.rows
 
     # --- sampling -----------------------------------------------------------------------
-    def initial_noise(self, n: int, seed: int, shared_noise: bool = False,
-                      first_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def initial_noise(
+        self, n: int, seed: int, shared_noise: bool = False, first_index: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent noise (n, D) and pixel noise (n, S, S); sample i from its own generator seeded
         `sample_seed(seed, first_index + i)` (every sample from `first_index` with `shared_noise`)."""
         d, s = self.codec.latent_dim, self.codec.size
@@ -107,9 +116,17 @@ class ConditionalDiffusion(nn.Module):
         return torch.stack(latents), torch.stack(pixels)
 
     @torch.inference_mode()
-    def sample_latents(self, condition: dict, n: int, seed: int = 0, config: SamplerConfig | None = None, *,
-                       shared_noise: bool = False, first_index: int = 0,
-                       **overrides) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def sample_latents(
+        self,
+        condition: dict,
+        n: int,
+        seed: int = 0,
+        config: SamplerConfig | None = None,
+        *,
+        shared_noise: bool = False,
+        first_index: int = 0,
+        **overrides,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean latents z_0 (n, D) and the pixel noise (n, S, S) for `decode` (arguments as `sample`)."""
         config = _configured(config, overrides)
         if n < 1:
@@ -143,8 +160,9 @@ class ConditionalDiffusion(nn.Module):
             # 3. optional: pull the read-out of the predicted clean latent towards the asked values
             if config.readout_guidance:
                 n_rows = len(z)
-                eps = eps + self._readout_correction(eps, z, t, scheduler, c[:n_rows], slot[:n_rows],
-                                                     config.readout_guidance)  # fmt: skip
+                eps = eps + self._readout_correction(
+                    eps, z, t, scheduler, c[:n_rows], slot[:n_rows], config.readout_guidance
+                )
             # 4. one solver step z_t -> z_{t-1}
             z = scheduler.step(eps, t, z).prev_sample
         return z, pixel_noise
@@ -177,8 +195,17 @@ class ConditionalDiffusion(nn.Module):
         return -(abar.sqrt() / (1 - abar).sqrt()) * dz0
 
     @torch.inference_mode()
-    def sample(self, condition: dict, n: int, seed: int = 0, config: SamplerConfig | None = None, *,
-               shared_noise: bool = False, first_index: int = 0, **overrides) -> torch.Tensor:  # fmt: skip
+    def sample(
+        self,
+        condition: dict,
+        n: int,
+        seed: int = 0,
+        config: SamplerConfig | None = None,
+        *,
+        shared_noise: bool = False,
+        first_index: int = 0,
+        **overrides,
+    ) -> torch.Tensor:
         """n images (n, 1, S, S) in [0, 1] from p(x | condition).
 
         Args:
@@ -197,8 +224,9 @@ class ConditionalDiffusion(nn.Module):
             **overrides: `SamplerConfig` fields, shorthand for `config.override(...)`
                 (e.g. `steps=10`; None keeps the config's value).
         """
-        z, pixel_noise = self.sample_latents(condition, n, seed, config, shared_noise=shared_noise,
-                                             first_index=first_index, **overrides)  # fmt: skip
+        z, pixel_noise = self.sample_latents(
+            condition, n, seed, config, shared_noise=shared_noise, first_index=first_index, **overrides
+        )
         return self.codec.decode(z, pixel_noise)
 
     # --- feature probes -------------------------------------------------------------------
@@ -223,6 +251,8 @@ def _configured(config: SamplerConfig | None, overrides: dict) -> SamplerConfig:
     if config is None:
         config = SamplerConfig()
     elif not isinstance(config, SamplerConfig):
-        raise TypeError(f"config is a SamplerConfig, not {type(config).__name__}: give steps and the other "
-                        "options as keywords or in a SamplerConfig")  # fmt: skip
+        raise TypeError(
+            f"config is a SamplerConfig, not {type(config).__name__}: give steps and the other "
+            "options as keywords or in a SamplerConfig"
+        )
     return config.override(**overrides) if overrides else config

@@ -35,9 +35,12 @@ class FeatureProbe(nn.Module):
         self.register_buffer("components", torch.zeros(n_components, p))
         self.register_buffer("scales", torch.ones(n_components))
         self.net = nn.Sequential(
-            nn.Linear(n_components + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(n_components + 1, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
             nn.Linear(hidden, n_features),
-        )  # fmt: skip
+        )
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.reshape(len(images), -1).float() - self.mean
@@ -58,8 +61,14 @@ class ConvProbe(nn.Module):
     edges and texture): per-image intensity normalisation turns a fixed pixel noise into a
     brightness cue, which convolutions followed by pooling estimate poorly."""
 
-    def __init__(self, size: int, n_features: int, channels: tuple[int, ...] = (32, 64, 96, 128), hidden: int = 256,
-                 stripe_period: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        size: int,
+        n_features: int,
+        channels: tuple[int, ...] = (32, 64, 96, 128),
+        hidden: int = 256,
+        stripe_period: float | None = None,
+    ):
         super().__init__()
         self.size, self.channels, self.stripe_period = size, tuple(channels), stripe_period
         if stripe_period:
@@ -70,8 +79,9 @@ class ConvProbe(nn.Module):
             layers += [nn.Conv2d(a, b, 4, 2, 1), nn.SiLU()]
         self.features = nn.Sequential(*layers, nn.Flatten())
         side = size // 2 // 2 ** (len(channels) - 1)
-        self.head = nn.Sequential(nn.Linear(channels[-1] * side * side + 1, hidden), nn.SiLU(),
-                                  nn.Linear(hidden, n_features))  # fmt: skip
+        self.head = nn.Sequential(
+            nn.Linear(channels[-1] * side * side + 1, hidden), nn.SiLU(), nn.Linear(hidden, n_features)
+        )
 
     @staticmethod
     def noise_level(images: torch.Tensor) -> torch.Tensor:
@@ -88,9 +98,17 @@ class ConvProbe(nn.Module):
         return self.head(torch.cat([self.features(planes), self.noise_level(images)], 1))
 
 
-def fit_conv_probe(images: torch.Tensor, targets: np.ndarray, *, steps: int = 6000, batch_size: int = 64,
-                   lr: float = 2e-3, seed: int = 0, stripe_period: float | None = None,
-                   log=None) -> ConvProbe:  # fmt: skip
+def fit_conv_probe(
+    images: torch.Tensor,
+    targets: np.ndarray,
+    *,
+    steps: int = 6000,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    stripe_period: float | None = None,
+    log=None,
+) -> ConvProbe:
     """Fit on (N, 1, S, S) images and (N, F) standardised targets: AdamW, warm-up and cosine decay;
     random flips are not used (they would change the features' meaning: position, stripe angle).
     `stripe_period`: also feed the local amplitude of that stripe wave (it reads the shapes'
@@ -99,8 +117,7 @@ def fit_conv_probe(images: torch.Tensor, targets: np.ndarray, *, steps: int = 60
     g = torch.Generator().manual_seed(seed)
     probe = ConvProbe(images.shape[-1], targets.shape[1], stripe_period=stripe_period)
     y = torch.as_tensor(targets, dtype=torch.float32)
-    optimiser = WarmupCosineAdamW(probe.parameters(), steps=steps, lr=lr, weight_decay=1e-4,
-                                  warmup=max(1, steps // 50))  # fmt: skip
+    optimiser = WarmupCosineAdamW(probe.parameters(), steps=steps, lr=lr, weight_decay=1e-4, warmup=max(1, steps // 50))
     running = None
     for step in range(steps):
         batch = torch.randint(len(images), (batch_size,), generator=g)
@@ -112,8 +129,15 @@ def fit_conv_probe(images: torch.Tensor, targets: np.ndarray, *, steps: int = 60
     return probe.eval()
 
 
-def fit_probe(images: torch.Tensor, targets: np.ndarray, *, n_components: int = 64, epochs: int = 300,
-              seed: int = 0, weight_decay: float = 1e-4) -> FeatureProbe:  # fmt: skip
+def fit_probe(
+    images: torch.Tensor,
+    targets: np.ndarray,
+    *,
+    n_components: int = 64,
+    epochs: int = 300,
+    seed: int = 0,
+    weight_decay: float = 1e-4,
+) -> FeatureProbe:
     """Fit on (N, 1, S, S) images and (N, F) standardised targets (full-batch-ish AdamW).
 
     Not `optim.WarmupCosineAdamW`: this loop runs by epochs of shuffled batches, with a plain
@@ -157,8 +181,15 @@ def build_probe(info: dict | None, size: int, n_features: int, tensors: dict) ->
     return probe.eval()
 
 
-def probe_report(probe: FeatureProbe, images: torch.Tensor, values: np.ndarray, names: list[str],
-                 mean: np.ndarray, sd: np.ndarray, data_sd: np.ndarray) -> dict:  # fmt: skip
+def probe_report(
+    probe: FeatureProbe,
+    images: torch.Tensor,
+    values: np.ndarray,
+    names: list[str],
+    mean: np.ndarray,
+    sd: np.ndarray,
+    data_sd: np.ndarray,
+) -> dict:
     """Held-out R², MAE and MAE / SD per feature; `mean`, `sd` undo the targets' standardisation,
     `data_sd` (the feature's SD in the dataset) is the unit of MAE / SD."""
     with torch.inference_mode():

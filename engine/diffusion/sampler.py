@@ -77,8 +77,10 @@ class SamplerConfig:
         """What a score samples with: the plain conditional (guidance 1), the other features from
         the training table and read-out guidance `READOUT_GUIDANCE`, each where `model` (a
         `ConditionalDiffusion`) has the table / the read-out (else the denoiser's way / none)."""
-        return cls(free_features="model" if model.table is None else "table",
-                   readout_guidance=READOUT_GUIDANCE if model.readout is not None else 0.0)  # fmt: skip
+        return cls(
+            free_features="model" if model.table is None else "table",
+            readout_guidance=READOUT_GUIDANCE if model.readout is not None else 0.0,
+        )
 
     @classmethod
     def for_explorer(cls, guidance: float = 1.0) -> SamplerConfig:
@@ -94,8 +96,11 @@ class SamplerConfig:
     def description(self) -> str:
         """One sentence for a page or a report, e.g. "Other features drawn from the training rows
         nearest the value, read-out guidance 100; DPM-Solver++(2M), 20 steps."."""
-        others = ("Other features drawn from the training rows nearest the value" if self.free_features == "table"
-                  else "Other features left to the denoiser (its condition dropout)")  # fmt: skip
+        others = (
+            "Other features drawn from the training rows nearest the value"
+            if self.free_features == "table"
+            else "Other features left to the denoiser (its condition dropout)"
+        )
         readout = f"read-out guidance {self.readout_guidance:g}" if self.readout_guidance else "no read-out guidance"
         cfg = f", classifier-free guidance {self.guidance:g}" if self.guidance != 1.0 else ""
         return f"{others}, {readout}{cfg}; {SAMPLER_NAMES[self.sampler]}, {self.steps} steps."

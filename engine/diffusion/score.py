@@ -113,16 +113,31 @@ def block_score_stats(y: np.ndarray, weights: np.ndarray) -> dict:
     explained = between - (w * (1 - w)).sum() * ms_int / n
     within = (w * y.var(1, ddof=1)).sum()
     total = within + explained
-    return {"score": float(np.clip(explained / total, 0, 1)), "explained_var": float(explained),
-            "total_var": float(total), "ms_interaction": float(ms_int)}  # fmt: skip
+    return {
+        "score": float(np.clip(explained / total, 0, 1)),
+        "explained_var": float(explained),
+        "total_var": float(total),
+        "ms_interaction": float(ms_int),
+    }
 
 
 def diffusion_score(
-    model, card: ModelCard, diffusion: ConditionalDiffusion | str, feature: str, *, k_values: int = 8,
-    n_per_value: int = 32, output: int | str = 0, seed: int = 0, sampler: SamplerConfig | None = None,
-    progress: Callable[[int, int], None] | None = None, batch_size: int = 64, n_boot: int = 200,
-    shared_seeds: bool = False, **sampler_overrides,
-):  # fmt: skip
+    model,
+    card: ModelCard,
+    diffusion: ConditionalDiffusion | str,
+    feature: str,
+    *,
+    k_values: int = 8,
+    n_per_value: int = 32,
+    output: int | str = 0,
+    seed: int = 0,
+    sampler: SamplerConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 64,
+    n_boot: int = 200,
+    shared_seeds: bool = False,
+    **sampler_overrides,
+):
     """S(A) for one classifier output from N diffusion samples at each of K feature values.
 
     Args:
@@ -156,8 +171,10 @@ def diffusion_score(
     index = card.output_index(output)
     config = (sampler or SamplerConfig.for_scores(diffusion)).override(**sampler_overrides)
     if config.guidance != 1.0:
-        raise EveInputError(f"guidance = {config.guidance:g}: scores sample the plain conditional model (guidance "
-                            "1); guidance > 1 narrows p(x | a) and inflates them.")  # fmt: skip
+        raise EveInputError(
+            f"guidance = {config.guidance:g}: scores sample the plain conditional model (guidance "
+            "1); guidance > 1 narrows p(x | a) and inflates them."
+        )
     values, weights = feature_values(diffusion, feature, k_values)
     probe_names = diffusion.card.probe_features
     rows, ys = [], []
@@ -173,33 +190,56 @@ def diffusion_score(
                 measured.append(diffusion.measure_features(images)[feature])
         y = np.concatenate(y)
         ys.append(y)
-        row = {"value": a, "weight": float(weights[k]), "seed": value_seed, "n": len(y),
-               "mean": float(y.mean()), "variance": float(y.var(ddof=1)), "free_features": config.free_features,
-               "readout_guidance": config.readout_guidance}  # fmt: skip
+        row = {
+            "value": a,
+            "weight": float(weights[k]),
+            "seed": value_seed,
+            "n": len(y),
+            "mean": float(y.mean()),
+            "variance": float(y.var(ddof=1)),
+            "free_features": config.free_features,
+            "readout_guidance": config.readout_guidance,
+        }
         if measured:
             got = np.concatenate(measured)
             sd = diffusion.feature(feature).data_sd
-            row |= {"measured_mean": float(got.mean()), "constraint_mae": float(np.mean(np.abs(got - a))),
-                    "constraint_mae_over_sd": float(np.mean(np.abs(got - a)) / sd)}  # fmt: skip
+            row |= {
+                "measured_mean": float(got.mean()),
+                "constraint_mae": float(np.mean(np.abs(got - a))),
+                "constraint_mae_over_sd": float(np.mean(np.abs(got - a)) / sd),
+            }
         rows.append(row)
         if progress:
             progress(k + 1, len(values))
     table = pd.DataFrame(rows)
     if not shared_seeds:
-        result = score_from_group_stats(table["mean"], table["variance"], table["n"], table["weight"],
-                                        n_boot=n_boot, seed=seed)  # fmt: skip
+        result = score_from_group_stats(
+            table["mean"], table["variance"], table["n"], table["weight"], n_boot=n_boot, seed=seed
+        )
     else:
         stats = block_score_stats(np.stack(ys), np.asarray(weights))
-        result = ScoreResult(score=stats["score"], ci_low=np.nan, ci_high=np.nan, n=int(table["n"].sum()),
-                             status="ok", message="randomized-block estimate (shared seeds); no CI",
-                             n_groups=len(values), explained_var=stats["explained_var"],
-                             total_var=stats["total_var"])  # fmt: skip
+        result = ScoreResult(
+            score=stats["score"],
+            ci_low=np.nan,
+            ci_high=np.nan,
+            n=int(table["n"].sum()),
+            status="ok",
+            message="randomized-block estimate (shared seeds); no CI",
+            n_groups=len(values),
+            explained_var=stats["explained_var"],
+            total_var=stats["total_var"],
+        )
     return result, table
 
 
-def constraint_errors(diffusion: ConditionalDiffusion, k_values: int = 8, n_per_value: int = 64, seed: int = 0,
-                      sampler: SamplerConfig | None = None, features: list[str] | None = None,
-                      ) -> pd.DataFrame:  # fmt: skip
+def constraint_errors(
+    diffusion: ConditionalDiffusion,
+    k_values: int = 8,
+    n_per_value: int = 64,
+    seed: int = 0,
+    sampler: SamplerConfig | None = None,
+    features: list[str] | None = None,
+) -> pd.DataFrame:
     """Per probed feature (default: all of them): MAE / SD of probe(sample) - a_k over the score's K
     values x N samples, one feature asked (sample seeds as a score's; `sampler` default `SamplerConfig()`)."""
     rows = []
@@ -212,7 +252,13 @@ def constraint_errors(diffusion: ConditionalDiffusion, k_values: int = 8, n_per_
             errs.append(diffusion.measure_features(x)[feature] - a)
         errs = np.stack(errs)  # (K, N)
         per_value = np.abs(errs).mean(1) / sd
-        rows.append({"feature": feature, "mae_over_sd": float(np.abs(errs).mean() / sd),
-                     "bias_over_sd": float(errs.mean() / sd), "worst_value_mae_over_sd": float(per_value.max()),
-                     "probe_heldout_mae_over_sd": diffusion.card.probe_report[feature]["mae_over_sd"]})  # fmt: skip
+        rows.append(
+            {
+                "feature": feature,
+                "mae_over_sd": float(np.abs(errs).mean() / sd),
+                "bias_over_sd": float(errs.mean() / sd),
+                "worst_value_mae_over_sd": float(per_value.max()),
+                "probe_heldout_mae_over_sd": diffusion.card.probe_report[feature]["mae_over_sd"],
+            }
+        )
     return pd.DataFrame(rows)

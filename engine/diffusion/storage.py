@@ -33,8 +33,14 @@ def build_codec(info: dict, size: int) -> nn.Module:
     if info.get("kind", "pca") == "pca":
         return PCACodec(size, info["d"], info.get("whiten", 1.0))
     if info["kind"] == "autoencoder":
-        return AutoencoderCodec(size, info["latent_dim"], tuple(info["channels"]), info["stripe_period"],
-                                info.get("centred_stripes", False), info.get("noise_estimate", "residual"))
+        return AutoencoderCodec(
+            size,
+            info["latent_dim"],
+            tuple(info["channels"]),
+            info["stripe_period"],
+            info.get("centred_stripes", False),
+            info.get("noise_estimate", "residual"),
+        )
     raise EveInputError(f"Unknown codec kind {info['kind']!r} in a diffusion card: retrain the model.")
 
 

@@ -36,8 +36,15 @@ class SmallCNN(nn.Module):
 
     __jit_unused_properties__ = ["cam_layer"]  # lets torch.jit.script skip it
 
-    def __init__(self, size: int = 64, outputs: int = 1, widths: tuple[int, ...] = (8, 16, 32),
-                 pooled: int = 4, hidden: int = 32, dropout: float = 0.2):
+    def __init__(
+        self,
+        size: int = 64,
+        outputs: int = 1,
+        widths: tuple[int, ...] = (8, 16, 32),
+        pooled: int = 4,
+        hidden: int = 32,
+        dropout: float = 0.2,
+    ):
         super().__init__()
         blocks, channels = [], 1
         for width in widths:
@@ -83,7 +90,7 @@ def _window_mask(size: int, window: tuple[int, int, int, int] | None) -> torch.T
 
 def _border_mask(size: int, border: int) -> torch.Tensor:
     mask = torch.ones(1, 1, size, size)
-    mask[..., border:size - border, border:size - border] = 0.0
+    mask[..., border : size - border, border : size - border] = 0.0
     return mask
 
 
@@ -98,8 +105,13 @@ class DarkPixelCount(nn.Module):
 
     __jit_unused_properties__ = ["cam_layer"]
 
-    def __init__(self, size: int = 64, window: tuple[int, int, int, int] | None = None,
-                 threshold: float = 0.45, temperature: float = 0.05):
+    def __init__(
+        self,
+        size: int = 64,
+        window: tuple[int, int, int, int] | None = None,
+        threshold: float = 0.45,
+        temperature: float = 0.05,
+    ):
         super().__init__()
         self.size, self.window = size, None if window is None else tuple(int(v) for v in window)
         self.threshold, self.temperature = float(threshold), float(temperature)
@@ -111,11 +123,15 @@ class DarkPixelCount(nn.Module):
         return self.dark
 
     def formula(self) -> str:
-        where = "all pixels" if self.window is None else (
-            f"rows {self.window[0]}..{self.window[1] - 1}, cols {self.window[2]}..{self.window[3] - 1}"
+        where = (
+            "all pixels"
+            if self.window is None
+            else (f"rows {self.window[0]}..{self.window[1] - 1}, cols {self.window[2]}..{self.window[3] - 1}")
         )
-        return (f"y = sum over {where} of sigmoid(({self.threshold:g} - x[r, c]) / {self.temperature:g}) "
-                "(x: the (S, S) input image, rows top to bottom)")
+        return (
+            f"y = sum over {where} of sigmoid(({self.threshold:g} - x[r, c]) / {self.temperature:g}) "
+            "(x: the (S, S) input image, rows top to bottom)"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, 1)
         soft = self.dark((self.threshold - x) / self.temperature)  # (B, 1, S, S) in (0, 1)
@@ -146,8 +162,10 @@ class BrightAreaAboveBackground(nn.Module):
         return self.bright
 
     def formula(self) -> str:
-        return (f"b = mean of x over the {self.border}-pixel border frame; "
-                f"y = sum over all pixels of sigmoid((x[r, c] - (1 + b) / 2) / {self.temperature:g})")
+        return (
+            f"b = mean of x over the {self.border}-pixel border frame; "
+            f"y = sum over all pixels of sigmoid((x[r, c] - (1 + b) / 2) / {self.temperature:g})"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, 1)
         background = (x * self.frame).sum(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)

@@ -37,8 +37,10 @@ from engine.models.zoo import _sha256, build_model, models_dir
 
 SYNTHBRAIN_SPEC = SliceSpec("coronal", "hippocampus", 64)  # cuts both hippocampi and the lateral ventricles
 SHAPES_SPEC = SliceSpec("axial", None, 64)  # shapes are 2D images
-NORMALISATION = ("per volume: divide by the 99th percentile of non-zero voxels, clip to [0, 1]; slice padded "
-                 "to a square and resized (bilinear, antialiased) — engine.data.slicing.model_input")
+NORMALISATION = (
+    "per volume: divide by the 99th percentile of non-zero voxels, clip to [0, 1]; slice padded "
+    "to a square and resized (bilinear, antialiased) — engine.data.slicing.model_input"
+)
 
 
 # 1. targets: known functions of the features --------------------------------------------
@@ -143,37 +145,100 @@ class Recipe:
 # chosen by 4-fold cross-validation on synthbrain's train split (a hidden layer or dropout trained worse)
 SMALL_CNN = {"size": 64, "outputs": 1, "widths": [8, 16, 32], "pooled": 4, "hidden": 0, "dropout": 0.0}
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in [
-    Recipe("synthbrain-diagnosis", "synthbrain", "label", "binary", SYNTHBRAIN_SPEC, "SmallCNN", SMALL_CNN,
-           "Diagnosis-like classifier: depends on ventricle and hippocampal volume by construction.",
-           ("logit P(label=1)",), TrainConfig(epochs=40, weight_decay=1e-4, shift=2, flip=True, gain=0.1)),
-    Recipe("synthbrain-shortcut", "synthbrain", "label_shortcut", "binary", SYNTHBRAIN_SPEC, "SmallCNN", SMALL_CNN,
-           "Shortcut classifier: its label also leaks head size (icv), so the model can look at head size.",
-           ("logit P(label_shortcut=1)",), TrainConfig(epochs=40, weight_decay=1e-4, shift=2, flip=True, gain=0.1)),
-    Recipe("shapes-size-texture", "shapes", "size+texture", "regression", SHAPES_SPEC, "SmallCNN", SMALL_CNN,
-           "Regression of z(size) + z(texture): depends on size and texture only.",
-           ("z(size)+z(texture)",), TrainConfig(epochs=20, weight_decay=1e-4)),
-    Recipe("shapes-elongated", "shapes", "elongated", "binary", SHAPES_SPEC, "SmallCNN", SMALL_CNN,
-           "Classifier of aspect < 0.725 (flat vs round ellipse): depends on aspect only.",
-           ("logit P(aspect<0.725)",), TrainConfig(epochs=20, weight_decay=1e-4)),
-    Recipe("synthbrain-glass-ventricles", "synthbrain", "ventricle_volume", "readout", SYNTHBRAIN_SPEC,
-           "DarkPixelCount", {"size": 64, "window": [28, 32, 24, 40], "threshold": 0.6, "temperature": 0.05},
-           "Glass-box ventricle read-out: soft count of dark (CSF) pixels in a fixed window over the lateral "
-           "ventricles of the coronal hippocampus slice (window and threshold chosen on the train split).",
-           ("dark_pixels",), search={
-               "window": [[r0, r1, c0, 64 - c0] for r0 in (24, 26, 28) for r1 in (30, 32, 34, 36)
-                          for c0 in (22, 24, 26, 28)],  # symmetric about the midline
-               "threshold": [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7],
-           }),
-    Recipe("shapes-glass-area", "shapes", "object_area", "readout", SHAPES_SPEC, "BrightAreaAboveBackground",
-           {"size": 64, "border": 4, "temperature": 0.05},
-           "Glass-box area read-out: soft count of pixels brighter than halfway between the background "
-           "(border mean) and white.", ("bright_pixels",)),
-    Recipe("shapes-glass-background", "shapes", "background", "readout", SHAPES_SPEC, "BorderMean",
-           {"size": 64, "border": 4},
-           "Glass-box linear read-out: mean brightness of the 4-pixel border frame (the normalised background).",
-           ("border_mean",)),
-]}
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe(
+            "synthbrain-diagnosis",
+            "synthbrain",
+            "label",
+            "binary",
+            SYNTHBRAIN_SPEC,
+            "SmallCNN",
+            SMALL_CNN,
+            "Diagnosis-like classifier: depends on ventricle and hippocampal volume by construction.",
+            ("logit P(label=1)",),
+            TrainConfig(epochs=40, weight_decay=1e-4, shift=2, flip=True, gain=0.1),
+        ),
+        Recipe(
+            "synthbrain-shortcut",
+            "synthbrain",
+            "label_shortcut",
+            "binary",
+            SYNTHBRAIN_SPEC,
+            "SmallCNN",
+            SMALL_CNN,
+            "Shortcut classifier: its label also leaks head size (icv), so the model can look at head size.",
+            ("logit P(label_shortcut=1)",),
+            TrainConfig(epochs=40, weight_decay=1e-4, shift=2, flip=True, gain=0.1),
+        ),
+        Recipe(
+            "shapes-size-texture",
+            "shapes",
+            "size+texture",
+            "regression",
+            SHAPES_SPEC,
+            "SmallCNN",
+            SMALL_CNN,
+            "Regression of z(size) + z(texture): depends on size and texture only.",
+            ("z(size)+z(texture)",),
+            TrainConfig(epochs=20, weight_decay=1e-4),
+        ),
+        Recipe(
+            "shapes-elongated",
+            "shapes",
+            "elongated",
+            "binary",
+            SHAPES_SPEC,
+            "SmallCNN",
+            SMALL_CNN,
+            "Classifier of aspect < 0.725 (flat vs round ellipse): depends on aspect only.",
+            ("logit P(aspect<0.725)",),
+            TrainConfig(epochs=20, weight_decay=1e-4),
+        ),
+        Recipe(
+            "synthbrain-glass-ventricles",
+            "synthbrain",
+            "ventricle_volume",
+            "readout",
+            SYNTHBRAIN_SPEC,
+            "DarkPixelCount",
+            {"size": 64, "window": [28, 32, 24, 40], "threshold": 0.6, "temperature": 0.05},
+            "Glass-box ventricle read-out: soft count of dark (CSF) pixels in a fixed window over the lateral "
+            "ventricles of the coronal hippocampus slice (window and threshold chosen on the train split).",
+            ("dark_pixels",),
+            search={
+                "window": [
+                    [r0, r1, c0, 64 - c0] for r0 in (24, 26, 28) for r1 in (30, 32, 34, 36) for c0 in (22, 24, 26, 28)
+                ],  # symmetric about the midline
+                "threshold": [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7],
+            },
+        ),
+        Recipe(
+            "shapes-glass-area",
+            "shapes",
+            "object_area",
+            "readout",
+            SHAPES_SPEC,
+            "BrightAreaAboveBackground",
+            {"size": 64, "border": 4, "temperature": 0.05},
+            "Glass-box area read-out: soft count of pixels brighter than halfway between the background "
+            "(border mean) and white.",
+            ("bright_pixels",),
+        ),
+        Recipe(
+            "shapes-glass-background",
+            "shapes",
+            "background",
+            "readout",
+            SHAPES_SPEC,
+            "BorderMean",
+            {"size": 64, "border": 4},
+            "Glass-box linear read-out: mean brightness of the 4-pixel border frame (the normalised background).",
+            ("border_mean",),
+        ),
+    ]
+}
 
 
 # 3. metrics -------------------------------------------------------------------------------
@@ -216,8 +281,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> to
     """Model outputs (N, K) for images (N, 1, S, S), in batches."""
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
-    return torch.cat([model(images[i:i + batch_size].to(device)).float().cpu()
-                      for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    )
 
 
 def evaluate(model: nn.Module, card: ModelCard, dataset: Dataset, split: str = "test") -> dict:
@@ -242,7 +308,7 @@ def augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) ->
         padded = F.pad(x, (p, p, p, p))
         dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
         dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
-        x = torch.stack([padded[i, :, dy[i]:dy[i] + s, dx[i]:dx[i] + s] for i in range(b)])
+        x = torch.stack([padded[i, :, dy[i] : dy[i] + s, dx[i] : dx[i] + s] for i in range(b)])
     if config.flip:
         flip = torch.rand(b, generator=generator) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -262,15 +328,16 @@ def fit(recipe: Recipe, images: torch.Tensor, y: np.ndarray, *, progress: bool =
     loss_fn = nn.BCEWithLogitsLoss() if recipe.task == "binary" else nn.MSELoss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(images) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=config.epochs *
-                                                   steps_per_epoch, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
+    )
     bar = tqdm(range(config.epochs), desc=f"training {recipe.name}", unit="epoch", disable=not progress)
     for _ in bar:
         model.train()
         order = torch.randperm(len(images), generator=generator)
         total = 0.0
         for start in range(0, len(images), config.batch_size):
-            idx = order[start:start + config.batch_size]
+            idx = order[start : start + config.batch_size]
             if len(idx) < 2:  # BatchNorm needs two images
                 continue
             x = augment(images[idx], config, generator)
@@ -299,8 +366,13 @@ def calibrate(recipe: Recipe, dataset: Dataset) -> tuple[Recipe, dict]:
         if r > best[0]:
             best = (r, kwargs)
     n = int(np.prod([len(v) for v in recipe.search.values()]))
-    calibration = {"split": "train", "searched": {k: f"{len(v)} values" for k, v in recipe.search.items()},
-                   "combinations": n, "criterion": f"Pearson r with {recipe.target}", "train_pearson_r": best[0]}
+    calibration = {
+        "split": "train",
+        "searched": {k: f"{len(v)} values" for k, v in recipe.search.items()},
+        "combinations": n,
+        "criterion": f"Pearson r with {recipe.target}",
+        "train_pearson_r": best[0],
+    }
     return replace(recipe, kwargs=best[1]), calibration
 
 
@@ -318,15 +390,23 @@ def _card(recipe: Recipe, model: nn.Module, wall_time: float | None) -> ModelCar
         spec=recipe.spec,
         normalisation=NORMALISATION,
         output_names=tuple(recipe.output_names),
-        outputs={"binary": "logit (apply a sigmoid for the probability)", "regression": "predicted target",
-                 "readout": "exact read-out (see function)"}[recipe.task],
+        outputs={
+            "binary": "logit (apply a sigmoid for the probability)",
+            "regression": "predicted target",
+            "readout": "exact read-out (see function)",
+        }[recipe.task],
         architecture={"class": recipe.architecture, "kwargs": recipe.kwargs},
         command=f"python -m engine train-classifier {recipe.name}",
         torch_version=torch.__version__.split("+")[0],
     )
     if recipe.train:
-        training = {**asdict(recipe.train), "split": "train", "wall_time_s": round(wall_time, 1),
-                    "threads": torch.get_num_threads(), "machine": machine()}
+        training = {
+            **asdict(recipe.train),
+            "split": "train",
+            "wall_time_s": round(wall_time, 1),
+            "threads": torch.get_num_threads(),
+            "machine": machine(),
+        }
         return replace(card, n_parameters=sum(p.numel() for p in model.parameters()), training=training)
     return replace(card, function=model.formula())
 

@@ -42,8 +42,10 @@ def read_card(path: Path) -> ModelCard:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise EveInputError(f"Model card {path} is not readable JSON ({exc}): rebuild it with "
-                            f"`python -m engine train-classifier {path.stem}`.") from exc
+        raise EveInputError(
+            f"Model card {path} is not readable JSON ({exc}): rebuild it with "
+            f"`python -m engine train-classifier {path.stem}`."
+        ) from exc
     return ModelCard.from_json(data, source=path)
 
 
@@ -61,13 +63,16 @@ def build_model(architecture: dict, name: str) -> nn.Module:
     """A card's architecture ({class, kwargs}) with fresh (untrained) weights; `name` for messages."""
     arch = architecture
     if arch["class"] not in ARCHITECTURES:
-        raise EveInputError(f"Model card {name!r} names an unknown architecture {arch['class']!r}: "
-                            f"use one of {', '.join(ARCHITECTURES)}.")
+        raise EveInputError(
+            f"Model card {name!r} names an unknown architecture {arch['class']!r}: "
+            f"use one of {', '.join(ARCHITECTURES)}."
+        )
     return ARCHITECTURES[arch["class"]](**arch.get("kwargs", {}))
 
 
-def load_model(name: str, device: str | torch.device | None = None, *,
-               folder: str | Path | None = None) -> tuple[nn.Module, ModelCard]:
+def load_model(
+    name: str, device: str | torch.device | None = None, *, folder: str | Path | None = None
+) -> tuple[nn.Module, ModelCard]:
     """A built-in model in eval mode and its card.
 
     Args:
@@ -129,29 +134,44 @@ def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=
             f"it must take images shaped (B, 1, {size}, {size}); export it for this input size."
         ) from exc
     if not isinstance(out, torch.Tensor):
-        raise EveInputError(f"The model returned {_describe(out)} on {shape}: it must return one (B, K) tensor "
-                            "(not a tuple or dict).")
+        raise EveInputError(
+            f"The model returned {_describe(out)} on {shape}: it must return one (B, K) tensor (not a tuple or dict)."
+        )
     if out.dtype != torch.float32:
         raise EveInputError(f"The model returned {_describe(out)}: it must return float32 outputs (add .float()).")
     if out.ndim != 2 or out.shape[0] != CHECK_BATCH:
-        raise EveInputError(f"The model returned {_describe(out)} on {shape}: it must return (B, K) = "
-                            f"({CHECK_BATCH}, K) — for one output use shape (B, 1), e.g. `.unsqueeze(1)`.")
+        raise EveInputError(
+            f"The model returned {_describe(out)} on {shape}: it must return (B, K) = "
+            f"({CHECK_BATCH}, K) — for one output use shape (B, 1), e.g. `.unsqueeze(1)`."
+        )
     if out.shape[1] < 1:
         raise EveInputError("The model returned zero outputs per image: it must return at least one (K ≥ 1).")
     if n_outputs is not None and out.shape[1] != n_outputs:
-        raise EveInputError(f"The model returned {out.shape[1]} outputs per image but {n_outputs} output names "
-                            "were given: give one name per output.")
+        raise EveInputError(
+            f"The model returned {out.shape[1]} outputs per image but {n_outputs} output names "
+            "were given: give one name per output."
+        )
     if not torch.isfinite(out).all():
-        raise EveInputError(f"The model returned NaN or Inf on {shape}: fix the model so that its outputs are "
-                            "finite for images in [0, 1].")
+        raise EveInputError(
+            f"The model returned NaN or Inf on {shape}: fix the model so that its outputs are "
+            "finite for images in [0, 1]."
+        )
     if not torch.allclose(single, out[:1], rtol=1e-4, atol=1e-5):
-        raise EveInputError("The model's output for an image changes with the rest of the batch: put it in eval "
-                            "mode (model.eval(), e.g. for BatchNorm/Dropout) before exporting.")
+        raise EveInputError(
+            "The model's output for an image changes with the rest of the batch: put it in eval "
+            "mode (model.eval(), e.g. for BatchNorm/Dropout) before exporting."
+        )
     return int(out.shape[1])
 
 
-def load_torchscript(path_or_bytes: str | Path | bytes, spec: SliceSpec, *, output_names: list[str] | None = None,
-                     name: str = "user model", device=None) -> tuple[torch.jit.ScriptModule, ModelCard]:
+def load_torchscript(
+    path_or_bytes: str | Path | bytes,
+    spec: SliceSpec,
+    *,
+    output_names: list[str] | None = None,
+    name: str = "user model",
+    device=None,
+) -> tuple[torch.jit.ScriptModule, ModelCard]:
     """Load a user's TorchScript model (never unpickled) and check it on a dummy batch.
 
     Args:
@@ -171,8 +191,9 @@ def load_torchscript(path_or_bytes: str | Path | bytes, spec: SliceSpec, *, outp
         if not path.is_file():
             raise EveInputError(f"Model file {path} does not exist: check the path.")
         if path.stat().st_size > MAX_TORCHSCRIPT_BYTES:
-            raise EveInputError(f"Model file {path} is larger than {MAX_TORCHSCRIPT_BYTES // 2**20} MB: "
-                                "use a smaller model.")
+            raise EveInputError(
+                f"Model file {path} is larger than {MAX_TORCHSCRIPT_BYTES // 2**20} MB: use a smaller model."
+            )
         data, source = path.read_bytes(), str(path)
     if len(data) > MAX_TORCHSCRIPT_BYTES:
         raise EveInputError(f"{source} is larger than {MAX_TORCHSCRIPT_BYTES // 2**20} MB: use a smaller model.")
@@ -190,9 +211,15 @@ def load_torchscript(path_or_bytes: str | Path | bytes, spec: SliceSpec, *, outp
     model.eval()
     k = check_model(model, spec, n_outputs=None if output_names is None else len(output_names), device=device)
     names = list(output_names) if output_names is not None else [f"output_{i}" for i in range(k)]
-    card = ModelCard(name=name, kind=TORCHSCRIPT, spec=spec, output_names=tuple(names),
-                     architecture={"class": "TorchScript", "kwargs": {}},
-                     description=f"User TorchScript model from {source}.", sha256=hashlib.sha256(data).hexdigest())
+    card = ModelCard(
+        name=name,
+        kind=TORCHSCRIPT,
+        spec=spec,
+        output_names=tuple(names),
+        architecture={"class": "TorchScript", "kwargs": {}},
+        description=f"User TorchScript model from {source}.",
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
     return model, card
 
 
