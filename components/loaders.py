@@ -22,6 +22,7 @@ from engine.data.slicing import SliceSpec, normalise_intensity
 from engine.errors import EveInputError
 from engine.models import list_cards, load
 from engine.models.train import TARGETS
+from engine.models.zoo import forward
 from engine.tvd import conditional_curve, score_table
 
 EMBEDDED = tuple(BUILDERS)
@@ -255,9 +256,7 @@ def sample_outputs(
     """(n,) model outputs on the conditional samples above."""
     images, _ = conditional_samples(dataset_name, feature, value, n, seed, guidance)  # the grid's cache key
     net, _ = model(ref, device)
-    with torch.inference_mode():
-        y = net(torch.from_numpy(images)[:, None].to(device))
-    return y.float().reshape(len(y), -1)[:, output].cpu().numpy()
+    return forward(net, torch.from_numpy(images)[:, None])[:, output].numpy()
 
 
 def diffusion_score_row(sel, feature: str, k_values: int, n_per_value: int, progress=None) -> tuple[dict, pd.DataFrame]:

@@ -32,6 +32,7 @@ from engine.cards import ModelCard, spec_to_json
 from engine.data import Dataset, SliceSpec, load_dataset
 from engine.data.defaults import BUILDERS, load_default
 from engine.errors import EveInputError
+from engine.models.zoo import forward
 from engine.tvd import ScoreResult, score_table
 
 SPLITS = ("test", "train", "all")
@@ -104,13 +105,6 @@ def default_split(dataset: Dataset) -> str:
 # 2. model outputs -------------------------------------------------------------------------
 
 
-def model_device(model) -> torch.device:
-    """Where a module's (or TorchScript model's) first parameter or buffer lives; the CPU if none."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 @torch.inference_mode()
 def model_outputs(
     model, dataset: Dataset, spec: SliceSpec, rows=None, *, batch_size: int = 64, progress: Progress | None = None
@@ -130,18 +124,10 @@ def model_outputs(
     disk-cached); a (B,) output is read as (B, 1).
     """
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
-    device = model_device(model)
     images = dataset.model_inputs(spec, rows)  # (N, 1, S, S)
     outs = []
     for start in range(0, len(rows), batch_size):
-        batch = images[start : start + batch_size].to(device)  # (B, 1, S, S)
-        out = model(batch)
-        if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2) or out.shape[0] != len(batch):
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise EveInputError(
-                f"The model returned {shape} for a batch of {len(batch)} images: it must return one (B, K) tensor."
-            )
-        outs.append(out.reshape(len(batch), -1).float().cpu())
+        outs.append(forward(model, images[start : start + batch_size]))  # (B, K)
         if progress:
             progress(min(start + batch_size, len(rows)), len(rows))
     if not outs:

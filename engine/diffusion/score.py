@@ -27,7 +27,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from engine.cards import ModelCard
 from engine.data.slicing import SliceSpec
@@ -35,6 +34,7 @@ from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.sampler import SamplerConfig, sample_seed
 from engine.diffusion.storage import load_diffusion
 from engine.errors import EveInputError
+from engine.models.zoo import forward
 from engine.tvd import ScoreResult, score_from_group_stats
 
 
@@ -84,16 +84,6 @@ def check_compatible(card: ModelCard, diffusion: ConditionalDiffusion) -> None:
             f"The classifier sees the {_slice(card.spec)} but the diffusion model generates the "
             f"{_slice(diffusion.spec)}: retrain one of them on the same slice."
         )
-
-
-@torch.inference_mode()
-def _outputs(model, images: torch.Tensor, index: int) -> np.ndarray:
-    params = list(model.parameters()) if hasattr(model, "parameters") else []
-    device = params[0].device if params else torch.device("cpu")
-    out = model(images.to(device))
-    if out.ndim == 1:
-        out = out[:, None]
-    return out[:, index].double().cpu().numpy()
 
 
 def block_score_stats(y: np.ndarray, weights: np.ndarray) -> dict:
@@ -185,7 +175,7 @@ def diffusion_score(
             n = min(batch_size, n_per_value - start)
             # sample seeds are (value_seed, i) for i = start.. : a batch split does not change them
             images = diffusion.sample({feature: a}, n, value_seed, config, first_index=start)
-            y.append(_outputs(model, images, index))
+            y.append(forward(model, images)[:, index].double().numpy())
             if feature in probe_names:
                 measured.append(diffusion.measure_features(images)[feature])
         y = np.concatenate(y)

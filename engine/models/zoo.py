@@ -107,6 +107,26 @@ def load_model(
     return model.eval(), card
 
 
+def model_device(model) -> torch.device:
+    """Where a module's (or TorchScript model's) first parameter or buffer lives; the CPU if none."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def forward(model, images: torch.Tensor) -> torch.Tensor:
+    """The model's outputs on one batch of images (B, 1, S, S), run on the model's device: a (B, K)
+    float32 tensor on the CPU; a (B,) output is read as (B, 1). Anything else raises `EveInputError`."""
+    out = model(images.to(model_device(model)))
+    if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2) or out.shape[0] != len(images):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise EveInputError(
+            f"The model returned {shape} for a batch of {len(images)} images: it must return one (B, K) tensor."
+        )
+    return out.reshape(len(images), -1).float().cpu()
+
+
 def _describe(out) -> str:
     if isinstance(out, torch.Tensor):
         return f"a tensor of shape {tuple(out.shape)} and dtype {out.dtype}"
