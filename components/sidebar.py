@@ -14,7 +14,7 @@ import torch
 
 from components import loaders, state, uploads
 from engine.cards import ModelRef
-from engine.data.slicing import SliceSpec
+from engine.data.slicing import INTENSITIES, SliceSpec
 from engine.errors import EveInputError
 
 DATASET_LABELS = {"synthbrain": "SynthBrain (3D T1 MRI)", "shapes": "Shapes (2D synthetic)", "upload": "Your folder"}
@@ -110,11 +110,18 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
         key=state.MODEL_SLICE,
         help=f"A voxel index, 'middle', or one of {', '.join(NAMED_SLICE_CHOICES[:-1])}.",
     )
+    intensity = st.selectbox(
+        "Intensity the model is fed",
+        list(INTENSITIES),
+        key=state.MODEL_INTENSITY,
+        help="raw: the values in your files, as your model saw them in training (the default). "
+        + " ".join(f"{k}: {v}." for k, v in INTENSITIES.items() if k != "raw"),
+    )
     upload = st.file_uploader("TorchScript model (.pt)", key=state.MODEL_UPLOAD)
     if upload is not None:
         try:
             path = uploads.model_file(upload.name, upload.getvalue())
-            spec = SliceSpec(plane, SliceSpec.parse_index(index), int(size))
+            spec = SliceSpec(plane, SliceSpec.parse_index(index), int(size), intensity)
             ref = ModelRef.torchscript(path, spec, label="your TorchScript model")
             loaders.model(ref, device)
         except EveInputError as exc:

@@ -90,18 +90,20 @@ def model_slice_figure(
     title: str = "",
     height: int = 320,
 ) -> go.Figure:
-    """The model's (S, S) input, optionally with an attribution map over it."""
+    """The model's (S, S) input (the values it is fed), optionally with an attribution map over it."""
     if radiological:
         image = image[:, ::-1]
         overlay = None if overlay is None else overlay[:, ::-1]
+    # an input in [0, 1] (p99, minmax) on that scale; raw or z-scored values on their own range
+    low, high = (0.0, 1.0) if image.min() >= 0 and image.max() <= 1 else (float(image.min()), float(image.max()))
     fig = go.Figure(
         go.Heatmap(
             z=image,
             colorscale="gray",
-            zmin=0,
-            zmax=1,
+            zmin=low,
+            zmax=high,
             showscale=False,
-            hovertemplate="row %{y}, col %{x}<br>intensity %{z:.3f}<extra></extra>",
+            hovertemplate="row %{y}, col %{x}<br>intensity %{z:.3g}<extra></extra>",
         )
     )
     if overlay is not None:

@@ -17,6 +17,7 @@ MODEL_UPLOAD = "sidebar_model_upload"  # file uploader: TorchScript .pt
 MODEL_PLANE = "sidebar_model_plane"  # slice spec of an uploaded model
 MODEL_SLICE = "sidebar_model_slice"
 MODEL_SIZE = "sidebar_model_size"
+MODEL_INTENSITY = "sidebar_model_intensity"  # intensity rule an uploaded model is fed
 OUTPUT = "sidebar_output"  # prefix: + model id; the name of the model output to explain
 DEVICE = "sidebar_device"
 
@@ -74,6 +75,7 @@ DEFAULTS: dict = {
     MODEL_PLANE: "axial",
     MODEL_SLICE: "ventricles",
     MODEL_SIZE: 64,
+    MODEL_INTENSITY: "raw",
     DEVICE: "cpu",
     USER_DATASET: None,
     USER_DATASET_ERROR: None,

@@ -87,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     score.add_argument("--size", type=int, default=None, help="TorchScript only: input side in pixels (default 64)")
     score.add_argument(
+        "--intensity",
+        choices=("raw", "p99", "zscore", "minmax"),
+        default=None,
+        help="TorchScript only: what the model is fed, applied to each volume before slicing: raw (the stored "
+        "values; the default), p99 (Eve's rule: divide by the 99th percentile of non-zero voxels, clip to [0, 1]), "
+        "zscore or minmax (built-in models use their card's)",
+    )
+    score.add_argument(
         "--split",
         choices=("test", "all"),
         default="test",

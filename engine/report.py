@@ -74,9 +74,12 @@ def write_json(report: ScoreReport, path: str | Path) -> Path:
 
 
 def write_csv(report: ScoreReport, path: str | Path) -> Path:
-    """Write the score table as CSV (one row per feature x output)."""
+    """Write the score table as CSV (one row per feature x output, with the input contract used)."""
     path = _writable(path)
-    return _write_text(path, report.table.to_csv(index=False, float_format="%.6g"))
+    table = report.table
+    if "input" in report.metadata:  # the input contract, on every row: a CSV travels without its JSON
+        table = table.assign(input=report.metadata["input"])
+    return _write_text(path, table.to_csv(index=False, float_format="%.6g"))
 
 
 def _meta_rows(meta: dict) -> str:
@@ -151,7 +154,8 @@ def model_ref(args) -> ModelRef:
     model, which takes its card's input (flags that contradict the card are refused)."""
     index = SliceSpec.parse_index(args.slice)
     if _is_torchscript(args.model):
-        return ModelRef.torchscript(args.model, SliceSpec(args.plane or "axial", index, args.size or 64))
+        spec = SliceSpec(args.plane or "axial", index, args.size or 64, args.intensity or "raw")
+        return ModelRef.torchscript(args.model, spec)
     return ModelRef.builtin(args.model)
 
 
@@ -160,13 +164,14 @@ def _check_builtin_flags(args, spec: SliceSpec) -> None:
         "plane": args.plane,
         "slice": None if args.slice is None else SliceSpec.parse_index(args.slice),
         "size": args.size,
+        "intensity": args.intensity,
     }
-    theirs = {"plane": spec.plane, "slice": spec.index, "size": spec.size}
+    theirs = {"plane": spec.plane, "slice": spec.index, "size": spec.size, "intensity": spec.intensity}
     clash = [f"--{k} {getattr(args, k)}" for k, v in given.items() if getattr(args, k) is not None and v != theirs[k]]
     if clash:
         raise EveInputError(
             f"Built-in model {args.model!r} takes its card's input ({spec.plane}, slice {spec.index}, "
-            f"size {spec.size}); {', '.join(clash)} do not match: drop them (they are for "
+            f"size {spec.size}, intensity {spec.intensity}); {', '.join(clash)} do not match: drop them (they are for "
             "TorchScript models)."
         )
 

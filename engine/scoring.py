@@ -215,7 +215,8 @@ def _metadata(dataset: Dataset, card: ModelCard, **extra) -> dict:
         "score": "S(A) = Var(E[Y|A]) / Var(Y), bias-corrected, percentile-bootstrap CI",
         "dataset": {"name": dataset.name, "path": str(dataset.root.resolve()), "n_rows": len(dataset)},
         "model": {k: described[k] for k in CARD_KEYS if k in described},
-        "spec": spec_to_json(card.spec),
+        "spec": {**spec_to_json(card.spec), "intensity": card.spec.intensity},
+        "input": card.spec.describe(),
         **extra,
     }
 

@@ -126,7 +126,7 @@ inputs = loaders.model_inputs(sel.source, spec)
 k = slice_index(vol.shape, affine, spec.plane, spec.index) if vol.ndim == 3 else 0
 c = st.columns([1, 2])
 with c[0]:
-    st.caption(f"{spec.plane} slice {spec.index!r} (voxel {k}), resized to {spec.size}×{spec.size}.")
+    st.caption(f"The model is fed: {spec.describe()} (voxel {k}).")
     overlay_on = st.toggle("Overlay a baseline map", key=state.BROWSE_OVERLAY)
     method = opacity = cmap = None
     if overlay_on:

@@ -54,7 +54,7 @@ with right:
             st.caption(
                 (f"Metrics on the held-out {held_out} split. " if shown else "")
                 + f"Trained on {card.dataset or '?'} to predict {card.target or '?'}; "
-                f"input: {spec.plane} slice {spec.index}, {spec.size}×{spec.size} px."
+                f"what it is fed: {spec.describe()}."
             )
             with st.expander("Full model card"):
                 st.json(card.to_json(), expanded=False)

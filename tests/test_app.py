@@ -352,7 +352,7 @@ def test_uploaded_folder_loads_and_a_later_bad_upload_keeps_it(tmp_path):
 
 class _WrongSignature(torch.nn.Module):
     def forward(self, x):
-        return x.mean((1, 2, 3))  # (B,), not (B, K)
+        return x[:, 0, :2, :2]  # (B, 2, 2), not (B,) or (B, K)
 
 
 class _MeanIntensity(torch.nn.Module):
@@ -395,6 +395,20 @@ def test_uploaded_torchscript_model_is_scored():
     at.switch_page("pages/scores.py").run()
     _no_exception(at)
     assert any("explains" in m.value for m in at.markdown)
+
+
+def test_an_uploaded_model_is_fed_raw_values_unless_the_user_says_otherwise():
+    at = _model_upload_app()
+    good = ("model.pt", _torchscript(_MeanIntensity()), "application/octet-stream")
+    at.sidebar.file_uploader(key=state.MODEL_UPLOAD).set_value(good).run()
+    at.switch_page("pages/overview.py").run()
+    _no_exception(at)
+    assert "intensity raw: the stored values" in _texts(at)
+    raw = at.session_state[state.USER_MODEL]
+    at.sidebar.selectbox(key=state.MODEL_INTENSITY).set_value("p99").run()
+    _no_exception(at)
+    assert "intensity p99: divided by the 99th percentile" in _texts(at)
+    assert at.session_state[state.USER_MODEL].spec.intensity == "p99" and raw.spec.intensity == "raw"
 
 
 @pytest.fixture(scope="module", autouse=True)

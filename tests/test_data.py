@@ -275,6 +275,52 @@ def test_truncated_voxel_data_is_reported_when_read(small_folder):
         load_dataset(small_folder, check_voxels=True)
 
 
+STORED_SHAPES = [
+    ((9, 11), (9, 11)),
+    ((9, 11, 1), (9, 11)),
+    ((9, 11, 1, 1), (9, 11)),
+    ((9, 11, 5), (9, 11, 5)),
+    ((9, 11, 5, 1), (9, 11, 5)),
+]
+STORED_DTYPES = ["<f4", ">f4", "<i2", ">i2", "u1", "<f8", "<u2"]
+
+
+@pytest.mark.parametrize(("stored", "read"), STORED_SHAPES, ids=[str(s) for s, _ in STORED_SHAPES])
+@pytest.mark.parametrize("dtype", STORED_DTYPES)
+def test_images_load_whatever_shape_and_dtype_other_tools_write(tmp_path, stored, read, dtype):
+    """2D as (X, Y), (X, Y, 1) or (X, Y, 1, 1); 3D as (X, Y, Z) or (X, Y, Z, 1); any dtype, either
+    byte order, integer data scaled by the header's scl_slope / scl_inter."""
+    values = np.arange(np.prod(stored)).reshape(stored) % 50
+    image = nib.Nifti1Image(values.astype(np.dtype(dtype)), np.eye(4))
+    if np.dtype(dtype).kind in "iu":
+        image.header.set_slope_inter(0.5, 2.0)
+    nib.save(image, tmp_path / "s.nii.gz")
+    pd.DataFrame([{"file": "s.nii.gz", "age": 1.0}]).to_csv(tmp_path / "features.csv", index=False)
+    dataset = load_dataset(tmp_path)
+    data, _ = dataset.volume(0)
+    expected = values.reshape(read) * (0.5 if np.dtype(dtype).kind in "iu" else 1.0)
+    expected = expected + (2.0 if np.dtype(dtype).kind in "iu" else 0.0)
+    assert dataset.shapes == [read] and dataset.is_3d == (len(read) == 3) and data.dtype == np.float32
+    np.testing.assert_array_equal(data, expected.astype(np.float32))  # the header's scaling, as raw
+    spec = SliceSpec("axial", None, 16, "raw")
+    assert dataset.model_inputs(spec).shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [("raw", [0.0, 2.0, 4.0, 6.0]), ("minmax", [0.0, 1 / 3, 2 / 3, 1.0]), ("p99", [0.0, 2.0 / 5.96, 4.0 / 5.96, 1.0])],
+)
+def test_intensity_rules_apply_to_the_whole_volume(rule, expected):
+    from engine.data.slicing import apply_intensity
+
+    volume = np.array([0.0, 2.0, 4.0, 6.0], np.float32)
+    np.testing.assert_allclose(apply_intensity(volume, rule), expected, rtol=1e-5)
+    z = apply_intensity(volume, "zscore")[1:]  # over the non-zero voxels
+    assert z.mean() == pytest.approx(0, abs=1e-6) and z.std() == pytest.approx(1, abs=1e-6)
+    with pytest.raises(EveInputError, match="Unknown intensity rule 'log'"):
+        SliceSpec("axial", None, 16, "log")
+
+
 @pytest.mark.parametrize("shape", [(5, 6, 7, 3), (40,)])
 def test_wrong_dimensions(small_folder, shape):
     nib.save(nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)), small_folder / "s3.nii.gz")

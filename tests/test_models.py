@@ -17,6 +17,7 @@ from engine.errors import EveInputError
 from engine.models import check_model, list_cards, load, load_model, load_torchscript, models_dir
 from engine.models.architectures import SmallCNN
 from engine.models.train import RECIPES, SYNTHBRAIN_SPEC, Recipe, TrainConfig, evaluate, fit
+from engine.models.zoo import forward
 
 CARDS = {card.name: card for card in list_cards()}
 SPEC = SliceSpec("axial", None, 16)  # tiny input for TorchScript checks
@@ -243,6 +244,11 @@ class Flat(nn.Module):
         return x.mean(dim=(1, 2, 3))  # (B,) instead of (B, 1)
 
 
+class Grid(nn.Module):
+    def forward(self, x):
+        return x[:, 0, :2, :2]  # (B, 2, 2): one output per image is not a row
+
+
 class Pair(nn.Module):
     def forward(self, x):
         return x.mean(dim=(2, 3)), x.amax(dim=(2, 3))
@@ -299,7 +305,7 @@ def test_a_model_ref_loads_what_it_names_and_is_a_cache_key(tmp_path):
     ("module", "match"),
     [
         (ThreeChannels(), r"failed on a \(2, 1, 16, 16\) float32 batch"),
-        (Flat(), r"must return \(B, K\).*unsqueeze"),
+        (Grid(), r"must return \(B,\) or \(B, K\)"),
         (Pair(), "not a tuple or dict"),
         (Double(), "float32"),
         (NaNOut(), "NaN or Inf"),
@@ -309,6 +315,15 @@ def test_a_model_ref_loads_what_it_names_and_is_a_cache_key(tmp_path):
 def test_torchscript_wrong_signature_is_named(tmp_path, module, match):
     with pytest.raises(EveInputError, match=match):
         load_torchscript(_save(module, tmp_path), SPEC)
+
+
+@pytest.mark.parametrize("module", [Flat(), Good(outputs=1), Good(outputs=3)], ids=["(B,)", "(B, 1)", "(B, 3)"])
+def test_torchscript_outputs_of_every_usual_shape_are_accepted(tmp_path, module):
+    model, card = load_torchscript(_save(module, tmp_path), SPEC)
+    x = torch.rand(5, 1, 16, 16)
+    expected = module.eval()(x).reshape(5, -1)
+    assert card.output_names == tuple(f"output_{j}" for j in range(expected.shape[1]))
+    torch.testing.assert_close(forward(model, x), expected)
 
 
 def test_torchscript_wrong_input_size_is_named(tmp_path):

@@ -19,6 +19,7 @@ import engine.report as report
 from engine import scoring
 from engine.__main__ import main
 from engine.data import shapes as shapes_generator
+from engine.data.slicing import INTENSITIES
 from engine.tvd import ScoreResult
 
 # 4. the command line -----------------------------------------------------------------------------
@@ -44,6 +45,8 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
         "shapes",
         "--model",
         readout_pt,
+        "--intensity",
+        "p99",  # the read-out expects Eve's normalisation: the user says so
         "--features",
         "size,background,pos_x",
         "--out",
@@ -56,7 +59,8 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
     assert main(argv) == 0
     doc = json.loads(out.read_text())
     assert doc["dataset"]["name"] == "shapes" and doc["split"] == "test" and doc["n"] == 1000
-    assert doc["spec"] == {"plane": "axial", "index": None, "size": 64} and doc["method"] == "data"
+    assert doc["spec"] == {"plane": "axial", "index": None, "size": 64, "intensity": "p99"} and doc["method"] == "data"
+    assert doc["input"] == "axial the middle slice, 64x64 px; intensity p99: " + INTENSITIES["p99"]
     assert doc["model"]["kind"] == "torchscript" and doc["features"] == ["size", "background", "pos_x"]
     scores = pd.DataFrame(doc["scores"])
     assert len(scores) == 3 * 3 and set(scores["output"]) == {"output_0", "output_1", "output_2"}
@@ -72,6 +76,7 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
     np.testing.assert_allclose(scores[["score", "ci_low", "ci_high"]], expected[["score", "ci_low", "ci_high"]])
     csv = pd.read_csv(tmp_path / "report.csv")
     assert list(csv.columns[:5]) == ["feature", "output", "score", "ci_low", "ci_high"] and len(csv) == 9
+    assert set(csv["input"]) == {doc["input"]}  # the contract travels with the CSV too
     assert "centroid" not in capsys.readouterr().err  # no traceback
     pos_x = scores[(scores["feature"] == "pos_x") & (scores["output"] == "output_2")].iloc[0]
     assert pos_x["score"] > 0.95
@@ -96,6 +101,8 @@ def test_cli_html_report_is_standalone_with_score_bars_and_curves(preloaded, rea
         "shapes",
         "--model",
         readout_pt,
+        "--intensity",
+        "p99",  # the read-out expects Eve's normalisation: the user says so
         "--out",
         str(out),
         "--format",
@@ -178,6 +185,8 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
         "shapes",
         "--model",
         readout_pt,
+        "--intensity",
+        "p99",  # the read-out expects Eve's normalisation: the user says so
         "--features",
         "size,pos_x",
         "--output",

@@ -36,7 +36,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 def _reason(exc: Exception) -> str:
     """An exception's text on one line (nibabel's messages span several)."""
-    return " ".join(str(exc).split())
+    return " ".join(str(exc).split()) or type(exc).__name__  # some exceptions carry no text
 
 
 def _is_label(column: str) -> bool:
@@ -142,8 +142,10 @@ def _check_header(path: Path, row: int) -> tuple[int, ...]:
             f"Row {row}: {path.name} is not a readable NIfTI file ({_reason(exc)}): re-export the volume."
         ) from exc
     shape = tuple(int(s) for s in image.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
+    # trailing singleton axes are how most tools write one 2D image, (X, Y, 1) or (X, Y, 1, 1),
+    # or one 3D volume of a series, (X, Y, Z, 1)
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
     if len(shape) not in (2, 3):
         raise DatasetError(
             f"Row {row}: {path.name} has {len(shape)} dimensions {shape}; Eve needs a 2D image or a 3D volume: "
@@ -243,8 +245,7 @@ class Dataset:
             raise DatasetError(
                 f"Row {row + 2}: {path.name} could not be read ({_reason(exc)}): the file is corrupt; re-export it."
             ) from exc
-        if data.ndim == 4:
-            data = data[..., 0]
+        data = data.reshape(data.shape[: len(self.shapes[row])])  # drop the trailing singleton axes
         bad = ~np.isfinite(data)
         if bad.any():
             raise DatasetError(

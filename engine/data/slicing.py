@@ -9,9 +9,12 @@ Conventions, used everywhere in Eve:
   (coronal, sagittal) at the top. Radiological display is a left-right flip done by the UI.
 * A 2D dataset (one image per file, e.g. `shapes`) is treated as a single axial slice.
 
-Intensity normalisation rule (`normalise_intensity`): per volume, divide by the 99th
-percentile of its non-zero voxels and clip to [0, 1]. It is computed on the whole
-volume, not the slice, so all slices of a subject share one scale.
+Intensity: what a model is fed is part of its input contract (`SliceSpec.intensity`, one of
+`INTENSITIES`), applied to the whole volume before slicing, so all slices of a subject share one
+scale. `raw` feeds the stored values (after the header's scaling) unchanged; `p99`, Eve's rule for
+its own models (`normalise_intensity`), divides by the 99th percentile of the non-zero voxels and
+clips to [0, 1]. An explainer that changes a model's input explains a different model, so a
+user's model gets `raw` unless its card says otherwise.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ PLANES = ("axial", "coronal", "sagittal")
 # voxel axis that a plane cuts across, in RAS+ order
 PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
+# intensity rule -> what it does, for cards and reports
+INTENSITIES: dict[str, str] = {
+    "raw": "the stored values (after the header's scaling), as float32",
+    "p99": "divided by the 99th percentile of the non-zero voxels, clipped to [0, 1]",
+    "zscore": "minus the mean, over the standard deviation, of the non-zero voxels",
+    "minmax": "minus the minimum, over the range (max - min), to [0, 1]",
+}
+
 # Named anatomical slices as world (MNI, mm) coordinates along the plane's axis.
 # They work for any cohort registered to MNI space, whatever its voxel grid.
 NAMED_SLICES: dict[str, tuple[str, float]] = {
@@ -41,13 +52,17 @@ NAMED_SLICES: dict[str, tuple[str, float]] = {
 @dataclass(frozen=True)
 class SliceSpec:
     """Which 2D image a model sees: a plane, a slice (voxel index or a name in
-    `NAMED_SLICES`, or None for the middle slice) and the square output size."""
+    `NAMED_SLICES`, or None for the middle slice), the square output size and the intensity
+    rule applied to the volume first."""
 
     plane: str = "axial"  # one of PLANES
     index: int | str | None = "ventricles"  # voxel index, named slice, or None (middle)
     size: int = 64  # output is (size, size)
+    intensity: str = "p99"  # one of INTENSITIES; Eve's own models are trained on p99
 
     def __post_init__(self):
+        if self.intensity not in INTENSITIES:
+            raise EveInputError(f"Unknown intensity rule {self.intensity!r}: use one of {', '.join(INTENSITIES)}.")
         if self.plane not in PLANES:
             raise EveInputError(f"Unknown plane {self.plane!r}: use one of {', '.join(PLANES)}.")
         if isinstance(self.index, str):
@@ -76,7 +91,14 @@ class SliceSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.plane}-{self.index}-{self.size}"
+        """A file-name-safe key of everything that changes the model input (disk caches)."""
+        return f"{self.plane}-{self.index}-{self.size}" + ("" if self.intensity == "p99" else f"-{self.intensity}")
+
+    def describe(self) -> str:
+        """The contract in words, for cards and reports."""
+        where = "the middle slice" if self.index is None else f"slice {self.index}"
+        return (f"{self.plane} {where}, {self.size}x{self.size} px; intensity {self.intensity}: "
+                f"{INTENSITIES[self.intensity]}")
 
 
 def intensity_scale(volume: np.ndarray) -> float:
@@ -93,6 +115,24 @@ def normalise_intensity(volume: np.ndarray) -> np.ndarray:
     if scale <= 0:
         return np.zeros_like(volume)
     return np.clip(volume / scale, 0.0, 1.0)
+
+
+def apply_intensity(volume: np.ndarray, rule: str) -> np.ndarray:
+    """A whole volume under an intensity rule (`INTENSITIES`), as float32."""
+    volume = np.asarray(volume, dtype=np.float32)
+    if rule == "raw":
+        return volume
+    if rule == "p99":
+        return normalise_intensity(volume)
+    if rule == "zscore":
+        foreground = volume[volume != 0]
+        if foreground.size < 2 or foreground.std() == 0:
+            return np.zeros_like(volume)
+        return (volume - foreground.mean()) / foreground.std()
+    if rule == "minmax":
+        low, high = float(volume.min()), float(volume.max())
+        return np.zeros_like(volume) if high <= low else (volume - low) / (high - low)
+    raise EveInputError(f"Unknown intensity rule {rule!r}: use one of {', '.join(INTENSITIES)}.")
 
 
 def slice_index(shape: tuple[int, ...], affine: np.ndarray, plane: str, index) -> int:
@@ -151,7 +191,8 @@ def to_square(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def model_input(volume: np.ndarray, affine: np.ndarray, spec: SliceSpec) -> torch.Tensor:
-    """One volume → its normalised, resized slice as a (1, 1, size, size) float32 tensor."""
-    image = extract_slice(normalise_intensity(volume), affine, spec.plane, spec.index)
-    tensor = torch.from_numpy(image.copy())[None, None]
-    return to_square(tensor, spec.size).clamp_(0.0, 1.0)
+    """One volume → its slice under the spec's intensity rule, resized, as a (1, 1, size, size)
+    float32 tensor. Rules with a [0, 1] range stay in it after the (antialiased) resize."""
+    image = extract_slice(apply_intensity(volume, spec.intensity), affine, spec.plane, spec.index)
+    tensor = to_square(torch.from_numpy(image.copy())[None, None], spec.size)
+    return tensor.clamp_(0.0, 1.0) if spec.intensity in ("p99", "minmax") else tensor

@@ -69,7 +69,8 @@ def quantile_bin_means(percentiles, k_values: int) -> np.ndarray:
 
 
 def _slice(spec: SliceSpec) -> str:
-    return f"{spec.plane} slice {spec.index if spec.index is not None else '(middle)'} at {spec.size} px"
+    where = f"slice {spec.index}" if spec.index is not None else "slice (middle)"
+    return f"{spec.plane} {where} at {spec.size} px, intensity {spec.intensity}"
 
 
 def check_compatible(card: ModelCard, diffusion: ConditionalDiffusion) -> None:

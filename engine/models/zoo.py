@@ -136,8 +136,8 @@ def _describe(out) -> str:
 def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=None) -> int:
     """Run `model` on a dummy batch at `spec` and check Eve's contract; return K.
 
-    The contract: (B, 1, S, S) float32 in [0, 1] → a (B, K) float32 tensor of finite values,
-    each image's output independent of the rest of the batch.
+    The contract: (B, 1, S, S) float32 → a (B,) or (B, K) float32 tensor of finite values, each
+    image's output independent of the rest of the batch. The dummy batch is uniform in [0, 1].
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     size = spec.size
@@ -159,11 +159,12 @@ def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=
         )
     if out.dtype != torch.float32:
         raise EveInputError(f"The model returned {_describe(out)}: it must return float32 outputs (add .float()).")
-    if out.ndim != 2 or out.shape[0] != CHECK_BATCH:
+    if out.ndim not in (1, 2) or out.shape[0] != CHECK_BATCH:
         raise EveInputError(
-            f"The model returned {_describe(out)} on {shape}: it must return (B, K) = "
-            f"({CHECK_BATCH}, K) — for one output use shape (B, 1), e.g. `.unsqueeze(1)`."
+            f"The model returned {_describe(out)} on {shape}: it must return (B,) or (B, K) = "
+            f"({CHECK_BATCH},) or ({CHECK_BATCH}, K), one row per image."
         )
+    out, single = out.reshape(CHECK_BATCH, -1), single.reshape(1, -1)  # (B,) is one output: (B, 1)
     if out.shape[1] < 1:
         raise EveInputError("The model returned zero outputs per image: it must return at least one (K ≥ 1).")
     if n_outputs is not None and out.shape[1] != n_outputs:
