@@ -5,7 +5,7 @@ that subject; an optional baseline map over the model's input slice."""
 import numpy as np
 import streamlit as st
 
-from components import errors, loaders, sidebar, slice_viewer, state
+from components import cohort_filter, errors, loaders, sidebar, slice_viewer, state
 from engine.data.slicing import PLANE_AXIS, PLANES, slice_index
 
 sel = sidebar.current()
@@ -19,21 +19,7 @@ table = loaders.feature_table(sel.source)
 ds_key = sel.source
 
 # -- 1. filter and choose a subject ------------------------------------------------------
-with st.expander("Filter the cohort", expanded=False):
-    c = st.columns([1, 1, 2])
-    splits = ["all", *sorted(table["split"].unique())] if "split" in table.columns else ["all"]
-    split = c[0].selectbox("Split", splits, key=state.BROWSE_SPLIT)
-    feature = c[1].selectbox("Filter by", ["(none)", *ds.features], key=state.BROWSE_FILTER_FEATURE)
-    shown = table if split == "all" else table[table["split"] == split]
-    if feature in ds.numeric_features:
-        lo, hi = float(table[feature].min()), float(table[feature].max())
-        if hi > lo:
-            rng = c[2].slider(feature, lo, hi, (lo, hi), key=state.keyed(state.BROWSE_FILTER_RANGE, ds_key, feature))
-            shown = shown[shown[feature].between(*rng)]
-    elif feature in ds.categorical_features:
-        cats = sorted(table[feature].unique())
-        keep = c[2].multiselect(feature, cats, cats, key=state.keyed(state.BROWSE_FILTER_RANGE, ds_key, feature))
-        shown = shown[shown[feature].isin(keep)]
+shown = cohort_filter.draw(table, ds, ds_key)
 
 if shown.empty:
     st.warning("No subject matches the filter: widen the range or clear the filter.")
@@ -122,7 +108,11 @@ if sel.model_ref is None:
     st.caption(sel.model_note or "Choose a model in the sidebar.")
     st.stop()
 spec = loaders.card(sel.model_ref, sel.device).spec
-inputs = loaders.model_inputs(sel.source, spec)
+inputs = None
+with errors.shown("Slicing the model's input"):
+    inputs = loaders.model_inputs(sel.source, spec)
+if inputs is None:
+    st.stop()
 k = slice_index(vol.shape, affine, spec.plane, spec.index) if vol.ndim == 3 else 0
 c = st.columns([1, 2])
 with c[0]:

@@ -321,6 +321,39 @@ def test_intensity_rules_apply_to_the_whole_volume(rule, expected):
         SliceSpec("axial", None, 16, "log")
 
 
+MNI_2MM = np.array([[2.0, 0, 0, -98], [0, 2, 0, -134], [0, 0, 2, -72], [0, 0, 0, 1]])  # MNI152 at 2 mm
+NATIVE_LSA = np.array([[-2.0, 0, 0, 127], [0, 0, -3, 90], [0, -2, 0, 127], [0, 0, 0, 1]])  # 2 x 2 x 3 mm, LSA
+
+
+@pytest.mark.parametrize(
+    ("affine", "shape", "codes", "refused"),
+    [
+        (MNI_2MM, (99, 117, 95), ("aligned", "unknown"), None),  # SynthBrain's header
+        (MNI_2MM, (99, 117, 95), ("mni", "unknown"), None),
+        (MNI_2MM, (99, 117, 95), ("scanner", "scanner"), "its header says native \\(scanner\\) space"),
+        (NATIVE_LSA, (128, 62, 128), ("aligned", "unknown"), "its world extent .* does not cover the MNI152 brain"),
+        (np.eye(4), (12, 14, 10), ("aligned", "unknown"), "its world extent .* does not cover the MNI152 brain"),
+    ],
+    ids=["mni-aligned", "mni-coded", "scanner-coded", "native-lsa", "voxel-grid"],
+)
+def test_a_named_slice_is_taken_only_from_a_volume_in_mni_space(tmp_path, affine, shape, codes, refused):
+    image = nib.Nifti1Image(np.random.default_rng(0).random(shape, dtype=np.float32), affine)
+    image.set_sform(affine, code=codes[0])
+    image.set_qform(affine, code=codes[1])
+    nib.save(image, tmp_path / "t1.nii.gz")
+    pd.DataFrame([{"file": "t1.nii.gz", "age": 70.0}]).to_csv(tmp_path / "features.csv", index=False)
+    dataset = load_dataset(tmp_path)
+    assert dataset.model_inputs(SliceSpec("axial", None, 16)).shape == (1, 1, 16, 16)  # a voxel slice: always
+    named = SliceSpec("coronal", "hippocampus", 16)
+    if refused is None:
+        assert dataset.model_inputs(named).shape == (1, 1, 16, 16)
+    else:
+        with pytest.raises(
+            DatasetError, match=f"Row 2: t1.nii.gz is not in MNI space \\({refused}.*'hippocampus'.*register"
+        ):
+            dataset.model_inputs(named)
+
+
 @pytest.mark.parametrize("shape", [(5, 6, 7, 3), (40,)])
 def test_wrong_dimensions(small_folder, shape):
     nib.save(nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)), small_folder / "s3.nii.gz")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.data.slicing import SliceSpec, model_input
+from engine.data.slicing import mni_space_problem, SliceSpec, model_input
 from engine.errors import DatasetError
 
 RESERVED_COLUMNS = ("subject", "file", "split")
@@ -273,6 +273,25 @@ class Dataset:
     def _fingerprint(self) -> str:
         return _fingerprint(self.root, self.table["file"])
 
+    def _check_mni_space(self, spec: SliceSpec) -> None:
+        """A named slice is an MNI coordinate: refuse it on any volume not in MNI space."""
+        for row, name in enumerate(self.table["file"]):
+            image = nib.load(self.root / name)  # the header only; the world extent needs no reorienting
+            problem = mni_space_problem(image.shape[:3], image.affine, *self._xform_codes(image))
+            if problem:
+                raise DatasetError(
+                    f"Row {row + 2}: {name} is not in MNI space ({problem}), so the named slice {spec.index!r} "
+                    "(an MNI coordinate) would cut it in the wrong place: register the volumes to MNI152 and set "
+                    "their sform code to MNI_152 (4), or give the slice as a voxel index or 'middle'."
+                )
+
+    @staticmethod
+    def _xform_codes(image: nib.Nifti1Image) -> tuple[int, int]:
+        header = image.header
+        if not hasattr(header, "get_sform"):  # e.g. an ANALYZE header: no xform codes at all
+            return 0, 0
+        return int(header.get_sform(coded=True)[1]), int(header.get_qform(coded=True)[1])
+
     def _stack(self, spec: SliceSpec) -> torch.Tensor:
         if spec.key in self._stacks:
             return self._stacks[spec.key]
@@ -280,6 +299,8 @@ class Dataset:
         if cache.is_file():
             stack = torch.from_numpy(np.load(cache))
         else:
+            if isinstance(spec.index, str) and self.is_3d:
+                self._check_mni_space(spec)
             slices = []
             for row in range(len(self)):
                 data, affine = self.volume(row)

@@ -117,6 +117,31 @@ def normalise_intensity(volume: np.ndarray) -> np.ndarray:
     return np.clip(volume / scale, 0.0, 1.0)
 
 
+# MNI152's brain (mm, RAS): a volume in MNI space covers this box, give or take MNI_MARGIN_MM
+MNI_BRAIN_BOX = ((-68.0, 68.0), (-102.0, 68.0), (-48.0, 78.0))
+MNI_MARGIN_MM = 5.0
+MNI_CODE, ALIGNED_CODES = 4, (2, 3)  # NIfTI xform codes: 4 = MNI_152; 2 = aligned, 3 = Talairach
+
+
+def mni_space_problem(shape: tuple[int, ...], affine: np.ndarray, sform_code: int, qform_code: int) -> str | None:
+    """None when a 3D volume is in MNI space, so a named (MNI-coordinate) slice can be taken from it;
+    else why not, in words. MNI space: an xform code of MNI_152, or one of "aligned" / Talairach
+    with a world extent that covers MNI152's brain; "unknown" or "scanner" codes are native space."""
+    codes = {int(sform_code), int(qform_code)}
+    if MNI_CODE in codes:
+        return None
+    if not codes & set(ALIGNED_CODES):
+        return f"its header says native (scanner) space (sform code {sform_code}, qform code {qform_code})"
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    world = (affine @ corners.T)[:3]
+    low, high = world.min(axis=1), world.max(axis=1)
+    for axis, (name, (box_low, box_high)) in enumerate(zip("xyz", MNI_BRAIN_BOX, strict=True)):
+        if low[axis] > box_low + MNI_MARGIN_MM or high[axis] < box_high - MNI_MARGIN_MM:
+            return (f"its world extent ({name} from {low[axis]:.0f} to {high[axis]:.0f} mm) does not cover the MNI152 "
+                    f"brain ({name} from {box_low:.0f} to {box_high:.0f} mm)")
+    return None
+
+
 def apply_intensity(volume: np.ndarray, rule: str) -> np.ndarray:
     """A whole volume under an intensity rule (`INTENSITIES`), as float32."""
     volume = np.asarray(volume, dtype=np.float32)
