@@ -18,7 +18,7 @@ lint: setup-dev
 	$(PY) -m ruff format --check .
 
 setup: $(STAMP)/requirements
-setup-dev: $(STAMP)/requirements-dev $(STAMP)/chromium
+setup-dev: $(STAMP)/requirements-dev $(STAMP)/chromium $(STAMP)/t1-data
 
 $(STAMP)/requirements: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ $(STAMP)/requirements-dev: requirements.txt requirements-dev.txt
 # Browser tests drive Debian's Chromium, never a downloaded browser build.
 $(STAMP)/chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	mkdir -p $(STAMP) && touch $@
+
+# Real T1 files other tools wrote, for the tests: Colin27 in MNI space (mricron-data) and a native-space
+# head T1 (insighttoolkit5-examples), from Debian's packages.
+T1_FILES := /usr/share/mricron/templates/ch2.nii.gz /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz
+$(STAMP)/t1-data:
+	ls $(T1_FILES) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data insighttoolkit5-examples)
+	ls $(T1_FILES) >/dev/null
 	mkdir -p $(STAMP) && touch $@
 
 # Builds the embedded default datasets when missing (progress bars; ~5 min on 2 cores).
