@@ -62,7 +62,7 @@ def slice_figure(
             "z %{customdata[2]:.1f} mm<extra></extra>",
         )
     )
-    _image_layout(fig, image.shape, title, height)
+    _image_layout(fig, image.shape, title, height, aspect=_pixel_aspect(affine, plane) if volume.ndim == 3 else 1.0)
     for text, x, y in ((left, 0.0, 0.5), (right, 1.0, 0.5), (top, 0.5, 1.0), (bottom, 0.5, 0.0)):
         if text:
             fig.add_annotation(
@@ -123,7 +123,18 @@ def model_slice_figure(
     return fig
 
 
-def _image_layout(fig: go.Figure, shape: tuple[int, int], title: str, height: int) -> None:
+# voxel axes (RAS) along a slice's (rows, columns), as `extract_slice` lays them out
+SLICE_AXES = {"axial": (1, 0), "coronal": (2, 0), "sagittal": (2, 1)}
+
+
+def _pixel_aspect(affine: np.ndarray, plane: str) -> float:
+    """A pixel's height over its width in mm, so anisotropic voxels (e.g. 2 x 2 x 3 mm) keep the anatomy's shape."""
+    rows, cols = SLICE_AXES[plane]
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    return float(spacing[rows] / spacing[cols])
+
+
+def _image_layout(fig: go.Figure, shape: tuple[int, int], title: str, height: int, aspect: float = 1.0) -> None:
     fig.update_layout(
         title=dict(text=title, font=dict(size=13)),
         height=height,
@@ -133,4 +144,4 @@ def _image_layout(fig: go.Figure, shape: tuple[int, int], title: str, height: in
     )
     fig.update_xaxes(visible=False, range=[-0.5, shape[1] - 0.5], constrain="domain")
     # row 0 is the top of the image
-    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=aspect, constrain="domain")

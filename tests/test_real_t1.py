@@ -94,3 +94,13 @@ def test_a_native_space_t1_is_refused_a_named_slice_with_the_fix(tmp_path):
     assert dataset.model_inputs(SliceSpec("coronal", None, 64)).shape == (1, 1, 64, 64)  # a voxel slice is fine
     with pytest.raises(DatasetError, match="not in MNI space.*register the volumes to MNI152"):
         dataset.model_inputs(HIPPOCAMPUS)
+
+
+@pytest.mark.parametrize(("plane", "aspect"), [("axial", 1.5), ("coronal", 1.0), ("sagittal", 1 / 1.5)])
+def test_browse_keeps_the_anatomys_shape_for_anisotropic_voxels(tmp_path, plane, aspect):
+    """The native T1's voxels are 2 x 3 x 2 mm once in RAS: a pixel is drawn as tall as it is in mm."""
+    from components.slice_viewer import slice_figure
+
+    volume, affine = load_dataset(_cohort(tmp_path, NATIVE)).volume(0)
+    fig = slice_figure(volume, affine, plane, volume.shape[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]] // 2)
+    assert fig.layout.yaxis.scaleratio == pytest.approx(aspect)
