@@ -37,6 +37,18 @@ def spec_to_json(spec: SliceSpec) -> dict:
     return data if spec.intensity == "p99" else {**data, "intensity": spec.intensity}
 
 
+def _set_fields(card, keep_empty: tuple[str, ...]) -> dict[str, Any]:
+    """A card's fields in order, without `extra`, those left at None, and the empty ((), {}, "")
+    ones not named in `keep_empty`."""
+    data: dict[str, Any] = {}
+    for f in fields(card):
+        value = getattr(card, f.name)
+        if f.name == "extra" or value is None or (f.name not in keep_empty and value in ((), {}, "")):
+            continue
+        data[f.name] = value
+    return data
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """A classifier's card. Build with `ModelCard.from_json` (a zoo file) or directly."""
@@ -85,12 +97,7 @@ class ModelCard:
 
     def to_json(self) -> dict:
         """The JSON object (field order as written by the zoo; unset optional fields left out)."""
-        data: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "extra" or value is None or (f.name not in REQUIRED_KEYS and value in ((), {}, "")):
-                continue
-            data[f.name] = value
+        data = _set_fields(self, keep_empty=REQUIRED_KEYS)
         data["spec"] = spec_to_json(self.spec)
         data["output_names"] = list(self.output_names)
         if self.depends_on:
@@ -252,11 +259,7 @@ class DiffusionCard:
 
     def to_json(self) -> dict:
         """The JSON object (fields left at None are left out; `extra` written back)."""
-        data: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "extra" and value is not None:
-                data[f.name] = value
+        data = _set_fields(self, keep_empty=tuple(f.name for f in fields(self)))
         data["spec"] = spec_to_json(self.spec)
         data["features"] = [f.to_json() for f in self.features]
         data["probe_features"] = list(self.probe_features)

@@ -10,23 +10,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_diffusion_toys import linked_table, toy_model, with_table
+from test_diffusion_toys import linked_table, with_table
 
-from engine.diffusion import ConditionalDiffusion, FeatureClampWarning
+from engine.diffusion import FeatureClampWarning
 from engine.diffusion.conditions import NEIGHBOURS_MIN, FeatureTable
 from engine.errors import EveInputError
-
-
-@pytest.fixture(scope="module")
-def tiny() -> ConditionalDiffusion:
-    return toy_model()
-
-
-@pytest.fixture(scope="module")
-def tabled(tiny) -> ConditionalDiffusion:
-    """The tiny model with a training table whose features are linked (`linked_table`)."""
-    return with_table(tiny, linked_table())
-
 
 # --- the schema ---------------------------------------------------------------------------------
 

@@ -6,23 +6,11 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_diffusion_toys import SIZE, linked_table, toy_card, toy_model, with_mlp_readout, with_readout, with_table
+from test_diffusion_toys import SIZE, linked_table, toy_card, with_mlp_readout, with_readout
 
 from engine.diffusion import ConditionalDiffusion, SamplerConfig
 from engine.diffusion.conditions import FeatureSchema, FeatureTable
 from engine.errors import EveInputError
-
-
-@pytest.fixture(scope="module")
-def tiny() -> ConditionalDiffusion:
-    return toy_model()
-
-
-@pytest.fixture(scope="module")
-def tabled(tiny) -> ConditionalDiffusion:
-    """The tiny model with a training table whose features are linked (`linked_table`)."""
-    return with_table(tiny, linked_table())
-
 
 # --- construction -----------------------------------------------------------------------------
 

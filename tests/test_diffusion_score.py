@@ -8,26 +8,13 @@ from test_diffusion_toys import (
     SIZE,
     classifier,
     classifier_card,
-    linked_table,
-    toy_model,
     with_mlp_readout,
-    with_table,
 )
 
 from engine.data.slicing import SliceSpec
 from engine.diffusion import READOUT_GUIDANCE, SamplerConfig, check_compatible, diffusion_score
 from engine.diffusion.score import block_score_stats, constraint_errors, feature_values, quantile_bin_means
 from engine.errors import EveInputError
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return toy_model()
-
-
-@pytest.fixture(scope="module")
-def tabled(tiny):
-    return with_table(tiny, linked_table())
 
 
 @pytest.mark.parametrize("k_values", [2, 3, 8, 16])

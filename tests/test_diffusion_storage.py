@@ -8,17 +8,12 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
-from test_diffusion_toys import linked_table, toy_card, toy_card_json, toy_model, with_mlp_readout, with_table
+from test_diffusion_toys import linked_table, toy_card, toy_card_json, with_mlp_readout, with_table
 
 from engine.cards import DiffusionCard, DiffusionFeature
 from engine.diffusion import SamplerConfig, load_diffusion
 from engine.diffusion.storage import ASSETS, build, model_tensors, save
 from engine.errors import EveInputError
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return toy_model()
 
 
 def test_save_and_load_round_trip(tiny, tmp_path):
