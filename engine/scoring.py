@@ -112,16 +112,16 @@ def model_outputs(
     """Model outputs f(x_i) for dataset rows, as a (N, K) float32 array in row order.
 
     Args:
-        model: a torch module (or TorchScript) mapping (B, 1, S, S) float32 images in [0, 1]
-            to (B, K) or (B,) outputs, in eval mode on its device (the batches go there).
+        model: a torch module (or TorchScript) mapping (B, 1, S, S) float32 images to (B, K) or
+            (B,) outputs, in eval mode on its device (the batches go there; `zoo.forward`).
         dataset: a loaded dataset.
-        spec: the slice the model sees (plane, slice, size S).
+        spec: what the model is fed (plane, slice, size S, intensity rule).
         rows: (N,) row indices; default every row.
         batch_size: images per forward pass.
         progress: called as progress(images done, N) after each batch.
 
     The slices come from `dataset.model_inputs(spec, rows)` (computed once per spec and
-    disk-cached); a (B,) output is read as (B, 1).
+    disk-cached).
     """
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
     images = dataset.model_inputs(spec, rows)  # (N, 1, S, S)
