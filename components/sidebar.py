@@ -122,7 +122,7 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
         try:
             path = uploads.model_file(upload.name, upload.getvalue())
             spec = SliceSpec(plane, SliceSpec.parse_index(index), int(size), intensity)
-            ref = ModelRef.torchscript(path, spec, label="your TorchScript model")
+            ref = ModelRef.torchscript(path, spec, label="your TorchScript model", uploaded=True)
             loaders.model(ref, device)
         except EveInputError as exc:
             st.session_state[state.USER_MODEL_ERROR] = str(exc)

@@ -12,6 +12,7 @@ The card's JSON keys are the dataclass's fields; keys Eve does not know are kept
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,9 @@ class ModelRef:
     path: str | None = None  # a user's TorchScript file
     spec: SliceSpec | None = None  # the input a TorchScript model is fed (built-in: its card's)
     label: str | None = None  # what to call a TorchScript model in messages and reports
+    output_names: tuple[str, ...] | None = None  # a TorchScript model's outputs (None: output_0, ...)
+    output_kind: str | None = None  # a TorchScript model's outputs: one of OUTPUT_KINDS (None: not stated)
+    uploaded: bool = False  # an upload's temporary file: messages say "the uploaded file", not its path
 
     def __post_init__(self):
         if (self.name is None) == (self.path is None):
@@ -146,8 +150,20 @@ class ModelRef:
         return cls(name=name)
 
     @classmethod
-    def torchscript(cls, path: str | Path, spec: SliceSpec, label: str | None = None) -> ModelRef:
-        return cls(path=str(path), spec=spec, label=label)
+    def torchscript(
+        cls,
+        path: str | Path,
+        spec: SliceSpec,
+        label: str | None = None,
+        *,
+        output_names=None,
+        output_kind: str | None = None,
+        uploaded: bool = False,
+    ) -> ModelRef:
+        names = None if output_names is None else tuple(str(n) for n in output_names)
+        return cls(
+            path=str(path), spec=spec, label=label, output_names=names, output_kind=output_kind, uploaded=uploaded
+        )
 
     @property
     def is_torchscript(self) -> bool:
@@ -157,6 +173,100 @@ class ModelRef:
         if self.name is not None:
             return self.name
         return f"{self.label or Path(self.path).name} ({self.spec.plane}, slice {self.spec.index}, {self.spec.size} px)"
+
+
+# --- a user's model card --------------------------------------------------------------------------
+
+OUTPUT_KINDS = ("logit", "probability", "regression")
+USER_CARD_KEYS = ("name", "input", "intensity", "outputs")
+USER_CARD_EXAMPLE = (
+    '{"name": "my model", "input": {"kind": "slice", "plane": "coronal", "slice": "hippocampus", "size": 64}, '
+    '"intensity": "raw", "outputs": {"names": ["logit AD"], "kind": "logit"}}'
+)
+
+
+@dataclass(frozen=True)
+class UserCard:
+    """What a user's JSON card beside their TorchScript file says; every field optional (None: not
+    stated, so a CLI flag, a sidebar field or Eve's default decides)."""
+
+    name: str | None = None
+    plane: str | None = None
+    index: int | str | None = None  # the slice: a voxel index, a named MNI slice or None (middle)
+    has_index: bool = False  # whether the card states the slice (None there means the middle one)
+    size: int | None = None
+    intensity: str | None = None
+    output_names: tuple[str, ...] | None = None
+    output_kind: str | None = None
+
+    @classmethod
+    def from_json(cls, data, source: str = "the model card") -> UserCard:
+        """A card from its parsed JSON; every problem raises `EveInputError` naming the key and the fix."""
+        fix = f"write it like {USER_CARD_EXAMPLE}"
+        if not isinstance(data, dict):
+            raise EveInputError(f"{source} is not a JSON object: {fix}.")
+        unknown = sorted(set(data) - set(USER_CARD_KEYS))
+        if unknown:
+            raise EveInputError(f"{source} has unknown keys {', '.join(unknown)}: use {', '.join(USER_CARD_KEYS)}.")
+        given = data.get("input", {})
+        outputs = data.get("outputs", {})
+        if not isinstance(given, dict) or not isinstance(outputs, dict):
+            raise EveInputError(f"{source}: 'input' and 'outputs' must be objects: {fix}.")
+        if given.get("kind", "slice") != "slice":
+            raise EveInputError(
+                f"{source} asks for input kind {given.get('kind')!r}: Eve feeds models 2D slices "
+                "(input kind 'slice'); whole-volume models are not supported yet."
+            )
+        if outputs.get("kind") is not None and outputs["kind"] not in OUTPUT_KINDS:
+            raise EveInputError(f"{source}: outputs kind {outputs['kind']!r} is not one of {', '.join(OUTPUT_KINDS)}.")
+        names = outputs.get("names")
+        if names is not None and (not isinstance(names, list) or not names):
+            raise EveInputError(f"{source}: outputs names must be a non-empty list, one name per output column.")
+        size = given.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+            raise EveInputError(f"{source}: input size {size!r} must be a whole number of pixels.")
+        return cls(
+            name=data.get("name"),
+            plane=given.get("plane"),
+            index=SliceSpec.parse_index(given.get("slice")),
+            has_index="slice" in given,
+            size=size,
+            intensity=data.get("intensity"),
+            output_names=None if names is None else tuple(str(n) for n in names),
+            output_kind=outputs.get("kind"),
+        )
+
+    @classmethod
+    def beside(cls, model_path: str | Path) -> UserCard | None:
+        """The card next to a TorchScript file: `<model>.json`, else `model.json` in its folder; None if neither."""
+        model_path = Path(model_path)
+        for path in (model_path.with_suffix(".json"), model_path.parent / "model.json"):
+            if path.is_file():
+                return cls.read(path)
+        return None
+
+    @classmethod
+    def read(cls, path: str | Path) -> UserCard:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise EveInputError(f"Model card {path} is not readable JSON ({exc}): fix it or remove it.") from exc
+        return cls.from_json(data, source=f"Model card {path}")
+
+    def ref(
+        self, model_path: str | Path, *, plane=None, index=None, has_index=False, size=None, intensity=None, label=None
+    ) -> ModelRef:
+        """The `ModelRef` of the model this card describes; given arguments (CLI flags, sidebar fields)
+        override the card, and what neither states takes Eve's defaults (axial, middle, 64, raw)."""
+        spec = SliceSpec(
+            plane or self.plane or "axial",
+            index if has_index else (self.index if self.has_index else None),
+            int(size or self.size or 64),
+            intensity or self.intensity or "raw",
+        )
+        return ModelRef.torchscript(
+            model_path, spec, label=label or self.name, output_names=self.output_names, output_kind=self.output_kind
+        )
 
 
 # --- diffusion models ---------------------------------------------------------------------------

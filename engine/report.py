@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from engine import figures
-from engine.cards import ModelRef
+from engine.cards import ModelRef, UserCard
 from engine.data import SliceSpec
 from engine.errors import EveInputError
 from engine.models.zoo import load
@@ -150,12 +150,19 @@ def _is_torchscript(source: str) -> bool:
 
 
 def model_ref(args) -> ModelRef:
-    """The model the command names: a TorchScript file fed --plane/--slice/--size, or a built-in
-    model, which takes its card's input (flags that contradict the card are refused)."""
-    index = SliceSpec.parse_index(args.slice)
+    """The model the command names: a TorchScript file, with its input from --plane/--slice/--size/
+    --intensity over the card beside it (`<model>.json` or `model.json`, `engine.cards.UserCard`) over
+    Eve's defaults; or a built-in model, which takes its card's input (contradicting flags are refused)."""
     if _is_torchscript(args.model):
-        spec = SliceSpec(args.plane or "axial", index, args.size or 64, args.intensity or "raw")
-        return ModelRef.torchscript(args.model, spec)
+        card = UserCard.beside(args.model) or UserCard()
+        return card.ref(
+            args.model,
+            plane=args.plane,
+            index=SliceSpec.parse_index(args.slice),
+            has_index=args.slice is not None,
+            size=args.size,
+            intensity=args.intensity,
+        )
     return ModelRef.builtin(args.model)
 
 

@@ -46,6 +46,7 @@ CARD_KEYS = (
     "target",
     "task",
     "output_names",
+    "outputs",
     "function",
     "weights_sha256",
     "sha256",

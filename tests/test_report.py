@@ -6,7 +6,9 @@ The scores themselves are checked against the truth in test_scoring.py.
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -278,3 +280,46 @@ def test_cli_scores_a_users_folder_with_a_categorical_feature(tmp_path):
     assert table.loc["level", "score"] > 0.95 and table.loc["level", "n"] == 60
     assert table.loc["group", "n_groups"] == 2 and table.loc["group", "ci_low"] == 0
     assert "group: S = " in out.read_text()
+
+
+# 5. a user's card beside the model ---------------------------------------------------------------
+
+
+def test_a_card_beside_the_model_states_its_contract_and_flags_override_it(preloaded, readout_pt, tmp_path):
+    card = {
+        "name": "shape read-out",
+        "input": {"kind": "slice", "plane": "axial", "slice": "middle", "size": 64},
+        "intensity": "p99",
+        "outputs": {"names": ["area", "border", "centroid_x"], "kind": "regression"},
+    }
+    Path(readout_pt).with_suffix(".json").write_text(json.dumps(card))
+    out = tmp_path / "carded.json"
+    argv = ["score", "--data", "shapes", "--model", readout_pt, "--features", "pos_x", "--out", str(out)]
+    assert main([*argv, "--n-boot", "0"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["outputs"] == ["area", "border", "centroid_x"] and doc["model"]["outputs"] == "regression"
+    assert doc["model"]["name"] == "shape read-out" and doc["spec"]["intensity"] == "p99"
+    scores = pd.DataFrame(doc["scores"]).set_index("output")
+    assert scores.loc["centroid_x", "score"] > 0.95  # the card's p99 is what this read-out expects
+    assert main([*argv, "--n-boot", "0", "--intensity", "raw"]) == 0  # a flag overrides the card
+    assert json.loads(out.read_text())["spec"]["intensity"] == "raw"
+
+
+CARD_PROBLEMS = [
+    (ShapesReadout, {"inputs": {}}, "unknown keys inputs"),
+    (ShapesReadout, {"input": {"kind": "volume", "size": 96}}, "input kind 'volume'"),
+    (ShapesReadout, {"outputs": {"names": ["a", "b"]}}, "3 outputs per image but 2 output names"),
+    (ShapesReadout, {"outputs": {"kind": "odds"}}, "outputs kind 'odds'"),
+    (NeedsSize64, {"input": {"size": 32}}, r"must take images shaped \(B, 1, 32, 32\)"),
+    (ShapesReadout, {"intensity": "log"}, "Unknown intensity rule 'log'"),
+]
+
+
+@pytest.mark.parametrize(("model", "card", "message"), CARD_PROBLEMS, ids=[m for *_, m in CARD_PROBLEMS])
+def test_a_card_that_contradicts_its_model_is_named_with_the_fix(preloaded, tmp_path, capsys, model, card, message):
+    path = save_script(model(), tmp_path / "m.pt")
+    (tmp_path / "model.json").write_text(json.dumps(card))  # the folder's card, for every model in it
+    argv = ["score", "--data", "shapes", "--model", path, "--out", str(tmp_path / "r.json"), "--n-boot", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and re.search(message, err), err

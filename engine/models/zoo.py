@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -252,5 +253,8 @@ def load(ref: ModelRef, device: str | torch.device | None = None) -> tuple[nn.Mo
     path = Path(ref.path)
     if not path.is_file():
         raise EveInputError(f"Model file {path} does not exist: check the path.")
-    data = path.read_bytes() if ref.label else path
-    return load_torchscript(data, ref.spec, name=ref.label or path.name, device=device)
+    data = path.read_bytes() if ref.uploaded else path
+    model, card = load_torchscript(
+        data, ref.spec, output_names=ref.output_names, name=ref.label or path.name, device=device
+    )
+    return model, replace(card, outputs=ref.output_kind) if ref.output_kind else card
