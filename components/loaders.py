@@ -85,6 +85,12 @@ def model(ref: ModelRef, device: str = "cpu"):
     return load(ref, device)
 
 
+def same_explained(name: str, like: ModelRef) -> ModelRef:
+    """Built-in model `name`, explaining what `like` explains where it can (a logit's probability)."""
+    logit = next(c for c in zoo_cards() if c.name == name).output_kind == "logit"
+    return ModelRef(name=name, explain=like.explain if logit else "output")
+
+
 def card(ref: ModelRef, device: str = "cpu") -> ModelCard:
     return model(ref, device)[1]
 

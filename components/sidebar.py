@@ -7,7 +7,7 @@ keeps what was loaded before, so nothing computed in the session is lost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import streamlit as st
 import torch
@@ -154,6 +154,25 @@ def _model(source: str, dataset_name: str, device: str) -> tuple[ModelRef | None
     return ModelRef.builtin(choice), choice, None
 
 
+EXPLAIN_LABELS = {"output": "the logit", "probability": "the probability"}
+
+
+def _explained(ref: ModelRef, device: str) -> ModelRef:
+    """For a logit model, whether its logit or its probability is explained (their scores differ)."""
+    if loaders.card(ref, device).output_kind != "logit":
+        return ref
+    explain = st.radio(
+        "Explain",
+        list(EXPLAIN_LABELS),
+        format_func=EXPLAIN_LABELS.get,
+        key=state.keyed(state.EXPLAIN, ref),
+        horizontal=True,
+        help="The probability is the sigmoid of the logit (softmax over several): it saturates where the logit "
+        "does not, so a feature can explain more of one than of the other.",
+    )
+    return replace(ref, explain=explain)
+
+
 def draw() -> Selection:
     """Draw the sidebar and store this run's Selection in the session."""
     with st.sidebar:
@@ -166,6 +185,7 @@ def draw() -> Selection:
             try:
                 ref, model_label, note = _model(source, source if source in loaders.EMBEDDED else "user", device)
                 if ref is not None:
+                    ref = _explained(ref, device)
                     names = loaders.output_names(ref, device)
                     output_name = st.selectbox(
                         "Output explained",

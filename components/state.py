@@ -18,6 +18,7 @@ MODEL_PLANE = "sidebar_model_plane"  # slice spec of an uploaded model
 MODEL_SLICE = "sidebar_model_slice"
 MODEL_SIZE = "sidebar_model_size"
 MODEL_INTENSITY = "sidebar_model_intensity"  # intensity rule an uploaded model is fed
+EXPLAIN = "sidebar_explain"  # prefix: + model ref; "output" (the logit as it is) or "probability"
 OUTPUT = "sidebar_output"  # prefix: + model id; the name of the model output to explain
 DEVICE = "sidebar_device"
 

@@ -104,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of diffusion sampling)")
     score.add_argument("--output", default=None, help="score only this output (name or index; default: all)")
     score.add_argument(
+        "--explain",
+        choices=("output", "probability"),
+        default="output",
+        help="what is explained: the model's output as it is (default), or the probability of a logit output "
+        "(sigmoid; softmax over K): their scores differ",
+    )
+    score.add_argument(
         "--method",
         choices=("data", "diffusion"),
         default="data",

@@ -23,6 +23,8 @@ from engine.data.slicing import SliceSpec
 from engine.errors import EveInputError
 
 REQUIRED_KEYS = ("name", "kind", "spec", "output_names", "architecture")
+OUTPUT_KINDS = ("logit", "probability", "regression")
+EXPLAINED = ("output", "probability")  # ModelRef.explain
 TORCHSCRIPT = "torchscript"  # ModelCard.kind of a user's model
 
 
@@ -123,6 +125,14 @@ class ModelCard:
     def is_torchscript(self) -> bool:
         return self.kind == TORCHSCRIPT
 
+    @property
+    def output_kind(self) -> str | None:
+        """ "logit", "probability" or "regression" where the card says (a zoo model by its task, a
+        user's by its card's outputs kind); None when nobody said."""
+        if self.outputs in OUTPUT_KINDS:
+            return self.outputs
+        return {"binary": "logit", "regression": "regression", "readout": "regression"}.get(self.task)
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -138,8 +148,11 @@ class ModelRef:
     output_names: tuple[str, ...] | None = None  # a TorchScript model's outputs (None: output_0, ...)
     output_kind: str | None = None  # a TorchScript model's outputs: one of OUTPUT_KINDS (None: not stated)
     uploaded: bool = False  # an upload's temporary file: messages say "the uploaded file", not its path
+    explain: str = "output"  # what is explained: the model's "output" as it is, or the "probability" of a logit
 
     def __post_init__(self):
+        if self.explain not in EXPLAINED:
+            raise EveInputError(f"Unknown explained output {self.explain!r}: use one of {', '.join(EXPLAINED)}.")
         if (self.name is None) == (self.path is None):
             raise ValueError("a ModelRef names a built-in model or a TorchScript file, not both or neither")
         if self.path is not None and self.spec is None:
@@ -177,7 +190,6 @@ class ModelRef:
 
 # --- a user's model card --------------------------------------------------------------------------
 
-OUTPUT_KINDS = ("logit", "probability", "regression")
 USER_CARD_KEYS = ("name", "input", "intensity", "outputs")
 USER_CARD_EXAMPLE = (
     '{"name": "my model", "input": {"kind": "slice", "plane": "coronal", "slice": "hippocampus", "size": 64}, '

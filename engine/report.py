@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,12 @@ def _is_torchscript(source: str) -> bool:
 def model_ref(args) -> ModelRef:
     """The model the command names: a TorchScript file, with its input from --plane/--slice/--size/
     --intensity over the card beside it (`<model>.json` or `model.json`, `engine.cards.UserCard`) over
-    Eve's defaults; or a built-in model, which takes its card's input (contradicting flags are refused)."""
+    Eve's defaults; or a built-in model, which takes its card's input (contradicting flags are refused).
+    --explain says whether its output or a logit's probability is explained."""
+    return replace(_model_ref(args), explain=args.explain)
+
+
+def _model_ref(args) -> ModelRef:
     if _is_torchscript(args.model):
         card = UserCard.beside(args.model) or UserCard()
         return card.ref(

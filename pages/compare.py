@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from components import colors, errors, loaders, maps, score_bars, sidebar, state
-from engine.cards import ModelRef
 
 sel = sidebar.current()
 st.title("Compare: pixel maps and feature scores")
@@ -55,7 +54,7 @@ with right:
 
 # -- 2. model vs model -------------------------------------------------------------------
 st.subheader("Model vs model")
-others = [n for n in loaders.cards_offered(sel.dataset_name, ds.is_3d) if ModelRef.builtin(n) != sel.model_ref]
+others = [n for n in loaders.cards_offered(sel.dataset_name, ds.is_3d) if n != sel.model_ref.name]
 if not others:
     st.info("No other built-in model for this dataset to compare with.")
 else:
@@ -69,7 +68,7 @@ else:
                 sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200
             ).assign(model=sel.model_label),
             loaders.data_scores(
-                sel.source, ModelRef.builtin(other), sel.device, 0, split, tuple(ds.features), 200
+                sel.source, loaders.same_explained(other, sel.model_ref), sel.device, 0, split, tuple(ds.features), 200
             ).assign(model=other),
         ]
         st.plotly_chart(

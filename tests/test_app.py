@@ -19,6 +19,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest, app_test
 
 from components import state
+from engine.cards import ModelRef
 from engine.models import list_cards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +171,19 @@ def test_switching_model_changes_the_scores():
     _no_exception(at)
     second = [m.value for m in at.markdown if "explains" in m.value]
     assert first and second and first != second
+
+
+def test_explaining_the_probability_instead_of_the_logit_says_so_and_changes_the_scores():
+    at = _app()
+    at.switch_page("pages/scores.py").run()
+    model = at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).value
+    logit = [m.value for m in at.markdown if "explains" in m.value]
+    radio = at.sidebar.radio(key=state.keyed(state.EXPLAIN, ModelRef.builtin(model)))
+    assert radio.value == "output" and "logit" in " ".join(logit)
+    radio.set_value("probability").run()
+    _no_exception(at)
+    probability = [m.value for m in at.markdown if "explains" in m.value]
+    assert probability != logit and "(P(label=1))" in probability[0]
 
 
 def test_switching_overlay_method_changes_the_map():

@@ -225,6 +225,7 @@ BAD_INPUTS = [
     (["--out", "{tmp}/r.csv"], "the CSV's own name"),
     (["--n-boot", "-1"], "--n-boot -1"),
     (["--model", "border-mean", "--size", "32"], "--size 32 do not match"),
+    (["--model", "border-mean", "--explain", "probability"], "outputs are not stated, not logits"),
 ]
 
 

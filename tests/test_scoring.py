@@ -251,3 +251,37 @@ def test_scores_of_the_zoo_glass_box_models_match_the_monte_carlo_truth(shapes, 
     for r in both.itertuples():
         assert abs(r.score - r.truth) <= TOL, (r.feature, r.score, r.truth)
         assert r.ci_low - CI_SLACK <= r.truth <= r.ci_high + CI_SLACK, (r.feature, r.ci_low, r.ci_high, r.truth)
+
+
+# what is explained: a logit, or its probability ----------------------------------------------------
+
+
+def test_a_logits_probability_is_explained_through_the_same_service(shapes):
+    logit_model, logit_card = load(ModelRef.builtin("shapes-elongated"))
+    model, card = load(ModelRef(name="shapes-elongated", explain="probability"))
+    assert card.output_names == ("P(aspect<0.725)",) and card.outputs == "probability (sigmoid of the logit)"
+    rows = scoring.split_rows(shapes, "test")
+    logit = scoring.model_outputs(logit_model, shapes, card.spec, rows)
+    probability = scoring.model_outputs(model, shapes, card.spec, rows)
+    np.testing.assert_allclose(probability, torch.sigmoid(torch.from_numpy(logit)).numpy(), rtol=1e-6)
+    table = scoring.data_scores(model, card, shapes, ["aspect", "size"], n_boot=0).table.set_index("feature")
+    direct = scoring.score_outputs(probability, shapes, ["aspect", "size"], rows, list(card.output_names), n_boot=0)
+    np.testing.assert_allclose(table["score"], direct.set_index("feature")["score"])
+    logit_scores = scoring.data_scores(logit_model, logit_card, shapes, ["aspect"], n_boot=0).table
+    assert abs(table.loc["aspect", "score"] - logit_scores["score"].iloc[0]) > 0.01  # the two differ
+
+
+def test_a_probability_over_several_logits_is_their_softmax():
+    from engine.models.zoo import Probability
+
+    logits = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0]])
+    out = Probability(nn.Identity())(logits)
+    torch.testing.assert_close(out, torch.softmax(logits, dim=1))
+    torch.testing.assert_close(Probability(nn.Identity())(logits[:, 0]), torch.sigmoid(logits[:, :1]))
+
+
+def test_only_a_logit_has_a_probability_to_explain():
+    with pytest.raises(EveInputError, match="outputs are regression, not logits"):
+        load(ModelRef(name="shapes-glass-area", explain="probability"))
+    with pytest.raises(EveInputError, match="Unknown explained output 'odds'"):
+        ModelRef(name="shapes-glass-area", explain="odds")

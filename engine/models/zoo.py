@@ -245,11 +245,48 @@ def load_torchscript(
     return model, card
 
 
+class Probability(nn.Module):
+    """A logit model's probabilities: sigmoid of one logit column, softmax over K > 1 of them."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def cam_layer(self):  # Grad-CAM's layer is the wrapped model's
+        return getattr(self.model, "cam_layer", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        out = out.reshape(len(x), -1)
+        return torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
+
+
+def _probability_name(name: str) -> str:
+    """'logit P(label=1)' -> 'P(label=1)'; 'output_0' -> 'P(output_0)'."""
+    return name[len("logit ") :] if name.startswith("logit ") else f"P({name})"
+
+
+def explained(model: nn.Module, card: ModelCard, explain: str) -> tuple[nn.Module, ModelCard]:
+    """The model whose output is explained (`ModelRef.explain`): as it is, or a logit's probability."""
+    if explain == "output":
+        return model, card
+    if card.output_kind != "logit":
+        said = card.output_kind or "not stated"
+        raise EveInputError(
+            f"{card.name}'s outputs are {said}, not logits: only a logit has a probability to "
+            "explain; explain the output itself, or state outputs kind 'logit' in the model's card."
+        )
+    names = tuple(_probability_name(n) for n in card.output_names)
+    what = "sigmoid of the logit" if len(names) == 1 else "softmax over the logits"
+    return Probability(model).eval(), replace(card, output_names=names, outputs=f"probability ({what})")
+
+
 def load(ref: ModelRef, device: str | torch.device | None = None) -> tuple[nn.Module, ModelCard]:
     """The model a `ModelRef` names, in eval mode, and its card: a built-in model, or a TorchScript
     file fed `ref.spec` (read as bytes, so messages say "the uploaded file", not a temporary path)."""
     if not ref.is_torchscript:
-        return load_model(ref.name, device)
+        return explained(*load_model(ref.name, device), ref.explain)
     path = Path(ref.path)
     if not path.is_file():
         raise EveInputError(f"Model file {path} does not exist: check the path.")
@@ -257,4 +294,4 @@ def load(ref: ModelRef, device: str | torch.device | None = None) -> tuple[nn.Mo
     model, card = load_torchscript(
         data, ref.spec, output_names=ref.output_names, name=ref.label or path.name, device=device
     )
-    return model, replace(card, outputs=ref.output_kind) if ref.output_kind else card
+    return explained(model, replace(card, outputs=ref.output_kind) if ref.output_kind else card, ref.explain)
