@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,11 @@ def test_the_graph_sees_a_cycle_and_a_package_import():
     graph = import_graph()
     assert "engine.diffusion.pipeline" in graph["engine.diffusion"]  # the package re-exports it
     assert "engine.diffusion" not in graph["engine.diffusion.pipeline"]  # its own package: no edge
+
+
+def test_no_engine_module_imports_streamlit():
+    """The engine runs from a notebook or the CLI: importing all of it loads no streamlit."""
+    names = sorted(MODULES)
+    code = f"import importlib, sys; [importlib.import_module(m) for m in {names!r}]; print('streamlit' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip().splitlines()[-1] == "False"
