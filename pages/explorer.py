@@ -120,8 +120,8 @@ with left:
         f"Each tile keeps its own noise seed, so moving the slider morphs the same {n} subjects; every other "
         f"feature follows its distribution given {feature} as the diffusion model learned it. Captions: "
         f"{feature} read back from each image by Eve's probe.{mae} Drawn in {elapsed:.2f} s. "
-        f"How these are drawn: {loaders.explorer_sampler(float(guidance)).description} Scores are drawn another "
-        f"way, which pins each sample's other features to a real subject's: "
+        f"How these are drawn — {loaders.explorer_sampler(float(guidance)).description} Scores are drawn "
+        f"another way, which pins each sample's other features to a real subject's — "
         f"{loaders.score_sampler(sel.dataset_name).description}"
     )
 
