@@ -48,9 +48,9 @@ def feature_table(source: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=24)
-def volume(source: str, subject: str) -> tuple[np.ndarray, np.ndarray]:
-    """(intensity-normalised volume in RAS+ (or a 2D image), affine)."""
-    data, affine = dataset(source).volume(subject)
+def volume(source: str, subject: str, register: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(intensity-normalised volume in RAS+ (or a 2D image), affine); registered to MNI152 if asked."""
+    data, affine = dataset(source).volume(subject, register=register)
     return normalise_intensity(data), affine
 
 

@@ -117,11 +117,18 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
         help="raw: the values in your files, as your model saw them in training (the default). "
         + " ".join(f"{k}: {v}." for k, v in INTENSITIES.items() if k != "raw"),
     )
+    register = st.toggle(
+        "Register each volume to MNI152 first",
+        key=state.MODEL_REGISTER,
+        disabled=not ds.is_3d,
+        help="An affine registration (SimpleITK, about 10 s a volume, once: the transform is cached), so a named "
+        "MNI slice can be taken from volumes in native space. Browse then shows the registered volume.",
+    )
     upload = st.file_uploader("TorchScript model (.pt)", key=state.MODEL_UPLOAD)
     if upload is not None:
         try:
             path = uploads.model_file(upload.name, upload.getvalue())
-            spec = SliceSpec(plane, SliceSpec.parse_index(index), int(size), intensity)
+            spec = SliceSpec(plane, SliceSpec.parse_index(index), int(size), intensity, bool(register and ds.is_3d))
             ref = ModelRef.torchscript(path, spec, label="your TorchScript model", uploaded=True)
             loaders.model(ref, device)
         except EveInputError as exc:

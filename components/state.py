@@ -18,6 +18,7 @@ MODEL_PLANE = "sidebar_model_plane"  # slice spec of an uploaded model
 MODEL_SLICE = "sidebar_model_slice"
 MODEL_SIZE = "sidebar_model_size"
 MODEL_INTENSITY = "sidebar_model_intensity"  # intensity rule an uploaded model is fed
+MODEL_REGISTER = "sidebar_model_register"  # register an uploaded model's volumes to MNI152 first
 EXPLAIN = "sidebar_explain"  # prefix: + model ref; "output" (the logit as it is) or "probability"
 OUTPUT = "sidebar_output"  # prefix: + model id; the name of the model output to explain
 DEVICE = "sidebar_device"
@@ -77,6 +78,7 @@ DEFAULTS: dict = {
     MODEL_SLICE: "ventricles",
     MODEL_SIZE: 64,
     MODEL_INTENSITY: "raw",
+    MODEL_REGISTER: False,
     DEVICE: "cpu",
     USER_DATASET: None,
     USER_DATASET_ERROR: None,

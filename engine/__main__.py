@@ -87,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     score.add_argument("--size", type=int, default=None, help="TorchScript only: input side in pixels (default 64)")
     score.add_argument(
+        "--register",
+        choices=("none", "mni"),
+        default="none",
+        help="TorchScript only: mni registers each volume to MNI152 (affine, SimpleITK; the transform cached per "
+        "file) before slicing, so a named slice can be taken from native-space volumes",
+    )
+    score.add_argument(
         "--intensity",
         choices=("raw", "p99", "zscore", "minmax"),
         default=None,

@@ -31,13 +31,17 @@ TORCHSCRIPT = "torchscript"  # ModelCard.kind of a user's model
 def spec_from_json(spec: dict) -> SliceSpec:
     """A card's {"plane", "index", "size", "intensity"} as a `SliceSpec` (no intensity: Eve's `p99`,
     what every card written before the key existed was trained on)."""
-    return SliceSpec(spec["plane"], spec["index"], int(spec["size"]), spec.get("intensity", "p99"))
+    return SliceSpec(
+        spec["plane"], spec["index"], int(spec["size"]), spec.get("intensity", "p99"), bool(spec.get("register"))
+    )
 
 
 def spec_to_json(spec: SliceSpec) -> dict:
     """The inverse of `spec_from_json`; the `p99` default is left implicit, as in the committed cards."""
     data = {"plane": spec.plane, "index": spec.index, "size": int(spec.size)}
-    return data if spec.intensity == "p99" else {**data, "intensity": spec.intensity}
+    if spec.intensity != "p99":
+        data["intensity"] = spec.intensity
+    return {**data, "register": True} if spec.register else data
 
 
 def _set_fields(card, keep_empty: tuple[str, ...]) -> dict[str, Any]:

@@ -155,7 +155,15 @@ def model_ref(args) -> ModelRef:
     --intensity over the card beside it (`<model>.json` or `model.json`, `engine.cards.UserCard`) over
     Eve's defaults; or a built-in model, which takes its card's input (contradicting flags are refused).
     --explain says whether its output or a logit's probability is explained."""
-    return replace(_model_ref(args), explain=args.explain)
+    ref = replace(_model_ref(args), explain=args.explain)
+    if args.register == "none":
+        return ref
+    if not ref.is_torchscript:
+        raise EveInputError(
+            f"--register mni is for TorchScript models: built-in model {args.model!r} takes its "
+            "card's input; drop the flag."
+        )
+    return replace(ref, spec=replace(ref.spec, register=True))
 
 
 def _model_ref(args) -> ModelRef:

@@ -76,7 +76,8 @@ with c[2]:
 # -- 3. the volume in three planes -------------------------------------------------------
 vol = None
 with errors.shown("Reading the volume"):
-    vol, affine = loaders.volume(sel.source, subject)
+    registered = sel.model_ref is not None and sel.model_ref.spec is not None and sel.model_ref.spec.register
+    vol, affine = loaders.volume(sel.source, subject, registered)
 if vol is None:
     st.stop()
 

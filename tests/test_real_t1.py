@@ -104,3 +104,24 @@ def test_browse_keeps_the_anatomys_shape_for_anisotropic_voxels(tmp_path, plane,
     volume, affine = load_dataset(_cohort(tmp_path, NATIVE)).volume(0)
     fig = slice_figure(volume, affine, plane, volume.shape[{"axial": 2, "coronal": 1, "sagittal": 0}[plane]] // 2)
     assert fig.layout.yaxis.scaleratio == pytest.approx(aspect)
+
+
+@pytest.mark.parametrize(("plane", "name"), [("coronal", "hippocampus"), ("sagittal", "midline")])
+def test_registering_the_native_t1_gives_it_the_mni152_slices(tmp_path, plane, name):
+    """The native head T1, affinely registered to MNI152 by Eve, yields the named slice, and it looks
+    like MNI152's (a head with its skull against a brain template: lower than Colin27's brain above)."""
+    from engine.data.registration import mni_template
+
+    folder = _cohort(tmp_path, NATIVE)
+    spec = SliceSpec(plane, name, 64, "p99", register=True)
+    registered = load_dataset(folder).model_inputs(spec)[0, 0].numpy()
+    template = mni_template()
+    mni = model_input(np.asarray(template.dataobj, np.float32), template.affine, spec)[0, 0].numpy()
+    upright, flipped = _correlation(registered, mni), _correlation(registered, mni[::-1])
+    assert upright > 0.6 and upright > flipped + 0.1, (upright, flipped)
+    transforms = list((folder / ".eve_cache").glob("mni-*.tfm"))
+    assert len(transforms) == 1  # fitted once, then read back:
+    for stack in (folder / ".eve_cache").glob("*.npy"):
+        stack.unlink()
+    again = load_dataset(folder).model_inputs(spec)[0, 0].numpy()
+    np.testing.assert_allclose(again, registered, atol=1e-5)

@@ -226,6 +226,7 @@ BAD_INPUTS = [
     (["--n-boot", "-1"], "--n-boot -1"),
     (["--model", "border-mean", "--size", "32"], "--size 32 do not match"),
     (["--model", "border-mean", "--explain", "probability"], "outputs are not stated, not logits"),
+    (["--model", "border-mean", "--register", "mni"], "--register mni is for TorchScript models"),
 ]
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine.data.registration import register_to_mni
 from engine.data.slicing import mni_space_problem, SliceSpec, model_input
 from engine.errors import DatasetError
 
@@ -256,9 +257,15 @@ class Dataset:
         header.set_data_dtype(np.float32)  # voxels are returned as float32, whatever the file stores
         return nib.Nifti1Image(data, image.affine, header)
 
-    def volume(self, subject: str | int) -> tuple[np.ndarray, np.ndarray]:
-        """(voxel array float32 in RAS+, affine)."""
+    def volume(self, subject: str | int, register: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(voxel array float32 in RAS+, affine); with `register`, resampled onto MNI152's 2 mm grid
+        by an affine registration (`registration.register_to_mni`, its transform cached per file)."""
         image = self.load_image(subject)
+        if register:
+            row = subject if isinstance(subject, (int, np.integer)) else self.index_of(subject)
+            name = self.table["file"].iloc[row]
+            cache = self.root / ".eve_cache" / f"mni-{_fingerprint(self.root, [name])}.tfm"
+            image = register_to_mni(image, cache)
         return np.asarray(image.dataobj, dtype=np.float32), image.affine
 
     def model_inputs(self, spec: SliceSpec, rows=None) -> torch.Tensor:
@@ -282,7 +289,8 @@ class Dataset:
                 raise DatasetError(
                     f"Row {row + 2}: {name} is not in MNI space ({problem}), so the named slice {spec.index!r} "
                     "(an MNI coordinate) would cut it in the wrong place: register the volumes to MNI152 and set "
-                    "their sform code to MNI_152 (4), or give the slice as a voxel index or 'middle'."
+                    "their sform code to MNI_152 (4), let Eve register them (--register mni, or the sidebar's "
+                    "toggle), or give the slice as a voxel index or 'middle'."
                 )
 
     @staticmethod
@@ -299,11 +307,11 @@ class Dataset:
         if cache.is_file():
             stack = torch.from_numpy(np.load(cache))
         else:
-            if isinstance(spec.index, str) and self.is_3d:
+            if isinstance(spec.index, str) and self.is_3d and not spec.register:
                 self._check_mni_space(spec)
             slices = []
             for row in range(len(self)):
-                data, affine = self.volume(row)
+                data, affine = self.volume(row, register=spec.register and self.is_3d)
                 slices.append(model_input(data, affine, spec))
             stack = torch.cat(slices)
             try:

@@ -59,6 +59,7 @@ class SliceSpec:
     index: int | str | None = "ventricles"  # voxel index, named slice, or None (middle)
     size: int = 64  # output is (size, size)
     intensity: str = "p99"  # one of INTENSITIES; Eve's own models are trained on p99
+    register: bool = False  # register each volume to MNI152 (affine) first: named slices for native volumes
 
     def __post_init__(self):
         if self.intensity not in INTENSITIES:
@@ -92,12 +93,14 @@ class SliceSpec:
     @property
     def key(self) -> str:
         """A file-name-safe key of everything that changes the model input (disk caches)."""
-        return f"{self.plane}-{self.index}-{self.size}" + ("" if self.intensity == "p99" else f"-{self.intensity}")
+        key = f"{self.plane}-{self.index}-{self.size}" + ("" if self.intensity == "p99" else f"-{self.intensity}")
+        return key + ("-mni" if self.register else "")
 
     def describe(self) -> str:
         """The contract in words, for cards and reports."""
         where = "the middle slice" if self.index is None else f"slice {self.index}"
-        return (f"{self.plane} {where}, {self.size}x{self.size} px; intensity {self.intensity}: "
+        registered = "each volume registered to MNI152 (affine) first; " if self.register else ""
+        return (f"{registered}{self.plane} {where}, {self.size}x{self.size} px; intensity {self.intensity}: "
                 f"{INTENSITIES[self.intensity]}")
 
 
