@@ -208,8 +208,7 @@ class UserCard:
 
     name: str | None = None
     plane: str | None = None
-    index: int | str | None = None  # the slice: a voxel index, a named MNI slice or None (middle)
-    has_index: bool = False  # whether the card states the slice (None there means the middle one)
+    slice: int | str | None = None  # as written: a voxel index, a named MNI slice or "middle"
     size: int | None = None
     intensity: str | None = None
     output_names: tuple[str, ...] | None = None
@@ -244,8 +243,7 @@ class UserCard:
         return cls(
             name=data.get("name"),
             plane=given.get("plane"),
-            index=SliceSpec.parse_index(given.get("slice")),
-            has_index="slice" in given,
+            slice=given.get("slice"),
             size=size,
             intensity=data.get("intensity"),
             output_names=None if names is None else tuple(str(n) for n in names),
@@ -269,14 +267,12 @@ class UserCard:
             raise EveInputError(f"Model card {path} is not readable JSON ({exc}): fix it or remove it.") from exc
         return cls.from_json(data, source=f"Model card {path}")
 
-    def ref(
-        self, model_path: str | Path, *, plane=None, index=None, has_index=False, size=None, intensity=None, label=None
-    ) -> ModelRef:
+    def ref(self, model_path: str | Path, *, plane=None, slice=None, size=None, intensity=None, label=None) -> ModelRef:
         """The `ModelRef` of the model this card describes; given arguments (CLI flags, sidebar fields)
         override the card, and what neither states takes Eve's defaults (axial, middle, 64, raw)."""
         spec = SliceSpec(
             plane or self.plane or "axial",
-            index if has_index else (self.index if self.has_index else None),
+            SliceSpec.parse_index(slice if slice is not None else self.slice),
             int(size or self.size or 64),
             intensity or self.intensity or "raw",
         )

@@ -20,7 +20,7 @@ import plotly.io as pio
 import torch
 from tqdm import tqdm
 
-from engine import figures
+from engine import default_device, figures
 from engine.cards import ModelRef, UserCard
 from engine.data import SliceSpec
 from engine.errors import EveInputError
@@ -172,8 +172,7 @@ def _model_ref(args) -> ModelRef:
         return card.ref(
             args.model,
             plane=args.plane,
-            index=SliceSpec.parse_index(args.slice),
-            has_index=args.slice is not None,
+            slice=args.slice,
             size=args.size,
             intensity=args.intensity,
         )
@@ -218,7 +217,7 @@ def run_score_command(args) -> list[Path]:
     _writable(out)
     if args.n_boot < 0:
         raise EveInputError(f"--n-boot {args.n_boot}: use 0 (no CI) or a positive number of bootstrap draws.")
-    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(args.device) if args.device else default_device()
     ref = model_ref(args)
     model, card = load(ref, device)  # cheap: fails before the dataset's header checks
     if not ref.is_torchscript:

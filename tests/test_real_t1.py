@@ -22,6 +22,7 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from engine.data import SliceSpec, load_dataset
+from engine.data.registration import mni_template
 from engine.data.slicing import model_input
 from engine.errors import DatasetError
 
@@ -62,10 +63,8 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _mni152_on(image: nib.Nifti1Image) -> np.ndarray:
-    """nilearn's MNI152 template resampled (trilinear) onto `image`'s voxel grid."""
-    from nilearn import datasets
-
-    template = datasets.load_mni152_template(resolution=2)
+    """nilearn's MNI152 template (`registration.mni_template`) resampled (trilinear) onto `image`'s voxel grid."""
+    template = mni_template()
     ijk = np.indices(image.shape).reshape(3, -1)
     world = image.affine @ np.vstack([ijk, np.ones(ijk.shape[1])])
     voxels = np.linalg.solve(template.affine, world)[:3]
@@ -110,8 +109,6 @@ def test_browse_keeps_the_anatomys_shape_for_anisotropic_voxels(tmp_path, plane,
 def test_registering_the_native_t1_gives_it_the_mni152_slices(tmp_path, plane, name):
     """The native head T1, affinely registered to MNI152 by Eve, yields the named slice, and it looks
     like MNI152's (a head with its skull against a brain template: lower than Colin27's brain above)."""
-    from engine.data.registration import mni_template
-
     folder = _cohort(tmp_path, NATIVE)
     spec = SliceSpec(plane, name, 64, "p99", register=True)
     registered = load_dataset(folder).model_inputs(spec)[0, 0].numpy()
