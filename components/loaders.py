@@ -101,7 +101,8 @@ def output_names(ref: ModelRef, device: str = "cpu") -> list[str]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def model_inputs(source: str, spec: SliceSpec) -> np.ndarray:
-    """(N, 1, S, S) float32 model inputs for every row (disk-cached by the engine)."""
+    """(N, 1, S, S) float32 model inputs for every row, (N, 1, S, S, S) for a volume input
+    (disk-cached by the engine)."""
     return dataset(source).model_inputs(spec).numpy()
 
 
@@ -146,11 +147,11 @@ def baseline_methods(ref: ModelRef | None = None) -> list[str]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def attribution(source: str, ref: ModelRef, device: str, row: int, method: str, target: int) -> np.ndarray:
-    """(S, S) attribution map of one image (the model's input for that row)."""
+    """(S, S) attribution map of one image (the model's input for that row); (S, S, S) for a volume."""
     net, found = model(ref, device)
     image = torch.from_numpy(model_inputs(source, found.spec)[row : row + 1]).to(device)
     amap = baselines.attribution_map(net, image, method, target=target).detach().cpu().numpy()
-    return amap.reshape(amap.shape[-2:]).astype(np.float32)
+    return amap[0, 0].astype(np.float32)
 
 
 def display_maps(maps: dict[str, np.ndarray], signed: bool) -> dict[str, np.ndarray]:

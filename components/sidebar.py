@@ -7,14 +7,16 @@ keeps what was loaded before, so nothing computed in the session is lost.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 
 import streamlit as st
 import torch
 
 from components import loaders, state, uploads
-from engine.cards import ModelRef
-from engine.data.slicing import INTENSITIES, SliceSpec
+from engine.cards import USER_CARD_EXAMPLE, ModelRef, UserCard
+from engine.data.slicing import INPUT_KINDS, INTENSITIES, PLANES, SliceSpec
 from engine.errors import EveInputError
 
 DATASET_LABELS = {"synthbrain": "SynthBrain (3D T1 MRI)", "shapes": "Shapes (2D synthetic)", "upload": "Your folder"}
@@ -99,17 +101,83 @@ def _dataset_source() -> tuple[str | None, str]:
     return folder, f"your folder ({len(loaders.dataset(folder))} images)"
 
 
-def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None]:
-    """Widgets for an uploaded TorchScript model and its input slice; (model ref, note)."""
-    ds = loaders.dataset(source)
-    cols = st.columns(2)
-    plane = cols[0].selectbox("Plane", ["axial", "coronal", "sagittal"], key=state.MODEL_PLANE, disabled=not ds.is_3d)
-    size = cols[1].number_input("Size (px)", 8, 512, key=state.MODEL_SIZE, step=8)
-    index = st.text_input(
-        "Slice (voxel index or a name)",
-        key=state.MODEL_SLICE,
-        help=f"A voxel index, 'middle', or one of {', '.join(NAMED_SLICE_CHOICES[:-1])}.",
+def _card_upload() -> UserCard | None:
+    """The optional JSON card: when a new one parses, its input and intensity fill the widgets
+    below (which the user may then change: the sidebar's fields override the card)."""
+    upload = st.file_uploader(
+        "Model card (.json, optional)",
+        type=["json"],
+        key=state.MODEL_CARD_UPLOAD,
+        help=f"What your model takes and returns, e.g. {USER_CARD_EXAMPLE}",
     )
+    if upload is None:
+        st.session_state[state.USER_CARD] = None
+        return None
+    data = upload.getvalue()
+    digest = hashlib.sha1(data).hexdigest()
+    held = st.session_state[state.USER_CARD]
+    if held is not None and held[0] == digest:
+        return held[1]
+    try:
+        card = UserCard.from_json(json.loads(data), source=f"Model card {upload.name}")
+        card.ref(upload.name)  # its input and intensity make a valid contract (raises the reason if not)
+    except ValueError as exc:  # EveInputError is a ValueError, as is a JSON syntax error
+        st.error(str(exc) if isinstance(exc, EveInputError) else f"{upload.name} is not readable JSON ({exc}): fix it.")
+        return held[1] if held is not None else None
+    filled = {
+        state.MODEL_INPUT: card.input,
+        state.MODEL_PLANE: card.plane,
+        state.MODEL_SLICE: None if card.slice is None else str(card.slice),
+        state.MODEL_SIZE: card.size,
+        state.MODEL_SPACING: card.spacing,
+        state.MODEL_INTENSITY: card.intensity,
+    }
+    for key, value in filled.items():
+        if value is not None:
+            st.session_state[key] = value
+    st.session_state[state.USER_CARD] = (digest, card)
+    return card
+
+
+def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None]:
+    """Widgets for an uploaded TorchScript model, its optional card and its input; (model ref, note)."""
+    ds = loaders.dataset(source)
+    card = _card_upload()
+    if not ds.is_3d:
+        st.session_state[state.MODEL_INPUT] = "slice"  # a 2D image is one slice
+    kind = st.segmented_control(
+        "The model takes",
+        list(INPUT_KINDS),
+        key=state.MODEL_INPUT,
+        required=True,
+        disabled=not ds.is_3d,
+        format_func={"slice": "a 2D slice", "volume": "the whole volume"}.get,
+    )
+    volume = kind == "volume"
+    cols = st.columns(2)
+    if volume:
+        size = cols[0].number_input("Cube side (voxels)", 4, 256, key=state.MODEL_SIZE, step=8)
+        spacing = cols[1].number_input(
+            "Voxel size (mm)",
+            0.0,
+            20.0,
+            key=state.MODEL_SPACING,
+            step=0.5,
+            help="Each volume is resampled to isotropic voxels of this size and centre-cropped or padded to the "
+            "cube; 0 fits the whole field of view into the cube.",
+        )
+        plane, index = "axial", None
+    else:
+        plane = cols[0].selectbox("Plane", list(PLANES), key=state.MODEL_PLANE, disabled=not ds.is_3d)
+        size = cols[1].number_input("Size (px)", 8, 512, key=state.MODEL_SIZE, step=8)
+        index = SliceSpec.parse_index(
+            st.text_input(
+                "Slice (voxel index or a name)",
+                key=state.MODEL_SLICE,
+                help=f"A voxel index, 'middle', or one of {', '.join(NAMED_SLICE_CHOICES[:-1])}.",
+            )
+        )
+        spacing = 0.0
     intensity = st.selectbox(
         "Intensity the model is fed",
         list(INTENSITIES),
@@ -128,8 +196,23 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
     if upload is not None:
         try:
             path = uploads.model_file(upload.name, upload.getvalue())
-            spec = SliceSpec(plane, SliceSpec.parse_index(index), int(size), intensity, bool(register and ds.is_3d))
-            ref = ModelRef.torchscript(path, spec, label="your TorchScript model", uploaded=True)
+            spec = SliceSpec(
+                plane,
+                index,
+                int(size),
+                intensity,
+                bool(register and ds.is_3d),
+                kind,
+                float(spacing) if volume and spacing else None,
+            )
+            ref = ModelRef.torchscript(
+                path,
+                spec,
+                label=(card and card.name) or "your TorchScript model",
+                output_names=card and card.output_names,
+                output_kind=card and card.output_kind,
+                uploaded=True,
+            )
             loaders.model(ref, device)
         except EveInputError as exc:
             st.session_state[state.USER_MODEL_ERROR] = str(exc)
@@ -141,7 +224,10 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
         if st.session_state[state.USER_MODEL]:
             st.caption("Still using your previously loaded model.")
     if st.session_state[state.USER_MODEL] is None:
-        return None, "Upload a TorchScript model in the sidebar (input (N, 1, S, S) in [0, 1], output (N, K))."
+        return None, (
+            "Upload a TorchScript model in the sidebar: it takes (N, 1, S, S) slices or (N, 1, S, S, S) volumes "
+            "and returns (N,) or (N, K); a JSON card beside it can say its input and outputs."
+        )
     return st.session_state[state.USER_MODEL], None
 
 

@@ -14,6 +14,9 @@ DATASET = "sidebar_dataset"  # "synthbrain" | "shapes" | "upload"
 DATASET_UPLOAD = "sidebar_dataset_upload"  # file uploader: features.csv + NIfTI files, or a .zip
 MODEL = "sidebar_model"  # prefix: + dataset; a zoo card name, or UPLOADED_MODEL
 MODEL_UPLOAD = "sidebar_model_upload"  # file uploader: TorchScript .pt
+MODEL_CARD_UPLOAD = "sidebar_model_card_upload"  # file uploader: the model's JSON card (optional)
+MODEL_INPUT = "sidebar_model_input"  # "slice" | "volume": what an uploaded model takes
+MODEL_SPACING = "sidebar_model_spacing"  # volume input: isotropic voxel size in mm (0: fit the field of view)
 MODEL_PLANE = "sidebar_model_plane"  # slice spec of an uploaded model
 MODEL_SLICE = "sidebar_model_slice"
 MODEL_SIZE = "sidebar_model_size"
@@ -28,6 +31,7 @@ USER_DATASET = "user_dataset_dir"  # folder of the last uploaded dataset that lo
 USER_DATASET_ERROR = "user_dataset_error"  # message of the last failed dataset upload
 USER_MODEL = "user_model_path"  # TorchScript file of the last uploaded model that loaded
 USER_MODEL_ERROR = "user_model_error"
+USER_CARD = "user_model_card"  # (digest, engine.cards.UserCard) of the last uploaded JSON card that parsed
 SELECTION = "selection"  # components.sidebar.Selection of this run
 RESULTS = "results"  # computed results kept for the session: {key: value}
 
@@ -62,6 +66,7 @@ EXPLORER_STEP = "explorer_step"  # step buttons across the range
 
 COMPARE_SUBJECT = "compare_subject"  # prefix: + dataset
 COMPARE_SIGNED = "compare_signed"
+COMPARE_PLANE = "compare_plane"  # the plane through a volume model's maps
 COMPARE_OTHER_MODEL = "compare_other_model"
 COMPARE_QUALITY_RUN = "compare_quality_run"
 
@@ -74,6 +79,8 @@ OVERLAY_CMAPS = ("Hot", "Inferno", "RdBu_r", "Viridis")
 # defaults of keys whose value does not depend on the data
 DEFAULTS: dict = {
     DATASET: "synthbrain",
+    MODEL_INPUT: "slice",
+    MODEL_SPACING: 0.0,
     MODEL_PLANE: "axial",
     MODEL_SLICE: "ventricles",
     MODEL_SIZE: 64,
@@ -84,6 +91,7 @@ DEFAULTS: dict = {
     USER_DATASET_ERROR: None,
     USER_MODEL: None,
     USER_MODEL_ERROR: None,
+    USER_CARD: None,
     SELECTION: None,
     RESULTS: {},
     BROWSE_SPLIT: "all",
@@ -99,6 +107,7 @@ DEFAULTS: dict = {
     EXPLORER_SEED: 0,
     EXPLORER_GUIDANCE: 1.0,
     COMPARE_SIGNED: "absolute",
+    COMPARE_PLANE: "coronal",
     TRUTH_TOLERANCE: 0.10,
 }
 

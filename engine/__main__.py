@@ -75,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         help="report format (default: html for an .html --out, else json)",
     )
     score.add_argument(
+        "--input",
+        choices=("slice", "volume"),
+        default=None,
+        help="TorchScript only: the model takes a 2D slice (default) or the whole volume, (B, 1, S, S, S) with "
+        "S = --size, resampled to isotropic voxels (--spacing) and centre-cropped or padded",
+    )
+    score.add_argument(
+        "--spacing",
+        type=float,
+        default=None,
+        help="TorchScript volume input only: isotropic voxel size in mm (default: fit the field of view into the cube)",
+    )
+    score.add_argument(
         "--plane",
         choices=("axial", "coronal", "sagittal"),
         default=None,
@@ -85,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="TorchScript only: voxel index, a named slice (e.g. ventricles) or middle (default)",
     )
-    score.add_argument("--size", type=int, default=None, help="TorchScript only: input side in pixels (default 64)")
+    score.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="TorchScript only: input side in pixels, or the cube's side in voxels for a volume (default 64)",
+    )
     score.add_argument(
         "--register",
         choices=("none", "mni"),

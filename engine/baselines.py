@@ -3,6 +3,7 @@
 They say *where* a model looks; Eve's scores say *which human feature* drives it.
 
     attribution_map(model, images, method, target=0, **params)   # (B, 1, S, S) → (B, 1, S, S)
+                                                                  # (B, 1, S, S, S) volumes: 3D maps
     display_normalise(maps, signed=True, percentile=99)           # for showing maps
     infidelity(...), sensitivity_max(...), quality_table(...)      # captum.metrics per method
     randomisation_check(model, images, methods)                    # Adebayo et al. sanity check
@@ -20,13 +21,14 @@ The nine methods (`METHODS`), each with captum's contract (construct with the mo
 * InputXGradient — x · ∂y/∂x (Shrikumar et al., 2016).
 * Occlusion — drop in y when a window is replaced by black (Zeiler & Fergus, 2014).
 * LayerGradCam — ReLU(Σ_c mean(∂y/∂A_c) A_c) at the model's `cam_layer`, upsampled
-  bilinearly to the image (Selvaraju et al., 2017).
+  bilinearly to the image (trilinearly to a volume) (Selvaraju et al., 2017).
 * GuidedBackprop — gradients with negative ReLU gradients zeroed (Springenberg et al., 2015).
 * SmoothGrad — captum's NoiseTunnel over Saliency: mean |∂y/∂x| over noisy copies
   (Smilkov et al., 2017).
 
 Random methods (GradientShap, SmoothGrad, and the quality metrics) take a `seed` and do
-not disturb the global random state.
+not disturb the global random state. Every method works on volumes of a 3D model as well
+(Occlusion with a cube window); a map has the input's shape.
 """
 
 from __future__ import annotations
@@ -140,14 +142,15 @@ def _check_images(images) -> torch.Tensor:
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
         raise EveInputError(f"images must be a torch tensor shaped (B, 1, S, S), not a {type(images).__name__}.")
-    if images.ndim != 4 or images.shape[1] != 1 or images.shape[0] < 1 or min(images.shape[2:]) < 2:
+    if images.ndim not in (4, 5) or images.shape[1] != 1 or images.shape[0] < 1 or min(images.shape[2:]) < 2:
         hint = (
             " (add the batch and channel axes, e.g. images[None, None])"
             if images.ndim == 2
             else (" (add the batch axis, e.g. images[None])" if images.ndim == 3 else "")
         )
         raise EveInputError(
-            f"images have shape {tuple(images.shape)}: Eve's models take a batch shaped (B, 1, S, S){hint}."
+            f"images have shape {tuple(images.shape)}: Eve's models take a batch shaped (B, 1, S, S), "
+            f"or (B, 1, S, S, S) volumes{hint}."
         )
     if not images.is_floating_point():
         raise EveInputError(f"images have dtype {images.dtype}: convert them to float32 in [0, 1].")
@@ -218,29 +221,29 @@ def _cam_layer(model, layer) -> nn.Module:
         return modules[layer]
     if getattr(model, "cam_layer", None) is not None:
         return model.cam_layer
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
     if not convs:
         raise EveInputError(
-            "LayerGradCam needs a feature-map layer: the model has no Conv2d and no `cam_layer`; "
+            "LayerGradCam needs a feature-map layer: the model has no Conv2d/Conv3d and no `cam_layer`; "
             "pass layer=<module or name>."
         )
     return convs[-1]
 
 
-def _occlusion_geometry(size: tuple[int, int], window, stride) -> tuple[int, int]:
+def _occlusion_geometry(size: tuple[int, ...], window, stride) -> tuple[int, int]:
     side = min(size)
     window = max(1, side // 8) if window is None else int(window)
     stride = max(1, window // 2) if stride is None else int(stride)
     if not 1 <= window <= side or stride < 1:
         raise EveInputError(
-            f"Occlusion window {window} / stride {stride} do not fit a {size[0]}x{size[1]} image: "
+            f"Occlusion window {window} / stride {stride} do not fit a {'x'.join(map(str, size))} input: "
             f"use 1 <= window <= {side} and stride >= 1."
         )
     return window, stride
 
 
 def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict, return_delta: bool = False):
-    """One captum call on a batch x (B, 1, H, W); parameters already complete and checked."""
+    """One captum call on a batch x (B, 1, H, W) or (B, 1, D, H, W); parameters already complete and checked."""
     if method == "Saliency":
         return captum_attr.Saliency(model).attribute(x, target=target, abs=p["abs"])
     if method == "IntegratedGradients":
@@ -276,24 +279,26 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
     if method == "InputXGradient":
         return captum_attr.InputXGradient(model).attribute(x, target=target)
     if method == "Occlusion":
+        spatial = x.ndim - 2
         window, stride = _occlusion_geometry(tuple(x.shape[2:]), p["window"], p["stride"])
         return captum_attr.Occlusion(model).attribute(
             x,
-            sliding_window_shapes=(1, window, window),
-            strides=(1, stride, stride),
+            sliding_window_shapes=(1,) + (window,) * spatial,
+            strides=(1,) + (stride,) * spatial,
             baselines=p["baseline"],
             target=target,
             perturbations_per_eval=max(1, FORWARD_BATCH // len(x)),
         )
     if method == "LayerGradCam":
         cam = captum_attr.LayerGradCam(model, _cam_layer(model, p["layer"]))
-        maps = cam.attribute(x, target=target, relu_attributions=bool(p["relu"]))  # (B, 1, h, w)
-        if maps.ndim != 4:
+        maps = cam.attribute(x, target=target, relu_attributions=bool(p["relu"]))  # (B, 1, h, w[, d])
+        if maps.ndim != x.ndim:
             raise EveInputError(
                 f"The Grad-CAM layer's output has shape {tuple(maps.shape)}: choose a layer with "
-                "a (B, C, h, w) feature map."
+                f"a feature map shaped like the input, (B, C{', h, w' if x.ndim == 4 else ', d, h, w'})."
             )
-        maps = captum_attr.LayerAttribution.interpolate(maps, tuple(x.shape[2:]), p["interpolate_mode"])
+        mode = "trilinear" if x.ndim == 5 and p["interpolate_mode"] == "bilinear" else p["interpolate_mode"]
+        maps = captum_attr.LayerAttribution.interpolate(maps, tuple(x.shape[2:]), mode)
         return maps.expand_as(x)
     if method == "GuidedBackprop":
         with warnings.catch_warnings():

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.data.slicing import SliceSpec
+from engine.data.slicing import INPUT_KINDS, SliceSpec
 from engine.errors import EveInputError
 
 REQUIRED_KEYS = ("name", "kind", "spec", "output_names", "architecture")
@@ -29,16 +29,29 @@ TORCHSCRIPT = "torchscript"  # ModelCard.kind of a user's model
 
 
 def spec_from_json(spec: dict) -> SliceSpec:
-    """A card's {"plane", "index", "size", "intensity"} as a `SliceSpec` (no intensity: Eve's `p99`,
-    what every card written before the key existed was trained on)."""
+    """A card's {"input", "plane", "index", "size", "spacing", "intensity", "register"} as a `SliceSpec`.
+    Left out: a slice input; intensity Eve's `p99`, what every card written before the key existed
+    was trained on; no registration. A volume input needs no plane or index."""
+    volume = spec.get("input") == "volume"
     return SliceSpec(
-        spec["plane"], spec["index"], int(spec["size"]), spec.get("intensity", "p99"), bool(spec.get("register"))
+        spec.get("plane", "axial") if volume else spec["plane"],
+        None if volume else spec["index"],
+        int(spec["size"]),
+        spec.get("intensity", "p99"),
+        bool(spec.get("register")),
+        spec.get("input", "slice"),
+        spec.get("spacing"),
     )
 
 
 def spec_to_json(spec: SliceSpec) -> dict:
-    """The inverse of `spec_from_json`; the `p99` default is left implicit, as in the committed cards."""
-    data = {"plane": spec.plane, "index": spec.index, "size": int(spec.size)}
+    """The inverse of `spec_from_json`; defaults are left implicit, as in the committed cards."""
+    if spec.is_volume:
+        data = {"input": "volume", "size": int(spec.size)}
+        if spec.spacing is not None:
+            data["spacing"] = float(spec.spacing)
+    else:
+        data = {"plane": spec.plane, "index": spec.index, "size": int(spec.size)}
     if spec.intensity != "p99":
         data["intensity"] = spec.intensity
     return {**data, "register": True} if spec.register else data
@@ -189,7 +202,10 @@ class ModelRef:
     def __str__(self) -> str:
         if self.name is not None:
             return self.name
-        return f"{self.label or Path(self.path).name} ({self.spec.plane}, slice {self.spec.index}, {self.spec.size} px)"
+        name = self.label or Path(self.path).name
+        if self.spec.is_volume:
+            return f"{name} (volume, {self.spec.size}^3 voxels)"
+        return f"{name} ({self.spec.plane}, slice {self.spec.index}, {self.spec.size} px)"
 
 
 # --- a user's model card --------------------------------------------------------------------------
@@ -197,7 +213,8 @@ class ModelRef:
 USER_CARD_KEYS = ("name", "input", "intensity", "outputs")
 USER_CARD_EXAMPLE = (
     '{"name": "my model", "input": {"kind": "slice", "plane": "coronal", "slice": "hippocampus", "size": 64}, '
-    '"intensity": "raw", "outputs": {"names": ["logit AD"], "kind": "logit"}}'
+    '"intensity": "raw", "outputs": {"names": ["logit AD"], "kind": "logit"}}, or for a 3D model '
+    '{"input": {"kind": "volume", "size": 96, "spacing": 2.0}, ...}'
 )
 
 
@@ -207,9 +224,11 @@ class UserCard:
     stated, so a CLI flag, a sidebar field or Eve's default decides)."""
 
     name: str | None = None
+    input: str | None = None  # "slice" | "volume"
     plane: str | None = None
     slice: int | str | None = None  # as written: a voxel index, a named MNI slice or "middle"
     size: int | None = None
+    spacing: float | None = None  # volume input: isotropic voxel size in mm
     intensity: str | None = None
     output_names: tuple[str, ...] | None = None
     output_kind: str | None = None
@@ -227,11 +246,12 @@ class UserCard:
         outputs = data.get("outputs", {})
         if not isinstance(given, dict) or not isinstance(outputs, dict):
             raise EveInputError(f"{source}: 'input' and 'outputs' must be objects: {fix}.")
-        if given.get("kind", "slice") != "slice":
-            raise EveInputError(
-                f"{source} asks for input kind {given.get('kind')!r}: Eve feeds models 2D slices "
-                "(input kind 'slice'); whole-volume models are not supported yet."
-            )
+        kind = given.get("kind")
+        if kind is not None and kind not in INPUT_KINDS:
+            raise EveInputError(f"{source}: input kind {kind!r} is not one of {', '.join(INPUT_KINDS)}: {fix}.")
+        spacing = given.get("spacing")
+        if spacing is not None and (isinstance(spacing, bool) or not isinstance(spacing, (int, float))):
+            raise EveInputError(f"{source}: input spacing {spacing!r} must be a number of millimetres.")
         if outputs.get("kind") is not None and outputs["kind"] not in OUTPUT_KINDS:
             raise EveInputError(f"{source}: outputs kind {outputs['kind']!r} is not one of {', '.join(OUTPUT_KINDS)}.")
         names = outputs.get("names")
@@ -242,9 +262,11 @@ class UserCard:
             raise EveInputError(f"{source}: input size {size!r} must be a whole number of pixels.")
         return cls(
             name=data.get("name"),
+            input=kind,
             plane=given.get("plane"),
             slice=given.get("slice"),
             size=size,
+            spacing=None if spacing is None else float(spacing),
             intensity=data.get("intensity"),
             output_names=None if names is None else tuple(str(n) for n in names),
             output_kind=outputs.get("kind"),
@@ -267,14 +289,30 @@ class UserCard:
             raise EveInputError(f"Model card {path} is not readable JSON ({exc}): fix it or remove it.") from exc
         return cls.from_json(data, source=f"Model card {path}")
 
-    def ref(self, model_path: str | Path, *, plane=None, slice=None, size=None, intensity=None, label=None) -> ModelRef:
+    def ref(
+        self,
+        model_path: str | Path,
+        *,
+        input=None,
+        plane=None,
+        slice=None,
+        size=None,
+        spacing=None,
+        intensity=None,
+        label=None,
+    ) -> ModelRef:
         """The `ModelRef` of the model this card describes; given arguments (CLI flags, sidebar fields)
-        override the card, and what neither states takes Eve's defaults (axial, middle, 64, raw)."""
+        override the card, and what neither states takes Eve's defaults (a slice: axial, middle,
+        64 px; a volume: a 64^3 cube fitted to the field of view; intensity raw)."""
+        kind = input or self.input or "slice"
+        volume = kind == "volume"
         spec = SliceSpec(
             plane or self.plane or "axial",
-            SliceSpec.parse_index(slice if slice is not None else self.slice),
+            None if volume else SliceSpec.parse_index(slice if slice is not None else self.slice),
             int(size or self.size or 64),
             intensity or self.intensity or "raw",
+            input=kind,
+            spacing=(spacing if spacing is not None else self.spacing) if volume else None,
         )
         return ModelRef.torchscript(
             model_path, spec, label=label or self.name, output_names=self.output_names, output_kind=self.output_kind

@@ -171,9 +171,11 @@ def _model_ref(args) -> ModelRef:
         card = UserCard.beside(args.model) or UserCard()
         return card.ref(
             args.model,
+            input=args.input,
             plane=args.plane,
             slice=args.slice,
             size=args.size,
+            spacing=args.spacing,
             intensity=args.intensity,
         )
     return ModelRef.builtin(args.model)
@@ -181,18 +183,26 @@ def _model_ref(args) -> ModelRef:
 
 def _check_builtin_flags(args, spec: SliceSpec) -> None:
     given = {
+        "input": args.input,
         "plane": args.plane,
         "slice": None if args.slice is None else SliceSpec.parse_index(args.slice),
         "size": args.size,
+        "spacing": args.spacing,
         "intensity": args.intensity,
     }
-    theirs = {"plane": spec.plane, "slice": spec.index, "size": spec.size, "intensity": spec.intensity}
+    theirs = {
+        "input": spec.input,
+        "plane": spec.plane,
+        "slice": spec.index,
+        "size": spec.size,
+        "spacing": spec.spacing,
+        "intensity": spec.intensity,
+    }
     clash = [f"--{k} {getattr(args, k)}" for k, v in given.items() if getattr(args, k) is not None and v != theirs[k]]
     if clash:
         raise EveInputError(
-            f"Built-in model {args.model!r} takes its card's input ({spec.plane}, slice {spec.index}, "
-            f"size {spec.size}, intensity {spec.intensity}); {', '.join(clash)} do not match: drop them (they are for "
-            "TorchScript models)."
+            f"Built-in model {args.model!r} takes its card's input ({spec.describe()}); {', '.join(clash)} do not "
+            "match: drop them (they are for TorchScript models)."
         )
 
 

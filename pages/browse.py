@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from components import cohort_filter, errors, loaders, sidebar, slice_viewer, state
-from engine.data.slicing import PLANE_AXIS, PLANES, slice_index
+from engine.data.slicing import PLANE_AXIS, PLANES, cube_planes, peak_voxel, slice_index
 
 sel = sidebar.current()
 st.title("Browse MRIs")
@@ -114,10 +114,12 @@ with errors.shown("Slicing the model's input"):
     inputs = loaders.model_inputs(sel.source, spec)
 if inputs is None:
     st.stop()
-k = slice_index(vol.shape, affine, spec.plane, spec.index) if vol.ndim == 3 else 0
 c = st.columns([1, 2])
 with c[0]:
-    st.caption(f"The model is fed: {spec.describe()} (voxel {k}).")
+    where = (
+        "" if spec.is_volume or vol.ndim != 3 else f" (voxel {slice_index(vol.shape, affine, spec.plane, spec.index)})"
+    )
+    st.caption(f"The model is fed: {spec.describe()}{where}.")
     overlay_on = st.toggle("Overlay a baseline map", key=state.BROWSE_OVERLAY)
     method = opacity = cmap = None
     if overlay_on:
@@ -129,17 +131,26 @@ if method is not None:
     with errors.shown(f"The {method} map"), st.spinner(f"Computing {method}..."):
         raw = loaders.attribution(sel.source, sel.model_ref, sel.device, row, method, sel.output)
         overlay = loaders.display_maps({method: raw}, signed=cmap == "RdBu_r")[method]
-with c[1]:
-    st.plotly_chart(
-        slice_viewer.model_slice_figure(
-            inputs[row, 0],
-            overlay=overlay,
-            opacity=opacity or 0.5,
-            colorscale=cmap or "Hot",
-            signed=cmap == "RdBu_r",
-            radiological=radiological,
-            title=f"model input · {subject}",
-            height=360,
-        ),
-        key="browse_model_input",
-    )
+looks = dict(opacity=opacity or 0.5, colorscale=cmap or "Hot", signed=cmap == "RdBu_r", radiological=radiological)
+if spec.is_volume:  # the model's cube in three planes, crossing at the map's peak
+    planes = cube_planes(inputs[row, 0], None if overlay is None else peak_voxel(overlay))
+    maps = {} if overlay is None else cube_planes(overlay, peak_voxel(overlay))
+    with c[1]:
+        st.caption(
+            "The planes cross at the map's largest value." if overlay is not None else "Planes through the centre."
+        )
+    for col, (plane, (k, image)) in zip(st.columns(3), planes.items(), strict=True):
+        col.plotly_chart(
+            slice_viewer.model_slice_figure(
+                image, overlay=maps[plane][1] if maps else None, title=f"{plane} · voxel {k}", height=300, **looks
+            ),
+            key=f"browse_model_input_{plane}",
+        )
+else:
+    with c[1]:
+        st.plotly_chart(
+            slice_viewer.model_slice_figure(
+                inputs[row, 0], overlay=overlay, title=f"model input · {subject}", height=360, **looks
+            ),
+            key="browse_model_input",
+        )

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from components import colors, errors, loaders, maps, score_bars, sidebar, state
+from engine.data.slicing import PLANES, cube_planes
 
 sel = sidebar.current()
 st.title("Compare: pixel maps and feature scores")
@@ -31,7 +32,12 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("Pixel attribution maps")
     methods = loaders.baseline_methods(sel.model_ref)
-    image = loaders.model_inputs(sel.source, loaders.card(sel.model_ref, sel.device).spec)[row, 0]
+    spec = loaders.card(sel.model_ref, sel.device).spec
+    image = loaders.model_inputs(sel.source, spec)[row, 0]
+    plane = None
+    if spec.is_volume:  # a 3D map is shown by one plane through the cube's centre
+        plane = st.segmented_control("Plane", list(PLANES), key=state.COMPARE_PLANE, required=True)
+        image = cube_planes(image)[plane][1]
     found = {}
     with st.status(f"Computing {len(methods)} maps...", expanded=False) as status:
         for method in methods:
@@ -40,6 +46,8 @@ with left:
         status.update(label=f"{len(found)} maps", state="complete")
     if found:
         shown = loaders.display_maps(found, signed)
+        if plane is not None:
+            shown = {method: cube_planes(m)[plane][1] for method, m in shown.items()}
         st.plotly_chart(maps.map_grid(shown, image, signed=signed), key="compare_maps")
         st.caption(
             f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "

@@ -425,6 +425,60 @@ def test_an_uploaded_model_is_fed_raw_values_unless_the_user_says_otherwise():
     assert at.session_state[state.USER_MODEL].spec.intensity == "p99" and raw.spec.intensity == "raw"
 
 
+class _VolumeMean(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((1, 2, 3, 4))  # (B, 1, S, S, S) -> (B,)
+
+
+def test_an_uploaded_card_fills_the_input_and_a_volume_model_is_scored():
+    at = _model_upload_app()
+    card = {"name": "my 3D model", "input": {"kind": "volume", "size": 24, "spacing": 4.0}, "intensity": "zscore"}
+    upload = ("model.json", json.dumps(card).encode(), "application/json")
+    at.sidebar.file_uploader(key=state.MODEL_CARD_UPLOAD).set_value(upload).run()
+    _no_exception(at)
+    assert at.sidebar.button_group(key=state.MODEL_INPUT).value == "volume"
+    assert at.sidebar.number_input(key=state.MODEL_SIZE).value == 24
+    model = ("model.pt", _torchscript(_VolumeMean()), "application/octet-stream")
+    at.sidebar.file_uploader(key=state.MODEL_UPLOAD).set_value(model).run()
+    _assert_kept(at)
+    assert not at.sidebar.error, [e.value for e in at.sidebar.error]
+    ref = at.session_state[state.USER_MODEL]
+    assert ref.label == "my 3D model" and ref.spec.is_volume and ref.spec.spacing == 4.0
+    assert ref.spec.intensity == "zscore"
+    at.switch_page("pages/overview.py").run()
+    _no_exception(at)
+    assert "a 24^3 cube of isotropic voxels at 4 mm" in _texts(at)
+    at.switch_page("pages/scores.py").run()
+    _no_exception(at)
+    assert any("explains" in m.value for m in at.markdown)
+
+
+def test_a_bad_card_upload_names_the_key_and_keeps_the_session():
+    at = _model_upload_app()
+    upload = ("model.json", b'{"input": {"kind": "cube"}}', "application/json")
+    at.sidebar.file_uploader(key=state.MODEL_CARD_UPLOAD).set_value(upload).run()
+    _assert_kept(at)
+    assert "input kind 'cube'" in " ".join(e.value for e in at.sidebar.error)
+
+
+def test_the_3d_zoo_model_draws_its_map_in_three_planes_and_is_compared():
+    at = _app()
+    at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value("synthbrain-diagnosis-3d").run()
+    at.switch_page("pages/browse.py").run()
+    at.toggle(key=state.BROWSE_OVERLAY).set_value(True).run()
+    _no_exception(at)
+    titles = _figure_titles(at)[-3:]
+    assert [t.split(" ")[0] for t in titles] == ["axial", "coronal", "sagittal"]
+    assert all(len(f["data"]) == 2 for f in _figures(at)[-3:])  # the input under the map, in every plane
+    assert "the whole volume" in _texts(at) and "largest value" in _texts(at)
+    at.switch_page("pages/compare.py").run()
+    _no_exception(at)
+    assert at.button_group(key=state.COMPARE_PLANE).value == "coronal"
+    at.switch_page("pages/explorer.py").run()
+    _no_exception(at)
+    assert "takes whole volumes" in _texts(at)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _clean_uploads():
     yield

@@ -55,8 +55,10 @@ def test_card_is_complete_and_its_model_fits_the_contract(name):
         assert getattr(card, key), key
     assert card.command == f"python -m engine train-classifier {name}"
     spec = card.spec
-    expected = SYNTHBRAIN_SPEC if card.dataset == "synthbrain" else SliceSpec("axial", None, 64)
-    assert spec == expected
+    if spec.is_volume:  # a 3D model takes the whole p99-normalised volume
+        assert card.dataset == "synthbrain" and spec.intensity == "p99" and card.architecture["kwargs"]["dims"] == 3
+    else:
+        assert spec == (SYNTHBRAIN_SPEC if card.dataset == "synthbrain" else SliceSpec("axial", None, 64))
     model, loaded = load_model(name)
     assert loaded == card and loaded.to_json() == card.to_json() and not model.training
     assert check_model(model, spec) == len(card.output_names)
@@ -86,7 +88,7 @@ def test_card_reproduces_its_held_out_metrics(name, request):
 
 
 def test_diagnosis_models_clearly_beat_chance():
-    for name in ("synthbrain-diagnosis", "synthbrain-shortcut"):
+    for name in ("synthbrain-diagnosis", "synthbrain-shortcut", "synthbrain-diagnosis-3d"):
         metrics = CARDS[name].metrics
         assert metrics["accuracy"] >= 0.65 and metrics["auc"] >= 0.75, (name, metrics)
         assert metrics["accuracy"] > max(metrics["positive_fraction"], 1 - metrics["positive_fraction"]) + 0.1

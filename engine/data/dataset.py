@@ -269,7 +269,8 @@ class Dataset:
         return np.asarray(image.dataobj, dtype=np.float32), image.affine
 
     def model_inputs(self, spec: SliceSpec, rows=None) -> torch.Tensor:
-        """Normalised 2D slices for `rows` (default all) as a (N, 1, size, size) float32 tensor.
+        """The model inputs for `rows` (default all) as a float32 tensor: (N, 1, size, size) slices,
+        or (N, 1, size, size, size) volumes for a volume input (`slicing.model_input`).
 
         The full stack for a spec is computed once and cached in memory and on disk
         (`<folder>/.eve_cache/`), keyed by the files' names, sizes and modification times.
@@ -307,7 +308,12 @@ class Dataset:
         if cache.is_file():
             stack = torch.from_numpy(np.load(cache))
         else:
-            if isinstance(spec.index, str) and self.is_3d and not spec.register:
+            if spec.is_volume and not self.is_3d:
+                raise DatasetError(
+                    f"{self.name} holds 2D images, and the model takes whole volumes (input kind 'volume'): "
+                    "choose a dataset of 3D volumes, or a model that takes a slice."
+                )
+            if isinstance(spec.index, str) and self.is_3d and not spec.register and not spec.is_volume:
                 self._check_mni_space(spec)
             slices = []
             for row in range(len(self)):

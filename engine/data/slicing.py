@@ -1,4 +1,5 @@
-"""From a volume to a 2D model input: the array layer (pure numpy/torch, no file I/O).
+"""From a volume to a model input, a 2D slice or the whole volume: the array layer (pure
+numpy/torch, no file I/O).
 
 Conventions, used everywhere in Eve:
 
@@ -8,6 +9,10 @@ Conventions, used everywhere in Eve:
   convention: the patient's left on the image's left; anterior (axial) or superior
   (coronal, sagittal) at the top. Radiological display is a left-right flip done by the UI.
 * A 2D dataset (one image per file, e.g. `shapes`) is treated as a single axial slice.
+* A whole-volume input (`SliceSpec.input == "volume"`) is a (1, 1, S, S, S) tensor whose spatial
+  axes are RAS+'s x, y, z (left→right, posterior→anterior, inferior→superior): the volume is
+  resampled to isotropic voxels (`spacing` mm, or the spacing that fits its whole field of view
+  into the cube) and centre-padded or cropped to the cube, so anisotropic voxels keep their shape.
 
 Intensity: what a model is fed is part of its input contract (`SliceSpec.intensity`, one of
 `INTENSITIES`), applied to the whole volume before slicing, so all slices of a subject share one
@@ -28,6 +33,7 @@ import torch.nn.functional as F
 from engine.errors import EveInputError
 
 PLANES = ("axial", "coronal", "sagittal")
+INPUT_KINDS = ("slice", "volume")  # a 2D slice of each volume, or the whole volume (3D models)
 # voxel axis that a plane cuts across, in RAS+ order
 PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
@@ -51,19 +57,35 @@ NAMED_SLICES: dict[str, tuple[str, float]] = {
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """Which 2D image a model sees: a plane, a slice (voxel index or a name in
-    `NAMED_SLICES`, or None for the middle slice), the square output size and the intensity
-    rule applied to the volume first."""
+    """What a model sees, its input contract: a 2D slice (a plane, a slice — voxel index, a name in
+    `NAMED_SLICES` or None for the middle — and the square output size) or the whole volume (a cube
+    of side `size`, at `spacing` mm or fitted to the field of view), and the intensity rule applied
+    to the volume first."""
 
     plane: str = "axial"  # one of PLANES
     index: int | str | None = "ventricles"  # voxel index, named slice, or None (middle)
     size: int = 64  # output is (size, size)
     intensity: str = "p99"  # one of INTENSITIES; Eve's own models are trained on p99
     register: bool = False  # register each volume to MNI152 (affine) first: named slices for native volumes
+    input: str = "slice"  # one of INPUT_KINDS; "volume": plane and index are not used
+    spacing: float | None = None  # volume input: isotropic voxel size in mm (None: fit the field of view)
 
     def __post_init__(self):
         if self.intensity not in INTENSITIES:
             raise EveInputError(f"Unknown intensity rule {self.intensity!r}: use one of {', '.join(INTENSITIES)}.")
+        if self.input not in INPUT_KINDS:
+            raise EveInputError(f"Unknown input kind {self.input!r}: use one of {', '.join(INPUT_KINDS)}.")
+        if self.input == "volume":
+            # plane and slice do not apply: one canonical value, so equal contracts compare equal
+            object.__setattr__(self, "plane", "axial")
+            object.__setattr__(self, "index", None)
+            if self.spacing is not None and not 0.1 <= float(self.spacing) <= 20:
+                raise EveInputError(f"Voxel spacing {self.spacing} mm is out of range: use 0.1 to 20 mm.")
+            if not 4 <= int(self.size) <= 256:
+                raise EveInputError(f"Volume cube side {self.size} is out of range: use 4 to 256 voxels.")
+            return
+        if self.spacing is not None:
+            raise EveInputError("A voxel spacing applies to a volume input only: drop it, or set the input to volume.")
         if self.plane not in PLANES:
             raise EveInputError(f"Unknown plane {self.plane!r}: use one of {', '.join(PLANES)}.")
         if isinstance(self.index, str):
@@ -91,17 +113,34 @@ class SliceSpec:
         return int(text) if text.lstrip("-").isdigit() else text
 
     @property
+    def is_volume(self) -> bool:
+        return self.input == "volume"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One input's shape without the batch axis: (1, S, S), or (1, S, S, S) for a volume."""
+        return (1,) + (int(self.size),) * (3 if self.is_volume else 2)
+
+    @property
     def key(self) -> str:
         """A file-name-safe key of everything that changes the model input (disk caches)."""
-        key = f"{self.plane}-{self.index}-{self.size}" + ("" if self.intensity == "p99" else f"-{self.intensity}")
+        if self.is_volume:
+            key = f"volume-{self.size}" + ("" if self.spacing is None else f"-{float(self.spacing):g}mm")
+        else:
+            key = f"{self.plane}-{self.index}-{self.size}"
+        key += "" if self.intensity == "p99" else f"-{self.intensity}"
         return key + ("-mni" if self.register else "")
 
     def describe(self) -> str:
         """The contract in words, for cards and reports."""
-        where = "the middle slice" if self.index is None else f"slice {self.index}"
         registered = "each volume registered to MNI152 (affine) first; " if self.register else ""
-        return (f"{registered}{self.plane} {where}, {self.size}x{self.size} px; intensity {self.intensity}: "
-                f"{INTENSITIES[self.intensity]}")
+        if self.is_volume:
+            voxels = "fitted to the field of view" if self.spacing is None else f"at {float(self.spacing):g} mm"
+            where = f"the whole volume, a {self.size}^3 cube of isotropic voxels {voxels}"
+        else:
+            slice_ = "the middle slice" if self.index is None else f"slice {self.index}"
+            where = f"{self.plane} {slice_}, {self.size}x{self.size} px"
+        return f"{registered}{where}; intensity {self.intensity}: {INTENSITIES[self.intensity]}"
 
 
 def intensity_scale(volume: np.ndarray) -> float:
@@ -135,13 +174,17 @@ def mni_space_problem(shape: tuple[int, ...], affine: np.ndarray, sform_code: in
         return None
     if not codes & set(ALIGNED_CODES):
         return f"its header says native (scanner) space (sform code {sform_code}, qform code {qform_code})"
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    corners = np.array(
+        [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+    )
     world = (affine @ corners.T)[:3]
     low, high = world.min(axis=1), world.max(axis=1)
     for axis, (name, (box_low, box_high)) in enumerate(zip("xyz", MNI_BRAIN_BOX, strict=True)):
         if low[axis] > box_low + MNI_MARGIN_MM or high[axis] < box_high - MNI_MARGIN_MM:
-            return (f"its world extent ({name} from {low[axis]:.0f} to {high[axis]:.0f} mm) does not cover the MNI152 "
-                    f"brain ({name} from {box_low:.0f} to {box_high:.0f} mm)")
+            return (
+                f"its world extent ({name} from {low[axis]:.0f} to {high[axis]:.0f} mm) does not cover the MNI152 "
+                f"brain ({name} from {box_low:.0f} to {box_high:.0f} mm)"
+            )
     return None
 
 
@@ -203,6 +246,23 @@ def extract_slice(volume: np.ndarray, affine: np.ndarray, plane: str, index) -> 
     return np.ascontiguousarray(cut.T[::-1])
 
 
+def cube_planes(cube: np.ndarray, point: tuple[int, int, int] | None = None) -> dict[str, tuple[int, np.ndarray]]:
+    """The three planes through voxel `point` (None: the centre) of a volume model's input cube
+    (RAS+ x, y, z; isotropic voxels): {plane: (voxel index, image in neurological convention)}."""
+    cube = np.asarray(cube)
+    point = tuple(n // 2 for n in cube.shape) if point is None else tuple(int(p) for p in point)
+    return {
+        plane: (point[PLANE_AXIS[plane]], extract_slice(cube, np.eye(4), plane, point[PLANE_AXIS[plane]]))
+        for plane in PLANES
+    }
+
+
+def peak_voxel(volume_map: np.ndarray) -> tuple[int, int, int]:
+    """The voxel of a 3D map's largest |value| (where three planes through the map should cross)."""
+    volume_map = np.abs(np.asarray(volume_map))
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(volume_map)), volume_map.shape))
+
+
 def to_square(image: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad (B, C, H, W) to a centred square, then resize to (size, size).
 
@@ -218,9 +278,42 @@ def to_square(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+def to_cube(volume: torch.Tensor, zooms, size: int, spacing: float | None = None) -> torch.Tensor:
+    """A (B, C, X, Y, Z) volume with voxel sizes `zooms` (mm) resampled to isotropic `spacing` mm
+    (None: the spacing that fits the largest extent into `size` voxels), then centre-padded with
+    zeros or centre-cropped to (size, size, size).
+
+    Downsampling on every axis averages over each new voxel (area), so it does not alias;
+    otherwise the resampling is trilinear.
+    """
+    extent = np.asarray(volume.shape[2:], float) * np.asarray(zooms, float)
+    spacing = float(extent.max() / size) if spacing is None else float(spacing)
+    target = [max(1, round(e / spacing)) for e in extent]
+    if list(volume.shape[2:]) != target:
+        downsampling = all(t <= n for t, n in zip(target, volume.shape[2:], strict=True))
+        mode = {"mode": "area"} if downsampling else {"mode": "trilinear", "align_corners": False}
+        volume = F.interpolate(volume, size=target, **mode)
+    pads = []
+    for n in reversed(target):  # F.pad lists the last axis first
+        low = (size - n) // 2
+        pads += [low, size - n - low]
+    return F.pad(volume, pads)  # negative padding crops
+
+
 def model_input(volume: np.ndarray, affine: np.ndarray, spec: SliceSpec) -> torch.Tensor:
-    """One volume → its slice under the spec's intensity rule, resized, as a (1, 1, size, size)
-    float32 tensor. Rules with a [0, 1] range stay in it after the (antialiased) resize."""
-    image = extract_slice(apply_intensity(volume, spec.intensity), affine, spec.plane, spec.index)
-    tensor = to_square(torch.from_numpy(image.copy())[None, None], spec.size)
+    """One volume → the model's input under the spec's intensity rule, as a float32 tensor:
+    its slice resized to (1, 1, size, size), or for a volume input the whole volume as
+    (1, 1, size, size, size) (`to_cube`). Rules with a [0, 1] range stay in it after resizing."""
+    scaled = apply_intensity(volume, spec.intensity)
+    if spec.is_volume:
+        if scaled.ndim != 3:
+            raise EveInputError(
+                "A volume input needs 3D volumes, and this dataset holds 2D images: "
+                "feed the model a slice (input kind 'slice') or use a dataset of 3D volumes."
+            )
+        zooms = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
+        tensor = to_cube(torch.from_numpy(scaled)[None, None], zooms, int(spec.size), spec.spacing)
+    else:
+        image = extract_slice(scaled, affine, spec.plane, spec.index)
+        tensor = to_square(torch.from_numpy(image.copy())[None, None], spec.size)
     return tensor.clamp_(0.0, 1.0) if spec.intensity in ("p99", "minmax") else tensor

@@ -74,11 +74,13 @@ def _slice(spec: SliceSpec) -> str:
 
 
 def check_compatible(card: ModelCard, diffusion: ConditionalDiffusion) -> None:
-    """The classifier must see the same dataset and slice as the diffusion model generates."""
-    if card.dataset != diffusion.dataset:
+    """The classifier must see the slice the diffusion model generates. Its training dataset may
+    differ (a zoo model scored on a user's cohort, through a generator of that cohort): the score
+    then describes the model on that cohort, as a data-path score would."""
+    if card.spec is not None and card.spec.is_volume:
         raise EveInputError(
-            f"The classifier was trained on {card.dataset!r} but the diffusion model generates "
-            f"{diffusion.dataset!r} images: choose the diffusion model of the classifier's dataset."
+            f"{card.name} takes whole volumes, and the diffusion model generates 2D slices "
+            f"({_slice(diffusion.spec)}): score it from data (method data), where every image is real."
         )
     if card.spec is not None and card.spec != diffusion.spec:
         raise EveInputError(

@@ -1,7 +1,8 @@
 """Eve's built-in model architectures: a small CNN and glass-box read-outs.
 
-Every model follows Eve's model contract: (B, 1, S, S) float32 images in [0, 1] →
-(B, K) float32 outputs (logits for a classifier, K = 1 for a binary one).
+Every model follows Eve's model contract: (B, 1, S, S) float32 images in [0, 1] — or
+(B, 1, S, S, S) volumes for a 3D model — → (B, K) float32 outputs (logits for a classifier,
+K = 1 for a binary one).
 
 Attribution-friendly by construction (captum's hook-based methods need it):
 
@@ -23,10 +24,11 @@ from torch import nn
 
 
 class SmallCNN(nn.Module):
-    """conv3×3 → BN → ReLU → maxpool ×len(widths), then a small MLP head.
+    """conv3×3 → BN → ReLU → maxpool ×len(widths), then a small MLP head; in 2D or 3D.
 
     Args:
         size: input side S (the image is (B, 1, S, S)); recorded for the card, any S works.
+        dims: 2 for images, 3 for volumes (B, 1, S, S, S): 3×3×3 convolutions and pools.
         outputs: K, number of outputs.
         widths: channels of each conv block; each block halves the side.
         pooled: side of the adaptive average pool before the head (keeps coarse position).
@@ -44,20 +46,23 @@ class SmallCNN(nn.Module):
         pooled: int = 4,
         hidden: int = 32,
         dropout: float = 0.2,
+        dims: int = 2,
     ):
         super().__init__()
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, not {dims}")
+        conv, norm, pool, adaptive = (
+            (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+            if dims == 2
+            else (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.AdaptiveAvgPool3d)
+        )
         blocks, channels = [], 1
         for width in widths:
-            blocks += [
-                nn.Conv2d(channels, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-            ]
+            blocks += [conv(channels, width, 3, padding=1, bias=False), norm(width), nn.ReLU(), pool(2)]
             channels = width
-        self.features = nn.Sequential(*blocks)  # (B, C, S / 2**L, S / 2**L)
-        self.pool = nn.AdaptiveAvgPool2d(pooled)  # (B, C, pooled, pooled)
-        flat = channels * pooled * pooled
+        self.features = nn.Sequential(*blocks)  # (B, C, S / 2**L, ...)
+        self.pool = adaptive(pooled)  # (B, C, pooled, ...)
+        flat = channels * pooled**dims
         if hidden:
             head = [nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, outputs)]
         else:  # a linear read-out of the pooled feature map
@@ -70,7 +75,7 @@ class SmallCNN(nn.Module):
         """The last conv block's ReLU: Grad-CAM's usual choice (last spatial feature map)."""
         return [m for m in self.features if isinstance(m, nn.ReLU)][-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, K)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) or (B, 1, S, S, S) → (B, K)
         return self.head(self.pool(self.features(x)))
 
 

@@ -53,7 +53,7 @@ def read_card(path: Path) -> ModelCard:
 def list_cards(folder: str | Path | None = None) -> list[ModelCard]:
     """Every model card in the zoo, sorted by name."""
     folder = models_dir() if folder is None else Path(folder)
-    return [read_card(path) for path in sorted(folder.glob("*.json"))]
+    return sorted((read_card(path) for path in folder.glob("*.json")), key=lambda card: card.name)
 
 
 def _sha256(path: Path) -> str:
@@ -137,14 +137,16 @@ def _describe(out) -> str:
 def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=None) -> int:
     """Run `model` on a dummy batch at `spec` and check Eve's contract; return K.
 
-    The contract: (B, 1, S, S) float32 → a (B,) or (B, K) float32 tensor of finite values, each
-    image's output independent of the rest of the batch. The dummy batch is uniform in [0, 1].
+    The contract: (B, 1, S, S) float32 — (B, 1, S, S, S) for a volume input — → a (B,) or (B, K)
+    float32 tensor of finite values, each image's output independent of the rest of the batch.
+    The dummy batch is uniform in [0, 1].
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    size = spec.size
     generator = torch.Generator().manual_seed(0)
-    batch = torch.rand(CHECK_BATCH, 1, size, size, generator=generator).to(device)  # (B, 1, S, S)
-    shape = f"a ({CHECK_BATCH}, 1, {size}, {size}) float32 batch"
+    batch = torch.rand(CHECK_BATCH, *spec.shape, generator=generator).to(device)
+    axes = ", ".join(map(str, spec.shape))
+    shape = f"a ({CHECK_BATCH}, {axes}) float32 batch"
+    what = "volumes" if spec.is_volume else "images"
     try:
         with torch.no_grad():
             out = model(batch)
@@ -152,7 +154,8 @@ def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=
     except Exception as exc:  # any failure inside user code
         raise EveInputError(
             f"The model failed on {shape} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
-            f"it must take images shaped (B, 1, {size}, {size}); export it for this input size."
+            f"it must take {what} shaped (B, {axes}); export it for this input, or correct the model card's "
+            "input (kind, size)."
         ) from exc
     if not isinstance(out, torch.Tensor):
         raise EveInputError(
@@ -163,7 +166,8 @@ def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=
     if out.ndim not in (1, 2) or out.shape[0] != CHECK_BATCH:
         raise EveInputError(
             f"The model returned {_describe(out)} on {shape}: it must return (B,) or (B, K) = "
-            f"({CHECK_BATCH},) or ({CHECK_BATCH}, K), one row per image."
+            f"({CHECK_BATCH},) or ({CHECK_BATCH}, K), one row per image; if it takes other input than {what} "
+            f"shaped (B, {axes}), correct the model card's input (kind, size)."
         )
     out, single = out.reshape(CHECK_BATCH, -1), single.reshape(1, -1)  # (B,) is one output: (B, 1)
     if out.shape[1] < 1:
