@@ -309,7 +309,11 @@ def test_a_card_beside_the_model_states_its_contract_and_flags_override_it(prelo
 
 CARD_PROBLEMS = [
     (ShapesReadout, {"inputs": {}}, "unknown keys inputs"),
-    (ShapesReadout, {"input": {"kind": "volume", "size": 96}}, r"\(2, 3, 96\).*other input than volumes.*model card's input"),
+    (
+        ShapesReadout,
+        {"input": {"kind": "volume", "size": 96}},
+        r"\(2, 3, 96\).*other input than volumes.*model card's input",
+    ),
     (ShapesReadout, {"outputs": {"names": ["a", "b"]}}, "3 outputs per image but 2 output names"),
     (ShapesReadout, {"outputs": {"kind": "odds"}}, "outputs kind 'odds'"),
     (NeedsSize64, {"input": {"size": 32}}, r"must take images shaped \(B, 1, 32, 32\)"),
