@@ -25,6 +25,7 @@ from engine.errors import DatasetError
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 METRIC_BINS = 32  # Mattes mutual information histogram bins
 SAMPLING = 0.1  # fraction of voxels the metric samples (seeded)
+SEED = 1  # the metric's sampling seed; not 0, which is SimpleITK's sitkWallClock (a new draw every fit)
 ITERATIONS = 300  # per pyramid level
 SHRINK, SMOOTH = (4, 2, 1), (2.0, 1.0, 0.0)  # pyramid: downsampling factors and Gaussian sigmas (voxels)
 
@@ -48,7 +49,7 @@ def _to_sitk(image: nib.Nifti1Image) -> sitk.Image:
     return converted
 
 
-def fit_transform(image: nib.Nifti1Image, seed: int = 0) -> sitk.Transform:
+def fit_transform(image: nib.Nifti1Image, seed: int = SEED) -> sitk.Transform:
     """The affine transform from MNI152 to `image`'s world (what `sitk.Resample` takes)."""
     fixed, moving = _to_sitk(mni_template()), _to_sitk(image)
     initial = sitk.CenteredTransformInitializer(
