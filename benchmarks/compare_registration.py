@@ -34,11 +34,12 @@ template is loaded beforehand), and the CPU seconds the process used meanwhile. 
 the same THREADS threads (OpenMP, BLAS, ITK, torch).
 A reference row gives the metrics of Colin27 resampled by its own header (the truth, no fit).
 
-Each fit is repeated (--repeats, 10): Eve's SimpleITK fit passed seed 0 when this ran, which SimpleITK
-reads as sitkWallClock (a new sampling seed each fit; since fixed: `registration.SEED` = 1), and
-ANTs' multi-threaded fit differs from run to run even with a fixed --random-seed. dipy samples every
-voxel and is deterministic, so its repeats (--dipy-repeats, 2) only re-time it. The table gives the
-median cost and the mean (min-max) of each accuracy metric, and for Colin27 how many fits land more than 5 mm (mean over its brain) off the truth.
+Each fit is repeated (--repeats, 10): Eve's SimpleITK fit passed seed 0 when this ran, which
+SimpleITK reads as sitkWallClock (a new sampling seed each fit; since fixed: `registration.SEED` =
+1), and ANTs' multi-threaded fit differs from run to run even with a fixed --random-seed. dipy
+samples every voxel and is deterministic, so its repeats (--dipy-repeats, 2) only re-time it. The
+table gives the median cost and the mean (min-max) of each accuracy metric, and for Colin27 how many
+fits land more than 5 mm (mean over its brain) off the truth.
 
 Run: .venv/bin/python benchmarks/compare_registration.py [--libraries simpleitk dipy ants] [--repeats 10]
 (dipy is this benchmark's requirement, not Eve's: .venv/bin/pip install dipy==1.12.1; antspyx 0.6.3
