@@ -13,9 +13,9 @@ def draw(sel, features: list[str]) -> pd.DataFrame | None:
     """The expander with K, N and the button; returns the diffusion scores computed this session."""
     diffusion_key = ("diffusion-scores", sel.source, sel.model_ref, sel.output)
     diffusion_scores = state.results().get(diffusion_key)
-    diffusion_note = loaders.diffusion_unavailable(sel.dataset_name)
+    diffusion_note = loaders.diffusion_unavailable(sel)
     if diffusion_note is None and sel.model_ref is not None:
-        diffusion_note = loaders.diffusion_compatibility(sel.dataset_name, sel.model_ref, sel.device)
+        diffusion_note = loaders.diffusion_compatibility(sel.generator, sel.model_ref, sel.device)
     with st.expander("Diffusion-based scores (for scarce data)", expanded=diffusion_scores is not None):
         if sel.model_ref is None:
             st.info("Choose a model first.")
@@ -25,11 +25,14 @@ def draw(sel, features: list[str]) -> pd.DataFrame | None:
             c = st.columns([1, 1, 2])
             k_values = c[0].number_input("Feature values K", 3, 20, key=state.SCORES_DIFFUSION_K)
             n_per = c[1].number_input("Samples per value N", 2, 64, key=state.SCORES_DIFFUSION_N)
-            usable = [f for f in features if f in loaders.diffusion_features(sel.dataset_name)]
+            usable = [f for f in features if f in loaders.diffusion_features(sel.generator)]
             c[2].caption(
                 f"{k_values * n_per} samples per feature for {len(usable)} feature(s), with independent seeds per "
-                f"value and the noise of small N subtracted. {loaders.score_sampler(sel.dataset_name).description}"
+                f"value and the noise of small N subtracted. {loaders.score_sampler(sel.generator).description}"
             )
+            trust = loaders.generator_trust(sel.generator)
+            if trust:
+                st.warning(trust)
             if st.button("Compute diffusion-based scores", key=state.SCORES_DIFFUSION_RUN, disabled=not usable):
                 found = []
                 with st.status("Sampling from the diffusion model...", expanded=True) as status:

@@ -25,13 +25,13 @@ def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float,
     if sel.model_ref is None:
         problem = sel.model_note or "Choose a model in the sidebar."
     else:
-        problem = loaders.diffusion_compatibility(sel.dataset_name, sel.model_ref, sel.device)
+        problem = loaders.diffusion_compatibility(sel.generator, sel.model_ref, sel.device)
     if problem is not None:
         st.info(problem)
         return
     with errors.shown("Evaluating the model on the samples"):
         y = loaders.sample_outputs(
-            sel.dataset_name, feature, value, n, seed, guidance, sel.model_ref, sel.device, sel.output
+            sel.generator, feature, value, n, seed, guidance, sel.model_ref, sel.device, sel.output
         )
         split = loaders.default_split(sel.source)
         curve, y_data, a_data = loaders.curve(sel.source, sel.model_ref, sel.device, sel.output, split, feature)
@@ -71,6 +71,6 @@ def precompute(sel, feature: str, options: list, n: int, seed: int, guidance: fl
         if st.button("Pre-compute", key=state.keyed(state.EXPLORER_STEP, "bank")):
             bar = st.progress(0.0)
             for i, v in enumerate(options):
-                loaders.conditional_samples(sel.dataset_name, feature, v, n, seed, guidance)
+                loaders.conditional_samples(sel.generator, feature, v, n, seed, guidance)
                 bar.progress((i + 1) / len(options), text=f"{i + 1}/{len(options)}")
             st.success(f"All {len(options)} positions of {feature} are cached for seed {seed}, {n} samples.")

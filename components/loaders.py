@@ -195,30 +195,55 @@ def map_quality(
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def diffusion(dataset_name: str):
-    """The committed conditional diffusion model of an embedded dataset (raises EveInputError)."""
+def diffusion(generator: str):
+    """A generator: the committed diffusion model of an embedded dataset, or a card path (a user
+    folder's, `Selection.generator`); raises EveInputError."""
     from engine.diffusion import load_diffusion
 
-    return load_diffusion(dataset_name)
+    return load_diffusion(generator)
 
 
-def diffusion_unavailable(dataset_name: str) -> str | None:
-    """None when Eve has a diffusion model for this dataset; else why not, in plain words."""
-    if dataset_name not in EMBEDDED:
-        return "No diffusion model for an uploaded folder: Eve trains them on its embedded datasets only."
-    return None
+def cohort_generator(source: str, ref: ModelRef | None, device: str = "cpu") -> str | None:
+    """The card of the generator trained on a user's folder (`<folder>/eve-generators/`) that makes
+    the chosen model's input, preferring the kind that measured better on scarce data; None if none."""
+    from engine.diffusion.cohort import find_generators
+
+    spec = None if ref is None else card(ref, device).spec
+    found = find_generators(source, spec)
+    return None if not found else str(found[0])
 
 
-def diffusion_features(dataset_name: str) -> list[str]:
-    return list(diffusion(dataset_name).features)
+def diffusion_unavailable(sel) -> str | None:
+    """None when the selection has a generator; else why not, and how to get one, in plain words."""
+    if sel.generator is not None:
+        return None
+    from engine.data.dataset import GENERATORS_DIR
+
+    model = "" if sel.model_ref is None or sel.model_ref.is_torchscript else f" --model {sel.model_ref.name}"
+    return (
+        "No generator for your folder yet (one is learnt from your subjects alone, in minutes): run "
+        f"`python -m engine train-diffusion --data YOUR_FOLDER{model}` (or --kind linear-gaussian, seconds), then "
+        f"upload the folder again as a .zip with its {GENERATORS_DIR}/ subfolder."
+    )
 
 
-def diffusion_compatibility(dataset_name: str, ref: ModelRef, device: str = "cpu") -> str | None:
+def generator_trust(generator: str) -> str | None:
+    """When to trust this generator's scores (`engine.diffusion.cohort.trust_note`); None for ample-data ones."""
+    from engine.diffusion.cohort import trust_note
+
+    return trust_note(diffusion(generator).card)
+
+
+def diffusion_features(generator: str) -> list[str]:
+    return list(diffusion(generator).features)
+
+
+def diffusion_compatibility(generator: str, ref: ModelRef, device: str = "cpu") -> str | None:
     """None when the model sees the slice the diffusion model generates; else the reason."""
     from engine.diffusion.score import check_compatible
 
     try:
-        check_compatible(card(ref, device), diffusion(dataset_name))
+        check_compatible(card(ref, device), diffusion(generator))
     except EveInputError as exc:
         return str(exc)
     return None
@@ -232,23 +257,23 @@ def explorer_sampler(guidance: float):
     return SamplerConfig.for_explorer(guidance)
 
 
-def score_sampler(dataset_name: str):
+def score_sampler(generator: str):
     """How a diffusion score samples (`SamplerConfig.for_scores`)."""
     from engine.diffusion import SamplerConfig
 
-    return SamplerConfig.for_scores(diffusion(dataset_name))
+    return SamplerConfig.for_scores(diffusion(generator))
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
 def conditional_samples(
-    dataset_name: str, feature: str, value, n: int, seed: int, guidance: float
+    generator: str, feature: str, value, n: int, seed: int, guidance: float
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """((n, S, S) samples of p(x | feature = value), (n,) probe-measured feature or None).
 
     Sample i has its own noise seeded from (seed, i), the same at every value: moving the
     value morphs each "subject" smoothly.
     """
-    dm = diffusion(dataset_name)
+    dm = diffusion(generator)
     images = dm.sample({feature: value}, n, seed, explorer_sampler(guidance))  # (n, 1, S, S)
     measured = None
     if feature in dm.card.probe_features:
@@ -258,10 +283,10 @@ def conditional_samples(
 
 @st.cache_data(show_spinner=False, max_entries=1024)
 def sample_outputs(
-    dataset_name: str, feature: str, value, n: int, seed: int, guidance: float, ref: ModelRef, device: str, output: int
+    generator: str, feature: str, value, n: int, seed: int, guidance: float, ref: ModelRef, device: str, output: int
 ) -> np.ndarray:
     """(n,) model outputs on the conditional samples above."""
-    images, _ = conditional_samples(dataset_name, feature, value, n, seed, guidance)  # the grid's cache key
+    images, _ = conditional_samples(generator, feature, value, n, seed, guidance)  # the grid's cache key
     net, _ = model(ref, device)
     return forward(net, torch.from_numpy(images)[:, None])[:, output].numpy()
 
@@ -274,13 +299,13 @@ def diffusion_score_row(sel, feature: str, k_values: int, n_per_value: int, prog
     result, per_value = diffusion_score(
         net,
         found,
-        diffusion(sel.dataset_name),
+        diffusion(sel.generator),
         feature,
         k_values=k_values,
         n_per_value=n_per_value,
         output=sel.output,
         seed=0,
-        sampler=score_sampler(sel.dataset_name),
+        sampler=score_sampler(sel.generator),
         progress=progress,
     )
     row = scoring.score_row(feature, str(sel.output), result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import streamlit as st
 import torch
@@ -35,6 +36,7 @@ class Selection:
     output_name: str
     device: str
     model_note: str | None = None  # why no model is selected, in plain words
+    generator: str | None = None  # loaders.diffusion key: an embedded dataset's name, or a folder's generator card
 
     @property
     def dataset(self):
@@ -290,6 +292,17 @@ def draw() -> Selection:
             except EveInputError as exc:
                 st.error(str(exc))
                 ref, note = None, str(exc)
-    selection = Selection(source, label, ref, model_label, int(output), output_name, device, note)
+    generator = None
+    if source in loaders.EMBEDDED:
+        generator = source
+    elif source is not None:
+        with st.sidebar:
+            try:
+                generator = loaders.cohort_generator(source, ref, device)
+            except EveInputError as exc:
+                st.error(str(exc))
+            if generator is not None:
+                st.caption(f"Generator for diffusion scores: {Path(generator).stem}, trained on your folder alone.")
+    selection = Selection(source, label, ref, model_label, int(output), output_name, device, note, generator)
     st.session_state[state.SELECTION] = selection
     return selection

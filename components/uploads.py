@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from engine.data.dataset import read_features_csv
+from engine.data.dataset import GENERATORS_DIR, read_features_csv
 from engine.errors import EveInputError
 
 UPLOAD_ROOT = Path(tempfile.gettempdir()) / "eve-uploads"
@@ -114,8 +114,21 @@ def dataset_folder(files: list[tuple[str, bytes]]) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     (partial / "features.csv").write_bytes(csvs[0][1])
+    for name, data in _generator_files(items):  # a generator trained on this folder comes with it
+        target = partial / GENERATORS_DIR / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
     partial.rename(root)
     return root
+
+
+def _generator_files(items: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of the generator cards and weights inside an `eve-generators/` folder of the upload."""
+    return [
+        (PurePosixPath(n).name, d)
+        for n, d in items
+        if PurePosixPath(n).parent.name == GENERATORS_DIR and n.endswith((".json", ".safetensors"))
+    ]
 
 
 def model_file(name: str, data: bytes) -> Path:

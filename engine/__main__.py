@@ -27,6 +27,15 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _train_diffusion(args: argparse.Namespace) -> None:
+    if (args.dataset is None) == (args.data is None):
+        raise EveInputError(
+            "Name an embedded dataset (synthbrain or shapes) or give --data DIR for your own folder, not both."
+        )
+    if args.data is not None:
+        from engine.diffusion.cohort import train_cohort_command
+
+        train_cohort_command(args)
+        return
     from engine.diffusion.train import recipe, train_diffusion
 
     train_diffusion(
@@ -166,7 +175,33 @@ def main(argv: list[str] | None = None) -> int:
         "train-diffusion",
         help="train the conditional latent diffusion model of a dataset (weights + card in assets/diffusion/)",
     )
-    diffusion.add_argument("dataset", choices=("synthbrain", "shapes"))
+    diffusion.add_argument("dataset", nargs="?", choices=("synthbrain", "shapes"), help="an embedded dataset")
+    diffusion.add_argument(
+        "--data",
+        default=None,
+        help="your own dataset folder (NIfTI + features.csv): a generator learnt from its subjects alone, written "
+        "to DIR/eve-generators/ (or --out); no generator of extra subjects is used",
+    )
+    diffusion.add_argument("--features", default=None, help="--data: features to condition on, a,b,c (default all)")
+    diffusion.add_argument(
+        "--model",
+        default=None,
+        help="--data: the classifier whose input the generator makes (a built-in name, or a TorchScript file whose "
+        "card beside it states its input); else --plane/--slice/--size/--intensity",
+    )
+    diffusion.add_argument("--plane", choices=("axial", "coronal", "sagittal"), default=None, help="--data: plane")
+    diffusion.add_argument("--slice", default=None, help="--data: voxel index, named slice or middle")
+    diffusion.add_argument("--size", type=int, default=None, help="--data: side in pixels (default 64)")
+    diffusion.add_argument(
+        "--intensity", choices=("raw", "p99", "zscore", "minmax"), default=None, help="--data: intensity rule"
+    )
+    diffusion.add_argument(
+        "--kind",
+        choices=("diffusion", "linear-gaussian"),
+        default="diffusion",
+        help="--data: a latent diffusion model (default) or the linear-Gaussian latent model (seconds to fit)",
+    )
+    diffusion.add_argument("--out", default=None, help="--data: folder for the card and weights")
     diffusion.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the card's recipe)")
     diffusion.add_argument(
         "--n-extra",

@@ -16,7 +16,7 @@ st.title("Feature explorer (live)")
 if sel.source is None:
     st.info("No dataset loaded: choose one in the sidebar.")
     st.stop()
-note = loaders.diffusion_unavailable(sel.dataset_name)
+note = loaders.diffusion_unavailable(sel)
 if note is not None:
     st.info(note)
     st.stop()
@@ -24,7 +24,7 @@ if note is not None:
 ds = sel.dataset
 dm = None
 with errors.shown("Loading the diffusion model"):
-    dm = loaders.diffusion(sel.dataset_name)
+    dm = loaders.diffusion(sel.generator)
 if dm is None:
     st.stop()
 palette = colors.feature_colors(ds.features)
@@ -89,7 +89,7 @@ def _captions(measured: np.ndarray | None, k: int) -> list[str]:
 
 
 def _draw(target, v) -> tuple[np.ndarray, np.ndarray | None]:
-    images, measured = loaders.conditional_samples(sel.dataset_name, feature, v, n, seed, float(guidance))
+    images, measured = loaders.conditional_samples(sel.generator, feature, v, n, seed, float(guidance))
     target.plotly_chart(samples.sample_grid(images, _captions(measured, len(images))), key=None)
     return images, measured
 
@@ -122,7 +122,7 @@ with left:
         f"{feature} read back from each image by Eve's probe.{mae} Drawn in {elapsed:.2f} s. "
         f"How these are drawn — {loaders.explorer_sampler(float(guidance)).description} Scores are drawn "
         f"another way, which pins each sample's other features to a real subject's — "
-        f"{loaders.score_sampler(sel.dataset_name).description}"
+        f"{loaders.score_sampler(sel.generator).description}"
     )
 
 # -- 3. the model's outputs at this value ------------------------------------------------
@@ -142,7 +142,7 @@ value_b = c[0].select_slider(
 )
 which = c[1].number_input("Sample", 1, n, 1, key=state.keyed(state.EXPLORER_STEP, "which", n)) - 1
 with errors.shown("Sampling the second value"):
-    images_b, _ = loaders.conditional_samples(sel.dataset_name, feature, value_b, n, seed, float(guidance))
+    images_b, _ = loaders.conditional_samples(sel.generator, feature, value_b, n, seed, float(guidance))
     st.plotly_chart(
         samples.difference_figure(images[which], images_b[which], (f"{feature} = {value}", f"{feature} = {value_b}")),
         key="explorer_difference",

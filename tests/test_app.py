@@ -327,6 +327,60 @@ def test_bad_dataset_upload_gives_a_clear_message_and_keeps_the_session(files, e
     assert expected in errors, errors
 
 
+def _shapes_cohort_zip(tmp_path, with_generator: bool) -> bytes:
+    """60 of Eve's shapes images as a user's folder, zipped; with a linear-Gaussian generator trained on
+    them alone in its eve-generators/ (the shapes models' input: axial, 64 px, p99)."""
+    import zipfile
+
+    import pandas as pd
+
+    from engine.data import load_dataset
+    from engine.data.dataset import GENERATORS_DIR
+    from engine.diffusion.cohort import CohortRecipe, save_cohort_model, train_on_cohort
+    from engine.models import load_model
+
+    src = ROOT / "data" / "shapes"
+    table = pd.read_csv(src / "features.csv").head(60).drop(columns=["split"])
+    folder = tmp_path / "my-discs"
+    folder.mkdir()
+    for name in table["file"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / name, folder / name)
+    table.to_csv(folder / "features.csv", index=False)
+    if with_generator:
+        spec = load_model("shapes-elongated")[1].spec
+        generator = train_on_cohort(
+            load_dataset(folder), spec, features=["size", "aspect"], recipe=CohortRecipe(kind="linear-gaussian")
+        )
+        save_cohort_model(generator, folder / GENERATORS_DIR)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder.parent))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("with_generator", [True, False], ids=["with-generator", "without"])
+def test_an_uploaded_folder_uses_its_own_generator_or_says_how_to_train_one(tmp_path, with_generator):
+    at = _upload_app()
+    upload = ("my-discs.zip", _shapes_cohort_zip(tmp_path, with_generator), "application/zip")
+    at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value([upload]).run()
+    _assert_kept(at)
+    at.switch_page("pages/explorer.py").run()
+    _no_exception(at)
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    if with_generator:
+        assert "my-discs-linear-gaussian, trained on your folder alone" in sidebar
+        assert _figures(at), "the explorer draws the generator's samples"
+        at.switch_page("pages/scores.py").run()
+        _no_exception(at)
+        warning = " ".join(w.value for w in at.warning)
+        assert "learnt from your 60 subjects alone" in warning and "Trust the data path's score" in warning
+    else:
+        assert "python -m engine train-diffusion --data YOUR_FOLDER --model shapes-" in _texts(at)
+
+
 def test_oversized_upload_is_refused(monkeypatch):
     from components import uploads
 

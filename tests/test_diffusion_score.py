@@ -38,12 +38,15 @@ def test_feature_values_are_bin_means_or_levels(tiny):
         feature_values(tiny, "size", 1)
 
 
-def test_score_refuses_a_diffusion_model_of_another_dataset(tiny):
+def test_score_needs_the_same_slice_not_the_same_training_dataset(tiny):
     card = classifier_card
-    with pytest.raises(EveInputError, match="trained on 'synthbrain'.*generates 'toy'"):
-        diffusion_score(classifier(), card("synthbrain"), tiny, "size")
+    # a zoo model scored on another cohort through that cohort's generator: the score describes the model there
+    result, _ = diffusion_score(classifier(), card("synthbrain"), tiny, "size", k_values=3, n_per_value=4)
+    assert result.ok
     with pytest.raises(EveInputError, match="sees the coronal slice.*generates the axial slice"):
         check_compatible(classifier_card(spec=SliceSpec("coronal", None, SIZE)), tiny)
+    with pytest.raises(EveInputError, match="takes whole volumes.*method data"):
+        check_compatible(classifier_card(spec=SliceSpec(size=SIZE, input="volume")), tiny)
     check_compatible(card(), tiny)  # the same dataset and slice
 
 

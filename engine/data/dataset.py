@@ -32,6 +32,7 @@ from engine.data.slicing import mni_space_problem, SliceSpec, model_input
 from engine.errors import DatasetError
 
 RESERVED_COLUMNS = ("subject", "file", "split")
+GENERATORS_DIR = "eve-generators"  # generators trained on a folder's subjects live in <folder>/eve-generators/
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from engine.cards import DiffusionCard, DiffusionFeature
 from engine.data.slicing import SliceSpec
 from engine.diffusion.conditions import FeatureSchema, FeatureTable
+from engine.diffusion.gaussian import LatentGaussian
 from engine.diffusion.networks import Denoiser, LatentReadout
 from engine.diffusion.sampler import SamplerConfig, make_scheduler, sample_seed
 from engine.errors import EveInputError
@@ -46,7 +47,7 @@ class ConditionalDiffusion(nn.Module):
     def __init__(
         self,
         codec: nn.Module,
-        denoiser: Denoiser,
+        denoiser: Denoiser | LatentGaussian,
         card: DiffusionCard,
         *,
         readout: LatentReadout | None = None,
@@ -142,6 +143,8 @@ class ConditionalDiffusion(nn.Module):
             condition = self.table.complete(condition, n, seed, first_index, shared_noise)
         c, m, slot = self.conditions.encode(condition, n)
         z, pixel_noise = self.initial_noise(n, seed, shared_noise, first_index)
+        if isinstance(self.denoiser, LatentGaussian):  # an exact conditional: no solver, guidance does not apply
+            return self.denoiser.sample(c, slot, z), pixel_noise
         scheduler = make_scheduler(config.sampler)
         scheduler.set_timesteps(config.steps)
         z = z * scheduler.init_noise_sigma

@@ -24,18 +24,24 @@ only from the value x subject interaction, estimated by the two-way residual mea
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from engine.cards import ModelCard
 from engine.data.slicing import SliceSpec
+from engine.diffusion.conditions import FeatureTable
+from engine.diffusion.gaussian import LatentGaussian
 from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.sampler import SamplerConfig, sample_seed
 from engine.diffusion.storage import load_diffusion
 from engine.errors import EveInputError
 from engine.models.zoo import forward
 from engine.tvd import ScoreResult, score_from_group_stats
+
+GENERATOR_REPLICATES = 20  # a linear-Gaussian generator's bootstrap refits per score (`generator_bootstrap_score`)
+REPLICATE_SEED = 7919  # seeds of the generator's bootstrap resamples (sample_seed(REPLICATE_SEED, b))
 
 
 def feature_values(diffusion: ConditionalDiffusion, feature: str, k_values: int) -> tuple[list, np.ndarray]:
@@ -159,6 +165,23 @@ def diffusion_score(
     if isinstance(diffusion, str):
         diffusion = load_diffusion(diffusion)
     check_compatible(card, diffusion)
+    if refittable(diffusion) is not None and n_boot > 0 and not shared_seeds:
+        # a refit takes milliseconds: the interval holds the generator's own error too
+        return generator_bootstrap_score(
+            model,
+            card,
+            diffusion,
+            feature,
+            replicates=GENERATOR_REPLICATES,
+            seed=seed,
+            progress=progress,
+            k_values=k_values,
+            n_per_value=n_per_value,
+            output=output,
+            sampler=sampler,
+            batch_size=batch_size,
+            **sampler_overrides,
+        )
     if n_per_value < 2:
         raise EveInputError(f"n_per_value = {n_per_value}: each value needs at least 2 samples for a variance.")
     index = card.output_index(output)
@@ -255,3 +278,60 @@ def constraint_errors(
             }
         )
     return pd.DataFrame(rows)
+
+
+def refittable(diffusion: ConditionalDiffusion) -> LatentGaussian | None:
+    """The linear-Gaussian generator a bootstrap refits in milliseconds; None for a diffusion
+    model (its interval is the sampling's)."""
+    return diffusion.denoiser if isinstance(diffusion.denoiser, LatentGaussian) else None
+
+
+def bootstrap_replicate(diffusion: ConditionalDiffusion, b: int) -> ConditionalDiffusion:
+    """Replicate `b` of a linear-Gaussian generator: refitted on a bootstrap resample of its
+    training subjects, its free features drawn from the same resample; codec, probe, card shared."""
+    gaussian = refittable(diffusion)
+    if gaussian is None:
+        raise EveInputError(
+            "Only a linear-Gaussian generator is refitted per bootstrap draw (in milliseconds): a diffusion "
+            "model's interval covers the sampling noise only."
+        )
+    refitted, index = gaussian.bootstrap(sample_seed(REPLICATE_SEED, b))
+    table = None if diffusion.table is None else FeatureTable(diffusion.table.schema, diffusion.table.values[index])
+    return ConditionalDiffusion(
+        diffusion.codec, refitted, diffusion.card, readout=diffusion.readout, probe=diffusion.probe, table=table
+    )
+
+
+def generator_bootstrap_score(
+    model,
+    card: ModelCard,
+    diffusion: ConditionalDiffusion,
+    feature: str,
+    *,
+    replicates: int = 40,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs,
+) -> tuple[ScoreResult, pd.DataFrame]:
+    """`diffusion_score` with an interval that includes the generator's own error: the score of the
+    generator as fitted, and as CI the 2.5th and 97.5th percentiles of the scores of `replicates`
+    generators refitted on bootstrap resamples of the training subjects, each from its own samples
+    (so the interval holds the fit's and the sampling's noise together). Generators with a
+    linear-Gaussian part only (`refittable`); `progress(done, total)` is called after each replicate."""
+    if replicates < 10:
+        raise EveInputError(f"replicates = {replicates}: use at least 10 for a 95% interval.")
+    result, table = diffusion_score(model, card, diffusion, feature, n_boot=0, seed=seed, **kwargs)
+    if not result.ok:
+        return result, table
+    draws = []
+    for b in range(replicates):  # replicate b: its own refit and its own samples (seeds apart from the point's)
+        refit = bootstrap_replicate(diffusion, b)
+        replicate, _ = diffusion_score(model, card, refit, feature, n_boot=0, seed=sample_seed(seed, 1 + b), **kwargs)
+        if replicate.ok:
+            draws.append(replicate.score)
+        if progress:
+            progress(b + 1, replicates)
+    low, high = np.percentile(draws, [2.5, 97.5]) if len(draws) >= 10 else (np.nan, np.nan)
+    n_subjects = len(refittable(diffusion).rows)
+    message = f"95% CI: {len(draws)} refits on bootstrap resamples of the {n_subjects} training subjects, each sampled"
+    return replace(result, ci_low=float(low), ci_high=float(high), message=message), table

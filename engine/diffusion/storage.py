@@ -18,6 +18,7 @@ from engine.cards import DiffusionCard
 from engine.diffusion.autoencoder import AutoencoderCodec
 from engine.diffusion.codec import PCACodec
 from engine.diffusion.conditions import FeatureSchema, FeatureTable
+from engine.diffusion.gaussian import LatentGaussian
 from engine.diffusion.networks import Denoiser, DenoiserConfig, LatentReadout
 from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.probes import build_probe
@@ -63,7 +64,12 @@ def build(card: DiffusionCard, tensors: dict[str, torch.Tensor] | None = None) -
         part, _, name = key.partition(".")
         parts.setdefault(part, {})[name] = value
     codec = build_codec(card.codec, card.spec.size)
-    denoiser = Denoiser(DenoiserConfig.from_json(card.denoiser))
+    if card.denoiser.get("kind") == LatentGaussian.kind:
+        denoiser = LatentGaussian(card.denoiser["cond_dim"], card.denoiser["latent_dim"])
+        if "rows" in parts["denoiser"]:  # the training rows it keeps, whatever their number
+            denoiser.rows = torch.empty_like(parts["denoiser"]["rows"])
+    else:
+        denoiser = Denoiser(DenoiserConfig.from_json(card.denoiser))
     if tensors is not None:
         codec.load_state_dict(parts["codec"])
         denoiser.load_state_dict(parts["denoiser"])
@@ -72,9 +78,12 @@ def build(card: DiffusionCard, tensors: dict[str, torch.Tensor] | None = None) -
         probe = build_probe(card.probe, card.spec.size, len(card.probe_features), parts["probe"])
     if parts["readout"]:
         readout = build_readout(card.readout, card.denoiser["latent_dim"], parts["readout"])
+    return ConditionalDiffusion(codec, denoiser, card, readout=readout, probe=probe, table=_table(card, parts))
+
+
+def _table(card: DiffusionCard, parts: dict) -> FeatureTable | None:
     schema = FeatureSchema(card.dataset, card.features)
-    table = FeatureTable(schema, parts["table"]["values"]) if "values" in parts["table"] else None
-    return ConditionalDiffusion(codec, denoiser, card, readout=readout, probe=probe, table=table)
+    return FeatureTable(schema, parts["table"]["values"]) if "values" in parts["table"] else None
 
 
 def model_tensors(model: ConditionalDiffusion) -> dict[str, torch.Tensor]:

@@ -62,6 +62,8 @@ class TrainConfig:
     depth: int = 4  # residual blocks
     steps: int = 12000  # optimiser steps at most
     eval_every: int = 500  # validation loss of the EMA weights every this many steps; the best is kept
+    patience: int = 0  # stop after this many evaluations without a better validation loss (0: run every step)
+    weight_decay: float = 1e-4  # AdamW
     batch: int = 256
     lr: float = 1e-3  # AdamW peak learning rate, cosine decay
     ema: float = 0.999  # EMA decay of the weights used for sampling
@@ -258,7 +260,12 @@ def fit_denoiser(
     ema.requires_grad_(False)
     scheduler = make_scheduler("ddpm")
     optimiser = WarmupCosineAdamW(
-        net.parameters(), steps=config.steps, lr=config.lr, weight_decay=1e-4, warmup=200, max_grad_norm=1.0
+        net.parameters(),
+        steps=config.steps,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup=200,
+        max_grad_norm=1.0,
     )
     n = len(z0)
     losses, t0 = [], time.time()
@@ -288,12 +295,16 @@ def fit_denoiser(
                 f"step {step + 1}/{config.steps} loss {curve[-1]['train']:.4f} validation {held:.4f} "
                 f"({time.time() - t0:.0f} s)"
             )
+            if config.patience and len(curve) - best[1] // config.eval_every >= config.patience:
+                log(f"stopped early: no better validation loss in {config.patience} evaluations")
+                break
     ema.load_state_dict(best[2])
     stats = {
         "final_loss": curve[-1]["train"],
         "loss_first_1000": float(np.mean(losses[:1000])),
         "best_validation_loss": best[0],
         "best_step": best[1],
+        "steps_run": curve[-1]["step"],
         "curve": curve,
         "seconds": time.time() - t0,
     }
