@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from engine import machine
@@ -160,7 +159,7 @@ def train_on_cohort(
     held_images = all_images[[position[int(r)] for r in held_rows]]
     table = dataset.table.iloc[train_rows][features].reset_index(drop=True)
     held_table = dataset.table.iloc[held_rows][features].reset_index(drop=True)
-    feature_entries = feature_card(table, _Subset(dataset, features))
+    feature_entries = feature_card(table, dataset, features)
     schema = FeatureSchema(dataset.name, feature_entries)
     c, spans = schema.encode_rows(table)
     c_held, _ = schema.encode_rows(held_table)
@@ -242,26 +241,6 @@ def _neighbours(dataset: Dataset, spec: SliceSpec, recipe: CohortRecipe) -> list
     n = data.shape[{"sagittal": 0, "coronal": 1, "axial": 2}[spec.plane]]
     offsets = [d for d in range(-recipe.neighbours, recipe.neighbours + 1) if d and 0 <= k + d < n]
     return [replace(spec, index=k + d) for d in offsets]
-
-
-@dataclass
-class _Subset:
-    """The dataset as `feature_card` reads it, restricted to the chosen features."""
-
-    dataset: Dataset
-    features: list[str]
-
-    @property
-    def numeric_features(self) -> list[str]:
-        return [f for f in self.dataset.numeric_features if f in self.features]
-
-    @property
-    def categorical_features(self) -> list[str]:
-        return [f for f in self.dataset.categorical_features if f in self.features]
-
-    @property
-    def table(self) -> pd.DataFrame:
-        return self.dataset.table
 
 
 def save_cohort_model(model: ConditionalDiffusion, out_dir: str | Path) -> Path:

@@ -179,11 +179,12 @@ def extra_subjects(config: TrainConfig, spec: SliceSpec, progress=None):
     raise EveInputError(f"No generator of extra subjects for {config.dataset!r}: use n_extra=0.")
 
 
-def feature_card(table: pd.DataFrame, ds) -> tuple[DiffusionFeature, ...]:
-    """Per feature: kind, standardisation (training set), range (training set) and the
-    marginal of the *dataset* (percentiles / level frequencies), which the score samples."""
+def feature_card(table: pd.DataFrame, ds, names: list[str] | None = None) -> tuple[DiffusionFeature, ...]:
+    """Per feature (`names`, default every one of `ds`): kind, standardisation (training set), range
+    (training set) and the marginal of the *dataset* (percentiles / level frequencies), which the score samples."""
+    chosen = ds.features if names is None else names
     features = []
-    for name in ds.numeric_features:
+    for name in [f for f in ds.numeric_features if f in chosen]:
         v, data = table[name].to_numpy(float), ds.table[name].to_numpy(float)
         features.append(
             DiffusionFeature(
@@ -197,7 +198,7 @@ def feature_card(table: pd.DataFrame, ds) -> tuple[DiffusionFeature, ...]:
                 data_percentiles=tuple(np.percentile(data, np.arange(101)).tolist()),
             )
         )
-    for name in ds.categorical_features:
+    for name in [f for f in ds.categorical_features if f in chosen]:
         levels = sorted(pd.unique(table[name]).tolist())
         freq = ds.table[name].value_counts(normalize=True)
         features.append(
