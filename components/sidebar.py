@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 
 from components import loaders, state, uploads
+from engine import scoring
 from engine.cards import USER_CARD_EXAMPLE, ModelRef, UserCard
 from engine.data.slicing import INPUT_KINDS, INTENSITIES, PLANES, SliceSpec
 from engine.errors import EveInputError
@@ -234,18 +235,33 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
 
 
 def _model(source: str, dataset_name: str, device: str) -> tuple[ModelRef | None, str | None, str | None]:
-    """(model ref, label, note) of the chosen model."""
+    """(model ref, label, note) of the chosen model. For a user's folder the user's own model comes
+    first, and a built-in one (trained on Eve's data) only with a visible warning."""
     names = loaders.cards_offered(dataset_name, loaders.dataset(source).is_3d)
-    options = [*names, state.UPLOADED_MODEL]
+    trained = {card.name: card for card in loaders.zoo_cards()}
+    user = dataset_name == "user"
+    options = [state.UPLOADED_MODEL, *names] if user else [*names, state.UPLOADED_MODEL]
+
+    def label(name: str) -> str:
+        if name == state.UPLOADED_MODEL:
+            return "your TorchScript model (upload)"
+        spec = trained[name].spec
+        seen = f"volume {spec.size}³" if spec.is_volume else f"{spec.plane} {spec.size} px"
+        return f"{name} · trained on {trained[name].dataset}, {seen}"
+
     choice = st.selectbox(
         "Model",
         options,
         key=state.keyed(state.MODEL, dataset_name),
-        help="Built-in models come with a card (data, accuracy).",
+        format_func=label,
+        help="Built-in models come with a card (data, accuracy) and were trained on Eve's own datasets.",
     )
     if choice == state.UPLOADED_MODEL:
         ref, note = _upload_model(source, device)
         return ref, "your TorchScript model", note
+    warning = scoring.trained_elsewhere(trained[choice], loaders.dataset(source)) if user else None
+    if warning:
+        st.warning(warning)
     return ModelRef.builtin(choice), choice, None
 
 

@@ -25,7 +25,14 @@ from engine.cards import ModelRef, UserCard
 from engine.data import SliceSpec
 from engine.errors import EveInputError
 from engine.models.zoo import load
-from engine.scoring import ScoreReport, data_scores, diffusion_scores, open_dataset, resolve_features
+from engine.scoring import (
+    ScoreReport,
+    data_scores,
+    diffusion_scores,
+    open_dataset,
+    resolve_features,
+    trained_elsewhere,
+)
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".zip", ".torchscript")
 
@@ -236,8 +243,9 @@ def run_score_command(args) -> list[Path]:
         card.output_index(args.output)
     dataset = open_dataset(args.data)
     resolve_features(dataset, args.features)  # fails before the forward pass
-    if card.dataset and card.dataset != dataset.name:
-        print(f"note: model {card.name!r} was trained on {card.dataset!r}; scoring it on {dataset.name!r}.")
+    warning = trained_elsewhere(card, dataset)
+    if warning:
+        print(f"warning: {warning}")
     if args.method == "diffusion":
         from engine.diffusion import SamplerConfig, load_diffusion  # diffusers (~3 s) only for this method
 

@@ -208,8 +208,19 @@ class ScoreReport:
     value_tables: dict = field(default_factory=dict)  # (feature, output) -> per-value table (diffusion)
 
 
+def trained_elsewhere(card: ModelCard, dataset: Dataset) -> str | None:
+    """A warning when a built-in model scores a dataset it was not trained on (None otherwise)."""
+    if not card.dataset or card.dataset == dataset.name:
+        return None
+    return (
+        f"{card.name} was trained on Eve's {card.dataset}, not on {dataset.name}: its scores on {dataset.name} "
+        "describe that model, not one trained on this data."
+    )
+
+
 def _metadata(dataset: Dataset, card: ModelCard, **extra) -> dict:
     described = card.to_json()
+    warning = trained_elsewhere(card, dataset)
     return {
         "eve": "Eve, the Explained-Variance Explorer",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -218,6 +229,7 @@ def _metadata(dataset: Dataset, card: ModelCard, **extra) -> dict:
         "model": {k: described[k] for k in CARD_KEYS if k in described},
         "spec": {**spec_to_json(card.spec), "intensity": card.spec.intensity},
         "input": card.spec.describe(),
+        **({"warning": warning} if warning else {}),
         **extra,
     }
 

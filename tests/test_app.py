@@ -367,6 +367,11 @@ def test_an_uploaded_folder_uses_its_own_generator_or_says_how_to_train_one(tmp_
     upload = ("my-discs.zip", _shapes_cohort_zip(tmp_path, with_generator), "application/zip")
     at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value([upload]).run()
     _assert_kept(at)
+    model = at.sidebar.selectbox(key=state.keyed(state.MODEL, "user"))
+    assert model.value == state.UPLOADED_MODEL  # the user's own model comes first
+    model.set_value("shapes-elongated").run()
+    warning = " ".join(w.value for w in at.sidebar.warning)
+    assert "shapes-elongated was trained on Eve's shapes, not on" in warning and "describe that model" in warning
     at.switch_page("pages/explorer.py").run()
     _no_exception(at)
     sidebar = " ".join(c.value for c in at.sidebar.caption)

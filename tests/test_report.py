@@ -329,3 +329,16 @@ def test_a_card_that_contradicts_its_model_is_named_with_the_fix(preloaded, tmp_
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and re.search(message, err), err
+
+
+def test_a_built_in_model_on_a_dataset_it_was_not_trained_on_is_warned_about_in_every_report(tmp_path, capsys):
+    out = tmp_path / "foreign.html"
+    argv = ["score", "--data", "synthbrain", "--model", "shapes-glass-area", "--features", "age", "--n-boot", "0"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: shapes-glass-area was trained on Eve's shapes, not on synthbrain" in printed
+    assert "describe that model, not one trained on this data" in out.read_text()
+    assert main([*argv, "--out", str(tmp_path / "foreign.json")]) == 0
+    assert "trained on Eve's shapes" in json.loads((tmp_path / "foreign.json").read_text())["warning"]
+    assert main([*argv[:4], "synthbrain-diagnosis", *argv[5:], "--out", str(tmp_path / "own.json")]) == 0
+    assert "warning" not in json.loads((tmp_path / "own.json").read_text())
