@@ -36,6 +36,7 @@ from engine.diffusion.sampler import TRAIN_SCHEDULE
 from engine.diffusion.storage import model_tensors
 from engine.diffusion.train import TrainConfig, encode, feature_card, fit_denoiser
 from engine.errors import EveInputError
+from engine.scoring import resolve_features
 
 KINDS = ("diffusion", "linear-gaussian")
 MIN_SUBJECTS = 50  # below this, a tenth held out is too few to stop on and PCA has too few rows
@@ -63,7 +64,6 @@ class CohortRecipe:
     weight_decay: float = 1e-3
     probe_components: int = 16
     probe_epochs: int = 150
-    neighbours: int = 0  # diffusion: also train on the slices this many voxels either side (more images per subject)
     seed: int = 0
 
     def __post_init__(self):
@@ -101,14 +101,8 @@ def check_cohort(dataset: Dataset, spec: SliceSpec, features: list[str], rows: n
             f"{dataset.name} has {len(rows)} subjects to train on: the generator needs at least {MIN_SUBJECTS} "
             "(a tenth of them are held out to stop training); score this cohort from data instead."
         )
-    if not features:
-        raise EveInputError(f"{dataset.name} has no features to condition on: add feature columns to features.csv.")
     table = dataset.table.iloc[rows]
-    for name in features:
-        if name not in dataset.features:
-            raise EveInputError(
-                f"Unknown feature {name!r} in {dataset.name}: choose from {', '.join(dataset.features)}."
-            )
+    for name in resolve_features(dataset, features):  # unknown or no features: the scoring service's message
         values = table[name]
         if name in dataset.categorical_features:
             if values.nunique() < 2:
@@ -142,21 +136,16 @@ def train_on_cohort(
     rows=None,
     recipe: CohortRecipe = CohortRecipe(),
     log: Callable[[str], None] = print,
-    images: torch.Tensor | None = None,
 ) -> ConditionalDiffusion:
     """A generator of `spec` slices conditioned on `features` (default all), learnt from `rows`
-    (default every row) of `dataset` and nothing else. `images` may give the rows' model inputs
-    already computed (N, 1, S, S), in `rows` order."""
+    (default every row) of `dataset` and nothing else."""
     t_start = time.time()
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows)
     features = list(dataset.features if features is None else features)
     check_cohort(dataset, spec, features, rows)
     torch.manual_seed(recipe.seed)
-    all_images = dataset.model_inputs(spec, rows) if images is None else images
-    position = {int(r): i for i, r in enumerate(rows)}
     train_rows, held_rows = split_holdout(rows, recipe.seed)
-    train_images = all_images[[position[int(r)] for r in train_rows]]
-    held_images = all_images[[position[int(r)] for r in held_rows]]
+    train_images, held_images = dataset.model_inputs(spec, train_rows), dataset.model_inputs(spec, held_rows)
     table = dataset.table.iloc[train_rows][features].reset_index(drop=True)
     held_table = dataset.table.iloc[held_rows][features].reset_index(drop=True)
     feature_entries = feature_card(table, dataset, features)
@@ -172,15 +161,7 @@ def train_on_cohort(
         denoiser, stats = LatentGaussian.fit(c, z0), {}
         denoiser_entry, design = denoiser.config_json(), "a joint Gaussian of the features and the latent"
     else:
-        z_train, c_train = z0, c
-        if recipe.neighbours and dataset.is_3d:  # neighbouring slices share the subject's features
-            extra = [
-                encode(codec, dataset.model_inputs(shifted, train_rows))
-                for shifted in _neighbours(dataset, spec, recipe)
-            ]
-            z_train, c_train = torch.cat([z0, *extra]), c.repeat(1 + len(extra), 1)
-            log(f"{len(extra)} neighbouring slices per subject: {len(z_train)} training latents")
-        denoiser, stats = fit_denoiser(z_train, c_train, spans, config, (z_held, c_held), log)
+        denoiser, stats = fit_denoiser(z0, c, spans, config, (z_held, c_held), log)
         denoiser_entry = denoiser.config.to_json()
         design = "a residual-MLP eps-denoiser with adaLN conditioning, early-stopped on held-out subjects"
     numeric = [f for f in feature_entries if not f.is_categorical]
@@ -228,19 +209,6 @@ def train_on_cohort(
     )
     table_rows = FeatureTable.from_frame(schema, table)
     return ConditionalDiffusion(codec, denoiser, card, probe=probe, table=table_rows)
-
-
-def _neighbours(dataset: Dataset, spec: SliceSpec, recipe: CohortRecipe) -> list[SliceSpec]:
-    """The specs of the slices within `recipe.neighbours` voxels of `spec`'s (the first volume's grid)."""
-    from dataclasses import replace
-
-    from engine.data.slicing import slice_index
-
-    data, affine = dataset.volume(0)
-    k = slice_index(data.shape, affine, spec.plane, spec.index)
-    n = data.shape[{"sagittal": 0, "coronal": 1, "axial": 2}[spec.plane]]
-    offsets = [d for d in range(-recipe.neighbours, recipe.neighbours + 1) if d and 0 <= k + d < n]
-    return [replace(spec, index=k + d) for d in offsets]
 
 
 def save_cohort_model(model: ConditionalDiffusion, out_dir: str | Path) -> Path:
@@ -298,7 +266,7 @@ def cohort_spec(args) -> SliceSpec:
 
 def train_cohort_command(args) -> Path:
     """`python -m engine train-diffusion --data DIR [...]`: train, save, print where and how long."""
-    from engine.scoring import open_dataset, resolve_features
+    from engine.scoring import open_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
