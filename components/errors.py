@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from engine.errors import EveInputError
+from engine.errors import EveInputError, reason
 
 
 @contextmanager
@@ -26,6 +26,6 @@ def shown(what: str, target=st) -> Iterator[None]:
     except EveInputError as exc:
         target.error(str(exc))
     except Exception as exc:  # a defect: show it whole rather than hide it
-        target.error(f"{what} failed: {type(exc).__name__}: {exc}. This is a bug in Eve; the details are below.")
+        target.error(f"{what} failed: {reason(exc, typed=True)}. This is a bug in Eve; the details are below.")
         with target.expander("Details (traceback)"):
             st.exception(exc)

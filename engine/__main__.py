@@ -29,7 +29,8 @@ def _score(args: argparse.Namespace) -> None:
 def _train_diffusion(args: argparse.Namespace) -> None:
     if (args.dataset is None) == (args.data is None):
         raise EveInputError(
-            "Name an embedded dataset (synthbrain or shapes) or give --data DIR for your own folder, not both."
+            "train-diffusion takes one dataset: name an embedded one (synthbrain or shapes) or give --data DIR "
+            "for your own folder, not both."
         )
     if args.data is not None:
         from engine.diffusion.cohort import train_cohort_command
@@ -51,7 +52,7 @@ def _train_classifier(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     names = list(RECIPES) if args.all else args.names
     if not names:
-        raise EveInputError(f"Name a zoo model to rebuild ({', '.join(RECIPES)}) or pass --all.")
+        raise EveInputError(f"No zoo model named: name one to rebuild ({', '.join(RECIPES)}) or pass --all.")
     for name in names:
         card = train_recipe(name, args.out)
         metrics = {k: round(v, 3) for k, v in card.metrics.items() if isinstance(v, float)}

@@ -46,7 +46,7 @@ from captum import metrics as captum_metrics
 from scipy import stats
 from torch import nn
 
-from engine.errors import EveInputError
+from engine.errors import EveInputError, reason
 
 DEFAULT_BATCH = 32  # images per captum call
 FORWARD_BATCH = 64  # images per forward pass inside a method (IG steps, occlusions, noisy copies): larger
@@ -133,7 +133,7 @@ def _check_params(method: str, params: dict) -> dict:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         names = ", ".join(allowed) or "none"
-        raise EveInputError(f"{method} has no parameter {', '.join(map(repr, unknown))}: its parameters are {names}.")
+        raise EveInputError(f"{method} has no parameter {', '.join(map(repr, unknown))}: pass only its own ({names}).")
     return {**allowed, **params}
 
 
@@ -141,7 +141,9 @@ def _check_images(images) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
-        raise EveInputError(f"images must be a torch tensor shaped (B, 1, S, S), not a {type(images).__name__}.")
+        raise EveInputError(
+            f"images are a {type(images).__name__}, not a torch tensor: give a tensor shaped (B, 1, S, S)."
+        )
     if images.ndim not in (4, 5) or images.shape[1] != 1 or images.shape[0] < 1 or min(images.shape[2:]) < 2:
         hint = (
             " (add the batch and channel axes, e.g. images[None, None])"
@@ -149,8 +151,8 @@ def _check_images(images) -> torch.Tensor:
             else (" (add the batch axis, e.g. images[None])" if images.ndim == 3 else "")
         )
         raise EveInputError(
-            f"images have shape {tuple(images.shape)}: Eve's models take a batch shaped (B, 1, S, S), "
-            f"or (B, 1, S, S, S) volumes{hint}."
+            f"images have shape {tuple(images.shape)}: give a batch shaped (B, 1, S, S), "
+            f"or (B, 1, S, S, S) for volumes{hint}."
         )
     if not images.is_floating_point():
         raise EveInputError(f"images have dtype {images.dtype}: convert them to float32 in [0, 1].")
@@ -168,8 +170,8 @@ def _check_outputs(model, images: torch.Tensor, target) -> torch.Tensor:
             out = model(images)
     except Exception as exc:
         raise EveInputError(
-            f"The model failed on images of shape {tuple(images.shape)} ({type(exc).__name__}: "
-            f"{exc}): give images of the size the model takes."
+            f"The model failed on images of shape {tuple(images.shape)} ({reason(exc, typed=True)}): "
+            "give images of the size the model takes."
         ) from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(images):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -184,9 +186,11 @@ def _check_outputs(model, images: torch.Tensor, target) -> torch.Tensor:
     k = out.shape[1]
     target_t = torch.as_tensor(target)
     if target_t.is_floating_point() or target_t.ndim > 1 or (target_t.ndim == 1 and len(target_t) != len(images)):
-        raise EveInputError(f"target {target!r} must be an output index (an int) or one index per image.")
+        raise EveInputError(f"target {target!r} is not an output index: give an int, or one index per image.")
     if ((target_t < 0) | (target_t >= k)).any():
-        raise EveInputError(f"target {target!r} is out of range: the model has {k} output(s), indices 0..{k - 1}.")
+        raise EveInputError(
+            f"target {target!r} is out of range: the model has {k} output(s), indices 0..{k - 1}; use one of them."
+        )
     return target_t.to(images.device)
 
 
@@ -372,7 +376,7 @@ def attribution_map(
             f"{', '.join(m for m, i in METHODS.items() if i.delta)}."
         )
     if int(batch_size) < 1:
-        raise EveInputError(f"batch_size {batch_size} must be at least 1.")
+        raise EveInputError(f"batch_size = {batch_size}: use 1 or more.")
     images = _check_images(images)
     target_t = _check_outputs(model, images, target)
     result = _compute_batched(model, images, method, target_t, p, int(batch_size), return_delta)
@@ -394,7 +398,7 @@ def display_normalise(maps: torch.Tensor, signed: bool = True, percentile: float
     """
     maps = torch.as_tensor(maps).detach().to(torch.float32)
     if not 0 < float(percentile) <= 100:
-        raise EveInputError(f"percentile {percentile} must be in (0, 100].")
+        raise EveInputError(f"percentile = {percentile}: use a value in (0, 100].")
     if maps.ndim < 2:
         raise EveInputError(f"maps have shape {tuple(maps.shape)}: give one map per image, (B, ...).")
     if not torch.isfinite(maps).all():
@@ -565,7 +569,7 @@ def randomisation_check(
     if _is_torchscript(model) or not isinstance(model, nn.Module):
         raise EveInputError(
             "The randomisation check re-initialises the model's layers, which needs a regular "
-            "nn.Module (a built-in model), not a TorchScript model."
+            "nn.Module, not a TorchScript model: run it on a built-in model."
         )
     if mode not in ("cascading", "independent"):
         raise EveInputError(f"Unknown randomisation mode {mode!r}: use 'cascading' or 'independent'.")

@@ -28,17 +28,12 @@ import pandas as pd
 import torch
 
 from engine.data.registration import register_to_mni
-from engine.data.slicing import mni_space_problem, SliceSpec, model_input
-from engine.errors import DatasetError
+from engine.data.slicing import SliceSpec, mni_space_problem, model_input
+from engine.errors import DatasetError, reason
 
 RESERVED_COLUMNS = ("subject", "file", "split")
 GENERATORS_DIR = "eve-generators"  # generators trained on a folder's subjects live in <folder>/eve-generators/
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def _reason(exc: Exception) -> str:
-    """An exception's text on one line (nibabel's messages span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__  # some exceptions carry no text
 
 
 def _is_label(column: str) -> bool:
@@ -62,7 +57,7 @@ def read_features_csv(source, name: str = "features.csv") -> pd.DataFrame:
         table = pd.read_csv(source, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(
-            f"{name} is not a readable CSV ({_reason(exc)}): save it as plain comma-separated text."
+            f"{name} is not a readable CSV ({reason(exc)}): save it as plain comma-separated text."
         ) from exc
     table.columns = [c.strip() for c in table.columns]
     if "file" not in table.columns:
@@ -141,7 +136,7 @@ def _check_header(path: Path, row: int) -> tuple[int, ...]:
         image = nib.load(path)
     except Exception as exc:  # nibabel raises several types for a bad header
         raise DatasetError(
-            f"Row {row}: {path.name} is not a readable NIfTI file ({_reason(exc)}): re-export the volume."
+            f"Row {row}: {path.name} is not a readable NIfTI file ({reason(exc)}): re-export the volume."
         ) from exc
     shape = tuple(int(s) for s in image.shape)
     # trailing singleton axes are how most tools write one 2D image, (X, Y, 1) or (X, Y, 1, 1),
@@ -245,7 +240,7 @@ class Dataset:
             data = np.asarray(image.dataobj, dtype=np.float32)
         except Exception as exc:
             raise DatasetError(
-                f"Row {row + 2}: {path.name} could not be read ({_reason(exc)}): the file is corrupt; re-export it."
+                f"Row {row + 2}: {path.name} could not be read ({reason(exc)}): the file is corrupt; re-export it."
             ) from exc
         data = data.reshape(data.shape[: len(self.shapes[row])])  # drop the trailing singleton axes
         bad = ~np.isfinite(data)

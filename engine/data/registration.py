@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from engine.errors import DatasetError
+from engine.errors import DatasetError, reason
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 METRIC_BINS = 32  # Mattes mutual information histogram bins
@@ -69,7 +69,7 @@ def fit_transform(image: nib.Nifti1Image, seed: int = SEED) -> sitk.Transform:
         return method.Execute(fixed, moving)
     except RuntimeError as exc:  # ITK reports a failed fit (e.g. no overlap left) this way
         raise DatasetError(
-            f"Registration to MNI152 failed ({' '.join(str(exc).split())[:200]}): check that the file is a "
+            f"Registration to MNI152 failed ({reason(exc)}): check that the file is a "
             "T1 head or brain volume, or register it with your own tools and set its sform code to MNI_152 (4)."
         ) from exc
 

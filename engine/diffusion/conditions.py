@@ -221,7 +221,10 @@ class FeatureTable:
                 distance += ((table[name].to_numpy(float) - value) / info.sd) ** 2
         order = np.lexsort((np.arange(len(table)), distance))
         if not np.isfinite(distance[order[0]]):
-            raise EveInputError(f"No training row has {asked}: the model cannot draw the free features there.")
+            raise EveInputError(
+                f"No training row has {asked}: the model cannot draw the free features there; "
+                "ask for values the training rows hold, or use free_features='model'."
+            )
         # rows tied with the m-th nearest are in too: asked only a level, every row of that level is
         return order[distance[order] <= distance[order[min(m, len(order)) - 1]]]
 

@@ -240,7 +240,8 @@ class ConditionalDiffusion(nn.Module):
             raise EveInputError(f"The {self.dataset} diffusion model has no feature probe: retrain it.")
         if images.ndim != 4 or tuple(images.shape[1:]) != (1, self.codec.size, self.codec.size):
             raise EveInputError(
-                f"Images of shape {tuple(images.shape)}: the probe reads (B, 1, {self.codec.size}, {self.codec.size})."
+                f"Images of shape {tuple(images.shape)}: the probe reads (B, 1, {self.codec.size}, {self.codec.size}); "
+                "give images of that shape."
             )
         pred = self.probe(images.float().cpu()).numpy()
         out = {}

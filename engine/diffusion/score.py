@@ -56,7 +56,7 @@ def feature_values(diffusion: ConditionalDiffusion, feature: str, k_values: int)
         keep = w > 0
         return [lv for lv, k in zip(info.levels, keep, strict=True) if k], w[keep] / w[keep].sum()
     if k_values < 2:
-        raise EveInputError(f"k_values = {k_values}: the score needs at least 2 feature values.")
+        raise EveInputError(f"k_values = {k_values}: give at least 2 feature values to compare.")
     values = quantile_bin_means(info.data_percentiles, k_values)
     values = np.clip(values, info.min, info.max)  # inside the training range: no clamp warning
     return values.tolist(), np.full(k_values, 1.0 / k_values)
@@ -183,13 +183,13 @@ def diffusion_score(
             **sampler_overrides,
         )
     if n_per_value < 2:
-        raise EveInputError(f"n_per_value = {n_per_value}: each value needs at least 2 samples for a variance.")
+        raise EveInputError(f"n_per_value = {n_per_value}: use at least 2 samples per value (a variance needs 2).")
     index = card.output_index(output)
     config = (sampler or SamplerConfig.for_scores(diffusion)).override(**sampler_overrides)
     if config.guidance != 1.0:
         raise EveInputError(
-            f"guidance = {config.guidance:g}: scores sample the plain conditional model (guidance "
-            "1); guidance > 1 narrows p(x | a) and inflates them."
+            f"guidance = {config.guidance:g}: use guidance 1; the scores sample the plain conditional model, "
+            "and guidance > 1 narrows p(x | a) and inflates them."
         )
     values, weights = feature_values(diffusion, feature, k_values)
     probe_names = diffusion.card.probe_features
@@ -292,8 +292,8 @@ def bootstrap_replicate(diffusion: ConditionalDiffusion, b: int) -> ConditionalD
     gaussian = refittable(diffusion)
     if gaussian is None:
         raise EveInputError(
-            "Only a linear-Gaussian generator is refitted per bootstrap draw (in milliseconds): a diffusion "
-            "model's interval covers the sampling noise only."
+            "Only a linear-Gaussian generator is refitted per bootstrap draw (in milliseconds): for a diffusion "
+            "model, use diffusion_score, whose interval covers the sampling noise only."
         )
     refitted, index = gaussian.bootstrap(sample_seed(REPLICATE_SEED, b))
     table = None if diffusion.table is None else FeatureTable(diffusion.table.schema, diffusion.table.values[index])
