@@ -13,6 +13,7 @@ The card's JSON keys are the dataclass's fields; keys Eve does not know are kept
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from engine.data.slicing import INPUT_KINDS, SliceSpec
-from engine.errors import EveInputError
+from engine.errors import EveInputError, reason
 
 REQUIRED_KEYS = ("name", "kind", "spec", "output_names", "architecture")
 OUTPUT_KINDS = ("logit", "probability", "regression")
@@ -69,6 +70,14 @@ def _set_fields(card, keep_empty: tuple[str, ...]) -> dict[str, Any]:
     return data
 
 
+def _event(name: str) -> str:
+    """'P(label=1)' -> 'that label = 1'; 'P(AD)' or 'AD' -> 'of AD'."""
+    inner = name[2:-1] if name.startswith("P(") and name.endswith(")") else name
+    if re.search(r"[<>=]", inner):
+        return "that " + re.sub(r"\s*(<=|>=|!=|=|<|>)\s*", r" \1 ", inner)
+    return f"of {inner}"
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """A classifier's card. Build with `ModelCard.from_json` (a zoo file) or directly."""
@@ -86,6 +95,7 @@ class ModelCard:
     depends_on: tuple[str, ...] = ()  # features the target depends on by construction
     normalisation: str | None = None  # what the model is fed, in words
     outputs: str | None = None  # what the outputs are (logit, probability, ...), in words
+    output_unit: str | None = None  # a regression output's unit ("mL", "pixels", "SD units")
     function: str | None = None  # glass-box: the exact function computed
     metrics: dict = field(default_factory=dict, compare=False)  # held-out metrics on the test split
     training: dict = field(default_factory=dict, compare=False)  # config, seed, wall time, machine
@@ -134,13 +144,29 @@ class ModelCard:
             if 0 <= index < len(names):
                 return index
             raise EveInputError(
-                f"Output index {index} is out of range: the model has {len(names)} output(s) ({', '.join(names)})."
+                f"Output index {index} is out of range: the model has {len(names)} output(s) "
+                f"({', '.join(names) or 'none'}); use an index from 0 to {len(names) - 1}."
             )
-        raise EveInputError(f"Unknown output {output!r}: the model's outputs are {', '.join(names)}.")
+        raise EveInputError(
+            f"Unknown output {output!r}: choose one of the model's outputs, {', '.join(names) or 'none'}."
+        )
 
     @property
     def is_torchscript(self) -> bool:
         return self.kind == TORCHSCRIPT
+
+    def describe_output(self, index: int) -> str:
+        """Output `index` in plain words, for a reader who does not know what a logit is: "the model's
+        probability that label = 1", "the model's logit (log-odds) that label = 1", "the model's
+        predicted z(size)+z(texture) (SD units)"."""
+        name = self.output_names[index]
+        if (self.outputs or "").startswith("probability") or self.output_kind == "probability":
+            return f"the model's probability {_event(name)}"
+        if self.output_kind == "logit":
+            return f"the model's logit (log-odds) {_event(name.removeprefix('logit '))}"
+        unit = f" ({self.output_unit})" if self.output_unit else ""
+        predicted = self.output_kind == "regression" and self.task != "readout"
+        return f"the model's {'predicted' if predicted else 'output'} {name}{unit}"
 
     @property
     def output_kind(self) -> str | None:
@@ -164,6 +190,7 @@ class ModelRef:
     label: str | None = None  # what to call a TorchScript model in messages and reports
     output_names: tuple[str, ...] | None = None  # a TorchScript model's outputs (None: output_0, ...)
     output_kind: str | None = None  # a TorchScript model's outputs: one of OUTPUT_KINDS (None: not stated)
+    output_unit: str | None = None  # a TorchScript regression's unit (None: not stated)
     uploaded: bool = False  # an upload's temporary file: messages say "the uploaded file", not its path
     explain: str = "output"  # what is explained: the model's "output" as it is, or the "probability" of a logit
 
@@ -188,11 +215,18 @@ class ModelRef:
         *,
         output_names=None,
         output_kind: str | None = None,
+        output_unit: str | None = None,
         uploaded: bool = False,
     ) -> ModelRef:
         names = None if output_names is None else tuple(str(n) for n in output_names)
         return cls(
-            path=str(path), spec=spec, label=label, output_names=names, output_kind=output_kind, uploaded=uploaded
+            path=str(path),
+            spec=spec,
+            label=label,
+            output_names=names,
+            output_kind=output_kind,
+            output_unit=output_unit,
+            uploaded=uploaded,
         )
 
     @property
@@ -214,7 +248,7 @@ USER_CARD_KEYS = ("name", "input", "intensity", "outputs")
 USER_CARD_EXAMPLE = (
     '{"name": "my model", "input": {"kind": "slice", "plane": "coronal", "slice": "hippocampus", "size": 64}, '
     '"intensity": "raw", "outputs": {"names": ["logit AD"], "kind": "logit"}}, or for a 3D model '
-    '{"input": {"kind": "volume", "size": 96, "spacing": 2.0}, ...}'
+    '{"input": {"kind": "volume", "size": 96, "spacing": 2.0}, ...} (a regression\'s outputs may add "unit": "mL")'
 )
 
 
@@ -232,6 +266,7 @@ class UserCard:
     intensity: str | None = None
     output_names: tuple[str, ...] | None = None
     output_kind: str | None = None
+    output_unit: str | None = None
 
     @classmethod
     def from_json(cls, data, source: str = "the model card") -> UserCard:
@@ -251,15 +286,21 @@ class UserCard:
             raise EveInputError(f"{source}: input kind {kind!r} is not one of {', '.join(INPUT_KINDS)}: {fix}.")
         spacing = given.get("spacing")
         if spacing is not None and (isinstance(spacing, bool) or not isinstance(spacing, (int, float))):
-            raise EveInputError(f"{source}: input spacing {spacing!r} must be a number of millimetres.")
+            raise EveInputError(
+                f"{source}: input spacing {spacing!r} is not a number: give it in millimetres, e.g. 2.0."
+            )
         if outputs.get("kind") is not None and outputs["kind"] not in OUTPUT_KINDS:
-            raise EveInputError(f"{source}: outputs kind {outputs['kind']!r} is not one of {', '.join(OUTPUT_KINDS)}.")
+            raise EveInputError(
+                f"{source}: outputs kind {outputs['kind']!r} is unknown: use one of {', '.join(OUTPUT_KINDS)}."
+            )
         names = outputs.get("names")
         if names is not None and (not isinstance(names, list) or not names):
-            raise EveInputError(f"{source}: outputs names must be a non-empty list, one name per output column.")
+            raise EveInputError(
+                f"{source}: outputs names {names!r} are not a non-empty list: give one name per output column."
+            )
         size = given.get("size")
         if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
-            raise EveInputError(f"{source}: input size {size!r} must be a whole number of pixels.")
+            raise EveInputError(f"{source}: input size {size!r} is not a whole number: give it in pixels, e.g. 64.")
         return cls(
             name=data.get("name"),
             input=kind,
@@ -270,6 +311,7 @@ class UserCard:
             intensity=data.get("intensity"),
             output_names=None if names is None else tuple(str(n) for n in names),
             output_kind=outputs.get("kind"),
+            output_unit=None if outputs.get("unit") is None else str(outputs["unit"]),
         )
 
     @classmethod
@@ -286,7 +328,9 @@ class UserCard:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
-            raise EveInputError(f"Model card {path} is not readable JSON ({exc}): fix it or remove it.") from exc
+            raise EveInputError(
+                f"Model card {path} is not readable JSON ({reason(exc)}): fix it or remove it."
+            ) from exc
         return cls.from_json(data, source=f"Model card {path}")
 
     def ref(
@@ -315,7 +359,12 @@ class UserCard:
             spacing=(spacing if spacing is not None else self.spacing) if volume else None,
         )
         return ModelRef.torchscript(
-            model_path, spec, label=label or self.name, output_names=self.output_names, output_kind=self.output_kind
+            model_path,
+            spec,
+            label=label or self.name,
+            output_names=self.output_names,
+            output_kind=self.output_kind,
+            output_unit=self.output_unit,
         )
 
 

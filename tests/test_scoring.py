@@ -14,6 +14,7 @@ true S(A) = Var(E[g | A]) / Var(g) is computed without the estimator under test:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -37,9 +38,9 @@ from torch import nn
 from components import loaders
 from engine import scoring
 from engine.__main__ import main
-from engine.cards import ModelRef
+from engine.cards import ModelCard, ModelRef, UserCard
 from engine.data import shapes as shapes_generator
-from engine.data.slicing import model_input, normalise_intensity
+from engine.data.slicing import SliceSpec, model_input, normalise_intensity
 from engine.errors import EveInputError
 from engine.models import load
 
@@ -285,3 +286,29 @@ def test_only_a_logit_has_a_probability_to_explain():
         load(ModelRef(name="shapes-glass-area", explain="probability"))
     with pytest.raises(EveInputError, match="Unknown explained output 'odds'"):
         ModelRef(name="shapes-glass-area", explain="odds")
+
+
+def test_every_output_is_named_in_plain_words_with_its_unit():
+    def described(ref):
+        return load(ref)[1].describe_output(0)
+
+    assert described(ModelRef(name="shapes-elongated", explain="probability")) == (
+        "the model's probability that aspect < 0.725"
+    )
+    assert described(ModelRef.builtin("synthbrain-diagnosis")) == "the model's logit (log-odds) that label = 1"
+    assert described(ModelRef.builtin("shapes-size-texture")) == "the model's predicted z(size)+z(texture) (SD units)"
+    assert described(ModelRef.builtin("shapes-glass-area")) == "the model's output bright_pixels (pixels)"
+    card = ModelCard(
+        name="user",
+        kind="torchscript",
+        spec=SliceSpec("axial", None, 64),
+        output_names=("P(AD)", "logit MCI", "volume"),
+    )
+    assert replace(card, outputs="probability").describe_output(0) == "the model's probability of AD"
+    assert replace(card, outputs="logit").describe_output(1) == "the model's logit (log-odds) of MCI"
+    user = UserCard.from_json({"outputs": {"names": ["volume"], "kind": "regression", "unit": "mL"}})
+    ref = user.ref("model.pt")
+    assert ref.output_unit == "mL"
+    assert replace(card, outputs="regression", output_unit="mL").describe_output(2) == (
+        "the model's predicted volume (mL)"
+    )

@@ -148,6 +148,7 @@ class Recipe:
     output_names: tuple[str, ...] = ()
     train: TrainConfig | None = None  # None: glass-box, nothing to train
     search: dict[str, list] | None = None  # glass-box: grid of kwargs, best train-split correlation wins
+    output_unit: str | None = None  # a regression or read-out output's unit
 
 
 # chosen by 4-fold cross-validation on synthbrain's train split (a hidden layer or dropout trained worse)
@@ -204,6 +205,7 @@ RECIPES: dict[str, Recipe] = {
             "Regression of z(size) + z(texture): depends on size and texture only.",
             ("z(size)+z(texture)",),
             TrainConfig(epochs=20, weight_decay=1e-4),
+            output_unit="SD units",
         ),
         Recipe(
             "shapes-elongated",
@@ -234,6 +236,7 @@ RECIPES: dict[str, Recipe] = {
                 ],  # symmetric about the midline
                 "threshold": [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7],
             },
+            output_unit="pixels",
         ),
         Recipe(
             "shapes-glass-area",
@@ -246,6 +249,7 @@ RECIPES: dict[str, Recipe] = {
             "Glass-box area read-out: soft count of pixels brighter than halfway between the background "
             "(border mean) and white.",
             ("bright_pixels",),
+            output_unit="pixels",
         ),
         Recipe(
             "shapes-glass-background",
@@ -257,6 +261,7 @@ RECIPES: dict[str, Recipe] = {
             {"size": 64, "border": 4},
             "Glass-box linear read-out: mean brightness of the 4-pixel border frame (the normalised background).",
             ("border_mean",),
+            output_unit="normalised intensity",
         ),
     ]
 }
@@ -419,6 +424,7 @@ def _card(recipe: Recipe, model: nn.Module, wall_time: float | None) -> ModelCar
         spec=recipe.spec,
         normalisation=VOLUME_NORMALISATION if recipe.spec.is_volume else NORMALISATION,
         output_names=tuple(recipe.output_names),
+        output_unit=recipe.output_unit,
         outputs={
             "binary": "logit (apply a sigmoid for the probability)",
             "regression": "predicted target",

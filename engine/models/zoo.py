@@ -25,7 +25,7 @@ from torch import nn
 from engine import default_device
 from engine.cards import TORCHSCRIPT, ModelCard, ModelRef
 from engine.data.slicing import SliceSpec
-from engine.errors import EveInputError
+from engine.errors import EveInputError, reason
 from engine.models.architectures import ARCHITECTURES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def read_card(path: Path) -> ModelCard:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EveInputError(
-            f"Model card {path} is not readable JSON ({exc}): rebuild it with "
+            f"Model card {path} is not readable JSON ({reason(exc)}): rebuild it with "
             f"`python -m engine train-classifier {path.stem}`."
         ) from exc
     return ModelCard.from_json(data, source=path)
@@ -102,7 +102,7 @@ def load_model(
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise EveInputError(
-                f"Weights {weights} do not fit the architecture of {name!r} ({exc}): {rebuild}."
+                f"Weights {weights} do not fit the architecture of {name!r} ({reason(exc)}): {rebuild}."
             ) from exc
     model = model.to(torch.device(device) if device is not None else default_device())
     return model.eval(), card
@@ -153,7 +153,7 @@ def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=
             single = model(batch[:1])
     except Exception as exc:  # any failure inside user code
         raise EveInputError(
-            f"The model failed on {shape} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+            f"The model failed on {shape} ({reason(exc, typed=True)}): "
             f"it must take {what} shaped (B, {axes}); export it for this input, or correct the model card's "
             "input (kind, size)."
         ) from exc
@@ -298,4 +298,8 @@ def load(ref: ModelRef, device: str | torch.device | None = None) -> tuple[nn.Mo
     model, card = load_torchscript(
         data, ref.spec, output_names=ref.output_names, name=ref.label or path.name, device=device
     )
-    return explained(model, replace(card, outputs=ref.output_kind) if ref.output_kind else card, ref.explain)
+    if ref.output_kind:
+        card = replace(card, outputs=ref.output_kind)
+    if ref.output_unit:
+        card = replace(card, output_unit=ref.output_unit)
+    return explained(model, card, ref.explain)
