@@ -6,9 +6,15 @@ nothing imports streamlit.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.errors import EveInputError
@@ -30,4 +36,48 @@ def machine() -> str:
     return f"{platform.machine()}, {cores} CPU cores{memory}, {gpu}, torch {torch.__version__}"
 
 
-__all__ = ["EveInputError", "default_device", "machine"]
+def eve_version() -> str:
+    """Eve's version (pyproject.toml, or the installed package's), with the git commit when run
+    from a checkout ("0.1.0, git 2258f01"; "-dirty" when the tree has uncommitted changes)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    except (OSError, KeyError, ValueError):
+        try:
+            version = importlib.metadata.version("eve")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+    if not (root / ".git").exists():
+        return version
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}, git {commit}" if commit else version
+
+
+def software(*packages: str) -> dict[str, str]:
+    """The versions a report records: Eve, Python, torch and numpy, then each of `packages`
+    that is installed (e.g. "diffusers" for a diffusion score)."""
+    found = {
+        "eve": eve_version(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    for name in packages:
+        module = sys.modules.get(name)
+        try:
+            found[name] = getattr(module, "__version__", None) or importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+__all__ = ["EveInputError", "default_device", "eve_version", "machine", "software"]

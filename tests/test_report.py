@@ -5,8 +5,10 @@ The scores themselves are checked against the truth in test_scoring.py.
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -84,6 +86,19 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
     assert pos_x["score"] > 0.95
 
 
+def _visible(page: str) -> str:
+    """A report's HTML without its scripts and styles (the figures' JSON lives in scripts)."""
+    return re.sub(r"<(script|style)\b.*?</\1>", "", page, flags=re.S)
+
+
+def _section_text(page: str, heading: str) -> str:
+    """From the heading (an h2 or h3 starting with `heading`) to the next h2."""
+    start = re.search(rf"<h[23]>{re.escape(heading)}", page)
+    assert start, f"no {heading!r} section"
+    end = page.find("<h2>", start.end())
+    return page[start.start() : end if end > 0 else None]
+
+
 class _Collect(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -123,6 +138,21 @@ def test_cli_html_report_is_standalone_with_score_bars_and_curves(preloaded, rea
     assert "E[output_1 | A = a]" in text and "<table" in text
     assert len(text) > 1_000_000  # plotly.js itself
     assert len(pd.read_csv(tmp_path / "report.csv")) == len(shapes_generator.FEATURE_RANGES)
+    page = _visible(text)
+    assert '{"' not in page and "{&quot;" not in page  # metadata as labelled rows, never JSON
+    assert "<th>Location</th>" in page and "<th>SHA-256</th>" in page  # nested dicts are rows
+    contract = _section_text(page, "Input contract")
+    assert "the 2D image" in contract and "64 × 64 px" in contract and "p99" in contract
+    methods = _section_text(page, "Methods")
+    assert html.escape(report.CITATION) in methods
+    assert "estimated from data (the data path), on the 1,000 test-split images of shapes" in methods
+    assert "20 bootstrap resamples" in methods and "diffusion" not in methods
+    assert "@media print" in text and "break-inside: avoid" in text
+    software = _section_text(page, "Software")
+    for name, version in (("torch", torch.__version__), ("numpy", np.__version__), ("python", sys.version.split()[0])):
+        assert f"<th>{name}</th><td>{html.escape(version)}</td>" in software
+    assert "<th>eve</th>" in software and "python -m engine score --data shapes" in software
+    assert "diffusers" not in software  # a data-path score does not use it
 
 
 def test_report_writers_round_trip_nan_as_null(shapes, tmp_path):
@@ -133,14 +163,17 @@ def test_report_writers_round_trip_nan_as_null(shapes, tmp_path):
         ["size", "const"],
         {f: shapes.feature_values(f)[rows] for f in ("size", "aspect")},
         (),
-        {"model": {"name": "m"}, "dataset": {"name": "shapes"}, "method": "data"},
+        {"model": {"name": "m"}, "dataset": {"name": "shapes"}, "method": "data", "run": {"host": {"gpu": None}}},
         outputs=y,
     )
     doc = json.loads(report.write_json(rep, tmp_path / "r.json").read_text())
     const = [s for s in doc["scores"] if s["output"] == "const"]
     assert all(s["score"] is None and s["status"] == "constant_output" for s in const)
     assert pd.read_csv(report.write_csv(rep, tmp_path / "r.csv"))["score"].isna().sum() == 2
-    assert "nothing to explain" in report.write_html(rep, tmp_path / "r.html").read_text()
+    page = report.write_html(rep, tmp_path / "r.html").read_text()
+    assert "nothing to explain" in page  # the problems list; a minimal metadata dict still makes a report
+    other = _section_text(_visible(page), "Other details")  # a key the report does not know: rows, not JSON
+    assert "<th>run</th>" in other and "<th>host</th>" in other and "<th>gpu</th><td>—</td>" in other
 
 
 def _glass_zoo(folder) -> None:
@@ -211,6 +244,14 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
     assert calls == [("shapes", "size", 0, 2, 4, "model"), ("shapes", "pos_x", 0, 2, 4, "model")]
     csv = pd.read_csv(tmp_path / "diff.csv")
     assert list(csv["score"]) == [0.5, 0.5] and "Plotly.newPlot" in out.read_text()
+    page = _visible(out.read_text())
+    assert '{"' not in page and "{&quot;" not in page
+    methods = _section_text(page, "Methods")
+    assert "sampled from the conditional diffusion model shapes-diffusion instead of from data" in methods
+    assert "K = 2 values" in methods and "N = 4 images" in methods and "data path" not in methods
+    assert "200 parametric bootstrap draws" in methods  # the shapes generator is a diffusion model: no refits
+    assert "<th>K values × N samples</th><td>2 × 4 per feature" in page
+    assert "<th>diffusers</th>" in _section_text(page, "Software")
 
 
 BAD_INPUTS = [
@@ -337,8 +378,71 @@ def test_a_built_in_model_on_a_dataset_it_was_not_trained_on_is_warned_about_in_
     assert main([*argv, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "warning: shapes-glass-area was trained on Eve's shapes, not on synthbrain" in printed
-    assert "describe that model, not one trained on this data" in out.read_text()
+    page = out.read_text()
+    assert "describe that model, not one trained on this data" in page
+    assert '<p class="warning"><b>Warning.</b> shapes-glass-area was trained on Eve&#x27;s shapes' in page
+    assert "Note: shapes-glass-area was trained on Eve&#x27;s shapes" in _section_text(page, "Methods")
+    assert "<th>Registration</th><td>none" in page  # a slice of a 3D volume: registration is part of the contract
     assert main([*argv, "--out", str(tmp_path / "foreign.json")]) == 0
     assert "trained on Eve's shapes" in json.loads((tmp_path / "foreign.json").read_text())["warning"]
     assert main([*argv[:4], "synthbrain-diagnosis", *argv[5:], "--out", str(tmp_path / "own.json")]) == 0
     assert "warning" not in json.loads((tmp_path / "own.json").read_text())
+
+
+# 6. the HTML report's sections -------------------------------------------------------------------
+
+
+def test_html_report_states_a_volume_contract_and_the_sources_it_compares(synthbrain):
+    """A user's 3D model (fake outputs: no forward pass) with the app's diffusion and truth rows beside."""
+    from engine.cards import ModelCard
+    from engine.data import SliceSpec
+
+    spec = SliceSpec(input="volume", size=48, spacing=2.5, intensity="zscore")
+    card = ModelCard(name="my 3d", kind="torchscript", spec=spec, output_names=("logit AD",), outputs="logit")
+    rows = scoring.split_rows(synthbrain, "test")
+    age = synthbrain.feature_values("age")[rows]
+    y = (age + np.random.default_rng(0).normal(0, 5, len(rows)))[:, None]
+    rep = scoring.data_report(y, card, synthbrain, ["age", "icv"], n_boot=0)
+    assert rep.metadata["explained"] == "logit" and rep.metadata["ci_method"] == "none"
+    assert rep.metadata["software"]["torch"] == torch.__version__  # the JSON carries the versions too
+    row = rep.table.iloc[0]
+    diffusion = pd.DataFrame([{**row.to_dict(), "output": "0", "score": 0.3, "n": 24, "n_groups": 3}])
+    truth = rep.table.assign(output="truth", n=len(synthbrain))
+    settings = {"diffusion": "gen", "n_boot": 0}
+    both = report.compare(rep, diffusion=diffusion, diffusion_settings=settings, truth=truth, truth_definition="g")
+    assert set(both.table["source"]) == {"data", "diffusion", "truth"} and set(both.table["output"]) == {"logit AD"}
+    page = _visible(report.html_report(both))
+    assert '{"' not in page and "{&quot;" not in page
+    contract = _section_text(page, "Input contract")
+    assert "the whole 3D volume" in contract and "48 × 48 × 48 voxels" in contract
+    assert "2.5 mm isotropic" in contract and "zscore" in contract and "<th>Registration</th><td>none" in contract
+    model = _section_text(page, "Model")
+    assert "a user&#x27;s TorchScript model" in model and "not known to Eve" in model
+    methods = _section_text(page, "Methods")
+    assert "Y is a logit." in methods and "No confidence intervals were computed" in methods
+    assert "The diffusion-path scores (hatched bars) were estimated from images sampled from gen" in methods
+    assert "K = 3 values" in methods and "N = 8 images" in methods  # read off the rows: n = K N
+    assert f"on all {len(synthbrain):,} images: the score a perfect model of its target would get" in methods
+    assert "<td>diffusion path</td>" in page and "<td>ground truth</td>" in page  # the table's source column
+    assert "plain: data path, hatched: diffusion path, dotted: ground truth." in page  # figure 1's caption
+    alone = _visible(report.html_report(report.compare(rep, truth=truth)))
+    assert "plain: data path, dotted: ground truth." in alone and "hatched" not in alone
+
+
+@pytest.mark.parametrize(
+    ("ci_method", "says"),
+    [
+        ("generator_refits", "the scores of 20 generators refitted on bootstrap resamples of the training subjects"),
+        ("parametric_bootstrap", "percentile intervals of 200 parametric bootstrap draws (seed 3)"),
+        ("none", "No confidence intervals were computed"),
+    ],
+)
+def test_the_diffusion_methods_paragraph_says_how_its_interval_was_computed(ci_method, says):
+    table = pd.DataFrame(
+        [dict(feature="a", output="y", score=0.4, ci_low=0.3, ci_high=0.5, unexplained=0.6, n=40, n_groups=5)]
+    ).assign(status="ok", message="")
+    meta = {"method": "diffusion", "diffusion": "g", "k_values": 5, "n_per_value": 8, "n_boot": 200, "seed": 3}
+    meta |= {"ci_method": ci_method, "ci_refits": 20, "dataset": {"name": "d"}, "model": {"name": "m"}}
+    rep = scoring.ScoreReport(table, ["y"], {"a": np.arange(3.0)}, (), meta)
+    text = " ".join(report.methods_paragraphs(rep))
+    assert says in text and "K = 5 values" in text and "N = 8 images" in text and "data path" not in text
