@@ -13,8 +13,9 @@ def draw(table: pd.DataFrame, ds, ds_key: str) -> pd.DataFrame:
     with st.expander("Filter the cohort", expanded=False):
         c = st.columns([1, 1, 2])
         splits = ["all", *sorted(table["split"].unique())] if "split" in table.columns else ["all"]
-        split = c[0].selectbox("Split", splits, key=state.BROWSE_SPLIT)
-        feature = c[1].selectbox("Filter by", ["(none)", *ds.features], key=state.BROWSE_FILTER_FEATURE)
+        split = c[0].selectbox("Split", splits, key=state.keyed(state.BROWSE_SPLIT, ds_key))
+        filters = ["(none)", *ds.features]
+        feature = c[1].selectbox("Filter by", filters, key=state.keyed(state.BROWSE_FILTER_FEATURE, ds_key))
         shown = table if split == "all" else table[table["split"] == split]
         if feature in ds.numeric_features:
             lo, hi = float(table[feature].min()), float(table[feature].max())

@@ -1,4 +1,4 @@
-"""The feature explorer's panels beside and below the samples: the model's outputs at the
+"""The feature explorer's panels below the samples: the model's outputs at the
 chosen value against E[f | A = a] from data, and the pre-computed bank of slider positions."""
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float,
         )
         split = loaders.default_split(sel.source)
         curve, y_data, a_data = loaders.curve(sel.source, sel.model_ref, sel.device, sel.output, split, feature)
-        st.plotly_chart(
+        violin, line = st.columns(2)
+        violin.plotly_chart(
             curves.output_distribution(
                 y,
                 label=f"{feature} = {value}",
@@ -45,13 +46,13 @@ def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float,
             ),
             key="explorer_violin",
         )
-        st.plotly_chart(
+        line.plotly_chart(
             curves.conditional_curve_figure(
                 curve,
                 y_data,
                 a_data,
                 feature=feature,
-                output_name=sel.output_name,
+                output_name=sel.output_short,
                 color=color,
                 categorical=categorical,
                 marker_at=None if categorical else value,

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from engine import baselines, scoring
+from engine import baselines, report, scoring
 from engine.cards import ModelCard, ModelRef
 from engine.data.defaults import BUILDERS
 from engine.data.defaults import is_built as _is_built
@@ -291,6 +291,9 @@ def sample_outputs(
     return forward(net, torch.from_numpy(images)[:, None])[:, output].numpy()
 
 
+DIFFUSION_N_BOOT = 200  # the diffusion scores' bootstrap draws (their report says so)
+
+
 def diffusion_score_row(sel, feature: str, k_values: int, n_per_value: int, progress=None) -> tuple[dict, pd.DataFrame]:
     """(score-table row, per-value table) of the diffusion-based S(A) for the selected model."""
     from engine.diffusion import diffusion_score
@@ -307,6 +310,7 @@ def diffusion_score_row(sel, feature: str, k_values: int, n_per_value: int, prog
         seed=0,
         sampler=score_sampler(sel.generator),
         progress=progress,
+        n_boot=DIFFUSION_N_BOOT,
     )
     row = scoring.score_row(feature, str(sel.output), result)
     if "constraint_mae_over_sd" in per_value:  # how tightly the samples held the asked values
@@ -327,8 +331,10 @@ def _truth_function(source: str, ref: ModelRef, device: str) -> tuple[np.ndarray
     ds = dataset(source)
     if target is None or ds.truth is None:
         return None
-    if target.reference is not None:  # Bayes-optimal probability -> its logit
+    if target.reference is not None:  # the Bayes-optimal probability, or its logit where the logit is explained
         p = np.clip(target.reference(ds.table, ds.truth), 1e-6, 1 - 1e-6)
+        if ref.explain == "probability":
+            return p, f"the Bayes-optimal probability: {target.definition}"
         return np.log(p / (1 - p)), f"logit of the Bayes-optimal probability: {target.definition}"
     return np.asarray(target.values(ds.table, ds.truth), float), target.definition
 
@@ -351,3 +357,38 @@ def truth_scores(sel, features: tuple[str, ...]) -> pd.DataFrame | None:
     """Ground-truth rows (source "truth") for the selected model where its target is known."""
     found = truth_table(sel.source, sel.model_ref, sel.device, features) if sel.model_ref else None
     return None if found is None else found[0].assign(source="truth")
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def scores_report(sel, split: str, features: tuple[str, ...], n_boot: int, diffusion_rows=None):
+    """The scores page's view as the HTML report (`engine.report.html_report`): its data scores (the
+    cached outputs on the same rows, bootstrap and seed, so the same numbers) with the diffusion and
+    ground-truth rows it shows beside them. Returned as a callable that builds the page, a download
+    button's deferred data: the 5 MB file is written only when asked for."""
+    outputs = model_outputs(sel.source, sel.model_ref, sel.device)[split_rows(sel.source, split)]
+    _, found = model(sel.model_ref, sel.device)
+    ds = dataset(sel.source)
+    truth = truth_table(sel.source, sel.model_ref, sel.device, features)
+    settings = None
+    if diffusion_rows is not None:
+        diffusion_rows = diffusion_rows[diffusion_rows["feature"].isin(features)]
+        settings = scoring.diffusion_settings(
+            diffusion(sel.generator), score_sampler(sel.generator), n_boot=DIFFUSION_N_BOOT, seed=0
+        )
+
+    def build() -> str:
+        scored = scoring.data_report(
+            outputs, found, ds, list(features), split=split, n_boot=n_boot, seed=0, output=sel.output
+        )
+        both = report.compare(
+            scored,
+            diffusion=diffusion_rows,
+            diffusion_settings=settings,
+            truth=None if truth is None else truth[0],
+            truth_definition=None if truth is None else truth[1],
+        )
+        return report.html_report(both)
+
+    return build

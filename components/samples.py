@@ -7,8 +7,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 
-def sample_grid(images: np.ndarray, captions: list[str], *, cols: int = 4, height_per_row: int = 210) -> go.Figure:
-    """(n, S, S) images in [0, 1] as a grid of grey-scale tiles, each with a caption."""
+def sample_grid(images: np.ndarray, captions: list[str], *, cols: int = 3, height_per_row: int = 310) -> go.Figure:
+    """(n, S, S) images in [0, 1] as a grid of grey-scale tiles, each with a caption; three a row, so
+    a tile is about 290 px wide on a laptop, smoothed for display only."""
     n = len(images)
     rows = int(np.ceil(n / cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=captions, horizontal_spacing=0.01, vertical_spacing=0.06)
@@ -20,6 +21,7 @@ def sample_grid(images: np.ndarray, captions: list[str], *, cols: int = 4, heigh
                 zmin=0,
                 zmax=1,
                 showscale=False,
+                zsmooth="best",
                 hovertemplate=f"{captions[i]}<br>intensity %{{z:.3f}}<extra></extra>",
             ),
             row=i // cols + 1,
@@ -34,15 +36,17 @@ def sample_grid(images: np.ndarray, captions: list[str], *, cols: int = 4, heigh
     return fig
 
 
-def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], height: int = 300) -> go.Figure:
+def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], height: int = 330) -> go.Figure:
     """Image a, image b, and b - a on a symmetric red-blue scale."""
     diff = b - a
     limit = float(np.abs(diff).max()) or 1.0
     fig = make_subplots(rows=1, cols=3, subplot_titles=[*titles, "difference (right − left)"], horizontal_spacing=0.02)
-    fig.add_trace(go.Heatmap(z=a, colorscale="gray", zmin=0, zmax=1, showscale=False), row=1, col=1)
-    fig.add_trace(go.Heatmap(z=b, colorscale="gray", zmin=0, zmax=1, showscale=False), row=1, col=2)
+    grey = dict(colorscale="gray", zmin=0, zmax=1, showscale=False, zsmooth="best")
+    fig.add_trace(go.Heatmap(z=a, **grey), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=b, **grey), row=1, col=2)
+    scale = dict(thickness=10, len=0.9, title=dict(text="intensity, right − left", side="right"))
     fig.add_trace(
-        go.Heatmap(z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, colorbar=dict(thickness=10, len=0.9)),
+        go.Heatmap(z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, zsmooth="best", colorbar=scale),
         row=1,
         col=3,
     )

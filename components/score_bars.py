@@ -22,12 +22,12 @@ AGREE_TOLERANCE = 0.05  # |data - diffusion| within this, or overlapping CIs, co
 
 
 def caption(feature: str, row: pd.Series, output_name: str) -> str:
-    """'ventricle_volume explains 41% (35-47%) of the variation in this model's output ...'."""
+    """'ventricle volume explains 41% (35–47%) of the variation in the model's probability that ...'."""
     label = feature.replace("_", " ")
     if row["status"] != "ok":
         return f"{label}: no score — {row['message']}"
     ci = "" if math.isnan(row["ci_low"]) else f" ({row['ci_low']:.0%}–{row['ci_high']:.0%})"
-    return f"{label} explains {row['score']:.0%}{ci} of the variation in this model's output ({output_name})."
+    return f"{label} explains {row['score']:.0%}{ci} of the variation in {output_name}."
 
 
 def agreement(data_row: pd.Series | None, diffusion_row: pd.Series | None) -> tuple[str, str] | None:

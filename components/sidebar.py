@@ -19,7 +19,7 @@ from components import loaders, state, uploads
 from engine import scoring
 from engine.cards import USER_CARD_EXAMPLE, ModelRef, UserCard
 from engine.data.slicing import INPUT_KINDS, INTENSITIES, PLANES, SliceSpec
-from engine.errors import EveInputError
+from engine.errors import EveInputError, reason
 
 DATASET_LABELS = {"synthbrain": "SynthBrain (3D T1 MRI)", "shapes": "Shapes (2D synthetic)", "upload": "Your folder"}
 NAMED_SLICE_CHOICES = ("ventricles", "hippocampus", "midline", "basal-ganglia", "middle")
@@ -34,7 +34,7 @@ class Selection:
     model_ref: ModelRef | None  # the chosen model (loaders.model key)
     model_label: str | None
     output: int  # which output column is explained
-    output_name: str
+    output_name: str  # the explained output in plain words (ModelCard.describe_output)
     device: str
     model_note: str | None = None  # why no model is selected, in plain words
     generator: str | None = None  # loaders.diffusion key: an embedded dataset's name, or a folder's generator card
@@ -42,6 +42,11 @@ class Selection:
     @property
     def dataset(self):
         return loaders.dataset(self.source)
+
+    @property
+    def output_short(self) -> str:
+        """The explained output without "the model's ", for axis titles and narrow boxes."""
+        return self.output_name.removeprefix("the model's ")
 
     @property
     def dataset_name(self) -> str:
@@ -125,7 +130,11 @@ def _card_upload() -> UserCard | None:
         card = UserCard.from_json(json.loads(data), source=f"Model card {upload.name}")
         card.ref(upload.name)  # its input and intensity make a valid contract (raises the reason if not)
     except ValueError as exc:  # EveInputError is a ValueError, as is a JSON syntax error
-        st.error(str(exc) if isinstance(exc, EveInputError) else f"{upload.name} is not readable JSON ({exc}): fix it.")
+        st.error(
+            str(exc)
+            if isinstance(exc, EveInputError)
+            else f"{upload.name} is not readable JSON ({reason(exc)}): fix it."
+        )
         return held[1] if held is not None else None
     filled = {
         state.MODEL_INPUT: card.input,
@@ -214,6 +223,7 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
                 label=(card and card.name) or "your TorchScript model",
                 output_names=card and card.output_names,
                 output_kind=card and card.output_kind,
+                output_unit=card and card.output_unit,
                 uploaded=True,
             )
             loaders.model(ref, device)
@@ -265,11 +275,12 @@ def _model(source: str, dataset_name: str, device: str) -> tuple[ModelRef | None
     return ModelRef.builtin(choice), choice, None
 
 
-EXPLAIN_LABELS = {"output": "the logit", "probability": "the probability"}
+# probability first: clinicians read probabilities, and a logit's variance is not the probability's
+EXPLAIN_LABELS = {"probability": "probability", "output": "logit (log-odds)"}
 
 
 def _explained(ref: ModelRef, device: str) -> ModelRef:
-    """For a logit model, whether its logit or its probability is explained (their scores differ)."""
+    """For a logit model, whether its probability or its logit is explained (their scores differ)."""
     if loaders.card(ref, device).output_kind != "logit":
         return ref
     explain = st.radio(
@@ -278,8 +289,8 @@ def _explained(ref: ModelRef, device: str) -> ModelRef:
         format_func=EXPLAIN_LABELS.get,
         key=state.keyed(state.EXPLAIN, ref),
         horizontal=True,
-        help="The probability is the sigmoid of the logit (softmax over several): it saturates where the logit "
-        "does not, so a feature can explain more of one than of the other.",
+        help="The probability is the sigmoid of the logit (softmax over several): it saturates near 0 and 1 "
+        "where the logit does not, so a feature can explain more of one than of the other.",
     )
     return replace(ref, explain=explain)
 
@@ -297,14 +308,15 @@ def draw() -> Selection:
                 ref, model_label, note = _model(source, source if source in loaders.EMBEDDED else "user", device)
                 if ref is not None:
                     ref = _explained(ref, device)
-                    names = loaders.output_names(ref, device)
-                    output_name = st.selectbox(
+                    described = loaders.card(ref, device).describe_output
+                    output = st.selectbox(
                         "Output explained",
-                        names,
+                        range(len(loaders.output_names(ref, device))),
+                        format_func=lambda i: described(i).removeprefix("the model's "),
                         key=state.keyed(state.OUTPUT, ref),
-                        help="The logit or class probability whose variance Eve decomposes.",
+                        help="The model output whose variance Eve decomposes.",
                     )
-                    output = names.index(output_name)
+                    output_name = described(output)
             except EveInputError as exc:
                 st.error(str(exc))
                 ref, note = None, str(exc)

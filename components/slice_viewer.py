@@ -103,6 +103,7 @@ def model_slice_figure(
             zmin=low,
             zmax=high,
             showscale=False,
+            zsmooth="best",
             hovertemplate="row %{y}, col %{x}<br>intensity %{z:.3g}<extra></extra>",
         )
     )
@@ -115,7 +116,10 @@ def model_slice_figure(
                 opacity=opacity,
                 zmin=-limit if signed else 0,
                 zmax=limit,
-                colorbar=dict(thickness=10, len=0.8),
+                zsmooth="best",
+                colorbar=dict(
+                    thickness=10, len=0.8, title=dict(text="attribution" if signed else "|attribution|", side="right")
+                ),
                 hovertemplate="attribution %{z:.3g}<extra></extra>",
             )
         )

@@ -36,9 +36,9 @@ SELECTION = "selection"  # components.sidebar.Selection of this run
 RESULTS = "results"  # computed results kept for the session: {key: value}
 
 # -- page widgets ------------------------------------------------------------------------
-BROWSE_FILTER_FEATURE = "browse_filter_feature"
+BROWSE_FILTER_FEATURE = "browse_filter_feature"  # prefix: + dataset (its features)
 BROWSE_FILTER_RANGE = "browse_filter_range"  # prefix: + dataset + feature
-BROWSE_SPLIT = "browse_split"
+BROWSE_SPLIT = "browse_split"  # prefix: + dataset (its splits)
 BROWSE_TABLE = "browse_table"  # dataframe row selection
 BROWSE_SUBJECT = "browse_subject"  # prefix: + dataset
 BROWSE_SLICE = "browse_slice"  # prefix: + dataset + plane
@@ -49,7 +49,7 @@ BROWSE_OVERLAY_OPACITY = "browse_overlay_opacity"
 BROWSE_OVERLAY_CMAP = "browse_overlay_cmap"
 
 SCORES_FEATURES = "scores_features"  # prefix: + dataset
-SCORES_SPLIT = "scores_split"
+SCORES_SPLIT = "scores_split"  # prefix: + dataset (its splits)
 SCORES_N_BOOT = "scores_n_boot"
 SCORES_CURVE_FEATURE = "scores_curve_feature"  # prefix: + dataset
 SCORES_DIFFUSION_RUN = "scores_diffusion_run"
@@ -94,12 +94,10 @@ DEFAULTS: dict = {
     USER_CARD: None,
     SELECTION: None,
     RESULTS: {},
-    BROWSE_SPLIT: "all",
     BROWSE_ORIENTATION: "neurological",
     BROWSE_OVERLAY: False,
     BROWSE_OVERLAY_OPACITY: 0.5,
     BROWSE_OVERLAY_CMAP: "Hot",
-    SCORES_SPLIT: "test",
     SCORES_N_BOOT: 200,
     SCORES_DIFFUSION_N: 8,
     SCORES_DIFFUSION_K: 8,

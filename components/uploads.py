@@ -20,6 +20,7 @@ from engine.errors import EveInputError
 UPLOAD_ROOT = Path(tempfile.gettempdir()) / "eve-uploads"
 MAX_TOTAL_MB = 2048  # a whole uploaded folder; each file is also capped by server.maxUploadSize
 NIFTI = (".nii", ".nii.gz")
+UNNAMED = "your-folder"  # what loose uploaded files (no zip, so no folder name) are called
 
 
 def _digest(items: list[tuple[str, bytes]]) -> str:
@@ -37,7 +38,8 @@ def _safe_relative(name: str) -> PurePosixPath | None:
     return path
 
 
-def _from_zip(data: bytes) -> list[tuple[str, bytes]]:
+def _from_zip(data: bytes) -> tuple[list[tuple[str, bytes]], str | None]:
+    """The zip's files, without the one top folder a zipped folder has, and that folder's name (None if none)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -54,7 +56,14 @@ def _from_zip(data: bytes) -> list[tuple[str, bytes]]:
         items = [
             (str(PurePosixPath(*PurePosixPath(n).parts[1:])), d) for n, d in items if PurePosixPath(n).parts[0] == top
         ]
-    return items
+        return items, top
+    return items, None
+
+
+def _folder_name(name: str) -> str:
+    """A folder name safe on disk: what the user called their cohort, shown in reports."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.")
+    return safe[:64] or UNNAMED
 
 
 def dataset_folder(files: list[tuple[str, bytes]]) -> Path:
@@ -73,8 +82,14 @@ def dataset_folder(files: list[tuple[str, bytes]]) -> Path:
             "upload fewer subjects, or run Eve locally on the folder (python -m engine score --data DIR)."
         )
     items: list[tuple[str, bytes]] = []
+    folder = UNNAMED  # loose files: no name to keep
     for name, data in files:
-        items.extend(_from_zip(data) if name.lower().endswith(".zip") else [(name, data)])
+        if name.lower().endswith(".zip"):
+            unzipped, top = _from_zip(data)
+            items.extend(unzipped)
+            folder = _folder_name(top or Path(name).stem)
+        else:
+            items.append((name, data))
     csvs = [(n, d) for n, d in items if PurePosixPath(n).name == "features.csv"]
     if not csvs:
         raise EveInputError(
@@ -91,7 +106,9 @@ def dataset_folder(files: list[tuple[str, bytes]]) -> Path:
             f"No NIfTI volumes (.nii or .nii.gz) were uploaded{extra}: upload the volumes that features.csv names."
         )
     table = read_features_csv(io.BytesIO(csvs[0][1]))
-    root = UPLOAD_ROOT / _digest(items)
+    # <digest>/<the cohort's name>: the same upload maps to the same path, and the dataset keeps its name
+    digest = _digest([*items, ("folder name", folder.encode())])
+    root = UPLOAD_ROOT / digest / folder
     placed = {}
     for row, name in enumerate(table["file"], start=2):
         rel = _safe_relative(name)
@@ -107,8 +124,9 @@ def dataset_folder(files: list[tuple[str, bytes]]) -> Path:
         placed[rel] = volumes[rel.name]
     if (root / "features.csv").is_file():
         return root  # same content uploaded before
-    partial = root.with_name(root.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    staged = UPLOAD_ROOT / f"{digest}.partial"
+    shutil.rmtree(staged, ignore_errors=True)
+    partial = staged / folder
     for rel, data in placed.items():
         target = partial / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +136,8 @@ def dataset_folder(files: list[tuple[str, bytes]]) -> Path:
         target = partial / GENERATORS_DIR / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    partial.rename(root)
+    shutil.rmtree(root.parent, ignore_errors=True)  # an earlier upload that stopped half-way
+    staged.rename(root.parent)
     return root
 
 

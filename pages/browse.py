@@ -60,12 +60,13 @@ with c[2]:
         st.caption(sel.model_note or "No model selected: choose one in the sidebar for a prediction.")
     else:
         with errors.shown("The prediction"):
-            names = loaders.output_names(sel.model_ref, sel.device)
+            card = loaders.card(sel.model_ref, sel.device)
+            names = [card.describe_output(i) for i in range(len(card.output_names))]
             with st.spinner("Running the model over the dataset (once)..."):
                 y = loaders.model_outputs(sel.source, sel.model_ref, sel.device)[row]
             cols = st.columns(min(3, len(names)))
             for i, (name, value) in enumerate(list(zip(names, y, strict=True))[:3]):
-                cols[i].metric(f"Model: {name}", f"{value:.3f}")
+                cols[i].metric(name[0].upper() + name[1:], f"{value:.3f}")
             labels = {k: table.loc[row, k] for k in ds.label_columns}
             if labels:
                 st.caption(

@@ -21,44 +21,42 @@ palette = colors.feature_colors(ds.features)
 split = loaders.default_split(sel.source)
 rows = loaders.split_rows(sel.source, split)
 
-# -- 1. maps for one image beside the score bars -----------------------------------------
+# -- 1. maps for one image, full width (three tiles a row: >= 256 px each on a laptop), then the score bars
 subjects = table["subject"].iloc[rows].tolist()
 c = st.columns([2, 1])
 subject = c[0].selectbox(f"Image ({split} split)", subjects, key=state.keyed(state.COMPARE_SUBJECT, sel.source))
 signed = c[1].segmented_control("Maps", ["absolute", "signed"], key=state.COMPARE_SIGNED, required=True) == "signed"
 row = ds.index_of(subject)
 
-left, right = st.columns([3, 2])
-with left:
-    st.subheader("Pixel attribution maps")
-    methods = loaders.baseline_methods(sel.model_ref)
-    spec = loaders.card(sel.model_ref, sel.device).spec
-    image = loaders.model_inputs(sel.source, spec)[row, 0]
-    plane = None
-    if spec.is_volume:  # a 3D map is shown by one plane through the cube's centre
-        plane = st.segmented_control("Plane", list(PLANES), key=state.COMPARE_PLANE, required=True)
-        image = cube_planes(image)[plane][1]
-    found = {}
-    with st.status(f"Computing {len(methods)} maps...", expanded=False) as status:
-        for method in methods:
-            with errors.shown(f"The {method} map"):
-                found[method] = loaders.attribution(sel.source, sel.model_ref, sel.device, row, method, sel.output)
-        status.update(label=f"{len(found)} maps", state="complete")
-    if found:
-        shown = loaders.display_maps(found, signed)
-        if plane is not None:
-            shown = {method: cube_planes(m)[plane][1] for method, m in shown.items()}
-        st.plotly_chart(maps.map_grid(shown, image, signed=signed), key="compare_maps")
-        st.caption(
-            f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "
-            f"({'red = raises, blue = lowers the output' if signed else 'brighter = larger |attribution|'})."
-        )
-with right:
-    st.subheader("Eve's scores for this model")
-    with errors.shown("The scores"):
-        scores = loaders.data_scores(sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200)
-        st.plotly_chart(score_bars.score_bars(scores.assign(source="data"), palette), key="compare_scores")
-        st.caption(f"From data: {len(rows)} {split} images, 95% bootstrap intervals.")
+st.subheader("Pixel attribution maps")
+methods = loaders.baseline_methods(sel.model_ref)
+spec = loaders.card(sel.model_ref, sel.device).spec
+image = loaders.model_inputs(sel.source, spec)[row, 0]
+plane = None
+if spec.is_volume:  # a 3D map is shown by one plane through the cube's centre
+    plane = st.segmented_control("Plane", list(PLANES), key=state.COMPARE_PLANE, required=True)
+    image = cube_planes(image)[plane][1]
+found = {}
+with st.status(f"Computing {len(methods)} maps...", expanded=False) as status:
+    for method in methods:
+        with errors.shown(f"The {method} map"):
+            found[method] = loaders.attribution(sel.source, sel.model_ref, sel.device, row, method, sel.output)
+    status.update(label=f"{len(found)} maps", state="complete")
+if found:
+    shown = loaders.display_maps(found, signed)
+    if plane is not None:
+        shown = {method: cube_planes(m)[plane][1] for method, m in shown.items()}
+    st.plotly_chart(maps.map_grid(shown, image, signed=signed), key="compare_maps")
+    st.caption(
+        f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "
+        f"({'red = raises, blue = lowers the output' if signed else 'brighter = larger |attribution|'}). "
+        "To enlarge, hover the maps and click the full-screen button at their top right."
+    )
+st.subheader("Eve's scores for this model")
+with errors.shown("The scores"):
+    scores = loaders.data_scores(sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200)
+    st.plotly_chart(score_bars.score_bars(scores.assign(source="data"), palette), key="compare_scores")
+    st.caption(f"From data: {len(rows)} {split} images, 95% bootstrap intervals.")
 
 # -- 2. model vs model -------------------------------------------------------------------
 st.subheader("Model vs model")

@@ -94,42 +94,40 @@ def _draw(target, v) -> tuple[np.ndarray, np.ndarray | None]:
     return images, measured
 
 
-# -- 2. the grid of conditional samples --------------------------------------------------
-left, right = st.columns([3, 2])
-with left:
-    st.subheader(
-        f"Samples of p(x | {feature} = {value:.4g})" if not categorical else f"Samples of p(x | {feature} = {value})"
-    )
-    grid = st.empty()
-    if play:
-        bar = st.progress(0.0, text="Sweeping the range (each value is cached once drawn)...")
-        for i, v in enumerate(options):
-            _draw(grid, v)
-            bar.progress((i + 1) / len(options), text=f"{feature} = {v}")
-            time.sleep(0.05)
-        bar.empty()
-    images = None
-    t0 = time.perf_counter()
-    with errors.shown("Sampling"), st.spinner("Sampling..."):
-        images, measured = _draw(grid, value)
-    elapsed = time.perf_counter() - t0
-    if images is None:
-        st.stop()
-    mae = "" if measured is None or categorical else f" Mean |measured − a| = {np.mean(np.abs(measured - value)):.3g}."
-    st.caption(
-        f"Each tile keeps its own noise seed, so moving the slider morphs the same {n} subjects; every other "
-        f"feature follows its distribution given {feature} as the diffusion model learned it. Captions: "
-        f"{feature} read back from each image by Eve's probe.{mae} Drawn in {elapsed:.2f} s. "
-        f"How these are drawn — {loaders.explorer_sampler(float(guidance)).description} Scores are drawn "
-        f"another way, which pins each sample's other features to a real subject's — "
-        f"{loaders.score_sampler(sel.generator).description}"
-    )
+# -- 2. the grid of conditional samples, full width (three tiles a row: >= 256 px each on a laptop) --
+st.subheader(
+    f"Samples of p(x | {feature} = {value:.4g})" if not categorical else f"Samples of p(x | {feature} = {value})"
+)
+grid = st.empty()
+if play:
+    bar = st.progress(0.0, text="Sweeping the range (each value is cached once drawn)...")
+    for i, v in enumerate(options):
+        _draw(grid, v)
+        bar.progress((i + 1) / len(options), text=f"{feature} = {v}")
+        time.sleep(0.05)
+    bar.empty()
+images = None
+t0 = time.perf_counter()
+with errors.shown("Sampling"), st.spinner("Sampling..."):
+    images, measured = _draw(grid, value)
+elapsed = time.perf_counter() - t0
+if images is None:
+    st.stop()
+mae = "" if measured is None or categorical else f" Mean |measured − a| = {np.mean(np.abs(measured - value)):.3g}."
+st.caption(
+    f"Each tile keeps its own noise seed, so moving the slider morphs the same {n} subjects (to enlarge, hover "
+    "the tiles and click the full-screen button at their top right); every other "
+    f"feature follows its distribution given {feature} as the diffusion model learned it. Captions: "
+    f"{feature} read back from each image by Eve's probe.{mae} Drawn in {elapsed:.2f} s. "
+    f"How these are drawn — {loaders.explorer_sampler(float(guidance)).description} Scores are drawn "
+    f"another way, which pins each sample's other features to a real subject's — "
+    f"{loaders.score_sampler(sel.generator).description}"
+)
 
 # -- 3. the model's outputs at this value ------------------------------------------------
-with right:
-    explorer_panels.model_at_value(
-        sel, feature, value, n, seed, float(guidance), categorical, palette.get(feature, "#0072B2")
-    )
+explorer_panels.model_at_value(
+    sel, feature, value, n, seed, float(guidance), categorical, palette.get(feature, "#0072B2")
+)
 
 # -- 4. two values side by side ----------------------------------------------------------
 st.subheader("Two values side by side")

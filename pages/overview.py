@@ -41,7 +41,7 @@ with right:
     else:
         with errors.shown("Loading the model"):
             card = loaders.card(sel.model_ref, sel.device)
-            st.text(f"{sel.model_label} — explaining output: {sel.output_name}")
+            st.text(f"{sel.model_label} — explaining {sel.output_name}")
             metrics = card.metrics
             shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             held_out = metrics.get("split", "held-out")

@@ -25,10 +25,11 @@ features = c[0].multiselect(
     "Features", ds.features, default=ds.features, key=state.keyed(state.SCORES_FEATURES, sel.source)
 )
 splits = [s for s in ("test", "train") if "split" in table.columns and (table["split"] == s).any()]
+split_options = [*splits, "all"] if len(splits) > 1 else ["all"]
 split = c[1].selectbox(
     "Images",
-    [*splits, "all"] if len(splits) > 1 else ["all"],
-    key=state.SCORES_SPLIT,
+    split_options,
+    key=state.keyed(state.SCORES_SPLIT, sel.source),  # per dataset: a folder without splits offers "all" only
     help="Scores on held-out images describe the model, not what it memorised.",
 )
 n_boot = c[2].select_slider("Bootstrap draws", [0, 50, 100, 200, 500, 1000], key=state.SCORES_N_BOOT)
@@ -59,11 +60,15 @@ combined = pd.concat(parts, ignore_index=True) if parts else None
 if combined is not None:
     combined = combined[combined["feature"].isin(features)]
 with left:
-    st.subheader(f"How much of {sel.output_name} each feature explains")
+    st.subheader(f"How much of the variation in {sel.output_name} each feature explains")
     if combined is not None and not combined.empty:
         st.plotly_chart(score_bars.score_bars(combined, palette), key="scores_bars")
+        intervals = (
+            f"95% bootstrap intervals ({int(n_boot)} bootstrap draws)" if n_boot else "no intervals (0 bootstrap draws)"
+        )
+        images = f"{len(rows)} images" if split == "all" else f"{len(rows)} {split} images"
         st.caption(
-            f"Bars: bias-corrected S(A) with {int(0.95 * 100)}% bootstrap intervals on {len(rows)} {split} images. "
+            f"Bars: bias-corrected S(A) with {intervals} on {images}. "
             "Pattern: plain = data, hatched = diffusion, dotted = ground truth."
         )
     else:
@@ -109,7 +114,7 @@ if sel.model_ref is not None:
                 y,
                 a,
                 feature=feature,
-                output_name=sel.output_name,
+                output_name=sel.output_short,
                 color=palette[feature],
                 categorical=feature in ds.categorical_features,
             ),
@@ -123,7 +128,7 @@ if sel.model_ref is not None:
 # -- 7. downloads ------------------------------------------------------------------------
 if combined is not None and not combined.empty:
     meta = dict(dataset=sel.dataset_label, model=sel.model_label, output=sel.output_name, images=split, n=len(rows))
-    c = st.columns(2)
+    c = st.columns(3)
     c[0].download_button("Download CSV", combined.to_csv(index=False), "eve-scores.csv", "text/csv")
     c[1].download_button(
         "Download JSON",
@@ -131,3 +136,12 @@ if combined is not None and not combined.empty:
         "eve-scores.json",
         "application/json",
     )
+    if scores is not None:
+        with errors.shown("The HTML report"):
+            c[2].download_button(
+                "Download HTML report",
+                loaders.scores_report(sel, split, tuple(features), int(n_boot), diffusion_scores),
+                "eve-report.html",
+                "text/html",
+                help="This view as a standalone report (methods, figures, table): opens offline, prints to PDF.",
+            )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_orientation_toggle_flips_left_and_right():
 def test_filter_narrows_the_table_and_subjects():
     at = _app()
     at.switch_page("pages/browse.py").run()
-    at.selectbox(key=state.BROWSE_SPLIT).set_value("test").run()
+    at.selectbox(key=state.keyed(state.BROWSE_SPLIT, "synthbrain")).set_value("test").run()
     _no_exception(at)
     assert "120 of 400 images" in _texts(at)
     assert len(at.selectbox(key=state.keyed(state.BROWSE_SUBJECT, "synthbrain")).options) == 120
@@ -173,17 +174,18 @@ def test_switching_model_changes_the_scores():
     assert first and second and first != second
 
 
-def test_explaining_the_probability_instead_of_the_logit_says_so_and_changes_the_scores():
+def test_a_classifier_explains_its_probability_first_and_its_logit_one_click_away():
     at = _app()
     at.switch_page("pages/scores.py").run()
     model = at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).value
-    logit = [m.value for m in at.markdown if "explains" in m.value]
-    radio = at.sidebar.radio(key=state.keyed(state.EXPLAIN, ModelRef.builtin(model)))
-    assert radio.value == "output" and "logit" in " ".join(logit)
-    radio.set_value("probability").run()
-    _no_exception(at)
     probability = [m.value for m in at.markdown if "explains" in m.value]
-    assert probability != logit and "(P(label=1))" in probability[0]
+    radio = at.sidebar.radio(key=state.keyed(state.EXPLAIN, ModelRef.builtin(model)))
+    assert radio.value == "probability" and radio.options[:2] == ["probability", "logit (log-odds)"]
+    assert "of the variation in the model's probability that label = 1" in probability[0]
+    radio.set_value("output").run()
+    _no_exception(at)
+    logit = [m.value for m in at.markdown if "explains" in m.value]
+    assert logit != probability and "the model's logit (log-odds) that label = 1" in logit[0]
 
 
 def test_switching_overlay_method_changes_the_map():
@@ -246,6 +248,30 @@ def test_diffusion_scores_appear_beside_the_data_scores(dataset, features):
     names = [t.get("name") for f in _figures(at) for t in f["data"]]
     assert "from diffusion samples" in names and "from data" in names
     assert any("diffusion-scores" in str(k) for k in at.session_state[state.RESULTS])
+
+
+def test_the_scores_page_offers_its_view_as_the_html_report():
+    at = _app("shapes")
+    at.switch_page("pages/scores.py").run()
+    _no_exception(at)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Download CSV", "Download JSON", "Download HTML report"]
+
+
+def test_the_html_report_of_the_scores_view_has_the_numbers_on_screen():
+    """`loaders.scores_report`, the report button's deferred data, outside a session: the page's scores."""
+    from types import SimpleNamespace
+
+    from components import loaders
+
+    ref, features = ModelRef.builtin("shapes-glass-background"), ("size", "background")
+    sel = SimpleNamespace(source="shapes", model_ref=ref, device="cpu", output=0, generator=None)
+    page = loaders.scores_report(sel, "test", features, 50)()
+    shown = loaders.data_scores("shapes", ref, "cpu", 0, "test", features, 50)
+    for row in shown.itertuples():  # with the ground truth beside them, rows name their source
+        cells = f"<td>{row.feature}</td><td>border_mean</td>(<td>data path</td>)?<td>{row.score:.3f}</td>"
+        assert re.search(cells + f"<td>{row.ci_low:.3f}–{row.ci_high:.3f}</td>", page), row
+    assert "<h2>Methods</h2>" in page and "the 1,000 test-split images of shapes" in page
 
 
 def test_bad_model_upload_keeps_the_diffusion_scores():
@@ -600,7 +626,7 @@ def test_score_bars_draw_no_number_for_a_degenerate_score():
     assert list(bars.x) == [0.4, 0.0]
     assert "no score" in bars.hovertext[1]
     assert caption("b", table.iloc[1], "y").startswith("b: no score")
-    assert caption("a", table.iloc[0], "y") == "a explains 40% (30%–50%) of the variation in this model's output (y)."
+    assert caption("a", table.iloc[0], "the output y") == "a explains 40% (30%–50%) of the variation in the output y."
 
 
 def test_diffusion_caption_cautions_when_the_samples_held_the_feature_loosely():
@@ -627,3 +653,60 @@ def test_agreement_badge(diffusion, expected):
     score, low, high = diffusion
     badge = agreement(data, pd.Series(dict(score=score, ci_low=low, ci_high=high, status="ok")))
     assert badge[0].startswith(expected)
+
+
+# -- widgets after a dataset switch show what the page uses -----------------------------------------
+
+
+def _choices_in_range(at: AppTest) -> list[str]:
+    """Every main-area choice widget whose shown value is not one of its options (a select_slider's
+    options come back formatted, so those are checked where their values are known)."""
+    wrong = []
+    for kind in ("selectbox", "radio"):
+        for widget in getattr(at.main, kind):
+            if widget.value not in widget.options and str(widget.value) not in widget.options:
+                wrong.append(f"{kind} {widget.label!r} shows {widget.value!r}, not one of {widget.options}")
+    for widget in at.main.multiselect:
+        if not set(widget.value) <= set(widget.options):
+            wrong.append(f"multiselect {widget.label!r} shows {widget.value}, outside {widget.options}")
+    return wrong
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_switching_dataset_leaves_every_widget_showing_a_value_the_page_uses(page):
+    at = _app()
+    at.switch_page(page).run()
+    _no_exception(at)
+    for dataset in ("shapes", "synthbrain"):
+        at.sidebar.radio(key=state.DATASET).set_value(dataset).run()
+        _no_exception(at)
+        assert not _choices_in_range(at), (dataset, _choices_in_range(at))
+        if page == "pages/scores.py":  # the caption states the draws and images the bars were computed with
+            draws = at.main.select_slider(key=state.SCORES_N_BOOT).value
+            images = at.main.selectbox(key=state.keyed(state.SCORES_SPLIT, dataset)).value
+            caption = " ".join(c.value for c in at.main.caption if c.value.startswith("Bars:"))
+            assert f"{draws} bootstrap draws" in caption and f" {images} images" in caption, caption
+
+
+def test_scores_on_a_folder_without_splits_use_all_images_and_say_so(tmp_path):
+    src = ROOT / "data" / "synthbrain"
+    lines = (src / "features.csv").read_text().splitlines()[:41]  # header + 40 subjects
+    header = lines[0].split(",")
+    keep = [i for i, name in enumerate(header) if name != "split"]
+    csv = "\n".join(",".join(line.split(",")[i] for i in keep) for line in lines) + "\n"
+    files = [("features.csv", csv.encode(), "text/csv")]
+    for line in lines[1:]:
+        name = line.split(",")[header.index("file")]
+        files.append((Path(name).name, (src / name).read_bytes(), "application/gzip"))
+    at = _app()
+    at.switch_page("pages/scores.py").run()
+    at.sidebar.radio(key=state.DATASET).set_value("upload").run()
+    _no_exception(at)
+    at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value(files).run()
+    at.sidebar.selectbox(key=state.keyed(state.MODEL, "user")).set_value("synthbrain-diagnosis").run()
+    _no_exception(at)
+    assert not _choices_in_range(at), _choices_in_range(at)
+    assert at.main.selectbox(key=state.keyed(state.SCORES_SPLIT, at.session_state[state.USER_DATASET])).value == "all"
+    assert at.main.select_slider(key=state.SCORES_N_BOOT).value == 200
+    caption = " ".join(c.value for c in at.main.caption if c.value.startswith("Bars:"))
+    assert "200 bootstrap draws" in caption and "on 40 all images" not in caption and "40 images" in caption

@@ -6,6 +6,8 @@ Streamlit exception box appears, and saves one screenshot per page to `test-arti
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.browser
 
@@ -235,3 +238,75 @@ def test_shapes_explorer_slider_moves_without_exception(server, app_page):
     assert sliders.first.input_value() != before
     _no_exception(page, "shapes explorer after moving the slider")
     page.screenshot(path=str(ARTIFACTS / "7-explorer-shapes.png"), full_page=True)
+
+
+class _BrightLogit(torch.nn.Module):
+    """A user's classifier as TorchScript: the logit that an image's mean (p99-normalised) intensity is high."""
+
+    def forward(self, x):
+        return 20.0 * (x.mean((2, 3)) - 0.25)
+
+
+def _upload(page, label: str, path: Path) -> None:
+    """Drop a file on the sidebar's uploader labelled `label`, as a user would, and wait for the rerun."""
+    uploader = page.locator('[data-testid="stSidebar"] [data-testid="stFileUploader"]').filter(has_text=label)
+    uploader.locator('input[type="file"]').set_input_files(str(path))
+    _settle(page)
+
+
+def test_a_users_folder_and_model_are_scored_in_their_words_and_reported_with_their_contract(server, page, tmp_path):
+    """A clinician's first hour: their own cohort (.zip) and TorchScript model with its card, uploaded
+    in the sidebar; the scores speak of the model's probability, the report states what the model
+    was fed, and a built-in model trained elsewhere carries a visible warning."""
+    from test_app import _shapes_cohort_zip
+
+    cohort = tmp_path / "my-discs.zip"
+    cohort.write_bytes(_shapes_cohort_zip(tmp_path, with_generator=False))
+    model = tmp_path / "bright.pt"
+    torch.jit.save(torch.jit.script(_BrightLogit()), str(model))
+    card = tmp_path / "bright.json"
+    card.write_text(
+        json.dumps(
+            {
+                "name": "my bright-disc model",
+                "input": {"kind": "slice", "plane": "axial", "size": 64},
+                "intensity": "p99",
+                "outputs": {"names": ["logit P(bright)"], "kind": "logit"},
+            }
+        )
+    )
+    page.goto(server)
+    _settle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.locator("label").filter(has_text="Your folder").click()
+    _settle(page)
+    _upload(page, "features.csv", cohort)
+    page.get_by_text("your folder (60 images)").first.wait_for()
+    _upload(page, "Model card", card)
+    _upload(page, "TorchScript model", model)
+    _no_exception(page, "sidebar after the uploads")
+
+    sidebar.locator('[data-testid="stSidebarNav"] a').filter(has_text="Attribution scores").first.click()
+    _settle(page)
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("of the variation in the model's probability of bright").first.wait_for()
+    assert sidebar.get_by_role("radio", name="probability").is_checked()  # probability first, the logit a click away
+    _no_exception(page, "scores of the user's model")
+    page.screenshot(path=str(ARTIFACTS / "8-user-model-scores.png"), full_page=True)
+
+    with page.expect_download() as download:
+        main.get_by_role("button", name="Download HTML report").click()
+    download.value.save_as(ARTIFACTS / "8-user-model-report.html")
+    report = html.unescape((ARTIFACTS / "8-user-model-report.html").read_text())
+    contract = report[report.index("Input contract") :][:3000]
+    assert "axial" in contract and "64 × 64 px" in contract and "p99" in contract, contract
+    assert "my bright-disc model on my-discs" in report  # the user's names for their model and cohort
+    assert "P(bright): the model's probability of bright" in report and "Jin, Zhu & Fletcher" in report
+
+    sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Model").first.click()
+    page.get_by_role("option").filter(has_text="shapes-elongated").first.click()
+    _settle(page)
+    warning = sidebar.locator('[data-testid="stAlertContentWarning"]')
+    assert "trained on" in warning.first.inner_text() and "shapes" in warning.first.inner_text()
+    _no_exception(page, "scores of a built-in model on the user's folder")
+    page.screenshot(path=str(ARTIFACTS / "9-user-folder-built-in-warning.png"), full_page=True)
