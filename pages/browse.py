@@ -90,7 +90,13 @@ if vol.ndim == 3:
             k = st.slider(f"{plane} slice", 0, n - 1, n // 2, key=state.keyed(state.BROWSE_SLICE, ds_key, plane))
             mm = (affine @ np.r_[np.eye(3)[PLANE_AXIS[plane]] * k, 1.0])[PLANE_AXIS[plane]]
             fig = slice_viewer.slice_figure(
-                vol, affine, plane, k, radiological=radiological, title=f"{plane} · voxel {k} ({mm:+.0f} mm)"
+                vol,
+                affine,
+                plane,
+                k,
+                radiological=radiological,
+                title=f"{plane} · voxel {k} ({mm:+.0f} mm)",
+                height=380,  # a portrait axial plane then fills its column: >= 256 px each way on a laptop
             )
             st.plotly_chart(fig, key=f"browse_view_{plane}")
 else:
