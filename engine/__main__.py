@@ -170,6 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     score.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     score.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    score.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="fan the model's outputs (data path) or each feature's samples (diffusion path) out over a Ray "
+        "cluster: join the one at ADDRESS (host:port or auto), or with no ADDRESS start a local one on "
+        "127.0.0.1; the scores equal a local run's",
+    )
     score.set_defaults(run=_score)
 
     diffusion = commands.add_parser(

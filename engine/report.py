@@ -893,6 +893,26 @@ def run_score_command(args) -> list[Path]:
     warning = trained_elsewhere(card, dataset)
     if warning:
         print(f"warning: {warning}")
+    cluster = None
+    if getattr(args, "ray", None):
+        from engine.cluster import Cluster  # Ray (~2 s to import) only when asked for
+
+        cluster = Cluster.connect(None if args.ray == "local" else args.ray)
+    try:
+        report = _scores(args, ref, model, card, dataset, device, cluster)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+    report.metadata["arguments"] = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+    written = [write_html(report, out) if fmt == "html" else write_json(report, out), write_csv(report, csv_path)]
+    _print_summary(report)
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def _scores(args, ref: ModelRef, model, card, dataset, device, cluster) -> ScoreReport:
+    """The command's scores: locally, or with the heavy part on a Ray cluster (`engine.cluster`)."""
     if args.method == "diffusion":
         from engine.diffusion import SamplerConfig, load_diffusion  # diffusers (~3 s) only for this method
 
@@ -901,6 +921,9 @@ def run_score_command(args) -> list[Path]:
             free_features=args.free_features, readout_guidance=args.readout_guidance
         )
         progress, bar = _tqdm_progress("diffusion scores", "score")
+        runner = None
+        if cluster is not None:
+            runner = cluster.diffusion_runner(ref, args.diffusion or dataset.name, device.type, progress)
         with bar:
             report = diffusion_scores(
                 model,
@@ -916,6 +939,22 @@ def run_score_command(args) -> list[Path]:
                 batch_size=args.batch_size,
                 progress=progress,
                 sampler=sampler,
+                runner=runner,
+            )
+    elif cluster is not None:
+        progress, bar = _tqdm_progress("model outputs (Ray shards)", "shard")
+        with bar:
+            report = cluster.data_scores(
+                ref,
+                args.data,
+                args.features,
+                split=args.split,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                output=args.output,
+                batch_size=args.batch_size,
+                device=device.type,
+                progress=progress,
             )
     else:
         progress, bar = _tqdm_progress("model outputs", "img")
@@ -932,12 +971,9 @@ def run_score_command(args) -> list[Path]:
                 batch_size=args.batch_size,
                 progress=progress,
             )
-    report.metadata["arguments"] = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
-    written = [write_html(report, out) if fmt == "html" else write_json(report, out), write_csv(report, csv_path)]
-    _print_summary(report)
-    for path in written:
-        print(f"wrote {path}")
-    return written
+    if cluster is not None:
+        report.metadata["cluster"] = cluster.describe()
+    return report
 
 
 def _print_summary(report: ScoreReport) -> None:

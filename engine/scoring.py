@@ -110,7 +110,14 @@ def default_split(dataset: Dataset) -> str:
 
 @torch.inference_mode()
 def model_outputs(
-    model, dataset: Dataset, spec: SliceSpec, rows=None, *, batch_size: int = 64, progress: Progress | None = None
+    model,
+    dataset: Dataset,
+    spec: SliceSpec,
+    rows=None,
+    *,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    shard: bool = False,
 ) -> np.ndarray:
     """Model outputs f(x_i) for dataset rows, as a (N, K) float32 array in row order.
 
@@ -124,10 +131,11 @@ def model_outputs(
         progress: called as progress(images done, N) after each batch.
 
     The slices come from `dataset.model_inputs(spec, rows)` (computed once per spec and
-    disk-cached).
+    disk-cached), or with `shard` from `dataset.shard_inputs`, which reads only these rows' files
+    where nothing is cached (a cluster worker's part of a cohort; the values are the same).
     """
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
-    images = dataset.model_inputs(spec, rows)  # (N, 1, S, S)
+    images = (dataset.shard_inputs if shard else dataset.model_inputs)(spec, rows)  # (N, 1, S, S)
     outs = []
     for start in range(0, len(rows), batch_size):
         outs.append(forward(model, images[start : start + batch_size]))  # (B, K)
@@ -389,13 +397,16 @@ def diffusion_scores(
     batch_size: int = 64,
     progress: Progress | None = None,
     sampler=None,
+    runner=None,
 ) -> ScoreReport:
     """Scores from a conditional diffusion model (`engine.diffusion.diffusion_score`) instead of data:
     one score per feature x output; `progress(scores done, total)` after each.
 
     `diffusion` is the diffusion model: a loaded `ConditionalDiffusion` or a name for
     `load_diffusion` (default: the dataset's); `sampler` is how it samples (a `SamplerConfig`;
-    default `SamplerConfig.for_scores` of that model).
+    default `SamplerConfig.for_scores` of that model). `runner(todo, card, settings)` computes the
+    (feature, output column) pairs of `todo` elsewhere and returns `diffusion_score`'s results in
+    order (`engine.cluster.Cluster.diffusion_runner`); default here, one after another.
     """
     # engine.diffusion loads diffusers (~3 s): imported when a diffusion score is asked for, not with the service
     from engine.diffusion import SamplerConfig, diffusion_score, load_diffusion
@@ -410,24 +421,19 @@ def diffusion_scores(
     sampler = sampler or SamplerConfig.for_scores(generator)
     rows, tables = [], {}
     todo = [(f, j) for f in feature_names for j in columns]
-    for i, (f, j) in enumerate(todo):
-        r, per_value = diffusion_score(
-            model,
-            card,
-            generator,
-            f,
-            k_values=k_values,
-            n_per_value=n_per_value,
-            output=j,
-            seed=seed,
-            batch_size=batch_size,
-            n_boot=n_boot,
-            sampler=sampler,
-        )
+    settings = dict(k_values=k_values, n_per_value=n_per_value, seed=seed, batch_size=batch_size, n_boot=n_boot)
+    settings["sampler"] = sampler
+    if runner is None:
+        results = []
+        for i, (f, j) in enumerate(todo):
+            results.append(diffusion_score(model, card, generator, f, output=j, **settings))
+            if progress:
+                progress(i + 1, len(todo))
+    else:
+        results = runner(todo, card, settings)
+    for (f, j), (r, per_value) in zip(todo, results, strict=True):
         rows.append(score_row(f, card.output_names[j], r))
         tables[(f, card.output_names[j])] = per_value
-        if progress:
-            progress(i + 1, len(todo))
     cats = tuple(f for f in feature_names if f in dataset.categorical_features)
     meta = _metadata(
         dataset,

@@ -297,25 +297,38 @@ class Dataset:
             return 0, 0
         return int(header.get_sform(coded=True)[1]), int(header.get_qform(coded=True)[1])
 
+    def shard_inputs(self, spec: SliceSpec, rows) -> torch.Tensor:
+        """The model inputs of `rows` alone, as `model_inputs` gives them: from the full stack where it
+        is cached, else read from those rows' files only, caching nothing (a cluster worker's shard)."""
+        if spec.key in self._stacks or self._cache_path(spec).is_file():
+            return self.model_inputs(spec, rows)
+        return self._read_inputs(spec, np.asarray(rows, dtype=np.int64))
+
+    def _cache_path(self, spec: SliceSpec) -> Path:
+        return self.root / ".eve_cache" / f"{spec.key}-{self._fingerprint()}.npy"
+
+    def _read_inputs(self, spec: SliceSpec, rows: np.ndarray) -> torch.Tensor:
+        if spec.is_volume and not self.is_3d:
+            raise DatasetError(
+                f"{self.name} holds 2D images, and the model takes whole volumes (input kind 'volume'): "
+                "choose a dataset of 3D volumes, or a model that takes a slice."
+            )
+        if isinstance(spec.index, str) and self.is_3d and not spec.register and not spec.is_volume:
+            self._check_mni_space(spec)
+        slices = []
+        for row in rows:
+            data, affine = self.volume(int(row), register=spec.register and self.is_3d)
+            slices.append(model_input(data, affine, spec))
+        return torch.cat(slices)
+
     def _stack(self, spec: SliceSpec) -> torch.Tensor:
         if spec.key in self._stacks:
             return self._stacks[spec.key]
-        cache = self.root / ".eve_cache" / f"{spec.key}-{self._fingerprint()}.npy"
+        cache = self._cache_path(spec)
         if cache.is_file():
             stack = torch.from_numpy(np.load(cache))
         else:
-            if spec.is_volume and not self.is_3d:
-                raise DatasetError(
-                    f"{self.name} holds 2D images, and the model takes whole volumes (input kind 'volume'): "
-                    "choose a dataset of 3D volumes, or a model that takes a slice."
-                )
-            if isinstance(spec.index, str) and self.is_3d and not spec.register and not spec.is_volume:
-                self._check_mni_space(spec)
-            slices = []
-            for row in range(len(self)):
-                data, affine = self.volume(row, register=spec.register and self.is_3d)
-                slices.append(model_input(data, affine, spec))
-            stack = torch.cat(slices)
+            stack = self._read_inputs(spec, np.arange(len(self)))
             try:
                 cache.parent.mkdir(exist_ok=True)
                 np.save(cache, stack.numpy())

@@ -1,0 +1,297 @@
+"""Eve on a Ray cluster: the same scores, with the heavy part fanned out as Ray tasks.
+
+What fans out is what costs: the model's outputs over a cohort (one task per shard of rows) and,
+on the diffusion path, one task per (feature, output) score, each drawing its K x N samples. The
+estimator runs on the driver through the same functions as a local run (`scoring.data_report`,
+`scoring.diffusion_scores`), so a cluster run's report is the local run's:
+
+* shards start where the local run's batches do (a whole number of batches each), so every image
+  goes through the model in the same batch as locally;
+* a diffusion score's seeds come from its sample's index (`diffusion.score.sample_seed`), never
+  from the worker that drew it.
+
+Ray retries a task whose worker died (`max_retries`); a task that raises (a path the worker cannot
+read, say) is not retried and stops the run with the worker's message before anything is written.
+
+    cluster = Cluster.connect()                      # a local Ray on 127.0.0.1, or connect("host:6379")
+    report = cluster.data_scores(ModelRef.builtin("synthbrain-diagnosis"), "synthbrain")
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.cards import ModelRef
+from engine.errors import EveInputError, reason
+from engine.scoring import (
+    ScoreReport,
+    data_report,
+    diffusion_scores,
+    open_dataset,
+    resolve_features,
+    split_rows,
+)
+
+SHARD_BATCHES = 4  # most batches a data-path task takes: shards are whole batches, so they start where local ones do
+TASK_RETRIES = 3  # times Ray reruns a task whose worker process died
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local cluster listens on 127.0.0.1 only
+CONNECT_TIMEOUT_S = 5.0  # Ray itself waits minutes on an address nobody answers
+
+
+def shard_batches(n_rows: int, batch_size: int, workers: int) -> int:
+    """Batches per data-path task: at most `SHARD_BATCHES`, and few enough that every worker gets two
+    shards (a small cohort still spreads; a slow shard does not hold up the rest)."""
+    return int(np.clip(np.ceil(n_rows / (batch_size * 2 * max(workers, 1))), 1, SHARD_BATCHES))
+
+
+def _remote(function, **options):
+    import ray
+
+    return ray.remote(max_retries=TASK_RETRIES, **options)(function)
+
+
+# a worker process runs many tasks: it opens a dataset (every file's header is checked) and loads a model once
+@functools.lru_cache(maxsize=4)
+def _worker_dataset(source: str):
+    return open_dataset(source)
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_model(ref: ModelRef, device: str):
+    from engine.models import load
+
+    return load(ref, device)
+
+
+def _outputs_task(ref: ModelRef, source: str, rows: np.ndarray, batch_size: int, device: str) -> np.ndarray:
+    """A worker's shard: the model's outputs on `rows` of the dataset at `source`, in row order."""
+    from engine.scoring import model_outputs
+
+    model, card = _worker_model(ref, device)
+    return model_outputs(model, _worker_dataset(source), card.spec, rows, batch_size=batch_size, shard=True)
+
+
+def _diffusion_task(ref: ModelRef, card, generator_source: str, feature: str, output: int, settings: dict):
+    """A worker's diffusion score for one (feature, output): `diffusion.score.diffusion_score`'s result."""
+    from engine.diffusion import diffusion_score, load_diffusion
+
+    model, _ = _worker_model(ref, settings.pop("device"))
+    return diffusion_score(model, card, load_diffusion(generator_source), feature, output=output, **settings)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, naming the fix, when nothing listens at host:port (`auto` and `ray://` are Ray's to resolve)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise EveInputError(f"Ray address {address!r} is not host:port: give it like 127.0.0.1:6379, or 'auto'.")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise EveInputError(
+            f"No Ray cluster answers at {address} ({reason(exc)}): start one there with `ray start --head "
+            f"--port {port}`, or check the address (or leave it out to start a local one)."
+        ) from exc
+
+
+def _worker_failure(exc: BaseException, what: str) -> EveInputError:
+    """The message for a failed task: the worker's own EveInputError where it raised one."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, EveInputError):
+        return EveInputError(
+            f"A Ray worker could not compute {what}: {cause} Every worker must read the same model file and "
+            "data path as the driver: put them on a file system all nodes share."
+        )
+    if type(exc).__name__ == "OutOfMemoryError":
+        return EveInputError(
+            f"A Ray worker ran out of memory computing {what}: give a smaller --batch-size, or run on nodes "
+            "with more memory."
+        )
+    return EveInputError(
+        f"A Ray task computing {what} failed ({reason(exc, typed=True)}): check the workers' logs "
+        "(ray logs, or /tmp/ray/session_latest/logs), then rerun; nothing was written."
+    )
+
+
+@dataclass
+class Cluster:
+    """A connection to Ray: `connect` once, score with `data_scores` / `diffusion_scores`, then `shutdown`."""
+
+    address: str | None  # None: the local cluster this process started
+    started_here: bool
+
+    @classmethod
+    def connect(cls, address: str | None = None, *, num_cpus: int | None = None) -> Cluster:
+        """Join the cluster at `address` (host:port, `ray://host:port` or `auto`), or start a local
+        one bound to 127.0.0.1 with `num_cpus` workers (default: every core)."""
+        if address:
+            _check_reachable(address)
+        elif "ray" not in sys.modules:
+            # Ray's own switch for a one-machine cluster: every server on the loopback address, not the
+            # node's network address (read when ray is imported, so set before)
+            os.environ.setdefault(LOCAL_ONLY_ENV, "0")
+        import ray
+
+        if ray.is_initialized():  # this process is already on a cluster (a test's, a notebook's): use it
+            return cls(address, started_here=False)
+        if address:
+            ray.init(address=address, log_to_driver=False)
+            return cls(address, started_here=True)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        return cls(None, started_here=True)
+
+    def shutdown(self) -> None:
+        """Leave the cluster (and stop it where this process started it)."""
+        import ray
+
+        if self.started_here:
+            ray.shutdown()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    @property
+    def workers(self) -> int:
+        import ray
+
+        return int(ray.cluster_resources().get("CPU", 1))
+
+    def _gather(self, futures: list, what: str, progress=None) -> list:
+        """Results in submission order, `progress(done, total)` as tasks finish; a failure raises at once."""
+        import ray
+
+        done_count, pending = 0, list(futures)
+        try:
+            while pending:
+                finished, pending = ray.wait(pending, num_returns=1)
+                ray.get(finished)  # raises a failed task's error now, not after every other task
+                done_count += 1
+                if progress:
+                    progress(done_count, len(futures))
+            return ray.get(futures)
+        except ray.exceptions.RayError as exc:
+            for future in pending:
+                ray.cancel(future)
+            raise _worker_failure(exc, what) from exc
+
+    # -- the data path ------------------------------------------------------------------------
+
+    def model_outputs(
+        self,
+        ref: ModelRef,
+        source: str,
+        rows: Sequence[int],
+        *,
+        batch_size: int = 64,
+        device: str = "cpu",
+        progress=None,
+    ) -> np.ndarray:
+        """`scoring.model_outputs` over `rows` of the dataset at `source`, one task per shard of whole
+        batches (`shard_batches`); (N, K) float32 in row order, each image in the batch it has locally."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shard = batch_size * shard_batches(len(rows), batch_size, self.workers)
+        task = _remote(_outputs_task, num_cpus=1)
+        futures = [
+            task.remote(ref, str(source), rows[start : start + shard], batch_size, device)
+            for start in range(0, len(rows), shard)
+        ]
+        if not futures:
+            raise EveInputError("No images to score: the chosen split is empty; choose another split, or score 'all'.")
+        parts = self._gather(futures, f"{ref}'s outputs", progress)
+        return np.concatenate(parts)
+
+    def data_scores(
+        self,
+        ref: ModelRef,
+        source: str,
+        features=None,
+        *,
+        split: str = "test",
+        n_boot: int = 200,
+        seed: int = 0,
+        output: int | str | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+        progress=None,
+    ) -> ScoreReport:
+        """`scoring.data_scores` with the model's outputs computed on the cluster (the estimator here)."""
+        from engine.models import load
+
+        _, card = load(ref, "cpu")  # the driver checks the model and its card before any task starts
+        dataset = open_dataset(source)
+        resolve_features(dataset, features)
+        if output is not None:
+            card.output_index(output)
+        rows = split_rows(dataset, split)
+        outputs = self.model_outputs(ref, source, rows, batch_size=batch_size, device=device, progress=progress)
+        report = data_report(outputs, card, dataset, features, split=split, n_boot=n_boot, seed=seed, output=output)
+        report.metadata["cluster"] = self.describe()
+        return report
+
+    # -- the diffusion path -------------------------------------------------------------------
+
+    def diffusion_runner(self, ref: ModelRef, generator_source: str, device: str = "cpu", progress=None):
+        """A `runner` for `scoring.diffusion_scores`: each (feature, output) score is one Ray task that
+        loads the model and the generator (by name or card path) and draws its own K x N samples."""
+        task = _remote(_diffusion_task, num_cpus=1)
+
+        def run(todo: list[tuple[str, int]], card, settings: dict) -> list:
+            futures = [
+                task.remote(ref, card, str(generator_source), f, j, {**settings, "device": device}) for f, j in todo
+            ]
+            return self._gather(futures, f"diffusion scores of {ref}", progress)
+
+        return run
+
+    def diffusion_scores(
+        self,
+        ref: ModelRef,
+        source: str,
+        features=None,
+        *,
+        diffusion: str | None = None,
+        device: str = "cpu",
+        progress=None,
+        **settings,
+    ) -> ScoreReport:
+        """`scoring.diffusion_scores` with each score's sampling on the cluster; `diffusion` names the
+        generator (default the dataset's); `settings` as there (k_values, n_per_value, n_boot, seed, ...)."""
+        from engine.diffusion import load_diffusion
+        from engine.models import load
+
+        model, card = load(ref, "cpu")
+        dataset = open_dataset(source)
+        generator_source = diffusion or dataset.name
+        report = diffusion_scores(
+            model,
+            card,
+            dataset,
+            features,
+            diffusion=load_diffusion(generator_source),
+            runner=self.diffusion_runner(ref, generator_source, device, progress),
+            **settings,
+        )
+        report.metadata["cluster"] = self.describe()
+        return report
+
+    def describe(self) -> str:
+        """The cluster, for reports: where it is and how many CPUs it offers."""
+        where = self.address or "a local Ray cluster on 127.0.0.1"
+        return f"Ray {_ray_version()} at {where}, {self.workers} CPUs"
+
+
+def _ray_version() -> str:
+    import ray
+
+    return ray.__version__

@@ -1,0 +1,158 @@
+"""The same scores on a Ray cluster: a local cluster on 127.0.0.1 (2 CPUs) runs the data and
+diffusion paths, which must equal the local run's, survives a worker killed mid-task, and fails
+with a message naming the fix (and no report) where a worker cannot do its part."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import scoring
+from engine.__main__ import main
+from engine.cards import ModelRef
+from engine.cluster import LOCAL_ONLY_ENV, Cluster
+from engine.errors import EveInputError
+from engine.models import load
+
+os.environ.setdefault(LOCAL_ONLY_ENV, "0")  # before Ray is imported: the test cluster listens on 127.0.0.1 only
+import ray  # noqa: E402  (after the switch it reads)
+
+MODEL = ModelRef.builtin("synthbrain-diagnosis")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with Cluster.connect(num_cpus=2) as connected:
+        yield connected
+
+
+def _local(split: str = "test", n_boot: int = 50) -> scoring.ScoreReport:
+    model, card = load(MODEL, "cpu")
+    return scoring.data_scores(model, card, scoring.open_dataset("synthbrain"), split=split, n_boot=n_boot)
+
+
+def test_the_cluster_is_local_and_bound_to_localhost(cluster):
+    assert cluster.workers == 2
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+
+
+def test_data_scores_on_the_cluster_equal_the_local_run_bit_for_bit(cluster):
+    local = _local()
+    shards = []
+    remote = cluster.data_scores(
+        MODEL,
+        "synthbrain",
+        split="test",
+        n_boot=50,
+        batch_size=16,
+        progress=lambda done, total: shards.append((done, total)),
+    )
+    np.testing.assert_array_equal(remote.outputs, local.outputs)  # each image went through the model once, alike
+    assert remote.table.equals(local.table)  # the estimator ran on the driver, seeded alike
+    assert (
+        shards == [(1, 4), (2, 4), (3, 4), (4, 4)] and "Ray" in remote.metadata["cluster"]
+    )  # 120 rows, 2 x 16 a shard
+
+
+def test_diffusion_scores_on_the_cluster_equal_the_local_run(cluster):
+    from engine.diffusion import load_diffusion
+
+    model, card = load(ModelRef.builtin("shapes-elongated"), "cpu")
+    dataset = scoring.open_dataset("shapes")
+    settings = dict(k_values=3, n_per_value=4, n_boot=20, seed=3)
+    local = scoring.diffusion_scores(
+        model, card, dataset, ["size", "aspect"], diffusion=load_diffusion("shapes"), **settings
+    )
+    remote = cluster.diffusion_scores(ModelRef.builtin("shapes-elongated"), "shapes", ["size", "aspect"], **settings)
+    assert remote.table.equals(local.table)
+    for key, table in local.value_tables.items():
+        assert remote.value_tables[key].equals(table)
+
+
+def _kill_first_worker_running(task: str, killed: list, stop: threading.Event) -> None:
+    """SIGKILL the first process whose title says it is running `task` (Ray names a busy worker `ray::<task>`)."""
+    while not stop.is_set() and not killed:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            except OSError:
+                continue
+            if title.startswith(f"ray::{task}"):
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.005)
+
+
+def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(cluster):
+    rows = scoring.split_rows(scoring.open_dataset("synthbrain"), "all")
+    expected = _local(split="all", n_boot=0).outputs
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_worker_running, args=("_outputs_task", killed, stop))
+    killer.start()
+    try:
+        outputs = cluster.model_outputs(MODEL, "synthbrain", rows, batch_size=4)  # 25 shards of 4 batches of 4
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no worker was caught mid-task to kill"
+    np.testing.assert_array_equal(outputs, expected)
+
+
+def test_a_worker_that_cannot_read_the_model_stops_the_run_naming_the_fix(cluster, tmp_path):
+    spec = load(MODEL, "cpu")[1].spec
+    missing = ModelRef.torchscript(tmp_path / "only-on-the-driver.pt", spec)
+    with pytest.raises(EveInputError, match="does not exist.*file system all nodes share"):
+        cluster.model_outputs(missing, "synthbrain", np.arange(8))
+
+
+def test_the_cli_on_the_cluster_writes_the_local_report_and_an_unreachable_one_writes_nothing(cluster, tmp_path):
+    argv = ["score", "--data", "synthbrain", "--model", MODEL.name, "--n-boot", "20", "--features", "age,icv"]
+    assert main([*argv, "--out", str(tmp_path / "local.json")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "ray.json"), "--ray"]) == 0
+    local, remote = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
+    assert remote["scores"] == local["scores"] and "Ray" in remote["cluster"]
+    start = time.perf_counter()
+    assert main([*argv, "--out", str(tmp_path / "unreachable.json"), "--ray", "127.0.0.1:1"]) == 2
+    assert time.perf_counter() - start < 60  # refused at once, not after Ray's minutes of retries
+    assert not (tmp_path / "unreachable.json").exists() and not (tmp_path / "unreachable.csv").exists()
+
+
+def test_shards_are_whole_batches_and_give_every_worker_two():
+    from engine.cluster import SHARD_BATCHES, shard_batches
+
+    assert shard_batches(120, 64, 2) == 1 and shard_batches(120, 16, 2) == 2  # 2 shards a worker
+    assert shard_batches(40_000, 64, 160) == 2 and shard_batches(40_000, 64, 2) == SHARD_BATCHES
+    assert shard_batches(3, 64, 2) == 1
+
+
+def test_an_address_that_is_not_host_port_is_refused():
+    with pytest.raises(EveInputError, match="not host:port"):
+        Cluster.connect("my-cluster")
+
+
+def test_on_a_cold_folder_each_worker_reads_only_its_shard_and_gets_the_local_inputs(cluster, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    src = Path(scoring.open_dataset("synthbrain").root)
+    table = pd.read_csv(src / "features.csv").head(24)
+    for name in table["file"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / name, tmp_path / name)
+    table.to_csv(tmp_path / "features.csv", index=False)
+    outputs = cluster.model_outputs(MODEL, str(tmp_path), np.arange(24), batch_size=4)  # 3 shards of 2 batches of 4
+    assert not list(tmp_path.glob(".eve_cache/*.npy"))  # nobody read the whole cohort to serve a shard
+    model, card = load(MODEL, "cpu")
+    np.testing.assert_array_equal(outputs, scoring.model_outputs(model, scoring.open_dataset(tmp_path), card.spec))
