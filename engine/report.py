@@ -17,6 +17,7 @@ import json
 import math
 import shlex
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -941,28 +942,15 @@ def _scores(args, ref: ModelRef, model, card, dataset, device, cluster) -> Score
                 sampler=sampler,
                 runner=runner,
             )
-    elif cluster is not None:
-        progress, bar = _tqdm_progress("model outputs (Ray shards)", "shard")
-        with bar:
-            report = cluster.data_scores(
-                ref,
-                args.data,
-                args.features,
-                split=args.split,
-                n_boot=args.n_boot,
-                seed=args.seed,
-                output=args.output,
-                batch_size=args.batch_size,
-                device=device.type,
-                progress=progress,
-            )
     else:
-        progress, bar = _tqdm_progress("model outputs", "img")
+        if cluster is None:
+            score, progress_bar = partial(data_scores, model, card, dataset), ("model outputs", "img")
+        else:  # the outputs shard by shard on the cluster, the estimator here
+            score = partial(cluster.data_scores, ref, args.data, device=device.type)
+            progress_bar = ("model outputs (Ray shards)", "shard")
+        progress, bar = _tqdm_progress(*progress_bar)
         with bar:
-            report = data_scores(
-                model,
-                card,
-                dataset,
+            report = score(
                 args.features,
                 split=args.split,
                 n_boot=args.n_boot,
