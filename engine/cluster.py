@@ -171,15 +171,14 @@ class Cluster:
         """Results in submission order, `progress(done, total)` as tasks finish; a failure raises at once."""
         import ray
 
-        done_count, pending = 0, list(futures)
+        results, pending = {}, list(futures)
         try:
             while pending:
                 finished, pending = ray.wait(pending, num_returns=1)
-                ray.get(finished)  # raises a failed task's error now, not after every other task
-                done_count += 1
+                results[finished[0]] = ray.get(finished[0])  # a failed task raises now, not after the rest
                 if progress:
-                    progress(done_count, len(futures))
-            return ray.get(futures)
+                    progress(len(results), len(futures))
+            return [results[future] for future in futures]
         except ray.exceptions.RayError as exc:
             for future in pending:
                 ray.cancel(future)
