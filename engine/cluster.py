@@ -1,7 +1,7 @@
 """Eve on a Ray cluster: the same scores, with the heavy part fanned out as Ray tasks.
 
 What fans out is what costs: the model's outputs over a cohort (one task per shard of rows) and,
-on the diffusion path, one task per (feature, output) score, each drawing its K x N samples. The
+on the diffusion path, one task per (feature, output, value), each drawing that value's N samples. The
 estimator runs on the driver through the same functions as a local run (`scoring.data_report`,
 `scoring.diffusion_scores`), so a cluster run's report is the local run's:
 
@@ -78,8 +78,17 @@ def _outputs_task(ref: ModelRef, source: str, rows: np.ndarray, batch_size: int,
     return model_outputs(model, _worker_dataset(source), card.spec, rows, batch_size=batch_size, shard=True)
 
 
-def _diffusion_task(ref: ModelRef, card, generator_source: str, feature: str, output: int, settings: dict):
-    """A worker's diffusion score for one (feature, output): `diffusion.score.diffusion_score`'s result."""
+def _value_task(ref: ModelRef, generator_source: str, plan, k: int, batch_size: int, device: str):
+    """A worker's feature value: `diffusion.score.draw_value` for value k of a score's plan."""
+    from engine.diffusion import load_diffusion  # cached per path: a worker loads each generator once
+    from engine.diffusion.score import draw_value
+
+    model, _ = _worker_model(ref, device)
+    return draw_value(model, load_diffusion(generator_source), plan, k, batch_size=batch_size)
+
+
+def _score_task(ref: ModelRef, card, generator_source: str, feature: str, output: int, settings: dict):
+    """A worker's whole diffusion score for one (feature, output): `diffusion.score.diffusion_score`'s result."""
     from engine.diffusion import diffusion_score, load_diffusion
 
     model, _ = _worker_model(ref, settings.pop("device"))
@@ -241,15 +250,32 @@ class Cluster:
     # -- the diffusion path -------------------------------------------------------------------
 
     def diffusion_runner(self, ref: ModelRef, generator_source: str, device: str = "cpu", progress=None):
-        """A `runner` for `scoring.diffusion_scores`: each (feature, output) score is one Ray task that
-        loads the model and the generator (by name or card path) and draws its own K x N samples."""
-        task = _remote(_diffusion_task, num_cpus=1)
+        """A `runner` for `scoring.diffusion_scores`: every (feature, output, value) is one Ray task that
+        draws that value's N samples (`diffusion.score.draw_value`, the model and the generator loaded
+        once per worker, by name or card path); the driver plans each score and finishes it from its
+        values' draws. A linear-Gaussian generator's bootstrap refits (`generator_bootstrap_score`) run
+        as one task per score instead: each replicate is refitted from the last."""
+        from engine.diffusion.score import finish_score, plan_score, refittable
 
-        def run(todo: list[tuple[str, int]], card, settings: dict) -> list:
+        source = str(generator_source)
+
+        def run(todo: list[tuple[str, int]], card, generator, settings: dict) -> list:
+            settings = dict(settings)
+            n_boot, batch_size = settings.pop("n_boot"), settings.pop("batch_size")
+            what = f"diffusion scores of {ref}"
+            if refittable(generator) is not None and n_boot > 0:
+                task = _remote(_score_task, num_cpus=1)
+                every = {**settings, "n_boot": n_boot, "batch_size": batch_size, "device": device}
+                return self._gather(
+                    [task.remote(ref, card, source, f, j, dict(every)) for f, j in todo], what, progress
+                )
+            plans = [plan_score(card, generator, f, output=j, **settings) for f, j in todo]
+            task = _remote(_value_task, num_cpus=1)
             futures = [
-                task.remote(ref, card, str(generator_source), f, j, {**settings, "device": device}) for f, j in todo
+                task.remote(ref, source, plan, k, batch_size, device) for plan in plans for k in range(len(plan.values))
             ]
-            return self._gather(futures, f"diffusion scores of {ref}", progress)
+            draws = iter(self._gather(futures, what, progress))
+            return [finish_score(generator, plan, [next(draws) for _ in plan.values], n_boot=n_boot) for plan in plans]
 
         return run
 

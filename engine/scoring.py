@@ -404,9 +404,9 @@ def diffusion_scores(
 
     `diffusion` is the diffusion model: a loaded `ConditionalDiffusion` or a name for
     `load_diffusion` (default: the dataset's); `sampler` is how it samples (a `SamplerConfig`;
-    default `SamplerConfig.for_scores` of that model). `runner(todo, card, settings)` computes the
-    (feature, output column) pairs of `todo` elsewhere and returns `diffusion_score`'s results in
-    order (`engine.cluster.Cluster.diffusion_runner`); default here, one after another.
+    default `SamplerConfig.for_scores` of that model). `runner(todo, card, generator, settings)`
+    computes the (feature, output column) pairs of `todo` elsewhere and returns `diffusion_score`'s
+    results in order (`engine.cluster.Cluster.diffusion_runner`); default here, one after another.
     """
     # engine.diffusion loads diffusers (~3 s): imported when a diffusion score is asked for, not with the service
     from engine.diffusion import SamplerConfig, diffusion_score, load_diffusion
@@ -430,7 +430,7 @@ def diffusion_scores(
             if progress:
                 progress(i + 1, len(todo))
     else:
-        results = runner(todo, card, settings)
+        results = runner(todo, card, generator, settings)
     for (f, j), (r, per_value) in zip(todo, results, strict=True):
         rows.append(score_row(f, card.output_names[j], r))
         tables[(f, card.output_names[j])] = per_value

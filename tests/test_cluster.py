@@ -70,7 +70,15 @@ def test_diffusion_scores_on_the_cluster_equal_the_local_run(cluster):
     local = scoring.diffusion_scores(
         model, card, dataset, ["size", "aspect"], diffusion=load_diffusion("shapes"), **settings
     )
-    remote = cluster.diffusion_scores(ModelRef.builtin("shapes-elongated"), "shapes", ["size", "aspect"], **settings)
+    values_done = []
+    remote = cluster.diffusion_scores(
+        ModelRef.builtin("shapes-elongated"),
+        "shapes",
+        ["size", "aspect"],
+        progress=lambda done, total: values_done.append((done, total)),
+        **settings,
+    )
+    assert values_done[-1] == (6, 6)  # one task per (feature, value): 2 features x K = 3
     assert remote.table.equals(local.table)
     for key, table in local.value_tables.items():
         assert remote.value_tables[key].equals(table)

@@ -24,7 +24,7 @@ only from the value x subject interaction, estimated by the two-way residual mea
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -182,6 +182,57 @@ def diffusion_score(
             batch_size=batch_size,
             **sampler_overrides,
         )
+    plan = plan_score(
+        card,
+        diffusion,
+        feature,
+        k_values=k_values,
+        n_per_value=n_per_value,
+        output=output,
+        seed=seed,
+        sampler=sampler,
+        shared_seeds=shared_seeds,
+        **sampler_overrides,
+    )
+    draws = []
+    for k in range(len(plan.values)):
+        draws.append(draw_value(model, diffusion, plan, k, batch_size=batch_size))
+        if progress:
+            progress(k + 1, len(plan.values))
+    return finish_score(diffusion, plan, draws, n_boot=n_boot)
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """What a diffusion score draws: N samples at each value a_k with seed seeds[k] (checked, ready
+    to fan out value by value: `draw_value` for each k, then `finish_score`)."""
+
+    feature: str
+    output_index: int
+    values: list
+    weights: np.ndarray
+    seeds: list[int]
+    n_per_value: int
+    config: SamplerConfig
+    shared_seeds: bool
+    seed: int
+
+
+def plan_score(
+    card: ModelCard,
+    diffusion: ConditionalDiffusion,
+    feature: str,
+    *,
+    k_values: int = 8,
+    n_per_value: int = 32,
+    output: int | str = 0,
+    seed: int = 0,
+    sampler: SamplerConfig | None = None,
+    shared_seeds: bool = False,
+    **sampler_overrides,
+) -> ScorePlan:
+    """`diffusion_score`'s checks and its K values, weights and seeds (before any sample is drawn)."""
+    check_compatible(card, diffusion)
     if n_per_value < 2:
         raise EveInputError(f"n_per_value = {n_per_value}: use at least 2 samples per value (a variance needs 2).")
     index = card.output_index(output)
@@ -192,48 +243,59 @@ def diffusion_score(
             "and guidance > 1 narrows p(x | a) and inflates them."
         )
     values, weights = feature_values(diffusion, feature, k_values)
-    probe_names = diffusion.card.probe_features
+    seeds = [seed if shared_seeds else sample_seed(seed, k) for k in range(len(values))]
+    return ScorePlan(feature, index, values, np.asarray(weights), seeds, n_per_value, config, shared_seeds, seed)
+
+
+def draw_value(
+    model, diffusion: ConditionalDiffusion, plan: ScorePlan, k: int, *, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Value k of a plan: the model's outputs (N,) on N samples at a_k, and the probe's reading of the
+    feature on them (None where the feature has no probe). The same numbers wherever it runs."""
+    feature, a, n_total = plan.feature, plan.values[k], plan.n_per_value
+    y, measured = [], []
+    for start in range(0, n_total, batch_size):
+        n = min(batch_size, n_total - start)
+        # sample seeds are (seeds[k], i) for i = start.. : a batch split does not change them
+        images = diffusion.sample({feature: a}, n, plan.seeds[k], plan.config, first_index=start)
+        y.append(forward(model, images)[:, plan.output_index].double().numpy())
+        if feature in diffusion.card.probe_features:
+            measured.append(diffusion.measure_features(images)[feature])
+    return np.concatenate(y), (np.concatenate(measured) if measured else None)
+
+
+def finish_score(
+    diffusion: ConditionalDiffusion, plan: ScorePlan, draws: list, *, n_boot: int = 200
+) -> tuple[ScoreResult, pd.DataFrame]:
+    """The score and per-value table from a plan's draws (`draw_value` for k = 0..K-1, in order)."""
     rows, ys = [], []
-    for k, a in enumerate(values):
-        value_seed = seed if shared_seeds else sample_seed(seed, k)
-        y, measured = [], []
-        for start in range(0, n_per_value, batch_size):
-            n = min(batch_size, n_per_value - start)
-            # sample seeds are (value_seed, i) for i = start.. : a batch split does not change them
-            images = diffusion.sample({feature: a}, n, value_seed, config, first_index=start)
-            y.append(forward(model, images)[:, index].double().numpy())
-            if feature in probe_names:
-                measured.append(diffusion.measure_features(images)[feature])
-        y = np.concatenate(y)
+    for k, (y, measured) in enumerate(draws):
         ys.append(y)
         row = {
-            "value": a,
-            "weight": float(weights[k]),
-            "seed": value_seed,
+            "value": plan.values[k],
+            "weight": float(plan.weights[k]),
+            "seed": plan.seeds[k],
             "n": len(y),
             "mean": float(y.mean()),
             "variance": float(y.var(ddof=1)),
-            "free_features": config.free_features,
-            "readout_guidance": config.readout_guidance,
+            "free_features": plan.config.free_features,
+            "readout_guidance": plan.config.readout_guidance,
         }
-        if measured:
-            got = np.concatenate(measured)
-            sd = diffusion.feature(feature).data_sd
+        if measured is not None:
+            a, sd = plan.values[k], diffusion.feature(plan.feature).data_sd
             row |= {
-                "measured_mean": float(got.mean()),
-                "constraint_mae": float(np.mean(np.abs(got - a))),
-                "constraint_mae_over_sd": float(np.mean(np.abs(got - a)) / sd),
+                "measured_mean": float(measured.mean()),
+                "constraint_mae": float(np.mean(np.abs(measured - a))),
+                "constraint_mae_over_sd": float(np.mean(np.abs(measured - a)) / sd),
             }
         rows.append(row)
-        if progress:
-            progress(k + 1, len(values))
     table = pd.DataFrame(rows)
-    if not shared_seeds:
+    if not plan.shared_seeds:
         result = score_from_group_stats(
-            table["mean"], table["variance"], table["n"], table["weight"], n_boot=n_boot, seed=seed
+            table["mean"], table["variance"], table["n"], table["weight"], n_boot=n_boot, seed=plan.seed
         )
     else:
-        stats = block_score_stats(np.stack(ys), np.asarray(weights))
+        stats = block_score_stats(np.stack(ys), plan.weights)
         result = ScoreResult(
             score=stats["score"],
             ci_low=np.nan,
@@ -241,7 +303,7 @@ def diffusion_score(
             n=int(table["n"].sum()),
             status="ok",
             message="randomized-block estimate (shared seeds); no CI",
-            n_groups=len(values),
+            n_groups=len(plan.values),
             explained_var=stats["explained_var"],
             total_var=stats["total_var"],
         )
