@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.cards import ModelRef
+from engine.data import Dataset
 from engine.errors import EveInputError, reason
 from engine.scoring import (
     ScoreReport,
@@ -57,12 +58,7 @@ def _remote(function, **options):
     return ray.remote(max_retries=TASK_RETRIES, **options)(function)
 
 
-# a worker process runs many tasks: it opens a dataset (every file's header is checked) and loads a model once
-@functools.lru_cache(maxsize=4)
-def _worker_dataset(source: str):
-    return open_dataset(source)
-
-
+# a worker process runs many tasks: it loads each model once
 @functools.lru_cache(maxsize=4)
 def _worker_model(ref: ModelRef, device: str):
     from engine.models import load
@@ -70,12 +66,13 @@ def _worker_model(ref: ModelRef, device: str):
     return load(ref, device)
 
 
-def _outputs_task(ref: ModelRef, source: str, rows: np.ndarray, batch_size: int, device: str) -> np.ndarray:
-    """A worker's shard: the model's outputs on `rows` of the dataset at `source`, in row order."""
+def _outputs_task(ref: ModelRef, dataset: Dataset, rows: np.ndarray, batch_size: int, device: str) -> np.ndarray:
+    """A worker's shard: the model's outputs on `rows` of the dataset (the driver's, checked there; its
+    files read on the worker, from the shared folder or the object store), in row order."""
     from engine.scoring import model_outputs
 
     model, card = _worker_model(ref, device)
-    return model_outputs(model, _worker_dataset(source), card.spec, rows, batch_size=batch_size, shard=True)
+    return model_outputs(model, dataset, card.spec, rows, batch_size=batch_size, shard=True)
 
 
 def _value_task(ref: ModelRef, generator_source: str, plan, k: int, batch_size: int, device: str):
@@ -198,20 +195,25 @@ class Cluster:
     def model_outputs(
         self,
         ref: ModelRef,
-        source: str,
+        dataset: Dataset | str,
         rows: Sequence[int],
         *,
         batch_size: int = 64,
         device: str = "cpu",
         progress=None,
     ) -> np.ndarray:
-        """`scoring.model_outputs` over `rows` of the dataset at `source`, one task per shard of whole
-        batches (`shard_batches`); (N, K) float32 in row order, each image in the batch it has locally."""
+        """`scoring.model_outputs` over `rows` of a dataset (or the one `open_dataset` opens from a
+        name, folder or object-store URI), one task per shard of whole batches (`shard_batches`);
+        (N, K) float32 in row order, each image in the batch it has locally."""
+        import ray
+
+        dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
         rows = np.asarray(rows, dtype=np.int64)
         shard = batch_size * shard_batches(len(rows), batch_size, self.workers)
         task = _remote(_outputs_task, num_cpus=1)
+        shared = ray.put(dataset)  # once into the object store, not once per task
         futures = [
-            task.remote(ref, str(source), rows[start : start + shard], batch_size, device)
+            task.remote(ref, shared, rows[start : start + shard], batch_size, device)
             for start in range(0, len(rows), shard)
         ]
         if not futures:
@@ -222,7 +224,7 @@ class Cluster:
     def data_scores(
         self,
         ref: ModelRef,
-        source: str,
+        source: Dataset | str,
         features=None,
         *,
         split: str = "test",
@@ -237,12 +239,12 @@ class Cluster:
         from engine.models import load
 
         _, card = load(ref, "cpu")  # the driver checks the model and its card before any task starts
-        dataset = open_dataset(source)
+        dataset = source if isinstance(source, Dataset) else open_dataset(source)
         resolve_features(dataset, features)
         if output is not None:
             card.output_index(output)
         rows = split_rows(dataset, split)
-        outputs = self.model_outputs(ref, source, rows, batch_size=batch_size, device=device, progress=progress)
+        outputs = self.model_outputs(ref, dataset, rows, batch_size=batch_size, device=device, progress=progress)
         report = data_report(outputs, card, dataset, features, split=split, n_boot=n_boot, seed=seed, output=output)
         report.metadata["cluster"] = self.describe()
         return report

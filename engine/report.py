@@ -29,6 +29,7 @@ from tqdm import tqdm
 from engine import default_device, figures
 from engine.cards import ModelRef, UserCard, spec_from_json
 from engine.data import SliceSpec
+from engine.data.remote import is_remote
 from engine.data.slicing import INTENSITIES, NAMED_SLICES
 from engine.errors import EveInputError, reason
 from engine.models.zoo import load
@@ -904,7 +905,10 @@ def run_score_command(args) -> list[Path]:
     finally:
         if cluster is not None:
             cluster.shutdown()
-    report.metadata["arguments"] = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+    arguments = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+    if is_remote(arguments.get("data")):  # an object-store URI's query may hold an endpoint or keys
+        arguments["data"] = dataset.location
+    report.metadata["arguments"] = arguments
     written = [write_html(report, out) if fmt == "html" else write_json(report, out), write_csv(report, csv_path)]
     _print_summary(report)
     for path in written:
@@ -946,7 +950,7 @@ def _scores(args, ref: ModelRef, model, card, dataset, device, cluster) -> Score
         if cluster is None:
             score, progress_bar = partial(data_scores, model, card, dataset), ("model outputs", "img")
         else:  # the outputs shard by shard on the cluster, the estimator here
-            score = partial(cluster.data_scores, ref, args.data, device=device.type)
+            score = partial(cluster.data_scores, ref, dataset, device=device.type)
             progress_bar = ("model outputs (Ray shards)", "shard")
         progress, bar = _tqdm_progress(*progress_bar)
         with bar:

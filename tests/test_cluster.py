@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from object_store import local_s3, upload  # its credentials and cache: in the environment the workers inherit
 
 from engine import scoring
 from engine.__main__ import main
@@ -164,3 +165,25 @@ def test_on_a_cold_folder_each_worker_reads_only_its_shard_and_gets_the_local_in
     assert not list(tmp_path.glob(".eve_cache/*.npy"))  # nobody read the whole cohort to serve a shard
     model, card = load(MODEL, "cpu")
     np.testing.assert_array_equal(outputs, scoring.model_outputs(model, scoring.open_dataset(tmp_path), card.spec))
+
+
+def test_a_cohort_on_an_object_store_is_read_by_the_workers_and_scores_as_locally(cluster, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    src = Path(scoring.open_dataset("synthbrain").root)
+    table = pd.read_csv(src / "features.csv").head(24)
+    for name in table["file"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / name, tmp_path / name)
+    table.to_csv(tmp_path / "features.csv", index=False)
+    with local_s3() as endpoint:
+        dataset = scoring.open_dataset(upload(endpoint, tmp_path, "ray-cohort"))
+        assert not list(dataset.root.rglob("*.nii.gz"))  # the driver read headers only
+        remote = cluster.data_scores(MODEL, dataset, split="all", n_boot=20, batch_size=4)
+    assert len(list(dataset.root.rglob("*.nii.gz"))) == 24  # the workers fetched their shards' files
+    model, card = load(MODEL, "cpu")
+    local = scoring.data_scores(model, card, scoring.open_dataset(tmp_path), split="all", n_boot=20)
+    np.testing.assert_array_equal(remote.outputs, local.outputs)
+    assert remote.table.equals(local.table) and remote.metadata["dataset"]["path"] == "s3://cohorts/ray-cohort"

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from engine.data.registration import register_to_mni
+from engine.data.remote import RemoteFolder, is_remote
 from engine.data.slicing import SliceSpec, mni_space_problem, model_input
 from engine.errors import DatasetError, reason
 
@@ -68,28 +69,30 @@ def read_features_csv(source, name: str = "features.csv") -> pd.DataFrame:
     return table
 
 
-def _read_table(csv_path: Path) -> pd.DataFrame:
+def _read_table(csv_path: Path, shown: str | None = None) -> pd.DataFrame:
+    """features.csv read and checked; `shown` names it in messages (default its path)."""
     if not csv_path.is_file():
         raise DatasetError(
             f"No features.csv in {csv_path.parent}: add a features.csv with a 'file' column "
             "naming each NIfTI volume and one column per feature."
         )
-    table = read_features_csv(csv_path, str(csv_path))
+    shown = shown or str(csv_path)
+    table = read_features_csv(csv_path, shown)
     if table.empty:
-        raise DatasetError(f"{csv_path} has no rows: add one row per volume.")
+        raise DatasetError(f"{shown} has no rows: add one row per volume.")
     if "subject" not in table.columns:
         table.insert(0, "subject", [_subject_from_file(f) for f in table["file"]])
     duplicated = table["subject"][table["subject"].duplicated()]
     if len(duplicated):
         row = int(duplicated.index[0]) + 2  # +1 header, +1 one-based
         raise DatasetError(
-            f"{csv_path}: subject ID {duplicated.iloc[0]!r} appears more than once (row {row}): "
+            f"{shown}: subject ID {duplicated.iloc[0]!r} appears more than once (row {row}): "
             "give every row a unique subject ID."
         )
     return table
 
 
-def _parse_features(table: pd.DataFrame, csv_path: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
+def _parse_features(table: pd.DataFrame, csv_path: Path | str) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Convert feature and label columns: numeric where every value is a number."""
     numeric, categorical = [], []
     converted = table.copy()
@@ -138,18 +141,22 @@ def _check_header(path: Path, row: int) -> tuple[int, ...]:
         raise DatasetError(
             f"Row {row}: {path.name} is not a readable NIfTI file ({reason(exc)}): re-export the volume."
         ) from exc
-    shape = tuple(int(s) for s in image.shape)
+    return _checked_shape(tuple(int(s) for s in image.shape), path.name, row)
+
+
+def _checked_shape(shape: tuple[int, ...], name: str, row: int) -> tuple[int, ...]:
+    """A header's shape as Eve uses it (2D or 3D, trailing singleton axes dropped), or why it cannot be."""
     # trailing singleton axes are how most tools write one 2D image, (X, Y, 1) or (X, Y, 1, 1),
     # or one 3D volume of a series, (X, Y, Z, 1)
     while len(shape) > 2 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) not in (2, 3):
         raise DatasetError(
-            f"Row {row}: {path.name} has {len(shape)} dimensions {shape}; Eve needs a 2D image or a 3D volume: "
+            f"Row {row}: {name} has {len(shape)} dimensions {shape}; Eve needs a 2D image or a 3D volume: "
             "export one volume (e.g. one time point) per file."
         )
     if min(shape) < 2:
-        raise DatasetError(f"Row {row}: {path.name} has shape {shape}, too thin to slice: check the export.")
+        raise DatasetError(f"Row {row}: {name} has shape {shape}, too thin to slice: check the export.")
     return shape
 
 
@@ -162,15 +169,29 @@ def _fingerprint(root: Path, files) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_headers(root: Path, files) -> list[tuple[int, ...]]:
-    """Every file's checked shape; remembered in `.eve_cache/` for an unchanged set of files."""
-    for row, name in enumerate(files):  # a missing file has no fingerprint: report it first
-        if not (root / name).is_file():
-            _check_header(root / name, row + 2)
-    cache = root / ".eve_cache" / f"headers-{_fingerprint(root, files)}.json"
+def _check_headers(root: Path, files, remote: RemoteFolder | None = None) -> list[tuple[int, ...]]:
+    """Every file's checked shape; remembered in `.eve_cache/` for an unchanged set of files. For a
+    remote folder, `root` is its mirror and each shape comes from a ranged read of the header."""
+    if remote is None:
+        for row, name in enumerate(files):  # a missing file has no fingerprint: report it first
+            if not (root / name).is_file():
+                _check_header(root / name, row + 2)
+        fingerprint = _fingerprint(root, files)
+    else:
+        for row, name in enumerate(files):
+            if name not in remote.stamps:
+                raise remote._missing(name, row + 2)
+        fingerprint = remote.fingerprint(files)
+    cache = root / ".eve_cache" / f"headers-{fingerprint}.json"
     if cache.is_file():
         return [tuple(shape) for shape in json.loads(cache.read_text())]
-    shapes = [_check_header(root / name, row + 2) for row, name in enumerate(files)]
+    if remote is None:
+        shapes = [_check_header(root / name, row + 2) for row, name in enumerate(files)]
+    else:
+        for row, name in enumerate(files):
+            if not name.endswith(NIFTI_SUFFIXES):
+                raise DatasetError(f"Row {row + 2}: {name} is not a NIfTI file (.nii or .nii.gz): convert it to NIfTI.")
+        shapes = [_checked_shape(remote.header_shape(name, row + 2), name, row + 2) for row, name in enumerate(files)]
     try:
         cache.parent.mkdir(exist_ok=True)
         cache.write_text(json.dumps(shapes))
@@ -189,11 +210,39 @@ class Dataset:
     categorical_features: list[str]
     shapes: list[tuple[int, ...]]
     truth: dict | None = None  # contents of truth.json for Eve's synthetic sets
+    remote: RemoteFolder | None = None  # an object-store folder, `root` its local mirror (`engine.data.remote`)
     _stacks: dict = field(default_factory=dict, repr=False)
+
+    def __getstate__(self) -> dict:
+        # sent to a Ray worker: without the in-memory stacks, and a remote folder's mirror is the worker's own
+        return {**self.__dict__, "_stacks": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.remote is not None:
+            self.root = self.remote.mirror
+
+    def file_path(self, row: int) -> Path:
+        """The local path of row `row`'s image (a remote folder's is fetched into its mirror first)."""
+        name = self.table["file"].iloc[row]
+        if self.remote is not None:
+            return self.remote.local(name, row + 2)
+        path = self.root / name
+        if not path.is_file():
+            raise DatasetError(
+                f"Row {row + 2}: {path} does not exist on this machine: every node that reads the dataset must "
+                "see the same folder (a shared file system), or give the data as an object-store URI (s3://...)."
+            )
+        return path
 
     @property
     def name(self) -> str:
         return self.root.name
+
+    @property
+    def location(self) -> str:
+        """Where the dataset lives, for reports: its folder, or its object-store URI without the query."""
+        return self.remote.name_uri if self.remote is not None else str(self.root.resolve())
 
     @property
     def features(self) -> list[str]:
@@ -234,7 +283,7 @@ class Dataset:
     def load_image(self, subject: str | int) -> nib.Nifti1Image:
         """The subject's image in RAS+ orientation, voxel data checked (finite)."""
         row = subject if isinstance(subject, (int, np.integer)) else self.index_of(subject)
-        path = self.root / self.table["file"].iloc[row]
+        path = self.file_path(row)
         try:
             image = nib.as_closest_canonical(nib.load(path)) if len(self.shapes[row]) == 3 else nib.load(path)
             data = np.asarray(image.dataobj, dtype=np.float32)
@@ -275,12 +324,15 @@ class Dataset:
         return stack if rows is None else stack[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
 
     def _fingerprint(self) -> str:
+        if self.remote is not None:
+            return self.remote.fingerprint(self.table["file"])
         return _fingerprint(self.root, self.table["file"])
 
-    def _check_mni_space(self, spec: SliceSpec) -> None:
-        """A named slice is an MNI coordinate: refuse it on any volume not in MNI space."""
-        for row, name in enumerate(self.table["file"]):
-            image = nib.load(self.root / name)  # the header only; the world extent needs no reorienting
+    def _check_mni_space(self, spec: SliceSpec, rows: np.ndarray) -> None:
+        """A named slice is an MNI coordinate: refuse it on any of `rows`' volumes not in MNI space."""
+        for row in rows:
+            row, name = int(row), self.table["file"].iloc[int(row)]
+            image = nib.load(self.file_path(row))  # the header only; the world extent needs no reorienting
             problem = mni_space_problem(image.shape[:3], image.affine, *self._xform_codes(image))
             if problem:
                 raise DatasetError(
@@ -314,7 +366,7 @@ class Dataset:
                 "choose a dataset of 3D volumes, or a model that takes a slice."
             )
         if isinstance(spec.index, str) and self.is_3d and not spec.register and not spec.is_volume:
-            self._check_mni_space(spec)
+            self._check_mni_space(spec, rows)
         slices = []
         for row in rows:
             data, affine = self.volume(int(row), register=spec.register and self.is_3d)
@@ -339,10 +391,13 @@ class Dataset:
 
 
 def load_dataset(folder: str | Path, *, check_voxels: bool = False) -> Dataset:
-    """Load and check a dataset folder (see the module docstring for the CSV format).
+    """Load and check a dataset folder (see the module docstring for the CSV format), or an
+    object-store folder of the same layout (`s3://bucket/cohort`: `engine.data.remote`).
 
     Raises `DatasetError` naming the file/row and the fix; never returns a half-loaded set.
     """
+    if is_remote(folder):
+        return _load_remote(str(folder), check_voxels)
     root = Path(folder)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder: point Eve at a folder with NIfTI files and features.csv.")
@@ -356,6 +411,22 @@ def load_dataset(folder: str | Path, *, check_voxels: bool = False) -> Dataset:
     truth_path = root / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
     dataset = Dataset(root, table.reset_index(drop=True), numeric, categorical, shapes, truth)
+    if check_voxels:
+        for row in range(len(dataset)):
+            dataset.load_image(row)
+    return dataset
+
+
+def _load_remote(uri: str, check_voxels: bool) -> Dataset:
+    remote = RemoteFolder.open(uri)
+    shown = f"{remote.name_uri}/features.csv"
+    table = _read_table(remote.local("features.csv"), shown)
+    table, numeric, categorical = _parse_features(table, shown)
+    shapes = _check_headers(remote.mirror, list(table["file"]), remote)
+    if len({len(s) for s in shapes}) > 1:
+        raise DatasetError(f"{remote.name_uri} mixes 2D images and 3D volumes: keep one kind per dataset.")
+    truth = json.loads(remote.local("truth.json").read_text()) if "truth.json" in remote.stamps else None
+    dataset = Dataset(remote.mirror, table.reset_index(drop=True), numeric, categorical, shapes, truth, remote)
     if check_voxels:
         for row in range(len(dataset)):
             dataset.load_image(row)

@@ -92,16 +92,26 @@ class SliceSynthesizer:
     def _sample(self, world: np.ndarray) -> dict[str, np.ndarray]:
         """All template maps at (3, ...) world points, each shaped like world[0]."""
         voxels = np.tensordot(self.inverse[:3, :3], world.reshape(3, -1), axes=1) + self.inverse[:3, 3:4]
-        out = F.grid_sample(self.maps, self._grid(voxels, self.template.shape), mode="bilinear",
-                            padding_mode="zeros", align_corners=True)[0, :, :, 0, 0].numpy()
+        out = F.grid_sample(
+            self.maps,
+            self._grid(voxels, self.template.shape),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )[0, :, :, 0, 0].numpy()
         return {m: out[i].reshape(world.shape[1:]) for i, m in enumerate(self.MAPS)}
 
     def _bias(self, idx: np.ndarray, field: np.ndarray) -> np.ndarray:
         zoom = np.array([s / f for s, f in zip(self.template.shape, field.shape, strict=True)], dtype=np.float32)
         coords = idx.reshape(3, -1) / zoom[:, None]
         grid = self._grid(coords, field.shape)
-        out = F.grid_sample(torch.from_numpy(field.astype(np.float32))[None, None], grid, mode="bilinear",
-                            padding_mode="border", align_corners=True)
+        out = F.grid_sample(
+            torch.from_numpy(field.astype(np.float32))[None, None],
+            grid,
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=True,
+        )
         return out[0, 0, :, 0, 0].numpy().reshape(idx.shape[1:])
 
     def subject(self, latent: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -166,7 +176,10 @@ def _subjects(spec: SliceSpec, seed: int, latents: list[dict], first: int, progr
 
 
 def synthesize(
-    n: int, spec: SliceSpec, seed: int = 1000, progress: Callable[[int, int], None] | None = None,
+    n: int,
+    spec: SliceSpec,
+    seed: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
     workers: int = 1,
 ) -> tuple[torch.Tensor, pd.DataFrame]:
     """n new subjects: slices (n, 1, size, size) float32 and their feature table.
