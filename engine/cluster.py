@@ -10,6 +10,11 @@ estimator runs on the driver through the same functions as a local run (`scoring
 * a diffusion score's seeds come from its sample's index (`diffusion.score.sample_seed`), never
   from the worker that drew it.
 
+Joining a cluster by address ships Eve to it as Ray's `working_dir` (`runtime_env`): its code and
+committed assets (the zoo's weights, the diffusion models), so a node without Eve installed runs
+its tasks. Data and a user's model file are not shipped: every node reads them from a shared file
+system, or the data from an object store (`s3://...`, `engine.data.remote`).
+
 Ray retries a task whose worker died (`max_retries`); a task that raises (a path the worker cannot
 read, say) is not retried and stops the run with the worker's message before anything is written.
 
@@ -24,7 +29,8 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +50,20 @@ SHARD_BATCHES = 4  # most batches a data-path task takes: shards are whole batch
 TASK_RETRIES = 3  # times Ray reruns a task whose worker process died
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local cluster listens on 127.0.0.1 only
 CONNECT_TIMEOUT_S = 5.0  # Ray itself waits minutes on an address nobody answers
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# what a worker elsewhere does not need of the repository: data, environments, tests, benchmarks, caches
+# (gitignore patterns: a leading / anchors at the repository, so engine/data stays)
+SHIPPED_EXCLUDES = [
+    *("/.git", "/.venv", "/data", "/tests", "/test-artifacts", "/benchmarks", "/.hypothesis", "/node_modules"),
+    *("__pycache__", ".eve_cache", "eve-generators"),
+]
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def runtime_env() -> dict:
+    """Ray's runtime environment for a cluster joined by address: Eve's code and committed assets as
+    the workers' `working_dir` (uploaded once, cached by the cluster by content)."""
+    return {"working_dir": str(REPO_ROOT), "excludes": SHIPPED_EXCLUDES}
 
 
 def shard_batches(n_rows: int, batch_size: int, workers: int) -> int:
@@ -90,6 +110,10 @@ def _score_task(ref: ModelRef, card, generator_source: str, feature: str, output
 
     model, _ = _worker_model(ref, settings.pop("device"))
     return diffusion_score(model, card, load_diffusion(generator_source), feature, output=output, **settings)
+
+
+def _host(address: str) -> str:
+    return address.removeprefix("ray://").rpartition(":")[0]
 
 
 def _check_reachable(address: str) -> None:
@@ -140,7 +164,7 @@ class Cluster:
         one bound to 127.0.0.1 with `num_cpus` workers (default: every core)."""
         if address:
             _check_reachable(address)
-        elif "ray" not in sys.modules:
+        if (not address or _host(address) in LOOPBACK) and "ray" not in sys.modules:
             # Ray's own switch for a one-machine cluster: every server on the loopback address, not the
             # node's network address (read when ray is imported, so set before)
             os.environ.setdefault(LOCAL_ONLY_ENV, "0")
@@ -149,7 +173,14 @@ class Cluster:
         if ray.is_initialized():  # this process is already on a cluster (a test's, a notebook's): use it
             return cls(address, started_here=False)
         if address:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False, runtime_env=runtime_env())
+            except ConnectionError as exc:
+                raise EveInputError(
+                    f"The Ray cluster at {address} refused this driver ({reason(exc)}): if it uses token "
+                    "authentication, set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token) as on its head "
+                    "node, then rerun."
+                ) from exc
             return cls(address, started_here=True)
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         return cls(None, started_here=True)
@@ -208,6 +239,9 @@ class Cluster:
         import ray
 
         dataset = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+        ref = _absolute(ref)
+        if dataset.remote is None and not dataset.root.is_absolute():  # as for the model file
+            dataset = replace(dataset, root=dataset.root.resolve())
         rows = np.asarray(rows, dtype=np.int64)
         shard = batch_size * shard_batches(len(rows), batch_size, self.workers)
         task = _remote(_outputs_task, num_cpus=1)
@@ -259,7 +293,8 @@ class Cluster:
         as one task per score instead: each replicate is refitted from the last."""
         from engine.diffusion.score import finish_score, plan_score, refittable
 
-        source = str(generator_source)
+        ref = _absolute(ref)
+        source = str(Path(generator_source).resolve()) if Path(generator_source).is_file() else str(generator_source)
 
         def run(todo: list[tuple[str, int]], card, generator, settings: dict) -> list:
             settings = dict(settings)
@@ -316,6 +351,13 @@ class Cluster:
         """The cluster, for reports: where it is and how many CPUs it offers."""
         where = self.address or "a local Ray cluster on 127.0.0.1"
         return f"Ray {_ray_version()} at {where}, {self.workers} CPUs"
+
+
+def _absolute(ref: ModelRef) -> ModelRef:
+    """The model file's path made absolute: a worker's working directory is not the driver's."""
+    if ref.is_torchscript and not Path(ref.path).is_absolute():
+        return replace(ref, path=str(Path(ref.path).resolve()))
+    return ref
 
 
 def _ray_version() -> str:

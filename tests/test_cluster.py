@@ -187,3 +187,65 @@ def test_a_cohort_on_an_object_store_is_read_by_the_workers_and_scores_as_locall
     local = scoring.data_scores(model, card, scoring.open_dataset(tmp_path), split="all", n_boot=20)
     np.testing.assert_array_equal(remote.outputs, local.outputs)
     assert remote.table.equals(local.table) and remote.metadata["dataset"]["path"] == "s3://cohorts/ray-cohort"
+
+
+@pytest.fixture
+def head_elsewhere(tmp_path):
+    """A cluster started the way an operator starts one (`ray start --head`), in a folder without Eve
+    and with no PYTHONPATH to it, with token authentication: its workers can import Eve only from
+    what the driver ships. The driver's environment to reach it is yielded with its address."""
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {LOCAL_ONLY_ENV: "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp}"]
+        + ["--include-dashboard=false", "--disable-usage-stats"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head stops its processes when it is told to
+        head.wait(timeout=60)
+
+
+def test_a_cluster_without_eve_runs_the_cli_from_the_code_the_driver_ships(head_elsewhere, tmp_path):
+    import subprocess
+    import sys
+
+    address, env = head_elsewhere
+    root = Path(__file__).resolve().parents[1]
+    argv = ["score", "--data", "synthbrain", "--model", MODEL.name, "--n-boot", "20", "--features", "age,icv"]
+    run = subprocess.run(
+        [sys.executable, "-m", "engine", *argv, "--ray", address, "--out", str(tmp_path / "ray.json")],
+        cwd=tmp_path,  # the driver too runs elsewhere: relative paths would not mean the same on the workers
+        env={**env, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert main([*argv, "--out", str(tmp_path / "local.json")]) == 0
+    remote, local = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ray", "local"))
+    assert remote["scores"] == local["scores"] and remote["cluster"] == f"Ray {ray.__version__} at {address}, 1 CPUs"
