@@ -4,9 +4,11 @@ Data path: the model's outputs (synthbrain-diagnosis) on a 1 mm cohort (VOLUMES 
 181 x 217 x 181 uint8 gzip, as benchmarks/bench_cohort_1mm.py writes them), every volume read from its
 file (no cached inputs), so the time is reading, slicing and the forward pass: locally
 (`scoring.model_outputs`, torch on every core) and on a local Ray cluster of 1 and 2 workers
-(`engine.cluster.Cluster.model_outputs`, each task reading only its shard's files). Diffusion path:
-the samples of four diffusion scores (shapes-elongated: size, aspect, texture and intensity at the
-CLI's K = 8 x N = 32) locally and on 1 and 2 workers (one task per score).
+(`engine.cluster.Cluster.model_outputs`, each task reading only its shard's files); then the same
+cohort as an object-store folder (`s3://`, moto's S3 server on 127.0.0.1, through pyarrow's S3
+client), from a cold mirror, locally and on 2 workers (each fetching its shard's objects). Diffusion
+path: the samples of four diffusion scores (shapes-elongated: size, aspect, texture and intensity at
+the CLI's K = 8 x N = 32) locally and on 1 and 2 workers (one task per feature value).
 Starting the cluster is timed apart from the work.
 
 Each configuration checks it got the local run's numbers (bit-identical), prints volumes/s and
@@ -38,11 +40,15 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local clu
 from engine import scoring  # noqa: E402
 from engine.cards import ModelRef  # noqa: E402
 from engine.cluster import Cluster  # noqa: E402
+from engine.data.remote import CACHE_ENV  # noqa: E402
 from engine.diffusion import load_diffusion  # noqa: E402
 from engine.models import load  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_cohort_1mm import write_cohort  # noqa: E402  (copies of Colin27 at 1 mm, as that benchmark scores)
+
+sys.path.insert(0, str(ROOT / "tests"))
+from object_store import local_s3, upload  # noqa: E402  (moto's S3 server on 127.0.0.1, as the tests use)
 
 MODEL = ModelRef.builtin("synthbrain-diagnosis")
 VOLUMES = 120
@@ -52,18 +58,21 @@ FEATURES = ["size", "aspect", "texture", "intensity"]
 COHORTS = {"OASIS-3 (~2,800 MR sessions)": 2_800, "UK Biobank imaging (~40,000 subjects)": 40_000}
 
 
-def _data_path(folder: Path, workers: int | None) -> tuple[float, float, np.ndarray]:
-    """(seconds starting the cluster, seconds scoring, outputs); every volume read from its file."""
-    rows = np.arange(len(scoring.open_dataset(folder)))
+def _data_path(folder: str, workers: int | None) -> tuple[float, float, np.ndarray]:
+    """(seconds starting the cluster, seconds scoring, outputs); every volume read from its file (an
+    object store's from a fresh, empty mirror: opening it, which reads every header, is timed too)."""
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="eve-bench-mirror-")  # before the workers start
     if workers is None:
         start = time.perf_counter()
         model, card = load(MODEL, "cpu")
-        outputs = scoring.model_outputs(model, scoring.open_dataset(folder), card.spec, rows, shard=True)
+        dataset = scoring.open_dataset(folder)
+        outputs = scoring.model_outputs(model, dataset, card.spec, np.arange(len(dataset)), shard=True)
         return 0.0, time.perf_counter() - start, outputs
     start = time.perf_counter()
     with Cluster.connect(num_cpus=workers) as cluster:
         started = time.perf_counter()
-        outputs = cluster.model_outputs(MODEL, str(folder), rows)
+        dataset = scoring.open_dataset(folder)
+        outputs = cluster.model_outputs(MODEL, dataset, np.arange(len(dataset)))
         return started - start, time.perf_counter() - started, outputs
 
 
@@ -100,11 +109,13 @@ def main() -> None:
     results: dict = {"machine": _machine(), "data_path": {}, "diffusion_path": {}}
     samples = len(FEATURES) * DIFFUSION["k_values"] * DIFFUSION["n_per_value"]
     configs = (("local", None), ("ray, 1 worker", 1), ("ray, 2 workers", 2))
-    with tempfile.TemporaryDirectory() as tmp:
+    stored = (("s3 (moto on 127.0.0.1), local", None), ("s3 (moto on 127.0.0.1), ray, 2 workers", 2))
+    with tempfile.TemporaryDirectory() as tmp, local_s3() as endpoint:
         write_cohort(Path(tmp), VOLUMES)
+        address = upload(endpoint, Path(tmp), "colin27-1mm")
         reference = None
-        for label, workers in configs:
-            startup, seconds, outputs = _data_path(Path(tmp), workers)
+        for label, workers, folder in [*((*c, tmp) for c in configs), *((*c, address) for c in stored)]:
+            startup, seconds, outputs = _data_path(folder, workers)
             reference = outputs if reference is None else reference
             same = bool(np.array_equal(outputs, reference))
             results["data_path"][label] = {"volumes": VOLUMES, "startup_s": round(startup, 2)}

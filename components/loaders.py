@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -26,6 +28,7 @@ from engine.models.zoo import forward
 from engine.tvd import conditional_curve, score_table
 
 EMBEDDED = tuple(BUILDERS)
+RAY_ENV = "EVE_RAY"  # "local", or a Ray cluster's address: the model's outputs and diffusion samples run there
 
 # -- datasets ----------------------------------------------------------------------------
 
@@ -106,9 +109,41 @@ def model_inputs(source: str, spec: SliceSpec) -> np.ndarray:
     return dataset(source).model_inputs(spec).numpy()
 
 
+# -- the Ray cluster the app was started with ------------------------------------------------
+
+
+def ray_address() -> str:
+    return os.environ.get(RAY_ENV, "").strip()
+
+
+@st.cache_resource(show_spinner="Connecting to the Ray cluster…")
+def cluster_connection(address: str):
+    """(the `engine.cluster.Cluster` at `address`, None) — one per server, shared by every session —
+    or (None, why not) when it cannot be reached; (None, None) without an address. Kept either way:
+    a cluster that does not answer is not asked again on every rerun."""
+    if not address:
+        return None, None
+    from engine.cluster import Cluster  # Ray (~2 s to import) only when the app is started with one
+
+    try:
+        return Cluster.connect(None if address == "local" else address), None
+    except EveInputError as exc:
+        return None, str(exc)
+
+
+def cluster():
+    """The connected cluster, or None (none asked for, or it could not be reached: `cluster_connection`)."""
+    return cluster_connection(ray_address())[0]
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def model_outputs(source: str, ref: ModelRef, device: str = "cpu") -> np.ndarray:
-    """(N, K) model outputs for every row of the dataset, in row order."""
+    """(N, K) model outputs for every row of the dataset, in row order (on the Ray cluster when the
+    app has one: the same numbers, `engine.cluster`)."""
+    connected = cluster()
+    if connected is not None:
+        ds = dataset(source)
+        return connected.model_outputs(ref, ds, np.arange(len(ds)), device=device)
     net, found = model(ref, device)
     return scoring.model_outputs(net, dataset(source), found.spec)
 
@@ -295,23 +330,22 @@ DIFFUSION_N_BOOT = 200  # the diffusion scores' bootstrap draws (their report sa
 
 
 def diffusion_score_row(sel, feature: str, k_values: int, n_per_value: int, progress=None) -> tuple[dict, pd.DataFrame]:
-    """(score-table row, per-value table) of the diffusion-based S(A) for the selected model."""
+    """(score-table row, per-value table) of the diffusion-based S(A) for the selected model (each
+    feature value's samples drawn on the Ray cluster when the app has one)."""
     from engine.diffusion import diffusion_score
 
     net, found = model(sel.model_ref, sel.device)
-    result, per_value = diffusion_score(
-        net,
-        found,
-        diffusion(sel.generator),
-        feature,
-        k_values=k_values,
-        n_per_value=n_per_value,
-        output=sel.output,
-        seed=0,
-        sampler=score_sampler(sel.generator),
-        progress=progress,
-        n_boot=DIFFUSION_N_BOOT,
-    )
+    settings = dict(k_values=k_values, n_per_value=n_per_value, seed=0, n_boot=DIFFUSION_N_BOOT)
+    settings["sampler"] = score_sampler(sel.generator)
+    connected = cluster()
+    if connected is not None:
+        run = connected.diffusion_runner(sel.model_ref, sel.generator, sel.device, progress)
+        todo = [(feature, found.output_index(sel.output))]
+        [(result, per_value)] = run(todo, found, diffusion(sel.generator), {**settings, "batch_size": 64})
+    else:
+        result, per_value = diffusion_score(
+            net, found, diffusion(sel.generator), feature, output=sel.output, progress=progress, **settings
+        )
     row = scoring.score_row(feature, str(sel.output), result)
     if "constraint_mae_over_sd" in per_value:  # how tightly the samples held the asked values
         row["constraint_mae_over_sd"] = float(

@@ -295,12 +295,25 @@ def _explained(ref: ModelRef, device: str) -> ModelRef:
     return replace(ref, explain=explain)
 
 
+def _cluster_note() -> None:
+    """Where the heavy work runs, when the app was started with a Ray cluster (`EVE_RAY`)."""
+    address = loaders.ray_address()
+    if not address:
+        return
+    connected, problem = loaders.cluster_connection(address)
+    if connected is not None:
+        st.caption(f"Model outputs and diffusion samples run on {connected.describe()}.")
+    else:
+        st.warning(f"{loaders.RAY_ENV}={address}: {problem} Until then, Eve computes on this machine.")
+
+
 def draw() -> Selection:
     """Draw the sidebar and store this run's Selection in the session."""
     with st.sidebar:
         st.markdown("### Eve")
         source, label = _dataset_source()
         device = st.selectbox("Device", _device_options(), key=state.DEVICE)
+        _cluster_note()
         ref = model_label = note = None
         output, output_name = 0, "output"
         if source is not None:

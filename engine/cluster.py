@@ -140,7 +140,7 @@ def _worker_failure(exc: BaseException, what: str) -> EveInputError:
             f"A Ray worker could not compute {what}: {cause} Every worker must read the same model file and "
             "data path as the driver: put them on a file system all nodes share."
         )
-    if type(exc).__name__ == "OutOfMemoryError":
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(cause, MemoryError):  # Ray's OOM killer, or torch's
         return EveInputError(
             f"A Ray worker ran out of memory computing {what}: give a smaller --batch-size, or run on nodes "
             "with more memory."

@@ -28,6 +28,15 @@ import ray  # noqa: E402  (after the switch it reads)
 MODEL = ModelRef.builtin("synthbrain-diagnosis")
 
 
+@pytest.fixture
+def app_pages(monkeypatch):
+    """test_app's `_navigation_only`: AppTest runs app.py (and its sidebar), as `streamlit run` does."""
+    from streamlit.testing.v1 import app_test
+    from test_app import _NavigationOnly
+
+    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     with Cluster.connect(num_cpus=2) as connected:
@@ -249,3 +258,57 @@ def test_a_cluster_without_eve_runs_the_cli_from_the_code_the_driver_ships(head_
     assert main([*argv, "--out", str(tmp_path / "local.json")]) == 0
     remote, local = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ray", "local"))
     assert remote["scores"] == local["scores"] and remote["cluster"] == f"Ray {ray.__version__} at {address}, 1 CPUs"
+
+
+def test_the_app_started_with_eve_ray_computes_on_the_cluster_and_shows_the_local_numbers(
+    cluster, app_pages, monkeypatch
+):
+    import streamlit as st
+    from test_app import _diffusion_scores_app, _figures
+
+    from components import loaders
+
+    def bars(at) -> list:
+        return [
+            (t.get("name"), t.get("y"), t.get("x")) for f in _figures(at) for t in f["data"] if t.get("type") == "bar"
+        ]
+
+    st.cache_data.clear()
+    local = bars(_diffusion_scores_app("shapes", ("size", "texture")))
+    ran = []
+    for method in ("model_outputs", "diffusion_runner"):
+        original = getattr(Cluster, method)
+        monkeypatch.setattr(
+            Cluster, method, lambda self, *a, _m=method, _f=original, **k: ran.append(_m) or _f(self, *a, **k)
+        )
+    monkeypatch.setenv(loaders.RAY_ENV, "local")
+    st.cache_data.clear()
+    at = _diffusion_scores_app("shapes", ("size", "texture"))
+    assert any("run on Ray" in c.value for c in at.sidebar.caption)
+    assert "model_outputs" in ran and ran.count("diffusion_runner") == 2  # the data path, then each feature's values
+    assert bars(at) == local and local
+
+
+def test_the_app_with_an_unreachable_cluster_says_so_and_computes_here(app_pages, monkeypatch):
+    from test_app import _app, _figures, _no_exception
+
+    from components import loaders
+
+    monkeypatch.setenv(loaders.RAY_ENV, "127.0.0.1:1")
+    at = _app("shapes")
+    at.switch_page("pages/scores.py").run()
+    _no_exception(at)
+    [warning] = [w.value for w in at.sidebar.warning]
+    assert warning.startswith("EVE_RAY=127.0.0.1:1: No Ray cluster answers") and "computes on this machine" in warning
+    assert any(f["data"] for f in _figures(at))  # the scores were computed here
+
+
+def test_a_worker_out_of_memory_is_told_to_use_smaller_batches_or_bigger_nodes():
+    from engine.cluster import _worker_failure
+
+    killed = ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
+    assert "ran out of memory computing the outputs: give a smaller --batch-size" in str(
+        _worker_failure(killed, "the outputs")
+    )
+    raised = ray.exceptions.RayTaskError("_outputs_task", "Traceback ...", MemoryError("cannot allocate"))
+    assert "ran out of memory" in str(_worker_failure(raised, "the outputs"))
