@@ -312,3 +312,20 @@ def test_a_worker_out_of_memory_is_told_to_use_smaller_batches_or_bigger_nodes()
     )
     raised = ray.exceptions.RayTaskError("_outputs_task", "Traceback ...", MemoryError("cannot allocate"))
     assert "ran out of memory" in str(_worker_failure(raised, "the outputs"))
+
+
+def test_a_worker_that_cannot_see_the_data_stops_the_run_naming_the_fix(cluster, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    src = Path(scoring.open_dataset("synthbrain").root)
+    table = pd.read_csv(src / "features.csv").head(8)
+    for name in table["file"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / name, tmp_path / name)
+    table.to_csv(tmp_path / "features.csv", index=False)
+    dataset = scoring.open_dataset(tmp_path)  # the driver saw every file
+    (tmp_path / table["file"].iloc[5]).unlink()  # a node that does not
+    with pytest.raises(EveInputError, match="Row 7: .* does not exist on this machine.*file system all nodes share"):
+        cluster.model_outputs(MODEL, dataset, np.arange(8), batch_size=4)

@@ -160,11 +160,22 @@ def _checked_shape(shape: tuple[int, ...], name: str, row: int) -> tuple[int, ..
     return shape
 
 
+def _not_on_this_machine(path: Path, row: int) -> DatasetError:
+    """A file the folder listed when it was opened, missing now (or on this cluster node)."""
+    return DatasetError(
+        f"Row {row}: {path} does not exist on this machine: every node that reads the dataset must see the "
+        "same folder (a shared file system), or give the data as an object-store URI (s3://...)."
+    )
+
+
 def _fingerprint(root: Path, files) -> str:
     """Hash of the files' names, sizes and modification times: keys the on-disk caches."""
     h = hashlib.sha1()
-    for name in files:
-        stat = (root / name).stat()
+    for row, name in enumerate(files):
+        try:
+            stat = (root / name).stat()
+        except FileNotFoundError as exc:  # seen when the folder was opened, gone now (or on this node)
+            raise _not_on_this_machine(root / name, row + 2) from exc
         h.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return h.hexdigest()[:16]
 
@@ -229,10 +240,7 @@ class Dataset:
             return self.remote.local(name, row + 2)
         path = self.root / name
         if not path.is_file():
-            raise DatasetError(
-                f"Row {row + 2}: {path} does not exist on this machine: every node that reads the dataset must "
-                "see the same folder (a shared file system), or give the data as an object-store URI (s3://...)."
-            )
+            raise _not_on_this_machine(path, row + 2)
         return path
 
     @property
