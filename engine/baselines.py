@@ -25,6 +25,24 @@ The nine methods (`METHODS`), each with captum's contract (construct with the mo
 * GuidedBackprop — gradients with negative ReLU gradients zeroed (Springenberg et al., 2015).
 * SmoothGrad — captum's NoiseTunnel over Saliency: mean |∂y/∂x| over noisy copies
   (Smilkov et al., 2017).
+* LRP — layer-wise relevance propagation (Bach et al., 2015): the ε-rule (ε = 1e-9) on every
+  convolution, batch norm and linear layer (`rule="epsilon"`, LRP-0 in effect), or the γ-rule
+  (γ = 0.25) on the convolutions and ε on the rest (`rule="gamma"`, Montavon et al. 2019's choice
+  for lower layers); ReLU and pooling pass relevance through, Flatten passes it by the ε-rule.
+  2D models only (captum has no rule for 3D convolutions).
+
+Region methods (`regional`: maps are constant on each region of `regions`, a label map shaped like
+one image, or "grid": square cells of side S/8 in 2D, S/4 in 3D; `engine.regions` makes anatomy
+and atlas label maps):
+
+* FeatureAblation — output drop when one region is set to the baseline (black).
+* ShapleyValueSampling — Shapley values of the regions from `n_samples` random permutations
+  (Castro et al., 2009; Štrumbelj & Kononenko, 2010); they add up to f(x) − f(baseline).
+* Lime — a linear model of the output on regions switched on and off at random, weighted by
+  closeness to the image (Ribeiro, Singh & Guestrin, 2016), a ridge regression (α = 1) as the
+  lime package fits it.
+* KernelShap — the Shapley kernel's weighted linear regression on random coalitions of regions
+  (Lundberg & Lee, 2017).
 
 Random methods (GradientShap, SmoothGrad, and the quality metrics) take a `seed` and do
 not disturb the global random state. Every method works on volumes of a 3D model as well
@@ -64,6 +82,8 @@ class Method:
     hooks: bool = False  # needs module hooks: not available for TorchScript models
     random: bool = False  # draws random numbers (seeded by `seed`)
     delta: bool = False  # supports `return_delta=True` (captum's convergence delta)
+    regional: bool = False  # one value per region of `regions`
+    slow: bool = False  # a forward pass per sample (hundreds an image): the app computes these on request
 
 
 METHODS: dict[str, Method] = {
@@ -105,7 +125,51 @@ METHODS: dict[str, Method] = {
         signed=False,
         random=True,
     ),
+    "LRP": Method(
+        "LRP",
+        "layer-wise relevance propagation, ε-rule (or γ on the convolutions)",
+        {"rule": "epsilon"},
+        hooks=True,
+        delta=True,
+    ),
+    "FeatureAblation": Method(
+        "FeatureAblation",
+        "output drop when each region is blacked out",
+        {"regions": "grid", "baseline": 0.0},
+        regional=True,
+    ),
+    "ShapleyValueSampling": Method(
+        "ShapleyValueSampling",
+        "Shapley values of the regions, from sampled permutations",
+        {"regions": "grid", "n_samples": 25, "baseline": 0.0, "seed": 0},
+        random=True,
+        regional=True,
+        slow=True,
+    ),
+    "Lime": Method(
+        "Lime",
+        "LIME: a linear model of the output on regions switched off at random",
+        {"regions": "grid", "n_samples": 200, "baseline": 0.0, "seed": 0},
+        random=True,
+        regional=True,
+        slow=True,
+    ),
+    "KernelShap": Method(
+        "KernelShap",
+        "KernelSHAP: the Shapley kernel's regression on random coalitions of regions",
+        {"regions": "grid", "n_samples": 200, "baseline": 0.0, "seed": 0},
+        random=True,
+        regional=True,
+        slow=True,
+    ),
 }
+LRP_RULES = ("epsilon", "gamma")
+LRP_EPSILON = 1e-9
+LRP_GAMMA = 0.25
+GRID_CELLS = {2: 8, 3: 4}
+LIME_RIDGE_ALPHA = (
+    1.0  # the lime package's default regressor, Ridge(alpha=1)  # "grid" regions: cells per side of an image / a volume
+)
 
 
 # 1. validation -----------------------------------------------------------------------------
@@ -115,17 +179,45 @@ def _is_torchscript(model) -> bool:
     return isinstance(model, torch.jit.ScriptModule)
 
 
-def _check_method(method: str, model) -> Method:
-    if method not in METHODS:
-        raise EveInputError(f"Unknown attribution method {method!r}: use one of {', '.join(METHODS)}.")
+# the layers captum's LRP has a rule for (or, for the nonlinearities and Flatten, passes relevance through)
+LRP_LAYERS = (
+    *(nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.Flatten, nn.ReLU, nn.Dropout, nn.Tanh),
+    *(nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d),
+)
+
+
+def unavailable(model, method: str) -> str | None:
+    """Why `method` cannot explain `model`, in words (None: it can). The app lists a method that does
+    not apply with this reason; `attribution_map` refuses it with the same one."""
     info = METHODS[method]
     if info.hooks and _is_torchscript(model):
-        usable = [m for m, i in METHODS.items() if not i.hooks]
+        return "it needs the model's layers (module hooks), which a TorchScript model does not expose"
+    if method == "LRP":
+        leaves = {type(m).__name__ for m in model.modules() if not list(m.children()) and not isinstance(m, LRP_LAYERS)}
+        if leaves:
+            return f"captum's LRP has no rule for the model's {', '.join(sorted(leaves))} layers"
+    if method == "LayerGradCam" and getattr(model, "cam_layer", None) is None:
+        if not any(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in model.modules()):
+            return "it needs a convolutional feature map, and the model has no convolution"
+    return None
+
+
+def available_methods(model, *, slow: bool = True) -> list[str]:
+    """The methods that can explain `model` (without the `slow` ones if asked)."""
+    return [m for m, info in METHODS.items() if unavailable(model, m) is None and (slow or not info.slow)]
+
+
+def _check_method(method: str, model, *, layer_given: bool = False) -> Method:
+    if method not in METHODS:
+        raise EveInputError(f"Unknown attribution method {method!r}: use one of {', '.join(METHODS)}.")
+    why = None if (method == "LayerGradCam" and layer_given) else unavailable(model, method)
+    if why:
+        usable = [m for m in available_methods(model) if m != method]
         raise EveInputError(
-            f"{method} needs the model's layers (module hooks), which a TorchScript model does not "
-            f"expose: choose one of {', '.join(usable)}, or load the model as a built-in."
+            f"{method} cannot explain this model ({why}): choose one of {', '.join(usable)}, or, for a "
+            "TorchScript model, load it as a built-in."
         )
-    return info
+    return METHODS[method]
 
 
 def _check_params(method: str, params: dict) -> dict:
@@ -308,6 +400,14 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return captum_attr.GuidedBackprop(model).attribute(x, target=target)
+    if method == "LRP":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return captum_attr.LRP(_lrp_ready(model, p["rule"])).attribute(
+                x, target=target, return_convergence_delta=return_delta
+            )
+    if METHODS[method].regional:
+        return _regional(model, x, method, target, p)
     if method == "SmoothGrad":
         tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(model))
         return tunnel.attribute(
@@ -320,6 +420,73 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
             abs=p["abs"],
         )
     raise AssertionError(method)
+
+
+def _lrp_ready(model: nn.Module, rule: str) -> nn.Module:
+    """A copy of the model with captum's LRP rules attached (captum writes them onto the modules)."""
+    from captum.attr._utils.lrp_rules import EpsilonRule, GammaRule
+
+    if rule not in LRP_RULES:
+        raise EveInputError(f"LRP rule {rule!r} is unknown: use one of {', '.join(LRP_RULES)}.")
+    ready = copy.deepcopy(model)
+    for module in ready.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.Flatten)):
+            # ε on a reshape passes relevance through unchanged (captum's identity rule keeps the output's shape)
+            module.rule = EpsilonRule(LRP_EPSILON)
+        if rule == "gamma" and isinstance(module, nn.Conv2d):
+            module.rule = GammaRule(LRP_GAMMA)
+    return ready
+
+
+def region_labels(regions, shape: tuple[int, ...]) -> torch.Tensor:
+    """A label map (one int per pixel, regions numbered 0..R-1) for one image of `shape` (H, W) or
+    (D, H, W): "grid" cells, a cell side (int), or a given label map of that shape."""
+    if isinstance(regions, str):
+        if regions != "grid":
+            raise EveInputError(f"regions = {regions!r}: give 'grid', a cell side in pixels, or a label map.")
+        regions = max(1, min(shape) // GRID_CELLS[len(shape)])
+    if isinstance(regions, (int, np.integer)):
+        side = int(regions)
+        if not 1 <= side <= min(shape):
+            raise EveInputError(
+                f"Grid cells of side {side} do not fit a {'x'.join(map(str, shape))} image: use 1..{min(shape)}."
+            )
+        axes = [torch.arange(n) // side for n in shape]
+        cells = [int(a.max()) + 1 for a in axes]
+        grids = torch.meshgrid(*axes, indexing="ij")
+        labels = torch.zeros(shape, dtype=torch.long)
+        for grid, later in zip(grids, [int(np.prod(cells[i + 1 :])) for i in range(len(cells))], strict=True):
+            labels += grid * later
+        return labels
+    labels = torch.as_tensor(np.asarray(regions)).long()
+    if tuple(labels.shape) != tuple(shape):
+        raise EveInputError(
+            f"The region map has shape {tuple(labels.shape)} but one image is {tuple(shape)}: give one label per pixel."
+        )
+    _, dense = torch.unique(labels, return_inverse=True)  # captum wants labels 0..R-1
+    return dense.reshape(shape)
+
+
+def _regional(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict) -> torch.Tensor:
+    """A region method on a batch: one captum call per image (LIME and KernelSHAP fit one image at a time)."""
+    labels = region_labels(p["regions"], tuple(x.shape[2:]))[None, None].to(x.device)
+    if method == "Lime":  # ridge, as the lime package fits (captum's default Lasso zeroes small effects)
+        from captum._utils.models.linear_model import SkLearnRidge
+
+        explainer = captum_attr.Lime(model, interpretable_model=SkLearnRidge(alpha=LIME_RIDGE_ALPHA))
+    else:
+        explainer = getattr(captum_attr, METHODS[method].captum)(model)
+    per_eval = max(1, FORWARD_BATCH)
+    maps = []
+    for i in range(len(x)):
+        t = target if target.ndim == 0 else target[i : i + 1]
+        kwargs = dict(target=t, baselines=p["baseline"], feature_mask=labels, perturbations_per_eval=per_eval)
+        if "n_samples" in p:
+            kwargs["n_samples"] = int(p["n_samples"])
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # captum: "you are providing multiple inputs..." for one
+            maps.append(explainer.attribute(x[i : i + 1].detach(), **kwargs))
+    return torch.cat(maps)
 
 
 def _compute_batched(model, images, method, target, p, batch_size, return_delta=False):
@@ -368,7 +535,7 @@ def attribution_map(
     Raises `EveInputError` for an unknown method or parameter, badly shaped or non-finite
     images, a model that fails or returns NaN/Inf, a target out of range, non-finite maps.
     """
-    info = _check_method(method, model)
+    info = _check_method(method, model, layer_given=params.get("layer") is not None)
     p = _check_params(method, params)
     if return_delta and not info.delta:
         raise EveInputError(
@@ -521,7 +688,9 @@ def quality_table(
 
 
 def _default_methods(model) -> list[str]:
-    return [m for m, info in METHODS.items() if not (info.hooks and _is_torchscript(model))]
+    """The quality checks' methods: every one that applies, but the region methods (their maps are
+    constant on regions, and the slow ones take hundreds of passes an image)."""
+    return [m for m in available_methods(model) if not METHODS[m].regional]
 
 
 # 4. model-parameter randomisation check -------------------------------------------------------
