@@ -174,19 +174,60 @@ def curve(source: str, ref: ModelRef, device: str, output: int, split: str, feat
 # -- baselines ---------------------------------------------------------------------------
 
 
-def baseline_methods(ref: ModelRef | None = None) -> list[str]:
-    """The captum methods available for a model (hook-based ones need a regular nn.Module)."""
-    scripted = ref is not None and ref.is_torchscript
-    return [name for name, info in baselines.METHODS.items() if not (scripted and info.hooks)]
+def baseline_methods(ref: ModelRef, device: str = "cpu", *, slow: bool = False) -> list[str]:
+    """The attribution methods that can explain the model (`engine.baselines.available_methods`),
+    without the slow sampling ones (Shapley, LIME, KernelSHAP) unless asked."""
+    return baselines.available_methods(model(ref, device)[0], slow=slow)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def attribution(source: str, ref: ModelRef, device: str, row: int, method: str, target: int) -> np.ndarray:
-    """(S, S) attribution map of one image (the model's input for that row); (S, S, S) for a volume."""
+def unavailable_methods(ref: ModelRef, device: str = "cpu") -> dict[str, str]:
+    """{method: why it cannot explain this model}."""
+    net = model(ref, device)[0]
+    why = {m: baselines.unavailable(net, m) for m in baselines.METHODS}
+    return {m: reason for m, reason in why.items() if reason}
+
+
+def region_kinds(ref: ModelRef, device: str = "cpu") -> list[str]:
+    """The regions the region methods can use for this model's input: a grid always; anatomy and the
+    atlases for a named MNI slice (`engine.regions`), an atlas only where Debian's package is there."""
+    from engine import regions as engine_regions
+
+    spec = card(ref, device).spec
+    if spec.is_volume or not isinstance(spec.index, str):
+        return ["grid"]
+    atlases = [
+        a for a, (volume, _, _) in engine_regions.ATLASES.items() if (engine_regions.ATLAS_DIR / volume).is_file()
+    ]
+    return ["grid", "anatomy", *atlases]
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def regions(spec: SliceSpec, kind: str):
+    """`engine.regions.Regions` of a model input (anatomy builds SynthBrain's template once, ~5 s)."""
+    from engine import regions as engine_regions
+
+    return engine_regions.regions_for(kind, spec)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def attribution(
+    source: str, ref: ModelRef, device: str, row: int, method: str, target: int, region_kind: str = "grid"
+) -> np.ndarray:
+    """(S, S) attribution map of one image (the model's input for that row); (S, S, S) for a volume.
+    A region method's regions are `region_kind`'s (`regions`)."""
     net, found = model(ref, device)
     image = torch.from_numpy(model_inputs(source, found.spec)[row : row + 1]).to(device)
-    amap = baselines.attribution_map(net, image, method, target=target).detach().cpu().numpy()
+    params = {"regions": regions(found.spec, region_kind).labels} if baselines.METHODS[method].regional else {}
+    amap = baselines.attribution_map(net, image, method, target=target, **params).detach().cpu().numpy()
     return amap[0, 0].astype(np.float32)
+
+
+def output_difference(source: str, ref: ModelRef, device: str, row: int, target: int) -> float:
+    """f(x) − f(black) for one image: what Shapley values over regions add up to."""
+    net, found = model(ref, device)
+    image = torch.from_numpy(model_inputs(source, found.spec)[row : row + 1]).to(device)
+    outputs = forward(net, torch.cat([image, torch.zeros_like(image)]))[:, target]
+    return float(outputs[0] - outputs[1])
 
 
 def display_maps(maps: dict[str, np.ndarray], signed: bool) -> dict[str, np.ndarray]:
@@ -204,7 +245,7 @@ def map_quality(
     captum's infidelity and max-sensitivity, on the images `rows` (engine.baselines)."""
     net, found = model(ref, device)
     images = torch.from_numpy(model_inputs(source, found.spec)[list(rows)]).to(device)
-    methods = baseline_methods(ref)
+    methods = baseline_methods(ref, device)
     if progress:
         progress(0.05, "Randomising the weights layer by layer...")
     checks = baselines.randomisation_check(net, images, methods, target=output)

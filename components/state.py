@@ -69,6 +69,8 @@ COMPARE_SIGNED = "compare_signed"
 COMPARE_PLANE = "compare_plane"  # the plane through a volume model's maps
 COMPARE_OTHER_MODEL = "compare_other_model"
 COMPARE_QUALITY_RUN = "compare_quality_run"
+COMPARE_REGIONS = "compare_regions"  # prefix: + model; which regions the region methods use
+COMPARE_SLOW_RUN = "compare_slow_run"  # the button computing the sampling maps (Shapley, LIME, KernelSHAP)
 
 TRUTH_TOLERANCE = "truth_tolerance"
 

@@ -149,18 +149,19 @@ def regions_for(kind: str, spec: SliceSpec) -> Regions:
     raise EveInputError(f"Unknown regions {kind!r}: use one of {', '.join(REGION_KINDS)}.")
 
 
-def region_shares(amap, regions: Regions, *, regional: bool = False) -> pd.DataFrame:
-    """Per region: its pixels, its attribution and that attribution's share of the total, largest
-    |share| first. A pixel map's region attribution is the sum over its pixels; a region method's map
-    (`regional`: one value copied to each pixel of a region) is that value. For Shapley values the
-    total is f(x) − f(baseline), so a share says how much of that difference the region carries."""
+def region_shares(amap, regions: Regions, *, regional: bool = False, whole: float | None = None) -> pd.DataFrame:
+    """Per region: its pixels, its attribution and that attribution's share of `whole` (default: the
+    map's total), largest |share| first. A pixel map's region attribution is the sum over its pixels;
+    a region method's map (`regional`: one value copied to each pixel of a region) is that value. With
+    `whole` = f(x) − f(baseline) a share says how much of that difference the region carries (Shapley
+    values add up to it exactly; feature ablation's parts need not)."""
     amap = np.asarray(amap, dtype=np.float64).reshape(regions.labels.shape)
     n = len(regions.names)
     pixels = np.bincount(regions.labels.ravel(), minlength=n)
     sums = np.bincount(regions.labels.ravel(), weights=amap.ravel(), minlength=n)
     values = sums / np.maximum(pixels, 1) if regional else sums
-    total = values.sum()
-    share = values / total if abs(total) > 1e-12 else np.full_like(values, np.nan)
+    whole = values.sum() if whole is None else float(whole)
+    share = values / whole if abs(whole) > 1e-12 else np.full_like(values, np.nan)
     table = pd.DataFrame({"region": regions.names, "pixels": pixels, "attribution": values, "share": share})
     return table.iloc[np.argsort(-np.abs(values), kind="stable")].reset_index(drop=True)
 

@@ -130,7 +130,9 @@ with c[0]:
     overlay_on = st.toggle("Overlay a baseline map", key=state.BROWSE_OVERLAY)
     method = opacity = cmap = None
     if overlay_on:
-        method = st.selectbox("Method", loaders.baseline_methods(sel.model_ref), key=state.BROWSE_OVERLAY_METHOD)
+        method = st.selectbox(
+            "Method", loaders.baseline_methods(sel.model_ref, sel.device), key=state.BROWSE_OVERLAY_METHOD
+        )
         opacity = st.slider("Opacity", 0.0, 1.0, key=state.BROWSE_OVERLAY_OPACITY, step=0.05)
         cmap = st.selectbox("Colour map", state.OVERLAY_CMAPS, key=state.BROWSE_OVERLAY_CMAP)
 overlay = None

@@ -7,6 +7,9 @@ import streamlit as st
 
 from components import colors, errors, loaders, maps, score_bars, sidebar, state
 from engine.data.slicing import PLANES, cube_planes
+from engine.regions import region_shares
+
+REGION_LABELS = {"grid": "grid cells", "anatomy": "anatomy", "aal": "AAL atlas", "aicha": "AICHA atlas"}
 
 sel = sidebar.current()
 st.title("Compare: pixel maps and feature scores")
@@ -29,28 +32,96 @@ signed = c[1].segmented_control("Maps", ["absolute", "signed"], key=state.COMPAR
 row = ds.index_of(subject)
 
 st.subheader("Pixel attribution maps")
-methods = loaders.baseline_methods(sel.model_ref)
+methods = loaders.baseline_methods(sel.model_ref, sel.device)
 spec = loaders.card(sel.model_ref, sel.device).spec
 image = loaders.model_inputs(sel.source, spec)[row, 0]
 plane = None
 if spec.is_volume:  # a 3D map is shown by one plane through the cube's centre
     plane = st.segmented_control("Plane", list(PLANES), key=state.COMPARE_PLANE, required=True)
     image = cube_planes(image)[plane][1]
-found = {}
-with st.status(f"Computing {len(methods)} maps...", expanded=False) as status:
-    for method in methods:
+kinds = loaders.region_kinds(sel.model_ref, sel.device)
+region_kind = st.segmented_control(
+    "Regions of the region methods",
+    kinds,
+    format_func=REGION_LABELS.get,
+    key=state.keyed(state.COMPARE_REGIONS, sel.model_ref),
+    required=True,
+    default=kinds[1] if len(kinds) > 1 else kinds[0],
+    help="Feature ablation, Shapley values, LIME and KernelSHAP explain the output by regions of the image: "
+    "square cells, SynthBrain's anatomy, or a real atlas's labels in the model's slice.",
+)
+
+
+def compute_maps(names: list[str], progress=None) -> dict:
+    found = {}
+    for i, method in enumerate(names):
         with errors.shown(f"The {method} map"):
-            found[method] = loaders.attribution(sel.source, sel.model_ref, sel.device, row, method, sel.output)
+            found[method] = loaders.attribution(
+                sel.source, sel.model_ref, sel.device, row, method, sel.output, region_kind
+            )
+        if progress:
+            progress(i + 1, len(names), method)
+    return found
+
+
+def show_maps(found: dict, key: str) -> None:
+    if found:
+        shown = loaders.display_maps(found, signed)
+        if plane is not None:
+            shown = {method: cube_planes(m)[plane][1] for method, m in shown.items()}
+        st.plotly_chart(maps.map_grid(shown, image, signed=signed), key=key)
+
+
+with st.status(f"Computing {len(methods)} maps...", expanded=False) as status:
+    found = compute_maps(methods)
     status.update(label=f"{len(found)} maps", state="complete")
-if found:
-    shown = loaders.display_maps(found, signed)
-    if plane is not None:
-        shown = {method: cube_planes(m)[plane][1] for method, m in shown.items()}
-    st.plotly_chart(maps.map_grid(shown, image, signed=signed), key="compare_maps")
+show_maps(found, "compare_maps")
+st.caption(
+    f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "
+    f"({'red = raises, blue = lowers the output' if signed else 'brighter = larger |attribution|'}). "
+    "Region methods give one value per region. To enlarge, hover the maps and click the full-screen button at "
+    "their top right."
+)
+missing = loaders.unavailable_methods(sel.model_ref, sel.device)
+if missing:
+    st.caption("Not available for this model: " + "; ".join(f"{m}: {why}" for m, why in missing.items()) + ".")
+
+slow = [m for m in loaders.baseline_methods(sel.model_ref, sel.device, slow=True) if m not in methods]
+slow_key = ("slow-maps", sel.source, sel.model_ref, sel.output, row, region_kind)
+if slow:
+    st.markdown("**Sampling-based maps**: " + ", ".join(slow) + " (hundreds of forward passes an image).")
+    if st.button(f"Compute {len(slow)} sampling maps", key=state.COMPARE_SLOW_RUN):
+        state.results()[slow_key] = True
+    if state.results().get(slow_key):
+        bar = st.progress(0.0, text="Sampling...")
+        sampled = compute_maps(slow, lambda done, total, m: bar.progress(done / total, text=f"{m} done"))
+        bar.empty()
+        show_maps(sampled, "compare_slow_maps")
+        found |= sampled
+
+regional = [m for m in ("ShapleyValueSampling", "FeatureAblation") if m in found]
+if regional:
+    chosen = loaders.regions(spec, region_kind)
+    difference = loaders.output_difference(sel.source, sel.model_ref, sel.device, row, sel.output)
+    table = region_shares(found[regional[0]], chosen, regional=True, whole=difference)
+    st.markdown(f"**By region ({chosen.source}), from {regional[0]}**")
+    st.dataframe(
+        table.head(8),
+        hide_index=True,
+        column_config={
+            "share": st.column_config.NumberColumn("share of f(x) − f(black)", format="percent"),
+            "attribution": st.column_config.NumberColumn(format="%.3g"),
+        },
+    )
+    top = table.iloc[0]
+    how = (
+        "Shapley values add up to it; regions of the opposite sign offset the rest"
+        if regional[0] == "ShapleyValueSampling"
+        else "each region blacked out alone, so the parts need not add up to it"
+    )
     st.caption(
-        f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "
-        f"({'red = raises, blue = lowers the output' if signed else 'brighter = larger |attribution|'}). "
-        "To enlarge, hover the maps and click the full-screen button at their top right."
+        f"{top['region'].capitalize()} contributes {top['attribution']:+.3g} ({top['share']:.0%}) of the "
+        f"{difference:+.3g} by which this image's output differs from a black image's ({regional[0]}: {how})."
     )
 st.subheader("Eve's scores for this model")
 with errors.shown("The scores"):

@@ -710,3 +710,22 @@ def test_scores_on_a_folder_without_splits_use_all_images_and_say_so(tmp_path):
     assert at.main.select_slider(key=state.SCORES_N_BOOT).value == 200
     caption = " ".join(c.value for c in at.main.caption if c.value.startswith("Bars:"))
     assert "200 bootstrap draws" in caption and "on 40 all images" not in caption and "40 images" in caption
+
+
+def test_compare_shows_every_family_lists_what_does_not_apply_and_reads_the_map_by_region():
+    at = _app("synthbrain")
+    at.switch_page("pages/compare.py").run()
+    _no_exception(at)
+
+    def tiles() -> list[str]:
+        return [a.get("text") for f in _figures(at) for a in f["layout"].get("annotations", [])]
+
+    assert {"LRP", "FeatureAblation"} <= set(tiles()) and "Lime" not in tiles()  # the fast maps at once
+    at.button(key=state.COMPARE_SLOW_RUN).click().run()
+    _no_exception(at)
+    assert {"ShapleyValueSampling", "Lime", "KernelShap"} <= set(tiles())
+    [regions] = [d.value for d in at.dataframe if "region" in d.value.columns]
+    assert {"grey matter", "white matter"} <= set(regions["region"])
+    assert any(
+        "contributes" in c.value and "ShapleyValueSampling: Shapley values add up" in c.value for c in at.caption
+    )
