@@ -242,7 +242,8 @@ def map_quality(
     source: str, ref: ModelRef, device: str, output: int, rows: tuple[int, ...], progress=None
 ) -> pd.DataFrame:
     """Per method: the randomisation check after every layer is randomised (Adebayo et al.),
-    captum's infidelity and max-sensitivity, on the images `rows` (engine.baselines)."""
+    captum's infidelity and max-sensitivity (engine.baselines), and faithfulness, completeness,
+    complexity and, for a glass-box model, localisation (engine.map_quality), on the images `rows`."""
     net, found = model(ref, device)
     images = torch.from_numpy(model_inputs(source, found.spec)[list(rows)]).to(device)
     methods = baseline_methods(ref, device)
@@ -253,14 +254,33 @@ def map_quality(
     if progress:
         progress(0.5, "Infidelity and max-sensitivity (captum.metrics)...")
     quality = baselines.quality_table(net, images, methods, target=output, n_perturb_samples=5).set_index("method")
+    if progress:
+        progress(0.75, "Deletion, insertion, ROAD, completeness, complexity (engine.map_quality)...")
+    from engine import map_quality
+    from engine.map_report import truth_mask
+
+    maps = {m: baselines.attribution_map(net, images, m, target=output) for m in methods}
+    mask = truth_mask(net, found.spec)
+    faithful = map_quality.quality_table(
+        net, images, maps, output, masks=None if mask is None else torch.from_numpy(mask)
+    ).set_index("method")
     table = pd.DataFrame(
         {
             "rank corr. after randomising all layers (|map|)": last["spearman_abs"],
             "rank corr. (signed)": last["spearman"],
             "infidelity": quality["infidelity"],
             "max-sensitivity": quality["sensitivity_max"],
+            "deletion AUC": faithful["deletion_auc"],
+            "insertion AUC": faithful["insertion_auc"],
+            "ROAD MoRF AUC": faithful["road_morf_auc"],
+            "completeness gap": faithful["completeness_gap"],
+            "sparseness (Gini)": faithful["sparseness"],
+            "complexity (entropy)": faithful["complexity"],
         }
     )
+    if mask is not None:  # a glass-box model: the pixels it reads are the truth
+        table["relevance mass in the read pixels"] = faithful["relevance_mass"]
+        table["relevance rank accuracy"] = faithful["relevance_rank"]
     if progress:
         progress(1.0, "done")
     return table.reset_index().rename(columns={"index": "method"})

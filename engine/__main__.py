@@ -26,6 +26,12 @@ def _score(args: argparse.Namespace) -> None:
     run_score_command(args)
 
 
+def _maps(args: argparse.Namespace) -> None:
+    from engine.map_report import run_maps_command
+
+    run_maps_command(args)
+
+
 def _train_diffusion(args: argparse.Namespace) -> None:
     if (args.dataset is None) == (args.data is None):
         raise EveInputError(
@@ -59,6 +65,62 @@ def _train_classifier(args: argparse.Namespace) -> None:
         print(f"{name}: held-out {metrics}")
 
 
+def add_model_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """A TorchScript model's input flags (built-in models take their card's) and what is explained."""
+    parser.add_argument(
+        "--input",
+        choices=("slice", "volume"),
+        default=None,
+        help="TorchScript only: the model takes a 2D slice (default) or the whole volume, (B, 1, S, S, S) with "
+        "S = --size, resampled to isotropic voxels (--spacing) and centre-cropped or padded",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=None,
+        help="TorchScript volume input only: isotropic voxel size in mm (default: fit the field of view into the cube)",
+    )
+    parser.add_argument(
+        "--plane",
+        choices=("axial", "coronal", "sagittal"),
+        default=None,
+        help="TorchScript only: slice plane (default axial; built-in models use their card)",
+    )
+    parser.add_argument(
+        "--slice",
+        default=None,
+        help="TorchScript only: voxel index, a named slice (e.g. ventricles) or middle (default)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="TorchScript only: input side in pixels, or the cube's side in voxels for a volume (default 64)",
+    )
+    parser.add_argument(
+        "--register",
+        choices=("none", "mni"),
+        default="none",
+        help="TorchScript only: mni registers each volume to MNI152 (affine, SimpleITK; the transform cached per "
+        "file) before slicing, so a named slice can be taken from native-space volumes",
+    )
+    parser.add_argument(
+        "--intensity",
+        choices=("raw", "p99", "zscore", "minmax"),
+        default=None,
+        help="TorchScript only: what the model is fed, applied to each volume before slicing: raw (the stored "
+        "values; the default), p99 (Eve's rule: divide by the 99th percentile of non-zero voxels, clip to [0, 1]), "
+        "zscore or minmax (built-in models use their card's)",
+    )
+    parser.add_argument(
+        "--explain",
+        choices=("output", "probability"),
+        default="output",
+        help="what is explained: the model's output as it is (default), or the probability of a logit output "
+        "(sigmoid; softmax over K): their scores differ",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -84,51 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="report format (default: html for an .html --out, else json)",
     )
-    score.add_argument(
-        "--input",
-        choices=("slice", "volume"),
-        default=None,
-        help="TorchScript only: the model takes a 2D slice (default) or the whole volume, (B, 1, S, S, S) with "
-        "S = --size, resampled to isotropic voxels (--spacing) and centre-cropped or padded",
-    )
-    score.add_argument(
-        "--spacing",
-        type=float,
-        default=None,
-        help="TorchScript volume input only: isotropic voxel size in mm (default: fit the field of view into the cube)",
-    )
-    score.add_argument(
-        "--plane",
-        choices=("axial", "coronal", "sagittal"),
-        default=None,
-        help="TorchScript only: slice plane (default axial; built-in models use their card)",
-    )
-    score.add_argument(
-        "--slice",
-        default=None,
-        help="TorchScript only: voxel index, a named slice (e.g. ventricles) or middle (default)",
-    )
-    score.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="TorchScript only: input side in pixels, or the cube's side in voxels for a volume (default 64)",
-    )
-    score.add_argument(
-        "--register",
-        choices=("none", "mni"),
-        default="none",
-        help="TorchScript only: mni registers each volume to MNI152 (affine, SimpleITK; the transform cached per "
-        "file) before slicing, so a named slice can be taken from native-space volumes",
-    )
-    score.add_argument(
-        "--intensity",
-        choices=("raw", "p99", "zscore", "minmax"),
-        default=None,
-        help="TorchScript only: what the model is fed, applied to each volume before slicing: raw (the stored "
-        "values; the default), p99 (Eve's rule: divide by the 99th percentile of non-zero voxels, clip to [0, 1]), "
-        "zscore or minmax (built-in models use their card's)",
-    )
+    add_model_input_arguments(score)
     score.add_argument(
         "--split",
         choices=("test", "all"),
@@ -138,13 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--n-boot", type=int, default=200, help="bootstrap draws for the 95%% CI (0: none)")
     score.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of diffusion sampling)")
     score.add_argument("--output", default=None, help="score only this output (name or index; default: all)")
-    score.add_argument(
-        "--explain",
-        choices=("output", "probability"),
-        default="output",
-        help="what is explained: the model's output as it is (default), or the probability of a logit output "
-        "(sigmoid; softmax over K): their scores differ",
-    )
     score.add_argument(
         "--method",
         choices=("data", "diffusion"),
@@ -181,6 +192,35 @@ def main(argv: list[str] | None = None) -> int:
         "127.0.0.1; the scores equal a local run's",
     )
     score.set_defaults(run=_score)
+
+    maps = commands.add_parser(
+        "maps",
+        help="attribution maps of chosen images by every method, how good each method's maps are, and what each "
+        "region carries",
+        description="Compute each attribution method's maps of the chosen images; write the quality table (CSV: "
+        "faithfulness, completeness, stability, complexity, localisation where known), the region shares "
+        "(<out>-regions.csv) and the maps (<out>-maps.npz).",
+    )
+    maps.add_argument("--data", required=True, help="an embedded dataset (shapes, synthbrain) or a dataset folder")
+    maps.add_argument("--model", required=True, help="a built-in model name or a TorchScript file (.pt)")
+    maps.add_argument("--out", required=True, help="the quality table (.csv); the regions and maps go beside it")
+    maps.add_argument(
+        "--subjects", default=None, help="comma-separated subject IDs (default: the first --n of --split)"
+    )
+    maps.add_argument("--split", choices=("test", "train", "all"), default="test", help="rows to take images from")
+    maps.add_argument("--n", type=int, default=4, help="images when no --subjects are given (default 4)")
+    maps.add_argument("--methods", default=None, help="comma-separated methods (default: every one that applies)")
+    maps.add_argument(
+        "--regions",
+        default="grid",
+        help="regions of the region methods and of the region table: grid, anatomy (SynthBrain's template), or an "
+        "atlas of Debian's mricron-data (aal, aicha); anatomy and atlases need a named MNI slice",
+    )
+    maps.add_argument("--output", default=None, help="the output explained (name or index; default the first)")
+    maps.add_argument("--seed", type=int, default=0, help="seed of the random methods and metrics")
+    maps.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_model_input_arguments(maps)
+    maps.set_defaults(run=_maps)
 
     diffusion = commands.add_parser(
         "train-diffusion",

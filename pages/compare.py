@@ -160,7 +160,7 @@ else:
 st.subheader("How trustworthy are the maps?")
 key = ("map-quality", sel.source, sel.model_ref, sel.output)
 quality = state.results().get(key)
-if st.button("Compute sanity check and infidelity (slow)", key=state.COMPARE_QUALITY_RUN):
+if st.button("Compute the quality checks (slow)", key=state.COMPARE_QUALITY_RUN):
     with st.status("Randomising the model layer by layer and scoring each method...", expanded=True) as status:
         bar = st.progress(0.0)
         done = False
@@ -185,7 +185,12 @@ if quality is not None:
     st.caption(
         "Randomisation check (Adebayo et al.): rank correlation of each map before and after randomising the "
         "trained weights — a map that barely changes does not depend on what the model learned. "
-        "Infidelity and max-sensitivity (captum): lower is better."
+        "Infidelity and max-sensitivity (captum): lower is better. Deletion AUC (Samek et al.; Petsiuk et al.): "
+        "the output as the most relevant pixels go black, lower is better; insertion AUC: as they come back, higher "
+        "is better; ROAD (Rong et al.): deletion with the removed pixels filled in from their neighbours, so holes "
+        "do not fool the model, lower is better; completeness gap (IG, DeepLift, LRP): how far the map's sum is "
+        "from f(x) − f(black), lower is better; sparseness higher and complexity lower: a more concentrated map. "
+        "For a glass-box model, relevance mass and rank accuracy: the share of the map inside the pixels it reads."
     )
 else:
     st.caption("Not computed yet in this session.")

@@ -729,3 +729,14 @@ def test_compare_shows_every_family_lists_what_does_not_apply_and_reads_the_map_
     assert any(
         "contributes" in c.value and "ShapleyValueSampling: Shapley values add up" in c.value for c in at.caption
     )
+
+
+def test_compare_quality_table_has_faithfulness_completeness_and_complexity():
+    at = _app("shapes")
+    at.switch_page("pages/compare.py").run()
+    at.button(key=state.COMPARE_QUALITY_RUN).click().run()
+    _no_exception(at)
+    [quality] = [d.value for d in at.dataframe if "deletion AUC" in d.value.columns]
+    assert {"LRP", "IntegratedGradients"} <= set(quality["method"])
+    assert quality.set_index("method").loc["IntegratedGradients", "completeness gap"] < 0.05
+    assert quality["sparseness (Gini)"].between(0, 1).all()
