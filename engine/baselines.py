@@ -31,6 +31,10 @@ The nine methods (`METHODS`), each with captum's contract (construct with the mo
   for lower layers); ReLU and pooling pass relevance through, Flatten passes it by the ε-rule.
   2D models only (captum has no rule for 3D convolutions).
 
+Attention maps of a Vision Transformer (`attention`; `engine.attention`, not captum; one value per
+patch): AttentionCLS, AttentionRollout (Abnar & Zuidema, 2020), AttentionGradient (Chefer et
+al., 2021). Unavailable, with the reason, for a model without attention layers.
+
 Region methods (`regional`: maps are constant on each region of `regions`, a label map shaped like
 one image, or "grid": square cells of side S/8 in 2D, S/4 in 3D; `engine.regions` makes anatomy
 and atlas label maps):
@@ -84,6 +88,7 @@ class Method:
     delta: bool = False  # supports `return_delta=True` (captum's convergence delta)
     regional: bool = False  # one value per region of `regions`
     slow: bool = False  # a forward pass per sample (hundreds an image): the app computes these on request
+    attention: bool = False  # a Vision Transformer's attention maps (`engine.attention`), not captum's
 
 
 METHODS: dict[str, Method] = {
@@ -163,6 +168,19 @@ METHODS: dict[str, Method] = {
         slow=True,
     ),
 }
+METHODS |= {
+    "AttentionCLS": Method("", "the last layer's attention from the class token (a ViT)", signed=False, attention=True),
+    "AttentionRollout": Method(
+        "", "attention rollout through the layers (Abnar & Zuidema, 2020; a ViT)", signed=False, attention=True
+    ),
+    "AttentionGradient": Method(
+        "",
+        "gradient-weighted attention relevance (Chefer et al., 2021; a ViT)",
+        signed=False,
+        hooks=True,
+        attention=True,
+    ),
+}
 LRP_RULES = ("epsilon", "gamma")
 LRP_EPSILON = 1e-9
 LRP_GAMMA = 0.25
@@ -190,6 +208,8 @@ def unavailable(model, method: str) -> str | None:
     """Why `method` cannot explain `model`, in words (None: it can). The app lists a method that does
     not apply with this reason; `attribution_map` refuses it with the same one."""
     info = METHODS[method]
+    if info.attention and not getattr(model, "attention_layers", None):
+        return "it reads a Vision Transformer's attention layers, and the model has none"
     if info.hooks and _is_torchscript(model):
         return "it needs the model's layers (module hooks), which a TorchScript model does not expose"
     if method == "LRP":
@@ -400,6 +420,10 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return captum_attr.GuidedBackprop(model).attribute(x, target=target)
+    if METHODS[method].attention:
+        from engine.attention import attention_map
+
+        return attention_map(model, x, method, target)
     if method == "LRP":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

@@ -115,7 +115,7 @@ def test_methods_that_do_not_apply_are_listed_with_their_reason_and_refused_with
     with pytest.raises(EveInputError, match=r"LRP cannot explain this model \(captum's LRP has no rule .*Conv3d"):
         attribution_map(volume_net, torch.rand(1, 1, 8, 8, 8), "LRP")
     assert available_methods(volume_net, slow=False) == [
-        m for m, info in METHODS.items() if m != "LRP" and not info.slow
+        m for m, info in METHODS.items() if m != "LRP" and not info.slow and not info.attention
     ]
 
 

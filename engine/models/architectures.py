@@ -1,4 +1,4 @@
-"""Eve's built-in model architectures: a small CNN and glass-box read-outs.
+"""Eve's built-in model architectures: a small CNN, a small Vision Transformer and glass-box read-outs.
 
 Every model follows Eve's model contract: (B, 1, S, S) float32 images in [0, 1] — or
 (B, 1, S, S, S) volumes for a 3D model — → (B, K) float32 outputs (logits for a classifier,
@@ -79,7 +79,96 @@ class SmallCNN(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
-# 2. glass-box read-outs ----------------------------------------------------------------
+# 2. a small Vision Transformer ------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention that keeps its last attention probabilities, (B, heads, T, T), and,
+    when the forward pass tracks gradients, their gradient after a backward pass: what the attention
+    maps read (`engine.attention`)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.softmax = nn.Softmax(dim=-1)
+        self.attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attention = self.softmax(q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5)
+        if attention.requires_grad:
+            attention.retain_grad()
+        self.attention = attention
+        return self.proj((attention @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attention(norm(x)), then x + MLP(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class SmallViT(nn.Module):
+    """A Vision Transformer for (B, 1, S, S) images (Dosovitskiy et al., 2021): non-overlapping
+    patch x patch patches, each flattened and mapped linearly to a token (no convolution), a learnt
+    class token and position embedding, `depth` pre-norm blocks, and a linear head on the class token.
+
+    Args:
+        size: image side S (a multiple of `patch`).
+        patch: patch side; S / patch patches a side.
+        dim, depth, heads, mlp: token width, blocks, attention heads, MLP width.
+        outputs: K, number of outputs.
+    """
+
+    def __init__(
+        self,
+        size: int = 64,
+        patch: int = 8,
+        dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        mlp: int = 128,
+        outputs: int = 1,
+    ):
+        super().__init__()
+        if size % patch:
+            raise ValueError(f"size {size} is not a multiple of patch {patch}")
+        self.size, self.patch, self.grid = size, patch, size // patch
+        self.embed = nn.Linear(patch * patch, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position = nn.Parameter(torch.randn(1, 1 + self.grid**2, dim) * 0.02)
+        self.blocks = nn.ModuleList([TransformerBlock(dim, heads, mlp) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, outputs)
+
+    @property
+    def attention_layers(self) -> list[SelfAttention]:
+        return [block.attn for block in self.blocks]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, K)
+        b, p = x.shape[0], self.patch
+        patches = x[:, 0].unfold(1, p, p).unfold(2, p, p).reshape(b, self.grid**2, p * p)  # row-major patches
+        tokens = torch.cat([self.cls_token.expand(b, -1, -1), self.embed(patches)], dim=1) + self.position
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.head(self.norm(tokens)[:, 0])
+
+
+# 3. glass-box read-outs ----------------------------------------------------------------
 
 
 def _window_mask(size: int, window: tuple[int, int, int, int] | None) -> torch.Tensor:
@@ -207,5 +296,5 @@ class BorderMean(nn.Module):
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (SmallCNN, DarkPixelCount, BrightAreaAboveBackground, BorderMean)
+    cls.__name__: cls for cls in (SmallCNN, SmallViT, DarkPixelCount, BrightAreaAboveBackground, BorderMean)
 }
