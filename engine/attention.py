@@ -21,22 +21,27 @@ import torch
 ATTENTION_METHODS = ("AttentionCLS", "AttentionRollout", "AttentionGradient")
 
 
-def has_attention(model) -> bool:
-    return bool(getattr(model, "attention_layers", None))
+def transformer(model):
+    """The Vision Transformer inside `model` (itself, or wrapped, e.g. by `zoo.Probability`), or None."""
+    if getattr(model, "attention_layers", None):
+        return model
+    modules = model.modules() if hasattr(model, "modules") else []
+    return next((m for m in modules if m is not model and getattr(m, "attention_layers", None)), None)
 
 
-def _to_image(per_patch: torch.Tensor, model) -> torch.Tensor:
+def _to_image(per_patch: torch.Tensor, vit) -> torch.Tensor:
     """(B, patches) → (B, 1, S, S): each patch's value on its pixels (row-major patches, as the ViT cuts them)."""
-    grid, patch = model.grid, model.patch
+    grid, patch = vit.grid, vit.patch
     maps = per_patch.reshape(-1, 1, grid, grid)
     return maps.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
 
 
 def attention_map(model, images: torch.Tensor, method: str, target) -> torch.Tensor:
     """One of `ATTENTION_METHODS` for a batch; `target` an int or one index per image."""
+    vit = transformer(model)
     with torch.enable_grad():
-        outputs = model(images)
-        layers = model.attention_layers
+        outputs = model(images)  # the model explained (a probability wrapper's too): the gradients are its
+        layers = vit.attention_layers
         attentions = [layer.attention for layer in layers]
         if method == "AttentionGradient":
             index = torch.as_tensor(target, device=outputs.device).expand(len(outputs))
@@ -61,4 +66,4 @@ def attention_map(model, images: torch.Tensor, method: str, target) -> torch.Ten
         raise ValueError(method)
     for layer in layers:  # the next forward pass starts clean
         layer.attention = None
-    return _to_image(per_patch.detach(), model)
+    return _to_image(per_patch.detach(), vit)

@@ -204,11 +204,17 @@ LRP_LAYERS = (
 )
 
 
+def _transformer(model):
+    from engine.attention import transformer
+
+    return transformer(model)
+
+
 def unavailable(model, method: str) -> str | None:
     """Why `method` cannot explain `model`, in words (None: it can). The app lists a method that does
     not apply with this reason; `attribution_map` refuses it with the same one."""
     info = METHODS[method]
-    if info.attention and not getattr(model, "attention_layers", None):
+    if info.attention and _transformer(model) is None:
         return "it reads a Vision Transformer's attention layers, and the model has none"
     if info.hooks and _is_torchscript(model):
         return "it needs the model's layers (module hooks), which a TorchScript model does not expose"

@@ -740,3 +740,17 @@ def test_compare_quality_table_has_faithfulness_completeness_and_complexity():
     assert {"LRP", "IntegratedGradients"} <= set(quality["method"])
     assert quality.set_index("method").loc["IntegratedGradients", "completeness gap"] < 0.05
     assert quality["sparseness (Gini)"].between(0, 1).all()
+
+
+def test_compare_sets_the_vits_attention_maps_beside_its_captum_maps_and_says_what_does_not_apply():
+    at = _app("synthbrain")
+    at.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value("synthbrain-diagnosis-vit").run()
+    at.switch_page("pages/compare.py").run()
+    _no_exception(at)
+    tiles = {a.get("text") for f in _figures(at) for a in f["layout"].get("annotations", [])}
+    assert {"AttentionCLS", "AttentionRollout", "AttentionGradient", "IntegratedGradients"} <= tiles
+    assert "LayerGradCam" not in tiles and "LRP" not in tiles
+    [missing] = [c.value for c in at.caption if c.value.startswith("Not available for this model")]
+    assert (
+        "LayerGradCam: it needs a convolutional feature map" in missing and "LRP: captum's LRP has no rule" in missing
+    )
