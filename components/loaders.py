@@ -260,7 +260,7 @@ def map_quality(
     from engine.map_report import truth_mask
 
     maps = {m: baselines.attribution_map(net, images, m, target=output) for m in methods}
-    mask = truth_mask(net, found.spec)
+    mask = truth_mask(net, found.spec, images)
     faithful = map_quality.quality_table(
         net, images, maps, output, masks=None if mask is None else torch.from_numpy(mask)
     ).set_index("method")

@@ -30,17 +30,25 @@ from engine.regions import region_shares, regions_for
 LIPSCHITZ_SAMPLES = 5  # perturbations per image for the local Lipschitz estimate
 
 
-def truth_mask(model, spec) -> np.ndarray | None:
-    """The pixels a glass-box model reads, where they are exactly known (DarkPixelCount's window):
-    the ground truth of the localisation metrics. None for any other model."""
-    from engine.models.architectures import DarkPixelCount
+def truth_mask(model, spec, images: torch.Tensor | None = None) -> np.ndarray | None:
+    """The pixels a glass-box model reads, where they are exactly known: the ground truth of the
+    localisation metrics. DarkPixelCount: its window, (S, S). BrightAreaAboveBackground (shapes'
+    area read-out): each image's object, the pixels above its threshold (1 + background) / 2 that it
+    counts, (B, 1, S, S) for `images`. None for any other model (or without images for the second)."""
+    from engine.models.architectures import BrightAreaAboveBackground, DarkPixelCount
 
-    if not isinstance(model, DarkPixelCount) or spec.is_volume:
+    if spec.is_volume:
         return None
-    r0, r1, c0, c1 = model.window
-    mask = np.zeros((spec.size, spec.size), bool)
-    mask[r0:r1, c0:c1] = True
-    return mask
+    if isinstance(model, DarkPixelCount):
+        r0, r1, c0, c1 = model.window
+        mask = np.zeros((spec.size, spec.size), bool)
+        mask[r0:r1, c0:c1] = True
+        return mask
+    if isinstance(model, BrightAreaAboveBackground) and images is not None:
+        with torch.no_grad():
+            background = (images * model.frame).sum(dim=(2, 3), keepdim=True)
+            return (images > (1.0 + background) / 2.0).numpy()
+    return None
 
 
 @dataclass
@@ -90,7 +98,7 @@ def map_report(
         seconds[method] = (time.perf_counter() - start) / len(rows)
         if progress:
             progress(i + 1, len(methods), method)
-    mask = truth_mask(model, card.spec)
+    mask = truth_mask(model, card.spec, images)
     quality = map_quality.quality_table(
         model, images, maps, target, masks=None if mask is None else torch.from_numpy(mask)
     )
@@ -111,7 +119,7 @@ def map_report(
         "dataset": dataset.name,
         "output": card.output_names[target],
         "regions": chosen.source,
-        "truth_mask": None if mask is None else f"{int(mask.sum())} pixels the glass-box model reads",
+        "truth_mask": None if mask is None else "the pixels the glass-box model reads (engine.map_report.truth_mask)",
         "metrics": {**map_quality.METRICS, **EXTRA_METRICS},
     }
     return MapReport(

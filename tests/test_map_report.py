@@ -21,7 +21,8 @@ def test_the_glass_box_models_read_pixels_are_its_window():
     mask = truth_mask(model, card.spec)
     r0, r1, c0, c1 = model.window
     assert mask.sum() == (r1 - r0) * (c1 - c0) and mask[r0:r1, c0:c1].all()
-    assert truth_mask(*load(ModelRef.builtin("synthbrain-diagnosis"), "cpu")) is None
+    cnn, cnn_card = load(ModelRef.builtin("synthbrain-diagnosis"), "cpu")
+    assert truth_mask(cnn, cnn_card.spec) is None
 
 
 def test_the_cli_writes_the_quality_table_regions_and_maps(tmp_path, synthbrain):
@@ -64,3 +65,18 @@ def test_every_applicable_method_by_default_on_a_cnn(synthbrain):
     quality = report.quality.set_index("method")
     assert quality.loc["LRP", "completeness_gap"] >= 0 and np.isnan(quality.loc["KernelShap", "completeness_gap"])
     assert (quality["seconds_per_map"] > 0).all() and report.metadata["regions"] == "a grid of 8 x 8 cells"
+
+
+def test_on_shapes_the_area_read_outs_truth_is_each_images_object(tmp_path, shapes):
+    out = tmp_path / "shapes.csv"
+    argv = ["maps", "--data", "shapes", "--model", "shapes-glass-area", "--n", "3", "--out", str(out)]
+    assert main([*argv, "--methods", "Saliency,IntegratedGradients,FeatureAblation"]) == 0
+    quality = pd.read_csv(out).set_index("method")
+    # IG's path from black crosses every object pixel's threshold: its relevance is the object; the gradient
+    # lives on the object's edge, where the soft threshold is steep, about half of it outside the object
+    assert quality.loc["IntegratedGradients", "relevance_mass"] > 0.8  # 0.86 when written
+    assert quality.loc["Saliency", "relevance_mass"] < quality.loc["IntegratedGradients", "relevance_mass"]
+    model, card = load(ModelRef.builtin("shapes-glass-area"), "cpu")
+    images = open_dataset("shapes").model_inputs(card.spec, [0, 1])
+    masks = truth_mask(model, card.spec, images)
+    assert masks.shape == (2, 1, 64, 64) and 0 < masks.mean() < 0.5
