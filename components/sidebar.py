@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from components import loaders, state, uploads
+from components import loaders, share, state, uploads
 from engine import scoring
 from engine.cards import USER_CARD_EXAMPLE, ModelRef, UserCard
 from engine.data.slicing import INPUT_KINDS, INTENSITIES, PLANES, SliceSpec
@@ -347,3 +347,13 @@ def draw() -> Selection:
     selection = Selection(source, label, ref, model_label, int(output), output_name, device, note, generator)
     st.session_state[state.SELECTION] = selection
     return selection
+
+
+def share_view() -> None:
+    """The link to this view, to copy, and what a shared link asked for and did not get (`share`)."""
+    with st.sidebar:
+        for note in share.notes():
+            st.info(f"The link's {note}: showing the default instead.")
+        with st.expander("Share this view"):
+            st.code(share.link(), language=None, wrap_lines=True)
+            st.caption("Copy the link (the button at its right): it opens this page with this dataset, model and view.")

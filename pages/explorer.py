@@ -7,7 +7,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from components import colors, errors, explorer_panels, loaders, samples, sidebar, state
+from components import colors, errors, explorer_panels, loaders, samples, share, sidebar, state
 
 STEPS = 41  # slider positions across the feature's training range (each one cached once drawn)
 
@@ -61,6 +61,9 @@ def _nearest(percentile: int):
     return min(options, key=lambda v: abs(v - target))
 
 
+asked = share.pending_value(feature, options, *(None, None) if categorical else (lo, hi))
+if asked is not None:  # a shared link's value, at the nearest slider position
+    st.session_state[value_key] = asked
 # start at the data's median, and compare with its 95th percentile (the range ends are rare)
 if st.session_state.get(value_key) not in options:
     st.session_state[value_key] = _nearest(50)
@@ -80,6 +83,7 @@ value = c[0].select_slider(
 c[1].button("◀", key=state.keyed(state.EXPLORER_STEP, "back"), on_click=_step, args=(-1,), help="One step down")
 c[2].button("▶", key=state.keyed(state.EXPLORER_STEP, "fwd"), on_click=_step, args=(1,), help="One step up")
 play = c[3].button("Play", key=state.keyed(state.EXPLORER_STEP, "play"), help="Sweep the whole range")
+share.write_url(sel, feature=feature, value=f"{value:.4g}" if isinstance(value, float) else value, seed=seed)
 
 
 def _captions(measured: np.ndarray | None, k: int) -> list[str]:

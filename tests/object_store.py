@@ -54,3 +54,18 @@ def upload(endpoint: str, folder: Path, prefix: str, names=None) -> str:
 
 def uri(endpoint: str, prefix: str) -> str:
     return f"s3://{BUCKET}/{prefix}?endpoint_override={endpoint}&region=us-east-1"
+
+
+def copy_subjects(source: Path, dest: Path, n: int) -> Path:
+    """A small cohort as a user would hand one over: the first `n` rows of a dataset folder's
+    features.csv and their files, copied to `dest`."""
+    import shutil
+
+    import pandas as pd
+
+    table = pd.read_csv(source / "features.csv").head(n)
+    for name in table["file"]:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / name, dest / name)
+    table.to_csv(dest / "features.csv", index=False)
+    return dest

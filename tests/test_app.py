@@ -754,3 +754,50 @@ def test_compare_sets_the_vits_attention_maps_beside_its_captum_maps_and_says_wh
     assert (
         "LayerGradCam: it needs a convolutional feature map" in missing and "LRP: captum's LRP has no rule" in missing
     )
+
+
+def _opened(query: dict, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    _no_exception(at)
+    return at
+
+
+def test_a_shared_url_opens_the_same_view_and_the_view_writes_its_url():
+    at = _opened({"dataset": "synthbrain", "model": "synthbrain-shortcut", "explain": "output", "output": "0"})
+    assert at.sidebar.radio(key=state.DATASET).value == "synthbrain"
+    assert at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).value == "synthbrain-shortcut"
+    ref = ModelRef.builtin("synthbrain-shortcut")
+    assert at.sidebar.radio(key=state.keyed(state.EXPLAIN, ref)).value == "output"
+    assert at.query_params["model"] == "synthbrain-shortcut" and at.query_params["explain"] == "output"
+    at.sidebar.radio(key=state.DATASET).set_value("shapes").run()
+    assert at.query_params["dataset"] == "shapes"  # the address bar follows the view
+    assert not [i.value for i in at.sidebar.info if "link" in i.value]
+
+
+def test_a_shared_explorer_url_sets_feature_value_and_seed():
+    at = _opened({"dataset": "shapes", "feature": "size", "value": "11.3", "seed": "7"}, "pages/explorer.py")
+    assert at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "shapes")).value == "size"
+    assert at.number_input(key=state.EXPLORER_SEED).value == 7
+    value = at.select_slider(key=state.keyed(state.EXPLORER_VALUE, "shapes", "size")).value
+    assert abs(value - 11.3) <= 0.1  # the nearest of the slider's 41 positions, 0.2 apart
+    assert at.query_params["seed"] == "7" and at.query_params["feature"] == "size"
+
+
+@pytest.mark.parametrize(
+    "query, ignored",
+    [
+        ({"dataset": "oasis"}, "dataset 'oasis' is not on this server"),
+        ({"dataset": "shapes", "model": "gpt-5"}, "model 'gpt-5' is not offered for shapes"),
+        ({"dataset": "shapes", "feature": "size", "value": "1e9"}, "value '1e9' of size is outside"),
+        ({"dataset": "shapes", "seed": "-3"}, "seed '-3' is not a whole number"),
+        ({"dataset": "shapes", "feature": "ventricles"}, "feature 'ventricles' is not in shapes"),
+    ],
+)
+def test_a_url_asking_for_what_the_server_lacks_opens_the_default_with_a_note(query, ignored):
+    at = _opened(query, "pages/explorer.py")
+    notes = [i.value for i in at.sidebar.info]
+    assert any(ignored in n and "showing the default instead" in n for n in notes), notes

@@ -197,6 +197,22 @@ def test_feature_slider_moves_without_exception(server, app_page):
     page.screenshot(path=str(ARTIFACTS / "4-explorer-moved.png"), full_page=True)
 
 
+def test_a_shared_link_opens_its_view_and_the_address_bar_follows_the_view(server, app_page):
+    page = app_page
+    page.goto(f"{server}/explorer?dataset=shapes&feature=size&value=11.3&seed=7")
+    _settle(page)
+    _no_exception(page, "explorer opened from a shared link")
+    assert page.get_by_role("radio", name="Shapes (2D synthetic)").is_checked()
+    main = page.locator('[data-testid="stMain"]')
+    assert main.get_by_role("spinbutton", name="Seed").input_value() == "7"
+    main.get_by_text("size = a").first.wait_for()
+    assert "seed=7" in page.url and "feature=size" in page.url and "dataset=shapes" in page.url
+    page.locator('[data-testid="stSidebar"] summary').filter(has_text="Share this view").click()
+    link = page.locator('[data-testid="stSidebar"] [data-testid="stCode"]').inner_text()
+    assert link.startswith(f"{server}/explorer?") and "seed=7" in link
+    page.screenshot(path=str(ARTIFACTS / "9-shared-link.png"), full_page=True)
+
+
 def test_diffusion_scores_join_the_bars(server, app_page):
     page = app_page
     page.goto(f"{server}/scores")

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from object_store import local_s3, upload  # its credentials and cache: in the environment the workers inherit
+from object_store import (  # its credentials and cache: in the environment the workers inherit
+    copy_subjects,
+    local_s3,
+    upload,
+)
 
 from engine import scoring
 from engine.__main__ import main
@@ -160,16 +164,7 @@ def test_an_address_that_is_not_host_port_is_refused():
 
 
 def test_on_a_cold_folder_each_worker_reads_only_its_shard_and_gets_the_local_inputs(cluster, tmp_path):
-    import shutil
-
-    import pandas as pd
-
-    src = Path(scoring.open_dataset("synthbrain").root)
-    table = pd.read_csv(src / "features.csv").head(24)
-    for name in table["file"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / name, tmp_path / name)
-    table.to_csv(tmp_path / "features.csv", index=False)
+    copy_subjects(Path(scoring.open_dataset("synthbrain").root), tmp_path, 24)
     outputs = cluster.model_outputs(MODEL, str(tmp_path), np.arange(24), batch_size=4)  # 3 shards of 2 batches of 4
     assert not list(tmp_path.glob(".eve_cache/*.npy"))  # nobody read the whole cohort to serve a shard
     model, card = load(MODEL, "cpu")
@@ -177,16 +172,7 @@ def test_on_a_cold_folder_each_worker_reads_only_its_shard_and_gets_the_local_in
 
 
 def test_a_cohort_on_an_object_store_is_read_by_the_workers_and_scores_as_locally(cluster, tmp_path):
-    import shutil
-
-    import pandas as pd
-
-    src = Path(scoring.open_dataset("synthbrain").root)
-    table = pd.read_csv(src / "features.csv").head(24)
-    for name in table["file"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / name, tmp_path / name)
-    table.to_csv(tmp_path / "features.csv", index=False)
+    copy_subjects(Path(scoring.open_dataset("synthbrain").root), tmp_path, 24)
     with local_s3() as endpoint:
         dataset = scoring.open_dataset(upload(endpoint, tmp_path, "ray-cohort"))
         assert not list(dataset.root.rglob("*.nii.gz"))  # the driver read headers only
@@ -315,17 +301,8 @@ def test_a_worker_out_of_memory_is_told_to_use_smaller_batches_or_bigger_nodes()
 
 
 def test_a_worker_that_cannot_see_the_data_stops_the_run_naming_the_fix(cluster, tmp_path):
-    import shutil
-
-    import pandas as pd
-
-    src = Path(scoring.open_dataset("synthbrain").root)
-    table = pd.read_csv(src / "features.csv").head(8)
-    for name in table["file"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src / name, tmp_path / name)
-    table.to_csv(tmp_path / "features.csv", index=False)
+    copy_subjects(Path(scoring.open_dataset("synthbrain").root), tmp_path, 8)
     dataset = scoring.open_dataset(tmp_path)  # the driver saw every file
-    (tmp_path / table["file"].iloc[5]).unlink()  # a node that does not
+    (tmp_path / dataset.table["file"].iloc[5]).unlink()  # a node that does not
     with pytest.raises(EveInputError, match="Row 7: .* does not exist on this machine.*file system all nodes share"):
         cluster.model_outputs(MODEL, dataset, np.arange(8), batch_size=4)

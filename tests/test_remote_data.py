@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from object_store import local_s3, upload, uri
+from object_store import copy_subjects, local_s3, upload, uri
 
 from engine.__main__ import main
 from engine.data import SliceSpec, load_dataset
@@ -105,12 +105,7 @@ def test_a_changed_object_is_fetched_again(store, cohort, cache, tmp_path):
 
 
 def test_the_cli_scores_an_s3_cohort_as_its_local_folder(store, synthbrain, cache, tmp_path):
-    table = pd.read_csv(synthbrain.root / "features.csv").head(40)
-    small = tmp_path / "small"
-    for name in table["file"]:
-        (small / name).parent.mkdir(parents=True, exist_ok=True)
-        (small / name).write_bytes((synthbrain.root / name).read_bytes())
-    table.to_csv(small / "features.csv", index=False)
+    small = copy_subjects(synthbrain.root, tmp_path / "small", 40)
     address = upload(store, small, "small")
     argv = ["score", "--model", "synthbrain-diagnosis", "--n-boot", "20", "--features", "age,icv", "--split", "all"]
     assert main([*argv, "--data", str(small), "--out", str(tmp_path / "local.json")]) == 0
