@@ -41,8 +41,10 @@ def slice_figure(
     radiological: bool = False,
     title: str = "",
     height: int = 320,
+    window: tuple[float, float] = (0.0, 1.0),
 ) -> go.Figure:
-    """A grey-scale slice with hover (intensity, x/y/z mm) and edge letters (L/R, A/P, S/I)."""
+    """A grey-scale slice with hover (intensity, x/y/z mm) and edge letters (L/R, A/P, S/I); `window`
+    is the displayed intensity range (window/level: black at its low end, white at its high end)."""
     image = extract_slice(volume, affine, plane, index)
     k = slice_index(volume.shape, affine, plane, index) if volume.ndim == 3 else 0
     world = world_grid(volume.shape, affine, plane, k)
@@ -55,8 +57,8 @@ def slice_figure(
             z=image,
             customdata=world.astype(np.float32),
             colorscale="gray",
-            zmin=0,
-            zmax=1,
+            zmin=float(window[0]),
+            zmax=float(window[1]),
             showscale=False,
             hovertemplate="intensity %{z:.3f}<br>x %{customdata[0]:.1f} mm, y %{customdata[1]:.1f} mm, "
             "z %{customdata[2]:.1f} mm<extra></extra>",

@@ -43,6 +43,7 @@ BROWSE_TABLE = "browse_table"  # dataframe row selection
 BROWSE_SUBJECT = "browse_subject"  # prefix: + dataset
 BROWSE_SLICE = "browse_slice"  # prefix: + dataset + plane
 BROWSE_ORIENTATION = "browse_orientation"
+BROWSE_WINDOW = "browse_window"  # (low, high) displayed intensity: window/level
 BROWSE_OVERLAY = "browse_overlay"
 BROWSE_OVERLAY_METHOD = "browse_overlay_method"
 BROWSE_OVERLAY_OPACITY = "browse_overlay_opacity"
@@ -97,6 +98,7 @@ DEFAULTS: dict = {
     SELECTION: None,
     RESULTS: {},
     BROWSE_ORIENTATION: "neurological",
+    BROWSE_WINDOW: (0.0, 1.0),
     BROWSE_OVERLAY: False,
     BROWSE_OVERLAY_OPACITY: 0.5,
     BROWSE_OVERLAY_CMAP: "Hot",

@@ -82,6 +82,15 @@ with errors.shown("Reading the volume"):
 if vol is None:
     st.stop()
 
+window = st.slider(
+    "Contrast window",
+    0.0,
+    1.0,
+    key=state.BROWSE_WINDOW,
+    step=0.01,
+    help="The intensities shown from black to white (window/level), on the volume's 0-1 scale (its 99th "
+    "percentile = 1). Narrow it to bring out grey against white matter, or the ventricles against tissue.",
+)
 if vol.ndim == 3:
     cols = st.columns(3)
     for col, plane in zip(cols, PLANES, strict=True):
@@ -97,11 +106,14 @@ if vol.ndim == 3:
                 radiological=radiological,
                 title=f"{plane} · voxel {k} ({mm:+.0f} mm)",
                 height=380,  # a portrait axial plane then fills its column: >= 256 px each way on a laptop
+                window=window,
             )
             st.plotly_chart(fig, key=f"browse_view_{plane}")
 else:
     st.plotly_chart(
-        slice_viewer.slice_figure(vol, affine, "axial", 0, radiological=radiological, title=subject, height=380),
+        slice_viewer.slice_figure(
+            vol, affine, "axial", 0, radiological=radiological, title=subject, height=380, window=window
+        ),
         key="browse_view_2d",
     )
 st.caption(

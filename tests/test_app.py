@@ -801,3 +801,17 @@ def test_a_url_asking_for_what_the_server_lacks_opens_the_default_with_a_note(qu
     at = _opened(query, "pages/explorer.py")
     notes = [i.value for i in at.sidebar.info]
     assert any(ignored in n and "showing the default instead" in n for n in notes), notes
+
+
+def test_the_contrast_window_sets_black_and_white_on_every_plane():
+    at = _app("synthbrain")
+    at.switch_page("pages/browse.py").run()
+    at.slider(key=state.BROWSE_WINDOW).set_value((0.2, 0.6)).run()
+    _no_exception(at)
+    planes = [
+        t
+        for f in _figures(at)
+        for t in f["data"]
+        if t.get("type") == "heatmap" and str(t.get("hovertemplate", "")).startswith("intensity")
+    ]
+    assert len(planes) == 3 and all((t["zmin"], t["zmax"]) == (0.2, 0.6) for t in planes)
