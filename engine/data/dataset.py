@@ -191,7 +191,7 @@ def _check_headers(root: Path, files, remote: RemoteFolder | None = None) -> lis
     else:
         for row, name in enumerate(files):
             if name not in remote.stamps:
-                raise remote._missing(name, row + 2)
+                raise remote.not_found(name, row + 2)
         fingerprint = remote.fingerprint(files)
     cache = root / ".eve_cache" / f"headers-{fingerprint}.json"
     if cache.is_file():

@@ -119,7 +119,8 @@ class RemoteFolder:
                 stamps[info.path[len(self._base) + 1 :]] = (int(info.size), int(mtime))
         return stamps
 
-    def _missing(self, name: str, row: int | None) -> DatasetError:
+    def not_found(self, name: str, row: int | None) -> DatasetError:
+        """The message for an object features.csv names and the store does not hold."""
         where = f"Row {row}: " if row else ""
         return DatasetError(
             f"{where}{name} is not in {self.name_uri}: fix the path in features.csv or upload the file."
@@ -136,7 +137,7 @@ class RemoteFolder:
     def local(self, name: str, row: int | None = None) -> Path:
         """The object `name`, fetched into the mirror unless the mirror holds it at its listed stamp."""
         if name not in self.stamps:
-            raise self._missing(name, row)
+            raise self.not_found(name, row)
         size, mtime = self.stamps[name]
         path = self.mirror / name
         if path.is_file():
@@ -163,7 +164,7 @@ class RemoteFolder:
     def header_shape(self, name: str, row: int) -> tuple[int, ...]:
         """The image's shape from its header alone (a ranged read of its first bytes)."""
         if name not in self.stamps:
-            raise self._missing(name, row)
+            raise self.not_found(name, row)
         try:
             with self._filesystem().open_input_file(f"{self._base}/{name}") as source:
                 head = source.read(min(HEADER_BYTES, self.stamps[name][0]))
