@@ -40,14 +40,10 @@ def truth_mask(model, spec, images: torch.Tensor | None = None) -> np.ndarray | 
     if spec.is_volume:
         return None
     if isinstance(model, DarkPixelCount):
-        r0, r1, c0, c1 = model.window
-        mask = np.zeros((spec.size, spec.size), bool)
-        mask[r0:r1, c0:c1] = True
-        return mask
+        return model.mask[0, 0].bool().cpu().numpy()  # its window (every pixel when it has none)
     if isinstance(model, BrightAreaAboveBackground) and images is not None:
         with torch.no_grad():
-            background = (images * model.frame).sum(dim=(2, 3), keepdim=True)
-            return (images > (1.0 + background) / 2.0).numpy()
+            return (images > model.threshold(images)).cpu().numpy()
     return None
 
 

@@ -130,11 +130,15 @@ def _parse_features(table: pd.DataFrame, csv_path: Path | str) -> tuple[pd.DataF
     return converted, numeric, categorical
 
 
+def _check_suffix(name: str, row: int) -> None:
+    if not name.endswith(NIFTI_SUFFIXES):
+        raise DatasetError(f"Row {row}: {name} is not a NIfTI file (.nii or .nii.gz): convert it to NIfTI.")
+
+
 def _check_header(path: Path, row: int) -> tuple[int, ...]:
     if not path.is_file():
         raise DatasetError(f"Row {row}: file {path} does not exist: fix the path in features.csv or add the file.")
-    if not path.name.endswith(NIFTI_SUFFIXES):
-        raise DatasetError(f"Row {row}: {path.name} is not a NIfTI file (.nii or .nii.gz): convert it to NIfTI.")
+    _check_suffix(path.name, row)
     try:
         image = nib.load(path)
     except Exception as exc:  # nibabel raises several types for a bad header
@@ -200,8 +204,7 @@ def _check_headers(root: Path, files, remote: RemoteFolder | None = None) -> lis
         shapes = [_check_header(root / name, row + 2) for row, name in enumerate(files)]
     else:
         for row, name in enumerate(files):
-            if not name.endswith(NIFTI_SUFFIXES):
-                raise DatasetError(f"Row {row + 2}: {name} is not a NIfTI file (.nii or .nii.gz): convert it to NIfTI.")
+            _check_suffix(name, row + 2)
         shapes = [_checked_shape(remote.header_shape(name, row + 2), name, row + 2) for row, name in enumerate(files)]
     try:
         cache.parent.mkdir(exist_ok=True)

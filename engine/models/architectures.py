@@ -261,9 +261,13 @@ class BrightAreaAboveBackground(nn.Module):
             f"y = sum over all pixels of sigmoid((x[r, c] - (1 + b) / 2) / {self.temperature:g})"
         )
 
+    def threshold(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 1, 1): halfway between each image's background (its frame's mean) and white."""
+        background = (x * self.frame).sum(dim=(2, 3), keepdim=True)
+        return (1.0 + background) / 2.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, 1)
-        background = (x * self.frame).sum(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)
-        soft = self.bright((x - (1.0 + background) / 2.0) / self.temperature)
+        soft = self.bright((x - self.threshold(x)) / self.temperature)
         return soft.sum(dim=(2, 3))
 
 
