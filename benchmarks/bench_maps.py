@@ -14,18 +14,14 @@ on 100 test slices, maps computed beforehand and not timed.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import describe  # noqa: E402
 from engine import map_quality  # noqa: E402
 from engine.baselines import METHODS, attribution_map, available_methods  # noqa: E402
 from engine.cards import ModelRef  # noqa: E402
@@ -49,7 +45,7 @@ def _rate(model, images, method: str, repeats: int) -> float:
 def main() -> None:
     dataset = open_dataset("synthbrain")
     rows = split_rows(dataset, "test")
-    results: dict = {"machine": _machine(), "maps_per_second": {}, "quality_table_seconds": {}}
+    results: dict = {"machine": describe(), "maps_per_second": {}, "quality_table_seconds": {}}
     for name in MODELS:
         model, card = load(ModelRef.builtin(name), "cpu")
         images = dataset.model_inputs(card.spec, rows[:N_FAST])
@@ -72,18 +68,6 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "maps.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
-
-
-def _machine() -> dict:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-    }
 
 
 if __name__ == "__main__":

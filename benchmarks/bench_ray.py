@@ -24,19 +24,18 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local cluster on 127.0.0.1 only
 
+from benchmarks.machine import describe  # noqa: E402
 from engine import scoring  # noqa: E402
 from engine.cards import ModelRef  # noqa: E402
 from engine.cluster import Cluster  # noqa: E402
@@ -91,22 +90,12 @@ def _diffusion_path(workers: int | None):
         return started - start, time.perf_counter() - started, report.table
 
 
-def _machine() -> dict:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": __import__("ray").__version__,
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-    }
-
-
 def main() -> None:
-    results: dict = {"machine": _machine(), "data_path": {}, "diffusion_path": {}}
+    results: dict = {
+        "machine": describe(python=platform.python_version(), ray=__import__("ray").__version__),
+        "data_path": {},
+        "diffusion_path": {},
+    }
     samples = len(FEATURES) * DIFFUSION["k_values"] * DIFFUSION["n_per_value"]
     configs = (("local", None), ("ray, 1 worker", 1), ("ray, 2 workers", 2))
     stored = (("s3 (moto on 127.0.0.1), local", None), ("s3 (moto on 127.0.0.1), ray, 2 workers", 2))

@@ -183,8 +183,25 @@ def baseline_methods(ref: ModelRef, device: str = "cpu", *, slow: bool = False) 
 def unavailable_methods(ref: ModelRef, device: str = "cpu") -> dict[str, str]:
     """{method: why it cannot explain this model}."""
     net = model(ref, device)[0]
-    why = {m: baselines.unavailable(net, m) for m in baselines.METHODS}
+    why = {m: baselines.unavailable(net, m) for m in baselines.ALL_METHODS}
     return {m: reason for m, reason in why.items() if reason}
+
+
+def xtrain_tracking(ref: ModelRef, device: str = "cpu"):
+    """What the model's training stored for XtrAIn (`engine.xtrain.Tracking`), or None."""
+    from engine import xtrain
+
+    return xtrain.Tracking.from_card(card(ref, device))
+
+
+def training_methods(ref: ModelRef, device: str, subject: str) -> list[str]:
+    """The training trajectory's methods for one image: Xstep for any image of an MLP, XtrAIn and XtrAIn+
+    for the images its training tracked (`engine.baselines.TRAINING_METHODS`)."""
+    tracking = xtrain_tracking(ref, device)
+    tracked = tracking is not None and subject in tracking.images
+    methods = baselines.available_methods(model(ref, device)[0], training=True)
+    info = baselines.method_info
+    return [m for m in methods if info(m).training and (tracked or not info(m).stored)]
 
 
 def region_kinds(ref: ModelRef, device: str = "cpu") -> list[str]:
@@ -217,7 +234,7 @@ def attribution(
     A region method's regions are `region_kind`'s (`regions`)."""
     net, found = model(ref, device)
     image = torch.from_numpy(model_inputs(source, found.spec)[row : row + 1]).to(device)
-    params = {"regions": regions(found.spec, region_kind).labels} if baselines.METHODS[method].regional else {}
+    params = {"regions": regions(found.spec, region_kind).labels} if baselines.method_info(method).regional else {}
     amap = baselines.attribution_map(net, image, method, target=target, **params).detach().cpu().numpy()
     return amap[0, 0].astype(np.float32)
 
@@ -385,6 +402,24 @@ def sample_outputs(
     images, _ = conditional_samples(generator, feature, value, n, seed, guidance)  # the grid's cache key
     net, _ = model(ref, device)
     return forward(net, torch.from_numpy(images)[:, None])[:, output].numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def counterfactual(
+    source: str, generator: str, ref: ModelRef, device: str, subject: str, feature: str, value: float, output: int
+):
+    """The subject's slice with `feature` at `value`, its other features held (`engine.counterfactual`)."""
+    from engine.counterfactual import subject_counterfactual
+
+    net, found = model(ref, device)
+    generated = diffusion(generator)
+    return subject_counterfactual(net, found, generated, dataset(source), subject, feature, value, output=output)
+
+
+def suggested_value(generator: str, feature: str, before: float) -> float:
+    from engine.counterfactual import suggested_value
+
+    return suggested_value(diffusion(generator), feature, before)
 
 
 DIFFUSION_N_BOOT = 200  # the diffusion scores' bootstrap draws (their report says so)

@@ -48,12 +48,16 @@ BROWSE_OVERLAY = "browse_overlay"
 BROWSE_OVERLAY_METHOD = "browse_overlay_method"
 BROWSE_OVERLAY_OPACITY = "browse_overlay_opacity"
 BROWSE_OVERLAY_CMAP = "browse_overlay_cmap"
+BROWSE_WHATIF = "browse_whatif"  # the section is on
+BROWSE_WHATIF_FEATURE = "browse_whatif_feature"  # prefix: + dataset
+BROWSE_WHATIF_VALUE = "browse_whatif_value"  # prefix: + dataset + subject + feature
 
 SCORES_FEATURES = "scores_features"  # prefix: + dataset
 SCORES_SPLIT = "scores_split"  # prefix: + dataset (its splits)
 SCORES_N_BOOT = "scores_n_boot"
 SCORES_CURVE_FEATURE = "scores_curve_feature"  # prefix: + dataset
 SCORES_DIFFUSION_RUN = "scores_diffusion_run"
+SCORES_ANCHORS_RUN = "scores_anchors_run"  # the button that finds the cohort's rules (anchors)
 SCORES_DIFFUSION_N = "scores_diffusion_n"
 SCORES_DIFFUSION_K = "scores_diffusion_k"
 
@@ -100,6 +104,7 @@ DEFAULTS: dict = {
     BROWSE_ORIENTATION: "neurological",
     BROWSE_WINDOW: (0.0, 1.0),
     BROWSE_OVERLAY: False,
+    BROWSE_WHATIF: False,
     BROWSE_OVERLAY_OPACITY: 0.5,
     BROWSE_OVERLAY_CMAP: "Hot",
     SCORES_N_BOOT: 200,

@@ -32,6 +32,18 @@ def _maps(args: argparse.Namespace) -> None:
     run_maps_command(args)
 
 
+def _counterfactual(args: argparse.Namespace) -> None:
+    from engine.counterfactual import run_counterfactual_command
+
+    run_counterfactual_command(args)
+
+
+def _anchors(args: argparse.Namespace) -> None:
+    from engine.anchors import run_anchors_command
+
+    run_anchors_command(args)
+
+
 def _train_diffusion(args: argparse.Namespace) -> None:
     if (args.dataset is None) == (args.data is None):
         raise EveInputError(
@@ -221,6 +233,66 @@ def main(argv: list[str] | None = None) -> int:
     maps.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     add_model_input_arguments(maps)
     maps.set_defaults(run=_maps)
+
+    whatif = commands.add_parser(
+        "counterfactual",
+        help="a subject's slice with one feature changed and the others held (diffusion inversion), and the model "
+        "before and after",
+        description="Invert the subject's slice into the conditional diffusion model under its recorded features "
+        "(deterministic DDIM), change one feature, regenerate; write the numbers (JSON: the model's output before "
+        "and after, the probe's reading, the no-change round trip) and PNGs of the original, the counterfactual "
+        "and the difference beside it.",
+    )
+    whatif.add_argument("--data", required=True, help="an embedded dataset (synthbrain) or a dataset folder")
+    whatif.add_argument("--model", required=True, help="a built-in model name or a TorchScript file (.pt)")
+    whatif.add_argument("--subject", required=True, help="the subject ID")
+    whatif.add_argument("--feature", required=True, help="the numeric feature changed, e.g. ventricle_volume")
+    whatif.add_argument("--value", type=float, default=None, help="its new value, in the feature's units")
+    whatif.add_argument(
+        "--change", default=None, help="or a change of it: +10 (the feature's units), -10, or a share: --change=-20%%"
+    )
+    whatif.add_argument("--out", required=True, help="the JSON of numbers; the PNGs go beside it")
+    whatif.add_argument(
+        "--diffusion", default=None, help="the generator (default: the dataset's, or its folder's eve-generators/)"
+    )
+    whatif.add_argument("--output", default=None, help="the output reported (name or index; default the first)")
+    whatif.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_model_input_arguments(whatif)
+    whatif.set_defaults(run=_counterfactual)
+
+    anchors = commands.add_parser(
+        "anchors",
+        help="the shortest rule on the features that keeps the model's decision (Anchors, Ribeiro et al. 2018): "
+        "for one subject, or a table of rules for the cohort",
+        description="Find an anchor: a rule on the dataset's features (quartile cuts of each numeric feature, "
+        "levels of a categorical one) under which the model keeps the subject's decision with precision >= tau, "
+        "estimated on the cohort's rows with KL-LUCB bounds; without --subject, the submodular pick of the "
+        "anchors of --n-subjects sampled subjects. The decision: a logit above 0, a probability above 0.5, the "
+        "largest of K outputs, or a single output above --threshold. Writes JSON.",
+    )
+    anchors.add_argument("--data", required=True, help="an embedded dataset (shapes, synthbrain) or a dataset folder")
+    anchors.add_argument("--model", required=True, help="a built-in model name or a TorchScript file (.pt)")
+    anchors.add_argument("--subject", default=None, help="the subject explained (default: the cohort's rules)")
+    anchors.add_argument("--out", required=True, help="the JSON file written")
+    anchors.add_argument(
+        "--split", choices=("test", "train", "all"), default="all", help="the cohort's rows (default all)"
+    )
+    anchors.add_argument("--features", default=None, help="comma-separated features rules may use (default all)")
+    anchors.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decide by a single output above this (default 0 for a logit, 0.5 for a probability; needed for a "
+        "regression)",
+    )
+    anchors.add_argument("--tau", type=float, default=0.95, help="precision threshold (default 0.95)")
+    anchors.add_argument("--beam-width", type=int, default=2, help="rules kept at each length (default 2)")
+    anchors.add_argument("--n-subjects", type=int, default=20, help="cohort rules: subjects sampled (default 20)")
+    anchors.add_argument("--n-rules", type=int, default=5, help="cohort rules: rules picked at most (default 5)")
+    anchors.add_argument("--seed", type=int, default=0, help="seed of the draws and of the sampled subjects")
+    anchors.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_model_input_arguments(anchors)
+    anchors.set_defaults(run=_anchors)
 
     diffusion = commands.add_parser(
         "train-diffusion",

@@ -48,6 +48,13 @@ and atlas label maps):
 * KernelShap — the Shapley kernel's weighted linear regression on random coalitions of regions
   (Lundberg & Lee, 2017).
 
+Training-trajectory methods (`TRAINING_METHODS`, `training`; `engine.xtrain`, not captum), for a fully
+connected network (`MLP`) only: XtrAIn and XtrAIn+ (Lymperopoulos, Kakogeorgiou & Kanellopoulou, 2026;
+`stored`: summed over every training step and stored with the weights, so available only for a model
+trained with tracking — its card's `xtrain` — and only for the images it tracked), and Xstep (one step
+from the constant model to the trained one: any image). `available_methods(model, training=True)` adds
+them; `METHODS` keeps the methods computed from the model alone, `method_info` looks up either.
+
 Random methods (GradientShap, SmoothGrad, and the quality metrics) take a `seed` and do
 not disturb the global random state. Every method works on volumes of a 3D model as well
 (Occlusion with a cube window); a map has the input's shape.
@@ -89,6 +96,8 @@ class Method:
     regional: bool = False  # one value per region of `regions`
     slow: bool = False  # a forward pass per sample (hundreds an image): the app computes these on request
     attention: bool = False  # a Vision Transformer's attention maps (`engine.attention`), not captum's
+    training: bool = False  # from the training trajectory (`engine.xtrain`): an MLP's first-layer weight swaps
+    stored: bool = False  # stored by training with XtrAIn tracking (the card's `xtrain`): the tracked images only
 
 
 METHODS: dict[str, Method] = {
@@ -181,13 +190,26 @@ METHODS |= {
         attention=True,
     ),
 }
+TRAINING_METHODS: dict[str, Method] = {
+    "XtrAIn": Method(
+        "",
+        "training-guided occlusion: first-layer weight swaps summed over every training step (Lymperopoulos et al.)",
+        training=True,
+        stored=True,
+    ),
+    "XtrAIn+": Method(
+        "", "XtrAIn over the updates that raised the output only", signed=False, training=True, stored=True
+    ),
+    "Xstep": Method(
+        "", "XtrAIn's swaps in one step, from the constant model (W1 = 0) to the trained one", training=True
+    ),
+}
+ALL_METHODS = METHODS | TRAINING_METHODS
 LRP_RULES = ("epsilon", "gamma")
 LRP_EPSILON = 1e-9
 LRP_GAMMA = 0.25
-GRID_CELLS = {2: 8, 3: 4}
-LIME_RIDGE_ALPHA = (
-    1.0  # the lime package's default regressor, Ridge(alpha=1)  # "grid" regions: cells per side of an image / a volume
-)
+GRID_CELLS = {2: 8, 3: 4}  # "grid" regions: cells per side of an image / a volume
+LIME_RIDGE_ALPHA = 1.0  # the lime package's default regressor, Ridge(alpha=1)
 
 
 # 1. validation -----------------------------------------------------------------------------
@@ -210,10 +232,21 @@ def _transformer(model):
     return transformer(model)
 
 
+def method_info(method: str) -> Method:
+    """The `Method` record of any method, captum's or the training trajectory's."""
+    if method not in ALL_METHODS:
+        raise EveInputError(f"Unknown attribution method {method!r}: use one of {', '.join(ALL_METHODS)}.")
+    return ALL_METHODS[method]
+
+
 def unavailable(model, method: str) -> str | None:
     """Why `method` cannot explain `model`, in words (None: it can). The app lists a method that does
     not apply with this reason; `attribution_map` refuses it with the same one."""
-    info = METHODS[method]
+    info = method_info(method)
+    if info.training:
+        from engine import xtrain
+
+        return xtrain.unavailable(model, method)
     if info.attention and _transformer(model) is None:
         return "it reads a Vision Transformer's attention layers, and the model has none"
     if info.hooks and _is_torchscript(model):
@@ -228,26 +261,27 @@ def unavailable(model, method: str) -> str | None:
     return None
 
 
-def available_methods(model, *, slow: bool = True) -> list[str]:
-    """The methods that can explain `model` (without the `slow` ones if asked)."""
-    return [m for m, info in METHODS.items() if unavailable(model, m) is None and (slow or not info.slow)]
+def available_methods(model, *, slow: bool = True, training: bool = False) -> list[str]:
+    """The methods that can explain `model` (without the `slow` ones if asked; with the training
+    trajectory's, `TRAINING_METHODS`, if asked)."""
+    registry = ALL_METHODS if training else METHODS
+    return [m for m, info in registry.items() if unavailable(model, m) is None and (slow or not info.slow)]
 
 
 def _check_method(method: str, model, *, layer_given: bool = False) -> Method:
-    if method not in METHODS:
-        raise EveInputError(f"Unknown attribution method {method!r}: use one of {', '.join(METHODS)}.")
+    method_info(method)
     why = None if (method == "LayerGradCam" and layer_given) else unavailable(model, method)
     if why:
-        usable = [m for m in available_methods(model) if m != method]
+        usable = [m for m in available_methods(model, training=True) if m != method]
         raise EveInputError(
             f"{method} cannot explain this model ({why}): choose one of {', '.join(usable)}, or, for a "
             "TorchScript model, load it as a built-in."
         )
-    return METHODS[method]
+    return ALL_METHODS[method]
 
 
 def _check_params(method: str, params: dict) -> dict:
-    allowed = METHODS[method].defaults
+    allowed = ALL_METHODS[method].defaults
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         names = ", ".join(allowed) or "none"
@@ -426,6 +460,10 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             return captum_attr.GuidedBackprop(model).attribute(x, target=target)
+    if ALL_METHODS[method].training:
+        from engine import xtrain
+
+        return xtrain.attribute(model, x, method, target)
     if METHODS[method].attention:
         from engine.attention import attention_map
 
@@ -521,7 +559,7 @@ def _regional(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict
 
 def _compute_batched(model, images, method, target, p, batch_size, return_delta=False):
     maps, deltas = [], []
-    seed = p.get("seed") if METHODS[method].random else None
+    seed = p.get("seed") if ALL_METHODS[method].random else None
     if method == "GradientShap":  # captum runs all B × n_samples copies in one forward pass
         batch_size = min(batch_size, max(1, FORWARD_BATCH // int(p["n_samples"])))
     with _seeded(seed, images.device):
@@ -547,17 +585,17 @@ def attribution_map(
     return_delta: bool = False,
     **params,
 ):
-    """A pixel-attribution map per image, from one of the nine captum `METHODS`.
+    """A pixel-attribution map per image, from one of `METHODS` or `TRAINING_METHODS` (`ALL_METHODS`).
 
     Args:
         model: an `nn.Module` (or TorchScript module) in eval mode: (B, 1, S, S) → (B, K).
         images: (B, 1, S, S) float tensor; left unchanged.
-        method: a key of `METHODS`.
+        method: a key of `ALL_METHODS`.
         target: output index (int) or one index per image (LongTensor (B,)).
         batch_size: images per captum call.
         return_delta: for IntegratedGradients / DeepLift / GradientShap, also return captum's
             convergence delta, Σ maps − (y(x) − y(baseline)), per image (per sample for GradientShap).
-        **params: the method's parameters (`METHODS[method].defaults` lists them and their defaults).
+        **params: the method's parameters (`ALL_METHODS[method].defaults` lists them and their defaults).
 
     Returns:
         maps (B, 1, S, S) float32, detached, on the images' device (and the delta if asked).

@@ -6,7 +6,8 @@
 
 The quality table has one row per method: the metrics of `map_quality.quality_table` (faithfulness,
 completeness, complexity and, for a glass-box model whose read pixels are exact, localisation), the
-local Lipschitz estimate (stability) for the methods without sampling, and the random-logit test
+local Lipschitz estimate (stability) for the methods without sampling (nor stored maps: XtrAIn's are of the
+tracked images only, which `default_methods` then includes), and the random-logit test
 for models with two or more outputs. Times are measured per method and stated in the table.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine import baselines, map_quality
+from engine import baselines, map_quality, xtrain
 from engine.cards import ModelCard
 from engine.data import Dataset
 from engine.errors import EveInputError
@@ -75,19 +76,18 @@ def map_report(
     rows = [int(r) for r in rows]
     if not rows:
         raise EveInputError("No images chosen: give at least one subject (--subjects) or a split with rows.")
-    methods = baselines.available_methods(model) if methods is None else list(methods)
+    images = dataset.model_inputs(card.spec, rows)
+    methods = default_methods(model, images) if methods is None else list(methods)
     for method in methods:
-        if method not in baselines.METHODS:
-            raise EveInputError(f"Unknown attribution method {method!r}: use one of {', '.join(baselines.METHODS)}.")
+        baselines.method_info(method)  # raises for an unknown name
         why = baselines.unavailable(model, method)
         if why:
             raise EveInputError(f"{method} cannot explain {card.name} ({why}): leave it out of --methods.")
-    images = dataset.model_inputs(card.spec, rows)
     chosen = regions_for(region_kind, card.spec)
     maps, seconds = {}, {}
     for i, method in enumerate(methods):
-        params = {"regions": chosen.labels} if baselines.METHODS[method].regional else {}
-        if baselines.METHODS[method].random:
+        params = {"regions": chosen.labels} if baselines.method_info(method).regional else {}
+        if baselines.method_info(method).random:
             params["seed"] = seed
         start = time.perf_counter()
         maps[method] = baselines.attribution_map(model, images, method, target=target, **params)
@@ -105,7 +105,7 @@ def map_report(
     with torch.no_grad():
         difference = (model(images) - model(torch.zeros_like(images)))[:, target].numpy()
     for method, found in maps.items():
-        regional = baselines.METHODS[method].regional
+        regional = baselines.method_info(method).regional
         for b, row in enumerate(rows):
             table = region_shares(found[b, 0].numpy(), chosen, regional=regional, whole=float(difference[b]))
             shares.append(table.assign(method=method, subject=dataset.subjects[row]))
@@ -132,10 +132,25 @@ EXTRA_METRICS = {
 }
 
 
+def default_methods(model, images: torch.Tensor) -> list[str]:
+    """Every method that applies to `model` (`baselines.available_methods`, the training trajectory's
+    included), but XtrAIn's stored maps when an image is not one that training tracked."""
+    methods = baselines.available_methods(model, training=True)
+    if None in xtrain.tracked_rows(model, images):
+        methods = [m for m in methods if not baselines.method_info(m).stored]
+    return methods
+
+
+def _recomputable(method: str) -> bool:
+    """Whether a method can map perturbed images: not a sampling one (too slow), not a stored one."""
+    info = baselines.method_info(method)
+    return not (info.slow or info.stored)
+
+
 def _lipschitz(model, images, method: str, target: int, seed: int) -> float:
-    if baselines.METHODS[method].slow:
+    if not _recomputable(method):
         return float("nan")
-    params = {"seed": seed} if baselines.METHODS[method].random else {}
+    params = {"seed": seed} if baselines.method_info(method).random else {}
 
     def explain(x):
         return baselines.attribution_map(model, x, method, target=target, **params)
@@ -145,9 +160,9 @@ def _lipschitz(model, images, method: str, target: int, seed: int) -> float:
 
 
 def _random_logit(model, images, method: str, target: int, card: ModelCard, seed: int) -> float:
-    if len(card.output_names) < 2 or baselines.METHODS[method].slow:
+    if len(card.output_names) < 2 or not _recomputable(method):
         return float("nan")
-    params = {"seed": seed} if baselines.METHODS[method].random else {}
+    params = {"seed": seed} if baselines.method_info(method).random else {}
 
     def explain(x, other):
         return baselines.attribution_map(model, x, method, target=other, **params)
@@ -173,16 +188,10 @@ def run_maps_command(args) -> None:
     """`python -m engine maps`: the report for the command's model, images and methods, written and summarised."""
     from tqdm import tqdm
 
-    from engine import default_device
-    from engine.models import load
-    from engine.report import _check_builtin_flags, model_ref
+    from engine.report import command_model
     from engine.scoring import open_dataset, split_rows
 
-    device = torch.device(args.device) if args.device else default_device()
-    ref = model_ref(args)
-    model, card = load(ref, device)
-    if not ref.is_torchscript:
-        _check_builtin_flags(args, card.spec)
+    model, card, ref, device = command_model(args)
     target = card.output_index(args.output) if args.output is not None else 0
     dataset = open_dataset(args.data)
     if args.subjects:
@@ -192,7 +201,9 @@ def run_maps_command(args) -> None:
             raise EveInputError(f"--n {args.n}: give 1 or more images.")
         rows = split_rows(dataset, args.split)[: args.n]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    with tqdm(total=len(methods or baselines.available_methods(model)), unit="method", desc="maps") as bar:
+    if methods is None:
+        methods = default_methods(model, dataset.model_inputs(card.spec, rows))
+    with tqdm(total=len(methods), unit="method", desc="maps") as bar:
         report = map_report(
             model.cpu() if device.type == "cpu" else model,
             card,

@@ -837,6 +837,17 @@ def _model_ref(args) -> ModelRef:
     return ModelRef.builtin(args.model)
 
 
+def command_model(args) -> tuple:
+    """(model, card, ref, device) a command names (`model_ref`, --device), a built-in model's contradicting
+    input flags refused; cheap, so it fails before a dataset's header checks."""
+    device = torch.device(args.device) if args.device else default_device()
+    ref = model_ref(args)
+    model, card = load(ref, device)
+    if not ref.is_torchscript:
+        _check_builtin_flags(args, card.spec)
+    return model, card, ref, device
+
+
 def _check_builtin_flags(args, spec: SliceSpec) -> None:
     given = {
         "input": args.input,
@@ -883,11 +894,7 @@ def run_score_command(args) -> list[Path]:
     _writable(out)
     if args.n_boot < 0:
         raise EveInputError(f"--n-boot {args.n_boot}: use 0 (no CI) or a positive number of bootstrap draws.")
-    device = torch.device(args.device) if args.device else default_device()
-    ref = model_ref(args)
-    model, card = load(ref, device)  # cheap: fails before the dataset's header checks
-    if not ref.is_torchscript:
-        _check_builtin_flags(args, card.spec)
+    model, card, ref, device = command_model(args)
     if args.output is not None:
         card.output_index(args.output)
     dataset = open_dataset(args.data)

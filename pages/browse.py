@@ -5,7 +5,7 @@ that subject; an optional baseline map over the model's input slice."""
 import numpy as np
 import streamlit as st
 
-from components import cohort_filter, errors, loaders, sidebar, slice_viewer, state
+from components import anchors_panel, cohort_filter, counterfactual_panel, errors, loaders, sidebar, slice_viewer, state
 from engine.data.slicing import PLANE_AXIS, PLANES, cube_planes, peak_voxel, slice_index
 
 sel = sidebar.current()
@@ -175,3 +175,9 @@ else:
             ),
             key="browse_model_input",
         )
+
+# -- 5. the rule on the features that keeps the model's decision (an anchor) ---------------
+anchors_panel.show_subject_anchor(sel, subject)
+
+# -- 6. what if one feature were different -----------------------------------------------
+counterfactual_panel.draw(sel, subject, radiological)

@@ -1,6 +1,6 @@
-"""Compare: for one image, the captum maps in a grid (one colour scale, signed or absolute)
-beside Eve's score bars for the same model; model vs model score bars; the maps'
-sanity-check and infidelity numbers."""
+"""Compare: for one image, the captum maps in a grid (one colour scale, signed or absolute), with an MLP's
+training-trajectory maps (XtrAIn, XtrAIn+, Xstep) beside them, and Eve's score bars for the same model; model
+vs model score bars; the maps' sanity-check and infidelity numbers."""
 
 import pandas as pd
 import streamlit as st
@@ -72,10 +72,22 @@ def show_maps(found: dict, key: str) -> None:
         st.plotly_chart(maps.map_grid(shown, image, signed=signed), key=key)
 
 
-with st.status(f"Computing {len(methods)} maps...", expanded=False) as status:
-    found = compute_maps(methods)
+# an MLP's maps from its training trajectory (engine.xtrain): XtrAIn and XtrAIn+ stored by training for the
+# images it tracked, Xstep for any image
+tracking = loaders.xtrain_tracking(sel.model_ref, sel.device)
+trained = loaders.training_methods(sel.model_ref, sel.device, subject)
+with st.status(f"Computing {len(methods) + len(trained)} maps...", expanded=False) as status:
+    found = compute_maps(methods + trained)
     status.update(label=f"{len(found)} maps", state="complete")
 show_maps(found, "compare_maps")
+if tracking is not None:
+    shown = ", ".join(m for m in trained if m in tracking.stored) or "none for this image"
+    st.caption(
+        f"From the training trajectory (XtrAIn, Lymperopoulos et al.): XtrAIn sums, over all {tracking.steps} SGD "
+        "steps, how the output changed when only each pixel's first-layer weights took the step; XtrAIn+ keeps the "
+        "steps that raised it. Training stored them for its tracked test images "
+        f"({', '.join(tracking.images)}); stored maps shown: {shown}. Xstep maps any image: {tracking.xstep}."
+    )
 st.caption(
     f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "
     f"({'red = raises, blue = lowers the output' if signed else 'brighter = larger |attribution|'}). "

@@ -1,13 +1,25 @@
 """Attribution scores: S(A) per feature with confidence intervals — from data, from diffusion
 samples and (on synthetic data) the truth — beside the feature correlation matrix, with a
-plain-language caption per feature, the conditional curve E[f | A = a], and downloads."""
+plain-language caption per feature, the conditional curve E[f | A = a], the rules that keep the model's
+decision (anchors), and downloads."""
 
 import json
 
 import pandas as pd
 import streamlit as st
 
-from components import colors, correlation, curves, diffusion_panel, errors, loaders, score_bars, sidebar, state
+from components import (
+    anchors_panel,
+    colors,
+    correlation,
+    curves,
+    diffusion_panel,
+    errors,
+    loaders,
+    score_bars,
+    sidebar,
+    state,
+)
 
 sel = sidebar.current()
 st.title("Attribution scores")
@@ -125,7 +137,11 @@ if sel.model_ref is not None:
             "The score is the variance of this line relative to the variance of the dots."
         )
 
-# -- 7. downloads ------------------------------------------------------------------------
+# -- 7. rules that keep the model's decision (anchors, on request) ----------------------
+if sel.model_ref is not None:
+    anchors_panel.show_cohort_rules(sel, split, tuple(features))
+
+# -- 8. downloads ------------------------------------------------------------------------
 if combined is not None and not combined.empty:
     meta = dict(dataset=sel.dataset_label, model=sel.model_label, output=sel.output_name, images=split, n=len(rows))
     c = st.columns(3)

@@ -197,6 +197,19 @@ def test_feature_slider_moves_without_exception(server, app_page):
     page.screenshot(path=str(ARTIFACTS / "4-explorer-moved.png"), full_page=True)
 
 
+def test_what_if_shows_a_subjects_counterfactual(server, app_page):
+    page = app_page
+    page.goto(f"{server}/browse")
+    _settle(page)
+    page.get_by_text("Change one of this subject's features").click()
+    _settle(page)
+    _no_exception(page, "browse after asking what if")
+    assert page.get_by_text("read from the image").count() == 1
+    assert page.get_by_text("round trip").count() >= 1
+    page.get_by_text("What if").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "10-browse-what-if.png"), full_page=True)
+
+
 def test_a_shared_link_opens_its_view_and_the_address_bar_follows_the_view(server, app_page):
     page = app_page
     page.goto(f"{server}/explorer?dataset=shapes&feature=size&value=11.3&seed=7")

@@ -1,4 +1,5 @@
-"""Eve's built-in model architectures: a small CNN, a small Vision Transformer and glass-box read-outs.
+"""Eve's built-in model architectures: a small CNN, a small Vision Transformer, a fully connected
+network (MLP) and glass-box read-outs.
 
 Every model follows Eve's model contract: (B, 1, S, S) float32 images in [0, 1] — or
 (B, 1, S, S, S) volumes for a 3D model — → (B, K) float32 outputs (logits for a classifier,
@@ -168,7 +169,50 @@ class SmallViT(nn.Module):
         return self.head(self.norm(tokens)[:, 0])
 
 
-# 3. glass-box read-outs ----------------------------------------------------------------
+# 3. a fully connected network (XtrAIn's form) ---------------------------------------------
+
+
+class MLP(nn.Module):
+    """Flatten → Linear(S², h₁) → ReLU → … → Linear(h_last, K): the fully connected network for which
+    XtrAIn's first-layer swaps are published (`engine.xtrain`). No dropout or batch norm, so training
+    and evaluation compute the same function (XtrAIn evaluates it during training).
+
+    Args:
+        size: image side S (the image is (B, 1, S, S); the first layer takes P = S² pixels).
+        outputs: K, number of outputs.
+        hidden: widths of the hidden layers, at least one.
+        tracked: images whose XtrAIn maps training stored with the weights (0: none). The buffers
+            `xtrain_inputs` (N, 1, S, S) and `xtrain_maps` (explained, method, K, N, 1, S, S), float16,
+            hold them (axes in `engine.xtrain`); `engine.models.train` fills them, the weights file keeps them.
+
+    `first` is the first layer and `rest` maps its output to (B, K): model(x) = rest(first(x.flatten(1))).
+    No `cam_layer`: without a feature map, Grad-CAM does not apply.
+    """
+
+    def __init__(self, size: int = 64, outputs: int = 1, hidden: tuple[int, ...] = (32, 32), tracked: int = 0):
+        super().__init__()
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden:
+            raise ValueError("an MLP needs at least one hidden layer")
+        self.size = size
+        self.flatten = nn.Flatten()
+        self.first = nn.Linear(size * size, hidden[0])
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(hidden, hidden[1:], strict=False):
+            layers += [nn.ReLU(), nn.Linear(width_in, width_out)]
+        self.rest = nn.Sequential(*layers, nn.ReLU(), nn.Linear(hidden[-1], outputs))
+        if tracked:
+            from engine.xtrain import EXPLAINED, STORED_METHODS  # the axes of the stored maps
+
+            shape = (len(EXPLAINED), len(STORED_METHODS), outputs, int(tracked), 1, size, size)
+            self.register_buffer("xtrain_inputs", torch.zeros(int(tracked), 1, size, size, dtype=torch.float16))
+            self.register_buffer("xtrain_maps", torch.zeros(shape, dtype=torch.float16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, S, S) → (B, K)
+        return self.rest(self.first(self.flatten(x)))
+
+
+# 4. glass-box read-outs ----------------------------------------------------------------
 
 
 def _window_mask(size: int, window: tuple[int, int, int, int] | None) -> torch.Tensor:
@@ -300,5 +344,5 @@ class BorderMean(nn.Module):
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (SmallCNN, SmallViT, DarkPixelCount, BrightAreaAboveBackground, BorderMean)
+    cls.__name__: cls for cls in (SmallCNN, SmallViT, MLP, DarkPixelCount, BrightAreaAboveBackground, BorderMean)
 }

@@ -27,7 +27,7 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm import tqdm
 
-from engine import machine
+from engine import machine, xtrain
 from engine.cards import ModelCard
 from engine.data import Dataset, SliceSpec
 from engine.data.defaults import load_default
@@ -127,8 +127,9 @@ TARGETS: dict[str, Target] = {
 class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
-    lr: float = 3e-3  # AdamW, cosine decay to 0
+    lr: float = 3e-3  # peak of a one-cycle schedule (warm-up, then cosine decay to 0)
     weight_decay: float = 1e-3
+    optimiser: str = "adamw"  # "adamw", or "sgd": plain SGD (no momentum), the steps XtrAIn tracks
     shift: int = 0  # random translation of up to ±shift pixels (zero padding)
     flip: bool = False  # random left-right flip (brains: label-preserving)
     gain: float = 0.0  # multiply each image by U(1 - gain, 1 + gain), then clip to [0, 1]
@@ -150,6 +151,11 @@ class Recipe:
     search: dict[str, list] | None = None  # glass-box: grid of kwargs, best train-split correlation wins
     output_unit: str | None = None  # a regression or read-out output's unit
 
+    @property
+    def track(self) -> int:
+        """Test images whose XtrAIn maps are tracked during training (an MLP's `tracked`; 0: none)."""
+        return int(self.kwargs.get("tracked", 0))
+
 
 # chosen by 4-fold cross-validation on synthbrain's train split (a hidden layer or dropout trained worse)
 SMALL_CNN = {"size": 64, "outputs": 1, "widths": [8, 16, 32], "pooled": 4, "hidden": 0, "dropout": 0.0}
@@ -157,6 +163,10 @@ SMALL_CNN = {"size": 64, "outputs": 1, "widths": [8, 16, 32], "pooled": 4, "hidd
 # 64 patches of 8 x 8 pixels, 2 blocks of width 64; depth, patch, width and learning rate chosen on 60 train
 # subjects held out from the other 220 (assets/README.md): depth 4 learnt little from 280 slices
 SMALL_VIT = {"size": 64, "patch": 8, "dim": 64, "depth": 2, "heads": 4, "mlp": 128, "outputs": 1}
+
+# a fully connected network for XtrAIn (engine.xtrain): 4096 → 32 → 32 → 1, XtrAIn and XtrAIn+ tracked on the first 8
+# test images; 32 hidden units keep the weights and the stored maps under 1 MB
+SMALL_MLP = {"size": 64, "outputs": 1, "hidden": [32, 32], "tracked": 8}
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
@@ -235,6 +245,32 @@ RECIPES: dict[str, Recipe] = {
             "Classifier of aspect < 0.725 (flat vs round ellipse): depends on aspect only.",
             ("logit P(aspect<0.725)",),
             TrainConfig(epochs=20, weight_decay=1e-4),
+        ),
+        Recipe(
+            "synthbrain-diagnosis-mlp",
+            "synthbrain",
+            "label",
+            "binary",
+            SYNTHBRAIN_SPEC,
+            "MLP",
+            SMALL_MLP,
+            "Fully connected diagnosis-like classifier (the target of synthbrain-diagnosis, on the same slice), "
+            "trained with plain SGD while XtrAIn and XtrAIn+ were tracked on 8 test images (engine.xtrain).",
+            ("logit P(label=1)",),
+            TrainConfig(epochs=100, lr=0.01, weight_decay=1e-3, optimiser="sgd", flip=True),
+        ),
+        Recipe(
+            "shapes-elongated-mlp",
+            "shapes",
+            "elongated",
+            "binary",
+            SHAPES_SPEC,
+            "MLP",
+            SMALL_MLP,
+            "Fully connected classifier of aspect < 0.725 (the target of shapes-elongated), trained with plain SGD "
+            "while XtrAIn and XtrAIn+ were tracked on 8 test images (engine.xtrain).",
+            ("logit P(aspect<0.725)",),
+            TrainConfig(epochs=30, lr=0.01, weight_decay=1e-4, optimiser="sgd"),
         ),
         Recipe(
             "synthbrain-glass-ventricles",
@@ -369,15 +405,31 @@ def augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) ->
     return x
 
 
-def fit(recipe: Recipe, images: torch.Tensor, y: np.ndarray, *, progress: bool = True) -> nn.Module:
-    """Train a recipe's model on images (N, 1, S, S) and targets y (N,). Deterministic by seed."""
+def fit(
+    recipe: Recipe,
+    images: torch.Tensor,
+    y: np.ndarray,
+    *,
+    progress: bool = True,
+    on_step: Callable[[dict, dict], None] | None = None,
+) -> nn.Module:
+    """Train a recipe's model on images (N, 1, S, S) and targets y (N,). Deterministic by seed.
+
+    `on_step(old, new)` is called after every optimiser step with the parameters before and after it
+    ({name: tensor}, detached; e.g. `engine.xtrain.Tracker.step`); it must not change them."""
     config = recipe.train
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = build_model({"class": recipe.architecture, "kwargs": recipe.kwargs}, recipe.name)
     targets = torch.tensor(np.asarray(y), dtype=torch.float32)[:, None]  # (N, 1)
     loss_fn = nn.BCEWithLogitsLoss() if recipe.task == "binary" else nn.MSELoss()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimiser not in ("adamw", "sgd"):
+        raise ValueError(f"unknown optimiser {config.optimiser!r}")
+    optimiser = (
+        torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        if config.optimiser == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    )
     steps_per_epoch = -(-len(images) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
@@ -395,7 +447,10 @@ def fit(recipe: Recipe, images: torch.Tensor, y: np.ndarray, *, progress: bool =
             loss = loss_fn(model(x), targets[idx])
             optimiser.zero_grad()
             loss.backward()
+            old = {n: p.detach().clone() for n, p in model.named_parameters()} if on_step else None
             optimiser.step()
+            if on_step:
+                on_step(old, {n: p.detach() for n, p in model.named_parameters()})
             schedule.step()
             total += loss.item() * len(idx)
         bar.set_postfix(loss=f"{total / len(images):.4f}")
@@ -425,6 +480,20 @@ def calibrate(recipe: Recipe, dataset: Dataset) -> tuple[Recipe, dict]:
         "train_pearson_r": best[0],
     }
     return replace(recipe, kwargs=best[1]), calibration
+
+
+def _tracking_card(recipe: Recipe, dataset: Dataset, rows: np.ndarray, tracker) -> dict:
+    """The card's `xtrain` entry (`engine.xtrain.Tracking`): which maps the weights file holds, of which images."""
+    return xtrain.Tracking(
+        methods=xtrain.METHODS,
+        stored=xtrain.STORED_METHODS,
+        images=tuple(dataset.subjects[r] for r in rows),
+        split="test",
+        explained=xtrain.EXPLAINED if recipe.task == "binary" else xtrain.EXPLAINED[:1],
+        steps=tracker.steps,
+        stored_as=xtrain.STORED_AS.format(f"{recipe.name}.safetensors"),
+        xstep=xtrain.XSTEP,
+    ).to_json()
 
 
 def _card(recipe: Recipe, model: nn.Module, wall_time: float | None) -> ModelCard:
@@ -479,17 +548,28 @@ def train_recipe(name: str, out_dir: str | Path | None = None, *, progress: bool
         y = target.values(dataset.table.iloc[rows].reset_index(drop=True), dataset.truth)
         deterministic = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(True)
+        tracker = None
+        if recipe.track:  # XtrAIn on the first test images, every step (engine.xtrain)
+            tracked_rows = dataset.split_indices("test")[: recipe.track]
+            tracked = dataset.model_inputs(recipe.spec, tracked_rows)
+            architecture = build_model({"class": recipe.architecture, "kwargs": recipe.kwargs}, name)  # its layers
+            tracker = xtrain.Tracker(architecture, tracked, probability=recipe.task == "binary")
         start = time.perf_counter()
         try:
-            model = fit(recipe, images, y, progress=progress)
+            model = fit(recipe, images, y, progress=progress, on_step=tracker.step if tracker else None)
         finally:
             torch.use_deterministic_algorithms(deterministic)
         wall_time = time.perf_counter() - start
+        if tracker:
+            xtrain.store(model, tracker, tracked)
     elif recipe.search:
         recipe, calibration = calibrate(recipe, dataset)
     if not recipe.train:
         model = build_model({"class": recipe.architecture, "kwargs": recipe.kwargs}, name)
     card = _card(recipe, model, wall_time)
+    if recipe.train and tracker:
+        training = {**card.training, "xtrain_tracking_s": round(tracker.seconds, 1)}
+        card = replace(card, training=training, xtrain=_tracking_card(recipe, dataset, tracked_rows, tracker))
     if recipe.search:
         card = replace(card, calibration=calibration)
     card = replace(card, metrics={"split": "test", **evaluate(model, card, dataset)})
