@@ -394,6 +394,18 @@ def conditional_samples(
     return images[:, 0].cpu().numpy().astype(np.float32), measured
 
 
+@st.cache_data(show_spinner=False, max_entries=2048)
+def conditional_frames(
+    generator: str, feature: str, value, n: int, seed: int, guidance: float
+) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+    """The samples of `conditional_samples` as WebP data URLs (`components.samples.encoded_frames`),
+    with their probe-measured values: one position of the explorer's scrubbing bank."""
+    from components.samples import encoded_frames
+
+    images, measured = conditional_samples(generator, feature, value, n, seed, guidance)
+    return tuple(encoded_frames(images)), None if measured is None else tuple(float(m) for m in measured)
+
+
 @st.cache_data(show_spinner=False, max_entries=1024)
 def sample_outputs(
     generator: str, feature: str, value, n: int, seed: int, guidance: float, ref: ModelRef, device: str, output: int

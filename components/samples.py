@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
+
+WEBP_QUALITY = 90  # lossy: ~1.2 kB a 64 x 64 frame, at most ~10 grey levels off (lossless WebP/PNG: ~2.6 kB)
 
 
 def sample_grid(images: np.ndarray, captions: list[str], *, cols: int = 3, height_per_row: int = 310) -> go.Figure:
@@ -57,3 +63,19 @@ def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], hei
     fig.update_annotations(font_size=12)
     fig.update_layout(height=height, margin=dict(l=4, r=4, t=28, b=4))
     return fig
+
+
+def encoded_frames(images: np.ndarray, quality: int = WEBP_QUALITY) -> list[str]:
+    """(n, S, S) images in [0, 1] as grey-scale WebP data URLs (8 bits, for display only)."""
+    urls = []
+    for image in np.clip(images, 0, 1):
+        buffer = io.BytesIO()
+        Image.fromarray((image * 255 + 0.5).astype(np.uint8)).save(buffer, "WEBP", quality=quality, method=4)
+        urls.append("data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return urls
+
+
+def decoded_frame(url: str) -> np.ndarray:
+    """A data URL from `encoded_frames` back to an (S, S) array in [0, 1]."""
+    data = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32) / 255

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from engine.data.slicing import PLANE_AXIS, extract_slice, slice_index
+from engine.data.slicing import DISPLAY_AXES, PLANE_AXIS, extract_slice, slice_index
 
 # display-edge letters (left, right, top, bottom) in neurological convention
 EDGES = {"axial": ("L", "R", "A", "P"), "coronal": ("L", "R", "S", "I"), "sagittal": ("P", "A", "S", "I")}
@@ -42,9 +42,16 @@ def slice_figure(
     title: str = "",
     height: int = 320,
     window: tuple[float, float] = (0.0, 1.0),
+    crosshair: tuple[int, int] | None = None,
+    clickable: bool = False,
 ) -> go.Figure:
     """A grey-scale slice with hover (intensity, x/y/z mm) and edge letters (L/R, A/P, S/I); `window`
-    is the displayed intensity range (window/level: black at its low end, white at its high end)."""
+    is the displayed intensity range (window/level: black at its low end, white at its high end).
+
+    `crosshair`: a displayed pixel (column, row), e.g. from `slicing.pixel_of_voxel`, where two lines
+    cross. `clickable`: an invisible marker at every pixel (trace 1), so that a click selects a point
+    that `st.plotly_chart(on_select=...)` returns (it returns none for a heatmap, streamlit#8760);
+    its x/y are the displayed column/row (`slicing.voxel_of_click` turns them into a voxel)."""
     image = extract_slice(volume, affine, plane, index)
     k = slice_index(volume.shape, affine, plane, index) if volume.ndim == 3 else 0
     world = world_grid(volume.shape, affine, plane, k)
@@ -52,19 +59,43 @@ def slice_figure(
     if radiological:
         image, world = image[:, ::-1], world[:, ::-1]
         left, right = right, left
+    where = "x %{customdata[0]:.1f} mm, y %{customdata[1]:.1f} mm, z %{customdata[2]:.1f} mm<extra></extra>"
     fig = go.Figure(
         go.Heatmap(
             z=image,
-            customdata=world.astype(np.float32),
             colorscale="gray",
             zmin=float(window[0]),
             zmax=float(window[1]),
             showscale=False,
-            hovertemplate="intensity %{z:.3f}<br>x %{customdata[0]:.1f} mm, y %{customdata[1]:.1f} mm, "
-            "z %{customdata[2]:.1f} mm<extra></extra>",
+            # a clickable view's hover (mm included) comes from the click layer above, which would hide this one's
+            customdata=None if clickable else world.astype(np.float32),
+            hoverinfo="skip" if clickable else None,
+            hovertemplate="intensity %{z:.3f}" + ("<extra></extra>" if clickable else "<br>" + where),
         )
     )
+    if clickable:
+        rows, cols = np.indices(image.shape)
+        grid = np.uint8 if max(image.shape) <= 256 else np.uint16  # compact arrays in the figure's JSON
+        fig.add_trace(
+            go.Scatter(
+                x=cols.ravel().astype(grid),
+                y=rows.ravel().astype(grid),
+                mode="markers",
+                # invisible, and drawn once: plotly hovers and selects over all the points, drawn or not
+                # (drawing ~10k SVG markers per plane took ~0.4 s each in Chromium)
+                marker=dict(size=6, opacity=0, color="white", maxdisplayed=1),
+                selected=dict(marker=dict(opacity=0)),
+                unselected=dict(marker=dict(opacity=0)),
+                # (x, y, z mm, intensity) per pixel: the heatmap's hover, carried by the click layer
+                customdata=np.concatenate([world, image[..., None]], -1).reshape(-1, 4).astype(np.float32),
+                hovertemplate="intensity %{customdata[3]:.3f}<br>" + where,
+                showlegend=False,
+            )
+        )
+        fig.update_layout(clickmode="event+select", dragmode=False, hovermode="closest")
     _image_layout(fig, image.shape, title, height, aspect=_pixel_aspect(affine, plane) if volume.ndim == 3 else 1.0)
+    if crosshair is not None:
+        _crosshair(fig, crosshair, image.shape)
     for text, x, y in ((left, 0.0, 0.5), (right, 1.0, 0.5), (top, 0.5, 1.0), (bottom, 0.5, 0.0)):
         if text:
             fig.add_annotation(
@@ -91,8 +122,13 @@ def model_slice_figure(
     radiological: bool = False,
     title: str = "",
     height: int = 320,
+    crosshair: tuple[int, int] | None = None,
+    limit: float | None = None,
 ) -> go.Figure:
-    """The model's (S, S) input (the values it is fed), optionally with an attribution map over it."""
+    """The model's (S, S) input (the values it is fed), optionally with an attribution map over it;
+    `crosshair`: a displayed pixel (column, row, after the radiological flip) where two lines cross;
+    `limit`: the map's colour-scale end (None: this slice's largest |value|; pass a 3D map's own, so
+    its three planes share one scale)."""
     if radiological:
         image = image[:, ::-1]
         overlay = None if overlay is None else overlay[:, ::-1]
@@ -110,7 +146,7 @@ def model_slice_figure(
         )
     )
     if overlay is not None:
-        limit = float(np.nanmax(np.abs(overlay))) or 1.0
+        limit = (float(np.nanmax(np.abs(overlay))) if limit is None else float(limit)) or 1.0
         fig.add_trace(
             go.Heatmap(
                 z=overlay,
@@ -126,16 +162,33 @@ def model_slice_figure(
             )
         )
     _image_layout(fig, image.shape, title, height)
+    if crosshair is not None:
+        _crosshair(fig, crosshair, image.shape)
     return fig
 
 
-# voxel axes (RAS) along a slice's (rows, columns), as `extract_slice` lays them out
-SLICE_AXES = {"axial": (1, 0), "coronal": (2, 0), "sagittal": (2, 1)}
+CROSSHAIR_COLOUR = "rgba(0, 230, 255, 0.75)"
+
+
+def _crosshair(fig: go.Figure, point: tuple[int, int], shape: tuple[int, int]) -> None:
+    """Two lines through pixel `point` (column, row), broken around it so the voxel itself stays visible,
+    and stopping short of the image's edges, where the orientation letters are."""
+    col, row = point
+    gap = max(2.0, 0.04 * max(shape))
+    line = dict(color=CROSSHAIR_COLOUR, width=1.5)
+    inset = 0.06 * max(shape)
+    low_x, high_x, low_y, high_y = inset - 0.5, shape[1] - 0.5 - inset, inset - 0.5, shape[0] - 0.5 - inset
+    for x0, x1 in ((low_x, col - gap), (col + gap, high_x)):
+        if x1 > x0:
+            fig.add_shape(type="line", x0=x0, x1=x1, y0=row, y1=row, line=line, layer="above")
+    for y0, y1 in ((low_y, row - gap), (row + gap, high_y)):
+        if y1 > y0:
+            fig.add_shape(type="line", x0=col, x1=col, y0=y0, y1=y1, line=line, layer="above")
 
 
 def _pixel_aspect(affine: np.ndarray, plane: str) -> float:
     """A pixel's height over its width in mm, so anisotropic voxels (e.g. 2 x 2 x 3 mm) keep the anatomy's shape."""
-    rows, cols = SLICE_AXES[plane]
+    rows, cols = DISPLAY_AXES[plane]
     spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     return float(spacing[rows] / spacing[cols])
 
@@ -149,5 +202,13 @@ def _image_layout(fig: go.Figure, shape: tuple[int, int], title: str, height: in
         paper_bgcolor="rgba(0,0,0,0)",
     )
     fig.update_xaxes(visible=False, range=[-0.5, shape[1] - 0.5], constrain="domain")
-    # row 0 is the top of the image
-    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", scaleratio=aspect, constrain="domain")
+    # row 0 is the top of the image; a fixed range, so a click layer's markers add no margin; an image
+    # wider than its plot hangs from the top, so planes side by side line up under their titles
+    fig.update_yaxes(
+        visible=False,
+        range=[shape[0] - 0.5, -0.5],
+        scaleanchor="x",
+        scaleratio=aspect,
+        constrain="domain",
+        constraintoward="top",
+    )

@@ -42,6 +42,9 @@ BROWSE_SPLIT = "browse_split"  # prefix: + dataset (its splits)
 BROWSE_TABLE = "browse_table"  # dataframe row selection
 BROWSE_SUBJECT = "browse_subject"  # prefix: + dataset
 BROWSE_SLICE = "browse_slice"  # prefix: + dataset + plane
+BROWSE_VIEW = "browse_view"  # prefix: + dataset + plane; a plane's chart, its click selection (the crosshair)
+BROWSE_CROSSHAIR = "browse_crosshair"  # draw the crosshair's lines in the planes
+BROWSE_TO_PEAK = "browse_to_peak"  # the button moving the crosshair to a 3D map's largest value
 BROWSE_ORIENTATION = "browse_orientation"
 BROWSE_WINDOW = "browse_window"  # (low, high) displayed intensity: window/level
 BROWSE_OVERLAY = "browse_overlay"
@@ -68,6 +71,10 @@ EXPLORER_N = "explorer_n"
 EXPLORER_SEED = "explorer_seed"
 EXPLORER_GUIDANCE = "explorer_guidance"
 EXPLORER_STEP = "explorer_step"  # step buttons across the range
+EXPLORER_LIVE = "explorer_live"  # toggle: scrub the samples in the browser (components.scrubber)
+EXPLORER_SCRUB = "explorer_scrub"  # prefix: + generator + feature; the scrubber component
+EXPLORER_BANK = "explorer_bank"  # {bank key: positions drawn}: the scrubber's bank on screen
+EXPLORER_RELEASED = "explorer_released"  # the scrubber's release moved the value (the page reruns)
 
 COMPARE_SUBJECT = "compare_subject"  # prefix: + dataset
 COMPARE_SIGNED = "compare_signed"
@@ -103,6 +110,7 @@ DEFAULTS: dict = {
     RESULTS: {},
     BROWSE_ORIENTATION: "neurological",
     BROWSE_WINDOW: (0.0, 1.0),
+    BROWSE_CROSSHAIR: True,
     BROWSE_OVERLAY: False,
     BROWSE_WHATIF: False,
     BROWSE_OVERLAY_OPACITY: 0.5,
@@ -113,6 +121,9 @@ DEFAULTS: dict = {
     EXPLORER_N: 8,
     EXPLORER_SEED: 0,
     EXPLORER_GUIDANCE: 1.0,
+    EXPLORER_LIVE: False,
+    EXPLORER_BANK: {},
+    EXPLORER_RELEASED: False,
     COMPARE_SIGNED: "absolute",
     COMPARE_PLANE: "coronal",
     TRUTH_TOLERANCE: 0.10,

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from components import colors, errors, explorer_panels, loaders, samples, share, sidebar, state
+from components import colors, errors, explorer_panels, loaders, samples, scrubber, share, sidebar, state
 
 STEPS = 41  # slider positions across the feature's training range (each one cached once drawn)
 
@@ -30,7 +30,7 @@ if dm is None:
 palette = colors.feature_colors(ds.features)
 
 # -- 1. controls -------------------------------------------------------------------------
-c = st.columns([2, 1, 1, 1])
+c = st.columns([2, 1, 1, 1, 1], vertical_alignment="bottom")
 feature = c[0].selectbox("Feature", dm.features, key=state.keyed(state.EXPLORER_FEATURE, sel.source))
 n = c[1].select_slider("Samples", [4, 8, 12, 16], key=state.EXPLORER_N)
 seed = int(c[2].number_input("Seed", 0, 9999, key=state.EXPLORER_SEED, help="Same seed, same subjects."))
@@ -39,6 +39,13 @@ guidance = c[3].select_slider(
     [1.0, 1.5, 2.0, 3.0],
     key=state.EXPLORER_GUIDANCE,
     help="Classifier-free guidance for display only: > 1 makes samples more typical. Scores always use 1.",
+)
+live = c[4].toggle(
+    "Live scrubbing",
+    key=state.EXPLORER_LIVE,
+    help="Drag through the values with the images swapped in your browser, no server round trip: every "
+    "value's samples are drawn in the background (nearest first) and sent once. Releasing the slider updates "
+    "the model's panels.",
 )
 
 info = dm.feature(feature)
@@ -76,14 +83,16 @@ def _step(delta: int) -> None:
     st.session_state[value_key] = options[int(np.clip(i + delta, 0, len(options) - 1))]
 
 
-c = st.columns([8, 1, 1, 1])
-value = c[0].select_slider(
-    f"{feature} = a", options, key=value_key, format_func=lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
-)
-c[1].button("◀", key=state.keyed(state.EXPLORER_STEP, "back"), on_click=_step, args=(-1,), help="One step down")
-c[2].button("▶", key=state.keyed(state.EXPLORER_STEP, "fwd"), on_click=_step, args=(1,), help="One step up")
-play = c[3].button("Play", key=state.keyed(state.EXPLORER_STEP, "play"), help="Sweep the whole range")
-share.write_url(sel, feature=feature, value=f"{value:.4g}" if isinstance(value, float) else value, seed=seed)
+if live:  # the scrubber has its own slider, steps and Play; the value is plain state it moves on release
+    st.session_state[value_key] = value = st.session_state[value_key]
+    play = False
+else:
+    c = st.columns([8, 1, 1, 1])
+    value = c[0].select_slider(f"{feature} = a", options, key=value_key, format_func=scrubber.label)
+    c[1].button("◀", key=state.keyed(state.EXPLORER_STEP, "back"), on_click=_step, args=(-1,), help="One step down")
+    c[2].button("▶", key=state.keyed(state.EXPLORER_STEP, "fwd"), on_click=_step, args=(1,), help="One step up")
+    play = c[3].button("Play", key=state.keyed(state.EXPLORER_STEP, "play"), help="Sweep the whole range")
+share.write_url(sel, feature=feature, value=scrubber.label(value), seed=seed)
 
 
 def _captions(measured: np.ndarray | None, k: int) -> list[str]:
@@ -99,9 +108,10 @@ def _draw(target, v) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 # -- 2. the grid of conditional samples, full width (three tiles a row: >= 256 px each on a laptop) --
-st.subheader(
-    f"Samples of p(x | {feature} = {value:.4g})" if not categorical else f"Samples of p(x | {feature} = {value})"
-)
+st.subheader(f"Samples of p(x | {feature} = {'a' if live else scrubber.label(value)})")
+if live:
+    bank = scrubber.BankSpec(sel.generator, feature, tuple(options), n, seed, float(guidance))
+    scrubber.live_samples(bank, value_key)
 grid = st.empty()
 if play:
     bar = st.progress(0.0, text="Sweeping the range (each value is cached once drawn)...")
@@ -113,16 +123,32 @@ if play:
 images = None
 t0 = time.perf_counter()
 with errors.shown("Sampling"), st.spinner("Sampling..."):
-    images, measured = _draw(grid, value)
+    if live:  # the page's value, for the panels below (the scrubber drew it first: cached)
+        images, measured = loaders.conditional_samples(sel.generator, feature, value, n, seed, float(guidance))
+    else:
+        images, measured = _draw(grid, value)
 elapsed = time.perf_counter() - t0
 if images is None:
     st.stop()
 mae = "" if measured is None or categorical else f" Mean |measured − a| = {np.mean(np.abs(measured - value)):.3g}."
+if live:
+    mae = mae and f" At a = {scrubber.label(value)}:{mae[1:].replace('Mean', ' mean', 1)}"
+    how = (
+        f"Drag the slider or press Play: the images are swapped in your browser from a bank of every value's "
+        f"{n} samples (WebP, quality {samples.WEBP_QUALITY}, for display), drawn in the background nearest "
+        f"first; until a value is drawn the nearest drawn one stands in, and the strip under the slider shows "
+        f"which are ready. Release the slider, step, or pause Play to move a = {scrubber.label(value)} and update "
+        f"the model's panels below. Each tile keeps its own noise seed, so the same {n} subjects morph; "
+    )
+else:
+    how = (
+        f"Each tile keeps its own noise seed, so moving the slider morphs the same {n} subjects (to enlarge, "
+        "hover the tiles and click the full-screen button at their top right); "
+    )
 st.caption(
-    f"Each tile keeps its own noise seed, so moving the slider morphs the same {n} subjects (to enlarge, hover "
-    "the tiles and click the full-screen button at their top right); every other "
+    f"{how}every other "
     f"feature follows its distribution given {feature} as the diffusion model learned it. Captions: "
-    f"{feature} read back from each image by Eve's probe.{mae} Drawn in {elapsed:.2f} s. "
+    f"{feature} read back from each image by Eve's probe.{mae}{'' if live else f' Drawn in {elapsed:.2f} s.'} "
     f"How these are drawn — {loaders.explorer_sampler(float(guidance)).description} Scores are drawn "
     f"another way, which pins each sample's other features to a real subject's — "
     f"{loaders.score_sampler(sel.generator).description}"
@@ -151,4 +177,5 @@ with errors.shown("Sampling the second value"):
     )
     st.caption("The same sample (same noise) at the two values: the difference shows what the feature changes.")
 
-explorer_panels.precompute(sel, feature, options, n, seed, float(guidance))
+if not live:  # the scrubber fills the same cache on its own
+    explorer_panels.precompute(sel, feature, options, n, seed, float(guidance))

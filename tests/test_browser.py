@@ -16,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,6 +198,52 @@ def test_feature_slider_moves_without_exception(server, app_page):
     page.screenshot(path=str(ARTIFACTS / "4-explorer-moved.png"), full_page=True)
 
 
+def test_explorer_scrubbing_swaps_frames_in_the_browser_without_a_rerun(server, app_page):
+    """Live scrubbing (components.scrubber): once every value's samples are in the browser, dragging its
+    slider shows other frames while the browser sends the server nothing (no rerun, the app never runs);
+    letting go sends the value, and the page (its URL) follows."""
+    page = app_page
+    sent = []  # WebSocket messages to the server: every rerun is one
+    page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(time.monotonic())))
+    page.goto(f"{server}/explorer?dataset=shapes&feature=size&seed=3")
+    _settle(page)
+    page.locator('[data-testid="stMain"] [data-testid="stCheckbox"]').filter(has_text="Live scrubbing").click()
+    page.wait_for_function(
+        "() => window.eveScrubber && window.eveScrubber.k > 0 && window.eveScrubber.ready === window.eveScrubber.k",
+        timeout=PAGE_TIMEOUT_MS,
+        polling=200,
+    )
+    _settle(page)  # the full bank's last page run: the fragment's timer is off
+    _no_exception(page, "explorer with live scrubbing")
+    page.evaluate("""() => {  // any script run from now on flips the app's state to running
+        const app = document.querySelector('[data-testid="stApp"]');
+        window.__runs = 0;
+        new MutationObserver(() => { if (app.dataset.testScriptState === 'running') window.__runs += 1; })
+            .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    }""")
+    slider = page.locator(".eve-scrubber input.range")
+    tile = page.locator(".eve-scrubber canvas").first
+    box = slider.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + 8, y)
+    page.mouse.down()
+    before, swaps, quiet = tile.evaluate("c => c.toDataURL()"), page.evaluate("window.eveScrubber.swaps"), len(sent)
+    for f in np.linspace(0, 0.7, 30):
+        page.mouse.move(box["x"] + 8 + f * (box["width"] - 16), y)
+    page.wait_for_timeout(300)
+    shown = page.evaluate("({...window.eveScrubber})")
+    assert tile.evaluate("c => c.toDataURL()") != before  # another frame on the canvas
+    assert shown["swaps"] - swaps >= 10 and shown["shown"] == shown["want"] > 0
+    assert len(sent) == quiet and page.evaluate("window.__runs") == 0  # all of it in the browser
+    page.screenshot(path=str(ARTIFACTS / "11-explorer-scrubbing.png"), full_page=True)
+    page.mouse.up()
+    label = page.locator(".eve-scrubber .current").inner_text()
+    page.wait_for_function(f"() => window.location.search.includes('value={label}')", timeout=PAGE_TIMEOUT_MS)
+    assert len(sent) > quiet
+    _settle(page)
+    _no_exception(page, "explorer after letting go of the scrubber")
+
+
 def test_what_if_shows_a_subjects_counterfactual(server, app_page):
     page = app_page
     page.goto(f"{server}/browse")
@@ -208,6 +255,38 @@ def test_what_if_shows_a_subjects_counterfactual(server, app_page):
     assert page.get_by_text("round trip").count() >= 1
     page.get_by_text("What if").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "10-browse-what-if.png"), full_page=True)
+
+
+def test_a_click_on_the_axial_plane_moves_the_crosshair_in_the_other_planes(server, app_page):
+    """Browse's linked crosshair: a click in one plane (on its click layer: a heatmap returns no
+    selection) moves the other two planes' slices to the clicked voxel and reads it out."""
+    page = app_page
+    page.goto(f"{server}/browse")
+    _settle(page)
+    sliders = page.locator('[data-testid="stSlider"]')
+
+    def slices() -> dict[str, int]:
+        ranges = {plane: sliders.filter(has_text=f"{plane} slice") for plane in ("axial", "coronal", "sagittal")}
+        return {plane: int(r.locator('input[type="range"]').input_value()) for plane, r in ranges.items()}
+
+    before = slices()
+    axial = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="axial · voxel").first
+    columns, rows = axial.locator(".js-plotly-plot").evaluate(
+        "g => [g._fullLayout.xaxis.range[1] + 0.5, g._fullLayout.yaxis.range[0] + 0.5]"
+    )
+    box = axial.locator(".nsewdrag").first.bounding_box()  # the image's area
+    col, row = round(columns * 0.25), round(rows * 0.3)  # the patient's left, anterior (neurological view)
+    x, y = box["x"] + (col + 0.5) / columns * box["width"], box["y"] + (row + 0.5) / rows * box["height"]
+    page.mouse.move(x, y, steps=5)  # plotly picks the point under the pointer as it hovers
+    time.sleep(0.5)
+    page.mouse.click(x, y)
+    _settle(page)
+    _no_exception(page, "browse after a click on the axial plane")
+    after = slices()
+    assert after == {"axial": before["axial"], "coronal": rows - 1 - row, "sagittal": col}, (before, after)
+    assert page.get_by_text(f"voxel ({col}, {rows - 1 - row}, {before['axial']})").count() == 1
+    page.get_by_text("Crosshair at voxel").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "12-browse-crosshair.png"), full_page=True)
 
 
 def test_a_shared_link_opens_its_view_and_the_address_bar_follows_the_view(server, app_page):

@@ -13,7 +13,19 @@ import torch
 
 from engine.data import SliceSpec, load_dataset, shapes
 from engine.data import synthbrain as synthbrain_generator
-from engine.data.slicing import extract_slice, normalise_intensity, slice_index, to_square
+from engine.data.slicing import (
+    PLANE_AXIS,
+    cube_voxel,
+    extract_slice,
+    normalise_intensity,
+    pixel_of_voxel,
+    point_of_voxel,
+    slice_index,
+    to_cube,
+    to_square,
+    volume_voxel,
+    voxel_of_click,
+)
 from engine.errors import DatasetError, EveInputError
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -93,6 +105,71 @@ def test_to_square_keeps_aspect_by_padding():
     out = to_square(image, 20)
     assert out.shape == (1, 1, 20, 20)
     assert out[0, 0, 0].sum() == 0 and out[0, 0, 10].sum() == 20
+
+
+# ---------------------------------------------------------------- a viewer's crosshair
+
+
+@pytest.mark.parametrize("radiological", [False, True])
+@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
+def test_a_click_maps_to_the_voxel_shown_under_it(plane, radiological):
+    volume = np.random.default_rng(0).random((9, 11, 7)).astype(np.float32)  # every voxel a different value
+    image = extract_slice(volume, np.eye(4), plane, 3)
+    image = image[:, ::-1] if radiological else image
+    for row, col in [(0, 0), (2, 5), (image.shape[0] - 1, image.shape[1] - 1)]:
+        voxel = voxel_of_click(volume.shape, plane, 3, col, row, radiological=radiological)
+        assert voxel[PLANE_AXIS[plane]] == 3 and volume[voxel] == image[row, col]
+        assert pixel_of_voxel(volume.shape, plane, voxel, radiological=radiological) == (col, row)
+
+
+def test_a_click_on_the_radiological_view_finds_the_patients_left():
+    # a bright voxel in the patient's left (low x), anterior (high y): on a radiological axial view it
+    # shows on the image's right, and a click there is that voxel
+    volume = np.zeros((20, 24, 22), np.float32)
+    volume[2, 21, 19] = 1.0
+    image = extract_slice(volume, np.eye(4), "axial", 19)[:, ::-1]
+    row, col = np.argwhere(image == 1.0)[0]
+    assert col > image.shape[1] // 2 and row < image.shape[0] // 2
+    assert voxel_of_click(volume.shape, "axial", 19, col, row, radiological=True) == (2, 21, 19)
+    assert voxel_of_click(volume.shape, "axial", 19, col, row, radiological=False) == (17, 21, 19)  # its mirror
+
+
+def test_a_click_reads_out_world_coordinates_through_the_affine():
+    affine = np.array([[2.0, 0, 0, -90], [0, 2.5, 0, -126], [0, 0, 3.0, -72], [0, 0, 0, 1]])  # anisotropic, shifted
+    volume = np.arange(10 * 12 * 8, dtype=np.float32).reshape(10, 12, 8)
+    voxel = voxel_of_click(volume.shape, "coronal", 5, 4.2, 1.8)  # the nearest pixel: column 4, row 2
+    assert voxel == (4, 5, 5)
+    point = point_of_voxel(volume, affine, voxel)
+    assert point.world == pytest.approx((-82.0, -113.5, -57.0)) and point.intensity == volume[4, 5, 5]
+    assert voxel_of_click(volume.shape, "coronal", 5, -3, 99) == (0, 5, 0)  # off the image: its edge
+
+
+@pytest.mark.parametrize(
+    "shape, zooms, size, spacing",
+    [
+        ((10, 12, 8), (2.0, 2.0, 3.0), 32, 1.0),  # upsampled (trilinear) and padded
+        ((40, 36, 30), (1.0, 1.0, 1.5), 16, None),  # downsampled (area) to fit the field of view
+        ((30, 30, 30), (2.0, 2.0, 2.0), 12, 4.0),  # downsampled and cropped
+    ],
+)
+def test_the_crosshair_lands_in_the_model_cube_where_to_cube_puts_the_voxel(shape, zooms, size, spacing):
+    # three ramps (each voxel's i, j, k): to_cube's resampling of them says where each cube voxel came from
+    ramps = np.stack(np.indices(shape), 0).astype(np.float32)
+    cube = to_cube(torch.from_numpy(ramps)[:, None], zooms, size, spacing)[:, 0].numpy()  # (3, S, S, S)
+    extent = np.asarray(shape) * np.asarray(zooms)
+    step = (extent.max() / size if spacing is None else spacing) / np.asarray(zooms)  # volume voxels per cube voxel
+    tolerance = np.where(step <= 1, 0.5, step / 2 + 0.5)  # area averaging: each bin snaps to whole voxels
+    rng = np.random.default_rng(0)
+    for voxel in [tuple(int(rng.integers(n)) for n in shape) for _ in range(30)]:
+        at = cube_voxel(shape, zooms, size, spacing, voxel)
+        if at is None:  # cropped out: check that it lies outside the cube's field of view
+            assert (np.abs((np.asarray(voxel) + 0.5) * zooms - extent / 2) > size * step * zooms / 2 - 1e-6).any()
+            continue
+        assert (np.abs(cube[(slice(None), *at)] - voxel) <= tolerance + 1e-4).all(), (voxel, at)
+        back = np.asarray(volume_voxel(shape, zooms, size, spacing, at))
+        assert (np.abs(back - voxel) <= tolerance).all(), (voxel, at, back)
+    assert cube_voxel((10, 12, 8), (2, 2, 3), 8, 2.0, (0, 0, 0)) is None  # cropped out of a 16 mm cube
+    assert volume_voxel((10, 12, 8), (2, 2, 3), 32, 2.0, (0, 0, 0)) is None  # the padding of a 64 mm cube
 
 
 # ---------------------------------------------------------------- shapes

@@ -263,6 +263,79 @@ def peak_voxel(volume_map: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(volume_map)), volume_map.shape))
 
 
+# voxel axes (RAS+) along a displayed slice's (rows, columns), as `extract_slice` lays them out
+DISPLAY_AXES = {"axial": (1, 0), "coronal": (2, 0), "sagittal": (2, 1)}
+
+
+@dataclass(frozen=True)
+class VolumePoint:
+    """One voxel of a volume, as a viewer's crosshair reads it out."""
+
+    voxel: tuple[int, int, int]  # RAS+ voxel indices (i, j, k)
+    world: tuple[float, float, float]  # its centre in world coordinates (mm), through the affine
+    intensity: float  # the volume's value there
+
+
+def voxel_of_click(
+    shape: tuple[int, ...], plane: str, index: int, x: float, y: float, *, radiological: bool = False
+) -> tuple[int, int, int]:
+    """The RAS+ voxel (i, j, k) shown at displayed pixel (column `x`, row `y`) of `plane`'s slice
+    `index` of a 3D volume of `shape`: the inverse of `extract_slice`'s layout (the top row is the
+    last voxel along the row axis), after the left-right flip when the view is `radiological`.
+    A point off the image is clipped to its edge."""
+    rows, cols = DISPLAY_AXES[plane]
+    col = int(np.clip(round(float(x)), 0, shape[cols] - 1))
+    row = int(np.clip(round(float(y)), 0, shape[rows] - 1))
+    voxel = [0, 0, 0]
+    voxel[PLANE_AXIS[plane]] = int(np.clip(int(index), 0, shape[PLANE_AXIS[plane]] - 1))
+    voxel[rows] = shape[rows] - 1 - row
+    voxel[cols] = shape[cols] - 1 - col if radiological else col
+    return tuple(voxel)
+
+
+def pixel_of_voxel(
+    shape: tuple[int, ...], plane: str, voxel: tuple[int, int, int], *, radiological: bool = False
+) -> tuple[int, int]:
+    """Where voxel (i, j, k) of a 3D volume of `shape` falls in `plane`'s displayed slice, as
+    (column, row): the inverse of `voxel_of_click` (the crosshair's lines in each plane)."""
+    rows, cols = DISPLAY_AXES[plane]
+    col = shape[cols] - 1 - voxel[cols] if radiological else voxel[cols]
+    return int(col), int(shape[rows] - 1 - voxel[rows])
+
+
+def point_of_voxel(volume: np.ndarray, affine: np.ndarray, voxel: tuple[int, int, int]) -> VolumePoint:
+    """A voxel's world coordinates (mm, `affine @ (i, j, k, 1)`) and intensity."""
+    voxel = tuple(int(v) for v in voxel)
+    world = np.asarray(affine, float) @ np.r_[voxel, 1.0]
+    return VolumePoint(voxel, tuple(float(w) for w in world[:3]), float(np.asarray(volume)[voxel]))
+
+
+def _cube_grid(shape, zooms, size: int, spacing: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """`to_cube`'s geometry per axis: cube coordinate = (voxel + 0.5) * scale - 0.5 + offset
+    (resampling with half-voxel centres, then the centre pad or crop)."""
+    shape, zooms = np.asarray(shape[:3], float), np.asarray(zooms, float)
+    extent = shape * zooms
+    spacing = float(extent.max() / size) if spacing is None else float(spacing)
+    target = np.array([max(1, round(e / spacing)) for e in extent], float)
+    return target / shape, (size - target) // 2
+
+
+def cube_voxel(shape, zooms, size: int, spacing: float | None, voxel) -> tuple[int, int, int] | None:
+    """The voxel of a volume model's input cube (`to_cube` with the same arguments) that voxel
+    (i, j, k) of the volume lands in; None when the cube's crop leaves it out."""
+    scale, offset = _cube_grid(shape, zooms, size, spacing)
+    point = np.floor((np.asarray(voxel, float) + 0.5) * scale + offset).astype(int)
+    return tuple(int(p) for p in point) if ((point >= 0) & (point < size)).all() else None
+
+
+def volume_voxel(shape, zooms, size: int, spacing: float | None, cube_point) -> tuple[int, int, int] | None:
+    """The inverse of `cube_voxel`: the volume's voxel at a cube voxel; None in the cube's padding."""
+    scale, offset = _cube_grid(shape, zooms, size, spacing)
+    point = np.floor((np.asarray(cube_point, float) + 0.5 - offset) / scale).astype(int)
+    inside = ((point >= 0) & (point < np.asarray(shape[:3]))).all()
+    return tuple(int(p) for p in point) if inside else None
+
+
 def to_square(image: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad (B, C, H, W) to a centred square, then resize to (size, size).
 

@@ -1,0 +1,303 @@
+"""Many users at once: 8 browser sessions open the Feature explorer together, then move its value.
+
+    .venv/bin/python benchmarks/bench_load.py [--sessions 8] [--moves 3] [--client protocol|browser|both]
+
+Starts `streamlit run app.py` on a free localhost port and waits for its health check; one warm-up
+session opens the explorer and closes (what a server that has been up a while has done; the server's
+memory is read after it: "before"). Then `--sessions` Chromium sessions (one browser, a context each: a
+Streamlit session each) open the explorer at the same moment, and each, once drawn, moves the
+explorer's value `--moves` times to values no session has drawn yet and back. Printed, and written to
+`benchmarks/results/load.json`:
+
+* first page: from `goto` to the page fully drawn (no spinner, the script not running), per session;
+* a value move: from the key press to the end of the rerun it triggers, per move;
+* light interactions while heavy work runs: the Browse slice slider in one session while another
+  computes diffusion scores (the Scores page's button);
+* errors: Streamlit exception boxes and page errors in any session;
+* the server's resident memory (VmRSS of the streamlit process) before, at the peak, and 20 s after the
+  sessions closed.
+
+Two kinds of client: Chromium (`browser`), and a light one that speaks Streamlit's own protocol over its
+websocket (`protocol`: the BackMsg a browser sends to run a page or move a widget, read until the run's
+script_finished), because 8 Chromium renderers on this 2-core machine take most of its CPU themselves and
+the browser numbers then measure the browsers. That the light client loads the server as a browser does is
+measured in the same run: the server's CPU seconds for one first page of each (`server_cpu_s_per_first_page`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from playwright.async_api import TimeoutError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_app import CHROMIUM_ARGS, SETTLED_JS, WATCH_JS  # noqa: E402
+from benchmarks.bench_live import cpu_seconds, start_server  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+
+VALUE_SLIDER = " = a"  # the explorer's value slider is labelled "<feature> = a"
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def _settled(page, timeout_ms: int = 600_000) -> None:
+    await page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    await asyncio.sleep(0.3)
+    await page.wait_for_function(SETTLED_JS, timeout=timeout_ms)
+
+
+async def _errors(page) -> list[str]:
+    boxes = page.locator('[data-testid="stException"]')
+    return [await boxes.nth(i).inner_text() for i in range(await boxes.count())]
+
+
+async def _move(page, slider, key: str) -> float:
+    t0 = await page.evaluate("performance.now()")
+    await slider.focus()
+    await page.keyboard.press(key)
+    await page.wait_for_function(f"window.__eveDone > {t0}", timeout=120_000)
+    await page.wait_for_function(SETTLED_JS, timeout=120_000)
+    return (await page.evaluate("window.__eveDone") - t0) / 1000
+
+
+async def _session(browser, url: str, index: int, moves: int, start: asyncio.Event) -> dict:
+    context = await browser.new_context(viewport={"width": 1440, "height": 1400})
+    page = await context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    await start.wait()
+    t0 = time.perf_counter()
+    await page.goto(f"{url}/explorer?seed={index}")  # its own samples: no session rides another's cache
+    await _settled(page)
+    first = time.perf_counter() - t0
+    times = []
+    sliders = page.locator('[data-testid="stSlider"]').filter(has_text=VALUE_SLIDER).locator('input[type="range"]')
+    if await sliders.count():
+        await page.evaluate(WATCH_JS)
+        for key in ["ArrowRight"] * moves + ["ArrowLeft"] * moves:
+            try:
+                times.append(await _move(page, sliders.first, key))
+            except TimeoutError:  # playwright's: a key press that started no rerun within 2 minutes
+                page_errors.append(f"{key}: no rerun ended within 120 s")
+    found = await _errors(page)
+    await context.close()
+    return {"first_page_s": first, "move_s": times, "errors": found + page_errors}
+
+
+class ProtocolSession:
+    """One Streamlit session driven over its websocket, as the browser drives it (no rendering)."""
+
+    def __init__(self, url: str):
+        self.url = url.replace("http://", "ws://") + "/_stcore/stream"
+        self.widgets: dict[str, object] = {}  # label -> the widget's proto, from the last run
+        self.errors: list[str] = []
+        self.positions: dict[str, int] = {}  # a moved slider's option index
+
+    async def __aenter__(self):
+        import websockets
+
+        self.ws = await websockets.connect(self.url, subprotocols=["streamlit"], max_size=None)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.ws.close()
+
+    async def run(self, page: str, query: str = "", widgets=()) -> float:
+        """Seconds from sending the rerun to its script_finished (a rerun the script asks for included)."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        message = BackMsg()
+        message.rerun_script.query_string = query
+        message.rerun_script.page_name = page
+        for state in widgets:
+            message.rerun_script.widget_states.widgets.append(state)
+        t0 = time.perf_counter()
+        await self.ws.send(message.SerializeToString())
+        while True:
+            forward = ForwardMsg()
+            forward.ParseFromString(await self.ws.recv())
+            kind = forward.WhichOneof("type")
+            if kind == "delta" and forward.delta.WhichOneof("type") == "new_element":
+                element = forward.delta.new_element
+                which = element.WhichOneof("type")
+                if which == "exception":
+                    self.errors.append(element.exception.message)
+                elif which == "slider":
+                    self.widgets[element.slider.label] = element.slider
+            if kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                return time.perf_counter() - t0
+
+    def slider_move(self, label_part: str, step: int):
+        """The WidgetState that moves a select-slider `step` options along (its value is an option index)."""
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        slider = next(w for label, w in self.widgets.items() if label_part in label)
+        if slider.id not in self.positions:  # where the page drew it first
+            self.positions[slider.id] = int((list(slider.value) or list(slider.default) or [0])[0])
+        self.positions[slider.id] = min(max(self.positions[slider.id] + step, 0), len(slider.options) - 1)
+        state = WidgetState(id=slider.id)
+        state.double_array_value.data.append(float(self.positions[slider.id]))
+        return state
+
+
+async def _protocol_session(url: str, index: int, moves: int, start: asyncio.Event) -> dict:
+    async with ProtocolSession(url) as session:
+        await start.wait()
+        query = f"seed={index}"
+        first = await session.run("explorer", query)
+        times = []
+        if any(VALUE_SLIDER in label for label in session.widgets):
+            for step in [1] * moves + [-1] * moves:
+                times.append(await session.run("explorer", query, [session.slider_move(VALUE_SLIDER, step)]))
+        return {"first_page_s": first, "move_s": times, "errors": session.errors}
+
+
+async def _server_cpu_per_first_page(browser, url: str, pid: int) -> dict:
+    """The server's CPU seconds for one explorer first page (a seed no one drew) from each kind of client."""
+    out = {}
+    before = cpu_seconds(pid)
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{url}/explorer?seed=901")
+    await _settled(page)
+    await asyncio.sleep(2.0)
+    out["browser"] = cpu_seconds(pid) - before
+    await page.context.close()
+    await asyncio.sleep(2.0)
+    before = cpu_seconds(pid)
+    async with ProtocolSession(url) as session:
+        await session.run("explorer", "seed=902")
+        await asyncio.sleep(2.0)
+    out["protocol"] = cpu_seconds(pid) - before
+    return out
+
+
+async def _light_while_heavy(browser, url: str) -> dict:
+    """Browse slice moves in one session, idle and while another session computes diffusion scores."""
+    light = await (await browser.new_context(viewport={"width": 1440, "height": 1400})).new_page()
+    await light.goto(f"{url}/browse")
+    await _settled(light)
+    await light.evaluate(WATCH_JS)
+    slider = light.locator('[data-testid="stSlider"]').filter(has_text="axial slice").locator('input[type="range"]')
+    idle = [await _move(light, slider.first, "ArrowRight") for _ in range(3)]
+    heavy = await (await browser.new_context(viewport={"width": 1440, "height": 1400})).new_page()
+    await heavy.goto(f"{url}/scores")
+    await _settled(heavy)
+    button = heavy.get_by_role("button", name="Compute diffusion-based scores")
+    busy: list[float] = []
+    if await button.count():
+        await button.first.click()
+        await asyncio.sleep(2.0)  # the heavy run has started
+        busy = [await _move(light, slider.first, "ArrowRight") for _ in range(3)]
+        await _settled(heavy)
+    for page in (light, heavy):
+        await page.context.close()
+    return {"idle_move_s": idle, "move_during_heavy_s": busy}
+
+
+async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> dict:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        warm = await (await browser.new_context()).new_page()
+        t0 = time.perf_counter()
+        await warm.goto(f"{url}/explorer")
+        await _settled(warm)
+        warm_up = time.perf_counter() - t0
+        await warm.context.close()
+        await asyncio.sleep(5)
+        before = _rss_mb(pid)
+        start = asyncio.Event()
+        peak = [before]
+
+        async def watch():
+            while not start.is_set() or not done.is_set():
+                peak[0] = max(peak[0], _rss_mb(pid))
+                await asyncio.sleep(0.5)
+
+        done = asyncio.Event()
+        watcher = asyncio.create_task(watch())
+        cpu = await _server_cpu_per_first_page(browser, url, pid)
+        one = _session if client == "browser" else lambda _, *a: _protocol_session(*a)
+        tasks = [asyncio.create_task(one(browser, url, i + 1, moves, start)) for i in range(sessions)]
+        await asyncio.sleep(1.0)  # every context and page is open: the gotos start together
+        start.set()
+        results = await asyncio.gather(*tasks)
+        done.set()
+        await watcher
+        await asyncio.sleep(20)
+        after = _rss_mb(pid)
+        contention = await _light_while_heavy(browser, url)
+        await browser.close()
+    firsts = [r["first_page_s"] for r in results]
+    moves_s = [m for r in results for m in r["move_s"]]
+    errors = [e for r in results for e in r["errors"]]
+    return {
+        "client": client,
+        "server_cpu_s_per_first_page": cpu,
+        "sessions": sessions,
+        "warm_up_first_page_s": warm_up,
+        "first_page_s": firsts,
+        "first_page_p50_s": statistics.median(firsts),
+        "first_page_p90_s": _quantile(firsts, 0.9),
+        "move_s": moves_s,
+        "move_p50_s": statistics.median(moves_s) if moves_s else None,
+        "move_p90_s": _quantile(moves_s, 0.9) if moves_s else None,
+        "errors": len(errors),
+        "error_texts": errors[:5],
+        "memory_mb": {"before": before, "peak": peak[0], "after_close_20s": after},
+        "memory_after_over_before": after / before,
+        "light_while_heavy": contention,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--moves", type=int, default=3, help="value moves each way per session")
+    parser.add_argument("--client", choices=("protocol", "browser", "both"), default="both")
+    args = parser.parse_args()
+    clients = ("protocol", "browser") if args.client == "both" else (args.client,)
+    out = ROOT / "benchmarks" / "results" / "load.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}  # the other client's last run is kept
+    results["machine"] = describe()
+    for client in clients:
+        results[client] = _serve_and_run(args.sessions, args.moves, client)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    for client in clients:
+        shown = {k: v for k, v in results[client].items() if k not in ("first_page_s", "move_s")}
+        print(json.dumps(shown, indent=2))
+    print(f"wrote {out}")
+
+
+def _serve_and_run(sessions: int, moves: int, client: str) -> dict:
+    """A fresh server for one kind of client: start it, run the sessions, stop it."""
+    server, url = start_server()
+    try:
+        return asyncio.run(_run(url, sessions, moves, server.pid, client))
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+if __name__ == "__main__":
+    main()
