@@ -186,13 +186,7 @@ class LatentEditor:
         if isinstance(denoiser, LatentGaussian):
             mean, factor = _gaussian_conditional(denoiser, c, slot)
             return torch.linalg.solve_triangular(factor, (z0.double() - mean).T, upper=False).T.float()
-        scheduler = DDIMInverseScheduler(**TRAIN_SCHEDULE, clip_sample=False)
-        scheduler.set_timesteps(self.steps)
-        z = z0.clone()
-        for t in scheduler.timesteps:
-            eps = denoiser(z, t, c, m, slot)
-            z = scheduler.step(eps, t, z).prev_sample
-        return z
+        return self._path(DDIMInverseScheduler(**TRAIN_SCHEDULE, clip_sample=False), z0, c, m, slot)
 
     @torch.inference_mode()
     def generate(self, z_t: torch.Tensor, condition: dict) -> torch.Tensor:
@@ -202,12 +196,14 @@ class LatentEditor:
         if isinstance(denoiser, LatentGaussian):
             mean, factor = _gaussian_conditional(denoiser, c, slot)
             return (mean + z_t.double() @ factor.T).float()
-        scheduler = DDIMScheduler(**TRAIN_SCHEDULE, clip_sample=False)
+        return self._path(DDIMScheduler(**TRAIN_SCHEDULE, clip_sample=False), z_t, c, m, slot)
+
+    def _path(self, scheduler, z: torch.Tensor, c, m, slot) -> torch.Tensor:
+        """The deterministic (eta = 0) DDIM path of `self.steps` steps from z: up for the inverse scheduler
+        (t = 0 to T), down for the forward one."""
         scheduler.set_timesteps(self.steps)
-        z = z_t.clone()
         for t in scheduler.timesteps:
-            eps = denoiser(z, t, c, m, slot)
-            z = scheduler.step(eps, t, z, eta=0.0).prev_sample
+            z = scheduler.step(self.diffusion.denoiser(z, t, c, m, slot), t, z).prev_sample
         return z
 
 
