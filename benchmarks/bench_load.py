@@ -17,11 +17,13 @@ explorer's value `--moves` times to values no session has drawn yet and back. Pr
 * the server's resident memory (VmRSS of the streamlit process) before, at the peak, and 20 s after the
   sessions closed.
 
-Two kinds of client: Chromium (`browser`), and a light one that speaks Streamlit's own protocol over its
-websocket (`protocol`: the BackMsg a browser sends to run a page or move a widget, read until the run's
-script_finished), because 8 Chromium renderers on this 2-core machine take most of its CPU themselves and
-the browser numbers then measure the browsers. That the light client loads the server as a browser does is
-measured in the same run: the server's CPU seconds for one first page of each (`server_cpu_s_per_first_page`).
+Two kinds of client: Chromium (`browser`), and a light one (`protocol`) that loads the server as a browser
+does without rendering: it GETs every URL the warm-up browser fetched from the server (the page, its scripts,
+styles and fonts, six connections at a time), then speaks Streamlit's own protocol over the websocket (the
+BackMsg a browser sends to run a page or move a widget, read until the run's script_finished). Eight users'
+browsers run on eight machines; here 8 Chromium renderers share the server's 2 cores, and the browser numbers
+then measure the browsers too. That the light client loads the server as a browser does is measured in the
+same run: the server's CPU seconds for one first page of each (`server_cpu_s_per_first_page`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from playwright.async_api import TimeoutError
@@ -147,7 +150,8 @@ class ProtocolSession:
                 return time.perf_counter() - t0
 
     def slider_move(self, label_part: str, step: int):
-        """The WidgetState that moves a select-slider `step` options along (its value is an option index)."""
+        """The WidgetState that moves a select-slider `step` options along: the proto draws its position as
+        an option index, the browser sends back the option's text (Streamlit's `SelectSliderSerde`)."""
         from streamlit.proto.WidgetStates_pb2 import WidgetState
 
         slider = next(w for label, w in self.widgets.items() if label_part in label)
@@ -155,15 +159,45 @@ class ProtocolSession:
             self.positions[slider.id] = int((list(slider.value) or list(slider.default) or [0])[0])
         self.positions[slider.id] = min(max(self.positions[slider.id] + step, 0), len(slider.options) - 1)
         state = WidgetState(id=slider.id)
-        state.double_array_value.data.append(float(self.positions[slider.id]))
+        state.string_array_value.data.append(slider.options[self.positions[slider.id]])
         return state
 
 
-async def _protocol_session(url: str, index: int, moves: int, start: asyncio.Event) -> dict:
+def _fetched_by_a_browser(page, url: str) -> list[str]:
+    """The server's URLs a page's browser GETs (the page, its scripts, styles, fonts; filled as it loads)."""
+    urls: list[str] = []
+
+    def record(request):
+        if request.method == "GET" and request.url.startswith(url) and request.resource_type != "websocket":
+            urls.append(request.url)
+
+    page.on("request", record)
+    return urls
+
+
+async def _fetch_as_a_browser(assets: list[str], lanes: int = 6) -> None:
+    """GET every asset over `lanes` kept-alive connections at a time, as a browser loads a page."""
+    import requests
+
+    def lane(urls):
+        with requests.Session() as http:
+            for asset in urls:
+                http.get(asset, timeout=120)  # the body read whole; a 404 too, as the browser got one
+
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(_LANES, lane, assets[i::lanes]) for i in range(lanes)))
+
+
+_LANES = ThreadPoolExecutor(max_workers=64)  # every light session's connections at once, as 8 browsers
+
+
+async def _protocol_session(url: str, index: int, moves: int, start: asyncio.Event, assets: list[str]) -> dict:
     async with ProtocolSession(url) as session:
         await start.wait()
         query = f"seed={index}"
-        first = await session.run("explorer", query)
+        t0 = time.perf_counter()
+        await _fetch_as_a_browser(assets)  # the page and its bundle come before a browser opens the websocket
+        first = time.perf_counter() - t0 + await session.run("explorer", query)
         times = []
         if any(VALUE_SLIDER in label for label in session.widgets):
             for step in [1] * moves + [-1] * moves:
@@ -171,7 +205,7 @@ async def _protocol_session(url: str, index: int, moves: int, start: asyncio.Eve
         return {"first_page_s": first, "move_s": times, "errors": session.errors}
 
 
-async def _server_cpu_per_first_page(browser, url: str, pid: int) -> dict:
+async def _server_cpu_per_first_page(browser, url: str, pid: int, assets: list[str]) -> dict:
     """The server's CPU seconds for one explorer first page (a seed no one drew) from each kind of client."""
     out = {}
     before = cpu_seconds(pid)
@@ -184,6 +218,7 @@ async def _server_cpu_per_first_page(browser, url: str, pid: int) -> dict:
     await asyncio.sleep(2.0)
     before = cpu_seconds(pid)
     async with ProtocolSession(url) as session:
+        await _fetch_as_a_browser(assets)
         await session.run("explorer", "seed=902")
         await asyncio.sleep(2.0)
     out["protocol"] = cpu_seconds(pid) - before
@@ -201,7 +236,9 @@ async def _light_while_heavy(browser, url: str) -> dict:
     heavy = await (await browser.new_context(viewport={"width": 1440, "height": 1400})).new_page()
     await heavy.goto(f"{url}/scores")
     await _settled(heavy)
+    await heavy.get_by_text("Diffusion-based scores (for scarce data)").first.click()  # the expander holds it
     button = heavy.get_by_role("button", name="Compute diffusion-based scores")
+    await button.first.wait_for(timeout=60_000)
     busy: list[float] = []
     if await button.count():
         await button.first.click()
@@ -219,6 +256,7 @@ async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> di
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         warm = await (await browser.new_context()).new_page()
+        assets = _fetched_by_a_browser(warm, url)
         t0 = time.perf_counter()
         await warm.goto(f"{url}/explorer")
         await _settled(warm)
@@ -236,8 +274,8 @@ async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> di
 
         done = asyncio.Event()
         watcher = asyncio.create_task(watch())
-        cpu = await _server_cpu_per_first_page(browser, url, pid)
-        one = _session if client == "browser" else lambda _, *a: _protocol_session(*a)
+        cpu = await _server_cpu_per_first_page(browser, url, pid, assets)
+        one = _session if client == "browser" else lambda _, *a: _protocol_session(*a, assets)
         tasks = [asyncio.create_task(one(browser, url, i + 1, moves, start)) for i in range(sessions)]
         await asyncio.sleep(1.0)  # every context and page is open: the gotos start together
         start.set()
@@ -253,6 +291,7 @@ async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> di
     errors = [e for r in results for e in r["errors"]]
     return {
         "client": client,
+        "assets_per_first_page": len(assets),
         "server_cpu_s_per_first_page": cpu,
         "sessions": sessions,
         "warm_up_first_page_s": warm_up,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import io
 
 import numpy as np
@@ -18,51 +20,63 @@ def sample_grid(images: np.ndarray, captions: list[str], *, cols: int = 3, heigh
     a tile is about 290 px wide on a laptop, smoothed for display only."""
     n = len(images)
     rows = int(np.ceil(n / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=captions, horizontal_spacing=0.01, vertical_spacing=0.06)
-    for i, image in enumerate(images):
-        fig.add_trace(
-            go.Heatmap(
-                z=image,
-                colorscale="gray",
-                zmin=0,
-                zmax=1,
-                showscale=False,
-                zsmooth="best",
-                hovertemplate=f"{captions[i]}<br>intensity %{{z:.3f}}<extra></extra>",
-            ),
-            row=i // cols + 1,
-            col=i % cols + 1,
+    traces = [
+        dict(
+            _GREY,
+            z=image,
+            hovertemplate=f"{captions[i]}<br>intensity %{{z:.3f}}<extra></extra>",
         )
-    fig.update_xaxes(visible=False, constrain="domain")
-    fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
-    for i in range(1, n + 1):  # square pixels in every tile
-        fig.update_yaxes(scaleanchor=f"x{'' if i == 1 else i}", row=(i - 1) // cols + 1, col=(i - 1) % cols + 1)
-    fig.update_annotations(font_size=12)
-    fig.update_layout(height=rows * height_per_row + 20, margin=dict(l=4, r=4, t=28, b=4))
-    return fig
+        for i, image in enumerate(images)
+    ]
+    return _tiles(traces, captions, rows, cols, (0.01, 0.06), height=rows * height_per_row + 20)
 
 
 def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], height: int = 330) -> go.Figure:
     """Image a, image b, and b - a on a symmetric red-blue scale."""
     diff = b - a
     limit = float(np.abs(diff).max()) or 1.0
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[*titles, "difference (right − left)"], horizontal_spacing=0.02)
-    grey = dict(colorscale="gray", zmin=0, zmax=1, showscale=False, zsmooth="best")
-    fig.add_trace(go.Heatmap(z=a, **grey), row=1, col=1)
-    fig.add_trace(go.Heatmap(z=b, **grey), row=1, col=2)
     scale = dict(thickness=10, len=0.9, title=dict(text="intensity, right − left", side="right"))
-    fig.add_trace(
-        go.Heatmap(z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, zsmooth="best", colorbar=scale),
-        row=1,
-        col=3,
+    traces = [
+        dict(_GREY, z=a),
+        dict(_GREY, z=b),
+        dict(type="heatmap", z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, zsmooth="best", colorbar=scale),
+    ]
+    return _tiles(traces, [*titles, "difference (right − left)"], 1, 3, (0.02, None), height=height)
+
+
+_GREY = dict(type="heatmap", colorscale="gray", zmin=0, zmax=1, showscale=False, zsmooth="best")
+
+
+def _tiles(traces: list[dict], titles: list[str], rows: int, cols: int, spacing, height: int) -> go.Figure:
+    """Square image tiles on hidden axes (y down), one title each: make_subplots' layout, built once per
+    shape (`_tile_layout`), with this figure's titles and one validation of the whole (plotly's subplot
+    and layout updates cost 20-50 ms a figure, and the explorer draws two on every value move)."""
+    layout = copy.deepcopy(_tile_layout(rows, cols, len(traces), spacing))
+    for annotation, title in zip(layout["annotations"], titles, strict=True):
+        annotation["text"] = title
+    layout.update(height=height, margin=dict(l=4, r=4, t=28, b=4))
+    for i, trace in enumerate(traces):
+        suffix = "" if i == 0 else str(i + 1)
+        trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+    return go.Figure(data=traces, layout=layout)
+
+
+@functools.lru_cache(maxsize=16)
+def _tile_layout(rows: int, cols: int, n: int, spacing: tuple[float, float | None]) -> dict:
+    horizontal, vertical = spacing
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"title {i}" for i in range(n)],  # placeholders: `_tiles` writes each figure's own
+        horizontal_spacing=horizontal,
+        vertical_spacing=vertical,
     )
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", constrain="domain")
-    for i in (1, 2, 3):
-        fig.update_yaxes(scaleanchor=f"x{'' if i == 1 else i}", row=1, col=i)
+    for i in range(1, n + 1):  # square pixels in every tile
+        fig.update_yaxes(scaleanchor=f"x{'' if i == 1 else i}", row=(i - 1) // cols + 1, col=(i - 1) % cols + 1)
     fig.update_annotations(font_size=12)
-    fig.update_layout(height=height, margin=dict(l=4, r=4, t=28, b=4))
-    return fig
+    return fig.layout.to_plotly_json()
 
 
 def encoded_frames(images: np.ndarray, quality: int = WEBP_QUALITY) -> list[str]:

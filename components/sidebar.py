@@ -56,10 +56,6 @@ class Selection:
 
 def current() -> Selection:
     """This run's Selection (drawn by app.py before the page runs)."""
-    if state.SELECTION not in st.session_state:
-        # On a fresh server, Streamlit's legacy `pages/` folder mode runs the first request for
-        # a page URL as that file alone, without app.py; app.py's st.navigation ends that mode.
-        st.switch_page("app.py")
     return st.session_state[state.SELECTION]
 
 

@@ -3,17 +3,10 @@ panel's rule for one subject (`components.anchors_panel.show_subject_anchor`, ru
 
 from __future__ import annotations
 
-import pytest
-from streamlit.testing.v1 import AppTest, app_test
-from test_app import TIMEOUT, _app, _NavigationOnly, _no_exception, _texts
+from streamlit.testing.v1 import AppTest
+from test_app import TIMEOUT, _app, _no_exception, _texts
 
 from components import anchors_panel, state
-
-
-@pytest.fixture(autouse=True)
-def _navigation_only(monkeypatch):
-    """As in tests/test_app.py: AppTest runs app.py (and its sidebar), as `streamlit run` does."""
-    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
 
 
 def _subject_panel(model: str, subject: str) -> None:
@@ -40,7 +33,7 @@ def _panel(model: str, subject: str = "sub-0007") -> AppTest:
 
 def test_the_scores_page_finds_the_cohorts_rules_on_request():
     at = _app()
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     _no_exception(at)
     assert not [d for d in at.dataframe if "rule" in d.value.columns]
     assert "the paper's submodular pick" in _texts(at)
@@ -51,8 +44,8 @@ def test_the_scores_page_finds_the_cohorts_rules_on_request():
     assert (rules["precision"] >= 0.95).all() and rules["explained so far"].is_monotonic_increasing
     assert any("ventricle_volume" in rule for rule in rules["rule"])  # the feature the diagnosis reads most
     assert "sampled images have a rule with precision ≥ 0.95" in _texts(at)
-    at.switch_page("pages/overview.py").run()
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/overview.py").run()
+    at.switch_page("app_pages/scores.py").run()
     assert [d for d in at.dataframe if "rule" in d.value.columns], "the rules are kept for the session"
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from streamlit.runtime.pages_manager import PagesManager
-from streamlit.testing.v1 import AppTest, app_test
+from streamlit.testing.v1 import AppTest
 
 from components import state
 from engine.cards import ModelRef
@@ -26,29 +25,14 @@ from engine.models import list_cards
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 PAGES = [
-    "pages/overview.py",
-    "pages/browse.py",
-    "pages/scores.py",
-    "pages/explorer.py",
-    "pages/compare.py",
-    "pages/truth.py",
+    "app_pages/overview.py",
+    "app_pages/browse.py",
+    "app_pages/scores.py",
+    "app_pages/explorer.py",
+    "app_pages/compare.py",
+    "app_pages/truth.py",
 ]
 TIMEOUT = 600  # first runs read every volume once (then disk-cached) on a shared 2-core CPU
-
-
-class _NavigationOnly(PagesManager):
-    """AppTest resets the "uses a pages/ folder" flag before every run, and with a `pages/`
-    folder present it then re-runs the page file alone, skipping app.py (and the sidebar).
-    `streamlit run` sets the flag once, and st.navigation turns it off; do the same here."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-
-@pytest.fixture(autouse=True)
-def _navigation_only(monkeypatch):
-    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
 
 
 def _app(dataset: str = "synthbrain") -> AppTest:
@@ -109,7 +93,7 @@ def test_overview_names_dataset_and_model():
 
 def test_choosing_a_subject_changes_the_volume_shown():
     at = _app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     before = _figures(at)[0]["data"][0]["z"]
     subject = at.selectbox(key=state.keyed(state.BROWSE_SUBJECT, "synthbrain"))
     assert subject.value == "sub-0000"
@@ -121,7 +105,7 @@ def test_choosing_a_subject_changes_the_volume_shown():
 
 def test_moving_the_slice_slider_changes_the_slice():
     at = _app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     key = state.keyed(state.BROWSE_SLICE, "synthbrain", "axial")
     before_title, before_z = _figure_titles(at)[0], _figures(at)[0]["data"][0]["z"]
     at.slider(key=key).set_value(30).run()
@@ -132,7 +116,7 @@ def test_moving_the_slice_slider_changes_the_slice():
 
 def test_orientation_toggle_flips_left_and_right():
     at = _app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     axial = _figures(at)[0]
     letters = [a["text"] for a in axial["layout"]["annotations"]]
     assert letters[:2] == ["L", "R"]
@@ -145,7 +129,7 @@ def test_orientation_toggle_flips_left_and_right():
 
 def test_filter_narrows_the_table_and_subjects():
     at = _app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     at.selectbox(key=state.keyed(state.BROWSE_SPLIT, "synthbrain")).set_value("test").run()
     _no_exception(at)
     assert "120 of 400 images" in _texts(at)
@@ -155,7 +139,7 @@ def test_filter_narrows_the_table_and_subjects():
 def test_switching_dataset_changes_every_page():
     at = _app("shapes")
     assert "Shapes" in _texts(at)
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     _no_exception(at)
     assert "3000 of 3000 images" in _texts(at)
 
@@ -165,7 +149,7 @@ def test_switching_model_changes_the_scores():
     if len(names) < 2:
         pytest.skip("fewer than two built-in synthbrain models in the zoo yet")
     at = _app()
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     _no_exception(at)
     first = [m.value for m in at.markdown if "explains" in m.value]
     at.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value(names[1]).run()
@@ -176,7 +160,7 @@ def test_switching_model_changes_the_scores():
 
 def test_a_classifier_explains_its_probability_first_and_its_logit_one_click_away():
     at = _app()
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     model = at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).value
     probability = [m.value for m in at.markdown if "explains" in m.value]
     radio = at.sidebar.radio(key=state.keyed(state.EXPLAIN, ModelRef.builtin(model)))
@@ -190,7 +174,7 @@ def test_a_classifier_explains_its_probability_first_and_its_logit_one_click_awa
 
 def test_switching_overlay_method_changes_the_map():
     at = _app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     at.toggle(key=state.BROWSE_OVERLAY).set_value(True).run()
     _no_exception(at)
     methods = at.selectbox(key=state.BROWSE_OVERLAY_METHOD).options
@@ -203,7 +187,7 @@ def test_switching_overlay_method_changes_the_map():
 @pytest.mark.parametrize("dataset", ["synthbrain", "shapes"])
 def test_moving_the_feature_slider_changes_the_samples(dataset):
     at = _app(dataset)
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     _no_exception(at)
     assert "not ready" not in _texts(at)
     feature = at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, dataset)).value
@@ -216,7 +200,7 @@ def test_moving_the_feature_slider_changes_the_samples(dataset):
 
 def test_step_buttons_move_the_feature_value():
     at = _app()
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     feature = at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "synthbrain")).value
     key = state.keyed(state.EXPLORER_VALUE, "synthbrain", feature)
     start = at.select_slider(key=key).value
@@ -231,7 +215,7 @@ def test_step_buttons_move_the_feature_value():
 
 def _diffusion_scores_app(dataset: str = "synthbrain", features=("ventricle_volume", "icv")) -> AppTest:
     at = _app(dataset)
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     at.multiselect(key=state.keyed(state.SCORES_FEATURES, dataset)).set_value(list(features)).run()
     at.number_input(key=state.SCORES_DIFFUSION_K).set_value(3)
     at.number_input(key=state.SCORES_DIFFUSION_N).set_value(4).run()
@@ -252,7 +236,7 @@ def test_diffusion_scores_appear_beside_the_data_scores(dataset, features):
 
 def test_the_scores_page_offers_its_view_as_the_html_report():
     at = _app("shapes")
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     _no_exception(at)
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["Download CSV", "Download JSON", "Download HTML report"]
@@ -398,13 +382,13 @@ def test_an_uploaded_folder_uses_its_own_generator_or_says_how_to_train_one(tmp_
     model.set_value("shapes-elongated").run()
     warning = " ".join(w.value for w in at.sidebar.warning)
     assert "shapes-elongated was trained on Eve's shapes, not on" in warning and "describe that model" in warning
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     _no_exception(at)
     sidebar = " ".join(c.value for c in at.sidebar.caption)
     if with_generator:
         assert "my-discs-linear-gaussian, trained on your folder alone" in sidebar
         assert _figures(at), "the explorer draws the generator's samples"
-        at.switch_page("pages/scores.py").run()
+        at.switch_page("app_pages/scores.py").run()
         _no_exception(at)
         warning = " ".join(w.value for w in at.warning)
         assert "learnt from your 60 subjects alone" in warning and "Trust the data path's score" in warning
@@ -436,7 +420,7 @@ def test_uploaded_folder_loads_and_a_later_bad_upload_keeps_it(tmp_path):
     assert not at.sidebar.error, [e.value for e in at.sidebar.error]
     folder = at.session_state[state.USER_DATASET]
     assert "your folder (12 images)" in _texts(at)
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     _no_exception(at)
     assert "12 of 12 images" in _texts(at)
     for page in PAGES[2:]:  # every other page works on (or says plainly what it cannot do with) the folder
@@ -491,7 +475,7 @@ def test_uploaded_torchscript_model_is_scored():
     at.sidebar.file_uploader(key=state.MODEL_UPLOAD).set_value(good).run()
     _assert_kept(at)
     assert not at.sidebar.error
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     _no_exception(at)
     assert any("explains" in m.value for m in at.markdown)
 
@@ -500,7 +484,7 @@ def test_an_uploaded_model_is_fed_raw_values_unless_the_user_says_otherwise():
     at = _model_upload_app()
     good = ("model.pt", _torchscript(_MeanIntensity()), "application/octet-stream")
     at.sidebar.file_uploader(key=state.MODEL_UPLOAD).set_value(good).run()
-    at.switch_page("pages/overview.py").run()
+    at.switch_page("app_pages/overview.py").run()
     _no_exception(at)
     assert "intensity raw: the stored values" in _texts(at)
     raw = at.session_state[state.USER_MODEL]
@@ -530,10 +514,10 @@ def test_an_uploaded_card_fills_the_input_and_a_volume_model_is_scored():
     ref = at.session_state[state.USER_MODEL]
     assert ref.label == "my 3D model" and ref.spec.is_volume and ref.spec.spacing == 4.0
     assert ref.spec.intensity == "zscore"
-    at.switch_page("pages/overview.py").run()
+    at.switch_page("app_pages/overview.py").run()
     _no_exception(at)
     assert "a 24^3 cube of isotropic voxels at 4 mm" in _texts(at)
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     _no_exception(at)
     assert any("explains" in m.value for m in at.markdown)
 
@@ -549,17 +533,17 @@ def test_a_bad_card_upload_names_the_key_and_keeps_the_session():
 def test_the_3d_zoo_model_draws_its_map_in_three_planes_and_is_compared():
     at = _app()
     at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value("synthbrain-diagnosis-3d").run()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     at.toggle(key=state.BROWSE_OVERLAY).set_value(True).run()
     _no_exception(at)
     titles = _figure_titles(at)[-3:]
     assert [t.split(" ")[0] for t in titles] == ["axial", "coronal", "sagittal"]
     assert all(len(f["data"]) == 2 for f in _figures(at)[-3:])  # the input under the map, in every plane
     assert "the whole volume" in _texts(at) and "largest value" in _texts(at)
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     _no_exception(at)
     assert at.button_group(key=state.COMPARE_PLANE).value == "coronal"
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     _no_exception(at)
     assert "takes whole volumes" in _texts(at)
 
@@ -681,7 +665,7 @@ def test_switching_dataset_leaves_every_widget_showing_a_value_the_page_uses(pag
         at.sidebar.radio(key=state.DATASET).set_value(dataset).run()
         _no_exception(at)
         assert not _choices_in_range(at), (dataset, _choices_in_range(at))
-        if page == "pages/scores.py":  # the caption states the draws and images the bars were computed with
+        if page == "app_pages/scores.py":  # the caption states the draws and images the bars were computed with
             draws = at.main.select_slider(key=state.SCORES_N_BOOT).value
             images = at.main.selectbox(key=state.keyed(state.SCORES_SPLIT, dataset)).value
             caption = " ".join(c.value for c in at.main.caption if c.value.startswith("Bars:"))
@@ -699,7 +683,7 @@ def test_scores_on_a_folder_without_splits_use_all_images_and_say_so(tmp_path):
         name = line.split(",")[header.index("file")]
         files.append((Path(name).name, (src / name).read_bytes(), "application/gzip"))
     at = _app()
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     at.sidebar.radio(key=state.DATASET).set_value("upload").run()
     _no_exception(at)
     at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value(files).run()
@@ -714,7 +698,7 @@ def test_scores_on_a_folder_without_splits_use_all_images_and_say_so(tmp_path):
 
 def test_compare_shows_every_family_lists_what_does_not_apply_and_reads_the_map_by_region():
     at = _app("synthbrain")
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     _no_exception(at)
 
     def tiles() -> list[str]:
@@ -733,7 +717,7 @@ def test_compare_shows_every_family_lists_what_does_not_apply_and_reads_the_map_
 
 def test_compare_quality_table_has_faithfulness_completeness_and_complexity():
     at = _app("shapes")
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     at.button(key=state.COMPARE_QUALITY_RUN).click().run()
     _no_exception(at)
     [quality] = [d.value for d in at.dataframe if "deletion AUC" in d.value.columns]
@@ -745,7 +729,7 @@ def test_compare_quality_table_has_faithfulness_completeness_and_complexity():
 def test_compare_sets_the_vits_attention_maps_beside_its_captum_maps_and_says_what_does_not_apply():
     at = _app("synthbrain")
     at.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value("synthbrain-diagnosis-vit").run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     _no_exception(at)
     tiles = {a.get("text") for f in _figures(at) for a in f["layout"].get("annotations", [])}
     assert {"AttentionCLS", "AttentionRollout", "AttentionGradient", "IntegratedGradients"} <= tiles
@@ -779,7 +763,7 @@ def test_a_shared_url_opens_the_same_view_and_the_view_writes_its_url():
 
 
 def test_a_shared_explorer_url_sets_feature_value_and_seed():
-    at = _opened({"dataset": "shapes", "feature": "size", "value": "11.3", "seed": "7"}, "pages/explorer.py")
+    at = _opened({"dataset": "shapes", "feature": "size", "value": "11.3", "seed": "7"}, "app_pages/explorer.py")
     assert at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "shapes")).value == "size"
     assert at.number_input(key=state.EXPLORER_SEED).value == 7
     value = at.select_slider(key=state.keyed(state.EXPLORER_VALUE, "shapes", "size")).value
@@ -798,14 +782,14 @@ def test_a_shared_explorer_url_sets_feature_value_and_seed():
     ],
 )
 def test_a_url_asking_for_what_the_server_lacks_opens_the_default_with_a_note(query, ignored):
-    at = _opened(query, "pages/explorer.py")
+    at = _opened(query, "app_pages/explorer.py")
     notes = [i.value for i in at.sidebar.info]
     assert any(ignored in n and "showing the default instead" in n for n in notes), notes
 
 
 def test_the_contrast_window_sets_black_and_white_on_every_plane():
     at = _app("synthbrain")
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     at.slider(key=state.BROWSE_WINDOW).set_value((0.2, 0.6)).run()
     _no_exception(at)
     planes = [

@@ -146,13 +146,18 @@ def _no_exception(page, where: str) -> None:
         pytest.fail(f"{where}: Streamlit exception box: {boxes.first.inner_text()[:2000]}")
 
 
-def test_deep_link_on_a_fresh_server_recovers(server, page):
-    """The first request of a fresh server for a page URL runs that file alone (Streamlit's legacy
-    pages/ folder mode); the app must route it through app.py instead of failing."""
-    page.goto(f"{server}/scores")
+def test_a_shared_link_is_the_first_request_of_a_fresh_server(server, page):
+    """The first visitor after a server start opens a copied link: that page and its query, not the
+    Overview (what a `pages/` folder beside app.py did: Streamlit's legacy mode ran the first request)."""
+    page.goto(f"{server}/explorer?seed=3")
     _settle(page)
-    page.get_by_text("Eve — the Explained-Variance Explorer").first.wait_for()
-    _no_exception(page, "deep link on a fresh server")
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_role("heading", name="Feature explorer (live)").first.wait_for()
+    assert page.url.startswith(f"{server}/explorer") and "seed=3" in page.url, page.url
+    assert main.get_by_role("spinbutton", name="Seed").input_value() == "3"
+    _no_exception(page, "a shared link on a fresh server")
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Overview").click()  # on, in the same session
+    _settle(page)
 
 
 def test_first_sidebar_choice_takes_effect(server, page):

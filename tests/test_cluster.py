@@ -32,15 +32,6 @@ import ray  # noqa: E402  (after the switch it reads)
 MODEL = ModelRef.builtin("synthbrain-diagnosis")
 
 
-@pytest.fixture
-def app_pages(monkeypatch):
-    """test_app's `_navigation_only`: AppTest runs app.py (and its sidebar), as `streamlit run` does."""
-    from streamlit.testing.v1 import app_test
-    from test_app import _NavigationOnly
-
-    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
-
-
 @pytest.fixture(scope="module")
 def cluster():
     with Cluster.connect(num_cpus=2) as connected:
@@ -246,9 +237,7 @@ def test_a_cluster_without_eve_runs_the_cli_from_the_code_the_driver_ships(head_
     assert remote["scores"] == local["scores"] and remote["cluster"] == f"Ray {ray.__version__} at {address}, 1 CPUs"
 
 
-def test_the_app_started_with_eve_ray_computes_on_the_cluster_and_shows_the_local_numbers(
-    cluster, app_pages, monkeypatch
-):
+def test_the_app_started_with_eve_ray_computes_on_the_cluster_and_shows_the_local_numbers(cluster, monkeypatch):
     import streamlit as st
     from test_app import _diffusion_scores_app, _figures
 
@@ -275,14 +264,14 @@ def test_the_app_started_with_eve_ray_computes_on_the_cluster_and_shows_the_loca
     assert bars(at) == local and local
 
 
-def test_the_app_with_an_unreachable_cluster_says_so_and_computes_here(app_pages, monkeypatch):
+def test_the_app_with_an_unreachable_cluster_says_so_and_computes_here(monkeypatch):
     from test_app import _app, _figures, _no_exception
 
     from components import loaders
 
     monkeypatch.setenv(loaders.RAY_ENV, "127.0.0.1:1")
     at = _app("shapes")
-    at.switch_page("pages/scores.py").run()
+    at.switch_page("app_pages/scores.py").run()
     _no_exception(at)
     [warning] = [w.value for w in at.sidebar.warning]
     assert warning.startswith("EVE_RAY=127.0.0.1:1: No Ray cluster answers") and "computes on this machine" in warning

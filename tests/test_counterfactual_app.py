@@ -6,16 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from streamlit.testing.v1 import app_test
-from test_app import _app, _NavigationOnly, _no_exception, _texts
+from test_app import _app, _no_exception, _texts
 
 from components import state
-
-
-@pytest.fixture(autouse=True)
-def _navigation_only(monkeypatch):
-    """As in tests/test_app.py: AppTest runs app.py (and its sidebar), as `streamlit run` does."""
-    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
 
 
 def _whatif_figure(at) -> dict | None:
@@ -29,7 +22,7 @@ def _whatif_figure(at) -> dict | None:
 
 def test_what_if_shows_the_counterfactual_and_a_new_value_changes_it():
     at = _app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     _no_exception(at)
     assert "What if" in "\n".join(h.value for h in at.subheader)
     assert _whatif_figure(at) is None  # nothing loaded until asked
@@ -52,7 +45,7 @@ def test_what_if_shows_the_counterfactual_and_a_new_value_changes_it():
 
 def test_what_if_on_a_dataset_without_a_generator_gives_the_training_command(monkeypatch):
     at = _app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     at.toggle(key=state.BROWSE_WHATIF).set_value(True)
     monkeypatch.setattr("components.loaders.diffusion_unavailable", lambda sel: "No generator: run `train-diffusion`.")
     at.run()

@@ -15,8 +15,7 @@ import re
 import numpy as np
 import pytest
 from streamlit.proto.WidgetStates_pb2 import WidgetState
-from streamlit.testing.v1 import app_test
-from test_app import _app, _figures, _NavigationOnly, _no_exception, _texts
+from test_app import _app, _figures, _no_exception, _texts
 
 from components import state
 from engine.data.slicing import PLANES, cube_voxel, pixel_of_voxel, voxel_of_click
@@ -24,17 +23,11 @@ from engine.data.slicing import PLANES, cube_voxel, pixel_of_voxel, voxel_of_cli
 SLIDERS = {plane: state.keyed(state.BROWSE_SLICE, "synthbrain", plane) for plane in PLANES}
 
 
-@pytest.fixture(autouse=True)
-def _navigation_only(monkeypatch):
-    """As in tests/test_app.py: AppTest runs app.py (and its sidebar), as `streamlit run` does."""
-    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
-
-
 def _browse(model: str | None = None):
     at = _app()
     if model is not None:
         at.sidebar.selectbox(key=state.keyed(state.MODEL, "synthbrain")).set_value(model).run()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("app_pages/browse.py").run()
     _no_exception(at)
     return at
 

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from test_app import _app, _figures, _navigation_only, _no_exception  # noqa: F401 (an autouse fixture)
+from test_app import _app, _figures, _no_exception
 
 from components import loaders, samples, scrubber, state
 
@@ -95,7 +95,7 @@ def _scrubber_data(at) -> dict:
 
 def test_the_live_explorer_sends_the_values_frames_and_follows_a_release():
     at = _app("shapes")
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     value_key = state.keyed(state.EXPLORER_VALUE, "shapes", "size")
     start = at.select_slider(key=value_key).value
     slider = at.select_slider(key=value_key)
@@ -134,7 +134,7 @@ def test_a_full_bank_is_all_sent(monkeypatch):
     """A two-level feature (SynthBrain's sex) fills in one run with a generous budget."""
     monkeypatch.setattr(scrubber, "FILL_BUDGET_S", 60.0)
     at = _app("synthbrain")
-    at.switch_page("pages/explorer.py").run()
+    at.switch_page("app_pages/explorer.py").run()
     at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "synthbrain")).set_value("sex").run()
     at.select_slider(key=state.EXPLORER_N).set_value(4)
     at.toggle(key=state.EXPLORER_LIVE).set_value(True).run()

@@ -3,17 +3,9 @@ computes stays its own, while the embedded data and models are shared."""
 
 from __future__ import annotations
 
-import pytest
-from streamlit.testing.v1 import app_test
-from test_app import _app, _NavigationOnly, _no_exception, _shapes_cohort_zip, _texts, _upload_app
+from test_app import _app, _no_exception, _shapes_cohort_zip, _texts, _upload_app
 
 from components import loaders, state
-
-
-@pytest.fixture(autouse=True)
-def _navigation_only(monkeypatch):
-    """As in tests/test_app.py: AppTest runs app.py (and its sidebar), as `streamlit run` does."""
-    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
 
 
 def test_a_session_never_sees_another_sessions_upload_or_results(tmp_path):

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from streamlit.testing.v1 import AppTest, app_test
-from test_app import APP, TIMEOUT, _NavigationOnly
+from streamlit.testing.v1 import AppTest
+from test_app import APP, TIMEOUT
 
 from components import state
 
 MLP = "shapes-elongated-mlp"
-
-
-@pytest.fixture(autouse=True)
-def _navigation_only(monkeypatch):
-    """As in tests/test_app.py: AppTest runs app.py (and its sidebar), as `streamlit run` does."""
-    monkeypatch.setattr(app_test, "PagesManager", _NavigationOnly)
 
 
 def _tiles(at: AppTest) -> set[str]:
@@ -29,7 +22,7 @@ def test_compare_shows_the_mlps_xtrain_maps_beside_captums_for_a_tracked_image_a
     at.session_state[state.DATASET] = "shapes"
     at.run()
     at.selectbox(key=state.keyed(state.MODEL, "shapes")).set_value(MLP).run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert {"XtrAIn", "XtrAIn+", "Xstep", "IntegratedGradients", "LRP"} <= _tiles(at)
     [note] = [c.value for c in at.caption if c.value.startswith("From the training trajectory")]
@@ -46,7 +39,7 @@ def test_compare_says_why_a_cnn_has_no_xtrain_maps():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state[state.DATASET] = "shapes"
     at.run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "XtrAIn" not in _tiles(at)
     [missing] = [c.value for c in at.caption if c.value.startswith("Not available for this model")]

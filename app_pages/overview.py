@@ -61,8 +61,8 @@ with right:
 
 st.subheader("Where to go next")
 nav = st.columns(5)
-nav[0].page_link("pages/browse.py", label="Browse MRIs", icon=":material/view_in_ar:")
-nav[1].page_link("pages/scores.py", label="Attribution scores", icon=":material/bar_chart:")
-nav[2].page_link("pages/explorer.py", label="Feature explorer", icon=":material/tune:")
-nav[3].page_link("pages/compare.py", label="Compare", icon=":material/compare:")
-nav[4].page_link("pages/truth.py", label="Ground truth", icon=":material/verified:")
+nav[0].page_link("app_pages/browse.py", label="Browse MRIs", icon=":material/view_in_ar:")
+nav[1].page_link("app_pages/scores.py", label="Attribution scores", icon=":material/bar_chart:")
+nav[2].page_link("app_pages/explorer.py", label="Feature explorer", icon=":material/tune:")
+nav[3].page_link("app_pages/compare.py", label="Compare", icon=":material/compare:")
+nav[4].page_link("app_pages/truth.py", label="Ground truth", icon=":material/verified:")
