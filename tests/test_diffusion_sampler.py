@@ -8,7 +8,7 @@ import pytest
 from test_diffusion_toys import linked_table, toy_model, with_mlp_readout, with_table
 
 from engine.diffusion import READOUT_GUIDANCE, SamplerConfig, sample_seed
-from engine.diffusion.sampler import SAMPLERS, make_scheduler
+from engine.diffusion.sampler import EXPLORER_STEPS, SAMPLERS, make_scheduler
 from engine.errors import EveInputError
 
 
@@ -25,9 +25,10 @@ def test_the_defaults_are_the_plain_conditional_model():
         config.steps = 10
 
 
-def test_the_explorer_preset_is_the_defaults_at_the_sliders_guidance():
-    assert SamplerConfig.for_explorer() == SamplerConfig()
-    assert SamplerConfig.for_explorer(2.0) == SamplerConfig(guidance=2.0)
+def test_the_explorer_preset_is_the_defaults_at_the_sliders_guidance_in_fewer_steps():
+    assert SamplerConfig.for_explorer() == SamplerConfig(steps=EXPLORER_STEPS)
+    assert SamplerConfig.for_explorer(2.0) == SamplerConfig(guidance=2.0, steps=EXPLORER_STEPS)
+    assert EXPLORER_STEPS < SamplerConfig().steps  # the scores' steps
 
 
 def test_the_score_preset_uses_the_table_and_the_readout_where_the_model_has_them():

@@ -38,6 +38,11 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
+# the explorer's steps: against 20, its images carry the asked value as well (the probe's error unchanged)
+# and differ by a grey level or two RMS, in 60-70% of the time (benchmarks/bench_explorer_steps.py)
+EXPLORER_STEPS = 12
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """The options of `ConditionalDiffusion.sample`, with the one set of defaults Eve uses.
@@ -85,8 +90,9 @@ class SamplerConfig:
     @classmethod
     def for_explorer(cls, guidance: float = 1.0) -> SamplerConfig:
         """What the explorer's slider shows: the defaults (free features by the denoiser, which morph
-        one subject smoothly under a fixed seed; no read-out guidance) at the slider's guidance."""
-        return cls(guidance=guidance)
+        one subject smoothly under a fixed seed; no read-out guidance) at the slider's guidance, in
+        `EXPLORER_STEPS` steps: images for the eye, drawn on every value move of every session."""
+        return cls(guidance=guidance, steps=EXPLORER_STEPS)
 
     def override(self, **fields) -> SamplerConfig:
         """A copy with `fields` replaced; a field given as None keeps its value (unset CLI options)."""
