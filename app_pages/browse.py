@@ -22,11 +22,7 @@ from engine.data.slicing import (
     voxel_of_click,
 )
 
-sel = sidebar.current()
-st.title("Browse MRIs")
-if sel.source is None:
-    st.info("No dataset loaded: choose one in the sidebar.")
-    st.stop()
+sel = sidebar.page_with_dataset("Browse MRIs")
 
 ds = sel.dataset
 table = loaders.feature_table(sel.source)

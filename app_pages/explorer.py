@@ -11,11 +11,7 @@ from components import colors, errors, explorer_panels, loaders, samples, scrubb
 
 STEPS = 41  # slider positions across the feature's training range (each one cached once drawn)
 
-sel = sidebar.current()
-st.title("Feature explorer (live)")
-if sel.source is None:
-    st.info("No dataset loaded: choose one in the sidebar.")
-    st.stop()
+sel = sidebar.page_with_dataset("Feature explorer (live)")
 note = loaders.diffusion_unavailable(sel)
 if note is not None:
     st.info(note)

@@ -21,11 +21,7 @@ from components import (
     state,
 )
 
-sel = sidebar.current()
-st.title("Attribution scores")
-if sel.source is None:
-    st.info("No dataset loaded: choose one in the sidebar.")
-    st.stop()
+sel = sidebar.page_with_dataset("Attribution scores")
 
 ds = sel.dataset
 table = loaders.feature_table(sel.source)

@@ -7,11 +7,7 @@ import streamlit as st
 
 from components import colors, errors, loaders, score_bars, sidebar, state
 
-sel = sidebar.current()
-st.title("Ground truth")
-if sel.source is None:
-    st.info("No dataset loaded: choose one in the sidebar.")
-    st.stop()
+sel = sidebar.page_with_dataset("Ground truth")
 ds = sel.dataset
 if ds.truth is None:
     st.info(

@@ -59,6 +59,16 @@ def current() -> Selection:
     return st.session_state[state.SELECTION]
 
 
+def page_with_dataset(title: str) -> Selection:
+    """This run's Selection under the page's title; without a dataset the page says so and stops there."""
+    sel = current()
+    st.title(title)
+    if sel.source is None:
+        st.info("No dataset loaded: choose one in the sidebar.")
+        st.stop()
+    return sel
+
+
 def _device_options() -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
