@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
+_GREY = dict(type="heatmap", colorscale="gray", zmin=0, zmax=1, showscale=False, zsmooth="best")
 WEBP_QUALITY = 90  # lossy: ~1.2 kB a 64 x 64 frame, at most ~10 grey levels off (lossless WebP/PNG: ~2.6 kB)
 
 
@@ -42,9 +43,6 @@ def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], hei
         dict(type="heatmap", z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, zsmooth="best", colorbar=scale),
     ]
     return _tiles(traces, [*titles, "difference (right − left)"], 1, 3, (0.02, None), height=height)
-
-
-_GREY = dict(type="heatmap", colorscale="gray", zmin=0, zmax=1, showscale=False, zsmooth="best")
 
 
 def _tiles(traces: list[dict], titles: list[str], rows: int, cols: int, spacing, height: int) -> go.Figure:

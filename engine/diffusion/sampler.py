@@ -39,7 +39,7 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 # the explorer's steps: against 20, its images carry the asked value as well (the probe's error unchanged)
-# and differ by a grey level or two RMS, in 60-70% of the time (benchmarks/bench_explorer_steps.py)
+# and differ by under two grey levels RMS, in 60-72% of the time (benchmarks/bench_explorer_steps.py)
 EXPLORER_STEPS = 12
 
 
