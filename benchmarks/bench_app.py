@@ -16,31 +16,16 @@ Playwright and prints:
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SETTLED_JS = """() => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    return app && app.getAttribute('data-test-script-state') === 'notRunning'
-        && !document.querySelector(
-            '[data-testid="stSpinner"], [data-testid="stSkeleton"], [data-testid="stAppSkeleton"]');
-}"""
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, free_port, launch_server, wait_until_healthy  # noqa: E402
+
 # records when each rerun ends (performance.now() ms), so a move's latency is measured in the page
 WATCH_JS = """() => {
     window.__eveDone = 0;
@@ -49,12 +34,6 @@ WATCH_JS = """() => {
         if (app.getAttribute('data-test-script-state') === 'notRunning') window.__eveDone = performance.now();
     }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _move(page, slider, key: str) -> float:
@@ -94,40 +73,15 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1600})
         start = time.perf_counter()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.address",
-                "127.0.0.1",
-                "--server.headless",
-                "true",
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=ROOT,
-            env={**os.environ},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
+        server = launch_server(port)
         try:
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_until_healthy(server, url, timeout_s=120, poll_s=0.05)
             up = time.perf_counter() - start
             page.goto(url)
             page.get_by_text("Eve — the Explained-Variance Explorer").first.wait_for(timeout=120_000)

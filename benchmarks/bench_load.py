@@ -42,8 +42,9 @@ from playwright.async_api import TimeoutError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_app import CHROMIUM_ARGS, SETTLED_JS, WATCH_JS  # noqa: E402
-from benchmarks.bench_live import cpu_seconds, start_server  # noqa: E402
+from benchmarks.bench_app import WATCH_JS  # noqa: E402
+from benchmarks.bench_live import cpu_seconds  # noqa: E402
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, start_server  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 
 VALUE_SLIDER = " = a"  # the explorer's value slider is labelled "<feature> = a"
@@ -254,7 +255,7 @@ async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> di
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         warm = await (await browser.new_context()).new_page()
         assets = _fetched_by_a_browser(warm, url)
         t0 = time.perf_counter()
