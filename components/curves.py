@@ -6,6 +6,6 @@ pages call them through this module.
 
 from __future__ import annotations
 
-from engine.figures import conditional_curve_figure, output_distribution
+from engine.figures import conditional_curve_figure, marked, output_distribution, prebuilt
 
-__all__ = ["conditional_curve_figure", "output_distribution"]
+__all__ = ["conditional_curve_figure", "marked", "output_distribution", "prebuilt"]

@@ -34,7 +34,7 @@ def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float,
             sel.generator, feature, value, n, seed, guidance, sel.model_ref, sel.device, sel.output
         )
         split = loaders.default_split(sel.source)
-        curve, y_data, a_data = loaders.curve(sel.source, sel.model_ref, sel.device, sel.output, split, feature)
+        curve, _, _ = loaders.curve(sel.source, sel.model_ref, sel.device, sel.output, split, feature)
         violin, line = st.columns(2)
         violin.plotly_chart(
             curves.output_distribution(
@@ -46,20 +46,11 @@ def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float,
             ),
             key="explorer_violin",
         )
-        line.plotly_chart(
-            curves.conditional_curve_figure(
-                curve,
-                y_data,
-                a_data,
-                feature=feature,
-                output_name=sel.output_short,
-                color=color,
-                categorical=categorical,
-                marker_at=None if categorical else value,
-                height=280,
-            ),
-            key="explorer_curve",
+        figure = loaders.curve_figure(
+            sel.source, sel.model_ref, sel.device, sel.output, split, feature, sel.output_short, color
         )
+        marked = curves.prebuilt(figure["data"], figure["layout"]) if categorical else curves.marked(figure, value)
+        line.plotly_chart(marked, key="explorer_curve")
         st.caption(
             f"Violin: {sel.output_name} on the {n} samples. Dotted line and curve: E[f | A = a] from the "
             f"{split} images, the dashed line marks a."

@@ -22,6 +22,7 @@ from engine.data.defaults import BUILDERS
 from engine.data.defaults import is_built as _is_built
 from engine.data.slicing import SliceSpec, normalise_intensity
 from engine.errors import EveInputError
+from engine.figures import conditional_curve_figure
 from engine.models import list_cards, load
 from engine.models.train import TARGETS
 from engine.models.zoo import forward
@@ -169,6 +170,19 @@ def curve(source: str, ref: ModelRef, device: str, output: int, split: str, feat
     y = model_outputs(source, ref, device)[rows, output]
     a = ds.feature_values(feature)[rows]
     return conditional_curve(y, a, categorical=feature in ds.categorical_features), y, a
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def curve_figure(
+    source: str, ref: ModelRef, device: str, output: int, split: str, feature: str, output_name: str, color: str
+) -> dict:
+    """`curve`'s figure without a marker, as plotly's dict: the explorer's, built once and shared, never
+    changed (`curves.marked` copies what it adds for each value)."""
+    found, y, a = curve(source, ref, device, output, split, feature)
+    categorical = feature in dataset(source).categorical_features
+    return conditional_curve_figure(
+        found, y, a, feature=feature, output_name=output_name, color=color, categorical=categorical, height=280
+    ).to_dict()
 
 
 # -- baselines ---------------------------------------------------------------------------

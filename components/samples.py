@@ -12,7 +12,17 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-_GREY = dict(type="heatmap", colorscale="gray", zmin=0, zmax=1, showscale=False, zsmooth="best")
+from engine.figures import prebuilt
+
+
+def _colorscale(name: str) -> list:
+    """A colour scale as validation writes it: these figures are not validated (`engine.figures.prebuilt`),
+    and plotly.js does not know Python-side names such as "gray" or "RdBu_r"."""
+    return [list(stop) for stop in go.Heatmap(colorscale=name).colorscale]
+
+
+_GREY = dict(type="heatmap", colorscale=_colorscale("gray"), zmin=0, zmax=1, showscale=False, zsmooth="best")
+_RED_BLUE = _colorscale("RdBu_r")
 WEBP_QUALITY = 90  # lossy: ~1.2 kB a 64 x 64 frame, at most ~10 grey levels off (lossless WebP/PNG: ~2.6 kB)
 
 
@@ -40,15 +50,16 @@ def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], hei
     traces = [
         dict(_GREY, z=a),
         dict(_GREY, z=b),
-        dict(type="heatmap", z=diff, colorscale="RdBu_r", zmin=-limit, zmax=limit, zsmooth="best", colorbar=scale),
+        dict(type="heatmap", z=diff, colorscale=_RED_BLUE, zmin=-limit, zmax=limit, zsmooth="best", colorbar=scale),
     ]
     return _tiles(traces, [*titles, "difference (right − left)"], 1, 3, (0.02, None), height=height)
 
 
 def _tiles(traces: list[dict], titles: list[str], rows: int, cols: int, spacing, height: int) -> go.Figure:
     """Square image tiles on hidden axes (y down), one title each: make_subplots' layout, built once per
-    shape (`_tile_layout`), with this figure's titles and one validation of the whole (plotly's subplot
-    and layout updates cost 20-50 ms a figure, and the explorer draws two on every value move)."""
+    shape (`_tile_layout`), with this figure's titles, not validated again (`engine.figures.prebuilt`;
+    plotly's subplot and layout updates cost 20-50 ms a figure, and the explorer draws two on every
+    value move)."""
     layout = copy.deepcopy(_tile_layout(rows, cols, len(traces), spacing))
     for annotation, title in zip(layout["annotations"], titles, strict=True):
         annotation["text"] = title
@@ -56,7 +67,7 @@ def _tiles(traces: list[dict], titles: list[str], rows: int, cols: int, spacing,
     for i, trace in enumerate(traces):
         suffix = "" if i == 0 else str(i + 1)
         trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
-    return go.Figure(data=traces, layout=layout)
+    return prebuilt(traces, layout)
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,5 +1,5 @@
-"""The explorer's image figures (`components.samples`) are built from a layout cached per shape: each must
-equal the figure plotly's own subplot calls build, whatever came before it."""
+"""The explorer's figures (`components.samples`, `engine.figures`) are built from layouts cached per shape and not
+validated again: each must equal the figure plotly's own calls build, whatever came before it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from plotly.subplots import make_subplots
 
 from components.samples import difference_figure, sample_grid
+from engine.figures import conditional_curve_figure, marked, output_distribution
+from engine.tvd import conditional_curve
 
 
 def _plain_tiles(traces, titles, rows, cols, spacing, height) -> dict:
@@ -56,3 +58,50 @@ def test_a_difference_figure_is_the_plain_subplot_figure():
     titles = ["ventricle_volume = 20", "ventricle_volume = 40", "difference (right − left)"]
     expected = _plain_tiles([_grey(a), _grey(b), diff], titles, 1, 3, (0.02, None), 330)
     assert json.loads(pio.to_json(difference_figure(a, b, tuple(titles[:2])))) == expected
+
+
+def _plain_violins(outputs, label, color, mean_line, others, height) -> dict:
+    """`output_distribution` the plain way: add_trace per violin, add_hline, update_layout."""
+    fig = go.Figure()
+    for name, values, c in [(label, outputs, color), *((k, v, "#888888") for k, v in others.items())]:
+        red, green, blue = (int(c[i : i + 2], 16) for i in (1, 3, 5))
+        fig.add_trace(
+            go.Violin(
+                y=values,
+                name=name,
+                box_visible=True,
+                meanline_visible=True,
+                points="all",
+                line_color=c,
+                fillcolor=f"rgba({red},{green},{blue},0.25)",
+                marker=dict(size=5),
+            )
+        )
+    if mean_line is not None:
+        fig.add_hline(y=mean_line, line=dict(color="black", dash="dot"), annotation_text="E[f | A = a] (data)")
+    fig.update_layout(height=height, margin=dict(l=8, r=8, t=8, b=8), showlegend=False, yaxis_title="model output")
+    return json.loads(pio.to_json(fig))
+
+
+@pytest.mark.parametrize("mean_line", [None, 0.42])
+def test_the_violins_are_the_plain_figure(mean_line):
+    rng = np.random.default_rng(3)
+    y, other = rng.random(8), rng.random(5)
+    output_distribution(rng.random(8), label="x", color="#E69F00", mean_line=0.9, height=260)  # leaves nothing behind
+    got = output_distribution(y, label="size = 3", color="#0072B2", mean_line=mean_line, others={"b": other})
+    assert json.loads(pio.to_json(got)) == _plain_violins(y, "size = 3", "#0072B2", mean_line, {"b": other}, 300)
+
+
+def test_a_marked_curve_is_the_plain_figure_and_leaves_the_shared_one_unchanged():
+    rng = np.random.default_rng(4)
+    a = rng.uniform(size=60)
+    y = a + rng.normal(0, 0.1, 60)
+    args = (conditional_curve(y, a), y, a)
+    style = dict(feature="size", output_name="p", color="#0072B2", height=280)
+    shared = conditional_curve_figure(*args, **style).to_dict()
+    before = json.loads(pio.to_json(go.Figure(shared)))
+    for x in (0.2, 0.7):
+        plain = conditional_curve_figure(*args, **style)
+        plain.add_vline(x=x, line=dict(color="black", dash="dash"))
+        assert json.loads(pio.to_json(marked(shared, x))) == json.loads(pio.to_json(plain))
+    assert json.loads(pio.to_json(go.Figure(shared))) == before
