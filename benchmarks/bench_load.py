@@ -15,7 +15,10 @@ explorer's value `--moves` times to values no session has drawn yet and back. Pr
   computes diffusion scores (the Scores page's button);
 * errors: Streamlit exception boxes and page errors in any session;
 * the server's resident memory (VmRSS of the streamlit process) before, at the peak, and 20 s after the
-  sessions closed.
+  sessions closed;
+* live scrubbing (light client only): `--sessions` more sessions turn it on at once and run the scrubber's
+  fragment timer as their browsers would until each bank is full (the time to a full bank), while one more
+  session moves the explorer's value the plain way (what the fills cost it).
 
 Two kinds of client: Chromium (`browser`), and a light one (`protocol`) that loads the server as a browser
 does without rendering: it GETs every URL the warm-up browser fetched from the server (the page, its scripts,
@@ -114,6 +117,7 @@ class ProtocolSession:
         self.widgets: dict[str, object] = {}  # label -> the widget's proto, from the last run
         self.errors: list[str] = []
         self.positions: dict[str, int] = {}  # a moved slider's option index
+        self.auto_rerun = None  # (interval s, fragment id) of a fragment whose timer the browser would run
 
     async def __aenter__(self):
         import websockets
@@ -124,16 +128,21 @@ class ProtocolSession:
     async def __aexit__(self, *exc):
         await self.ws.close()
 
-    async def run(self, page: str, query: str = "", widgets=()) -> float:
-        """Seconds from sending the rerun to its script_finished (a rerun the script asks for included)."""
+    async def run(self, page: str, query: str = "", widgets=(), fragment: str = "") -> float:
+        """Seconds from sending the rerun (of `fragment` only, as its timer does, if given) to its
+        script_finished (a rerun the script asks for included)."""
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         message = BackMsg()
         message.rerun_script.query_string = query
         message.rerun_script.page_name = page
+        if fragment:
+            message.rerun_script.fragment_id = fragment
+            message.rerun_script.is_auto_rerun = True
         for state in widgets:
             message.rerun_script.widget_states.widgets.append(state)
+        registered = None  # a fragment timer this run registers
         t0 = time.perf_counter()
         await self.ws.send(message.SerializeToString())
         while True:
@@ -147,7 +156,22 @@ class ProtocolSession:
                     self.errors.append(element.exception.message)
                 elif which == "slider":
                     self.widgets[element.slider.label] = element.slider
-            if kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                elif which == "checkbox":
+                    self.widgets[element.checkbox.label] = element.checkbox
+            elif kind == "auto_rerun":
+                registered = (forward.auto_rerun.interval, forward.auto_rerun.fragment_id)
+            elif (
+                kind == "stop_auto_rerun"
+                and self.auto_rerun
+                and self.auto_rerun[1] in forward.stop_auto_rerun.fragment_ids
+            ):
+                self.auto_rerun = None
+            if kind == "script_finished":
+                if forward.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                    registered = None  # the rerun it asked for registers its own timers
+                    continue
+                if forward.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:  # a page run: its timers replace all
+                    self.auto_rerun = registered
                 return time.perf_counter() - t0
 
     def slider_move(self, label_part: str, step: int):
@@ -161,6 +185,14 @@ class ProtocolSession:
         self.positions[slider.id] = min(max(self.positions[slider.id] + step, 0), len(slider.options) - 1)
         state = WidgetState(id=slider.id)
         state.string_array_value.data.append(slider.options[self.positions[slider.id]])
+        return state
+
+    def toggle(self, label: str, value: bool):
+        """The WidgetState that sets a toggle."""
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        state = WidgetState(id=self.widgets[label].id)
+        state.bool_value = value
         return state
 
 
@@ -204,6 +236,57 @@ async def _protocol_session(url: str, index: int, moves: int, start: asyncio.Eve
             for step in [1] * moves + [-1] * moves:
                 times.append(await session.run("explorer", query, [session.slider_move(VALUE_SLIDER, step)]))
         return {"first_page_s": first, "move_s": times, "errors": session.errors}
+
+
+LIVE_TOGGLE = "Live scrubbing"
+
+
+async def _live_session(url: str, index: int, start: asyncio.Event, assets: list[str]) -> dict:
+    """Open the explorer, turn live scrubbing on and run the scrubber fragment's timer as the browser does (its
+    interval, after each run ends) until the page stops it, which it does once every position is drawn."""
+    async with ProtocolSession(url) as session:
+        await start.wait()
+        query = f"seed={index}"
+        await _fetch_as_a_browser(assets)
+        await session.run("explorer", query)
+        t0 = time.perf_counter()
+        live = [session.toggle(LIVE_TOGGLE, True)]
+        await session.run("explorer", query, live)
+        runs = 0
+        while session.auto_rerun is not None and time.perf_counter() - t0 < 300:
+            interval, fragment = session.auto_rerun
+            await asyncio.sleep(interval)
+            await session.run("explorer", query, live, fragment=fragment)
+            runs += 1
+        if session.auto_rerun is not None:
+            session.errors.append("the bank was not full after 300 s")
+        return {
+            "full_bank_s": time.perf_counter() - t0,
+            "fragment_runs": runs,
+            "errors": session.errors,
+        }
+
+
+async def _live_under_load(url: str, sessions: int, moves: int, assets: list[str]) -> dict:
+    """`sessions` sessions fill their scrubbing banks at once (own seeds) while one more moves the explorer's value
+    the plain way: the time to a full bank, and what the fills cost that session's moves."""
+    start = asyncio.Event()
+    fills = [asyncio.create_task(_live_session(url, 100 + i, start, assets)) for i in range(sessions)]
+    mover = asyncio.create_task(_protocol_session(url, 200, moves, start, assets))
+    await asyncio.sleep(1.0)
+    start.set()
+    filled, moved = await asyncio.gather(asyncio.gather(*fills), mover)
+    banks = [r["full_bank_s"] for r in filled]
+    return {
+        "sessions_filling": sessions,
+        "full_bank_s": banks,
+        "full_bank_p50_s": statistics.median(banks),
+        "full_bank_p90_s": _quantile(banks, 0.9),
+        "fragment_runs": [r["fragment_runs"] for r in filled],
+        "other_session_move_s": moved["move_s"],
+        "other_session_move_p90_s": _quantile(moved["move_s"], 0.9) if moved["move_s"] else None,
+        "errors": len([e for r in filled for e in r["errors"]]) + len(moved["errors"]),
+    }
 
 
 async def _server_cpu_per_first_page(browser, url: str, pid: int, assets: list[str]) -> dict:
@@ -286,6 +369,11 @@ async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> di
         await asyncio.sleep(20)
         after = _rss_mb(pid)
         contention = await _light_while_heavy(browser, url)
+        live = None
+        if client == "protocol":
+            live = await _live_under_load(url, sessions, moves, assets)
+            await asyncio.sleep(20)
+            live["memory_mb_20s_after"] = _rss_mb(pid)
         await browser.close()
     firsts = [r["first_page_s"] for r in results]
     moves_s = [m for r in results for m in r["move_s"]]
@@ -307,6 +395,7 @@ async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> di
         "memory_mb": {"before": before, "peak": peak[0], "after_close_20s": after},
         "memory_after_over_before": after / before,
         "light_while_heavy": contention,
+        **({"live_scrubbing": live} if live else {}),
     }
 
 
