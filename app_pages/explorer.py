@@ -7,19 +7,29 @@ import time
 import numpy as np
 import streamlit as st
 
-from components import colors, errors, explorer_panels, loaders, samples, scrubber, share, sidebar, state
+from components import (
+    cohort_training,
+    colors,
+    errors,
+    explorer_panels,
+    loaders,
+    samples,
+    scrubber,
+    share,
+    sidebar,
+    state,
+)
 
 STEPS = 41  # slider positions across the feature's training range (each one cached once drawn)
 
 sel = sidebar.page_with_dataset("Feature explorer (live)")
-note = loaders.diffusion_unavailable(sel)
-if note is not None:
-    st.info(note)
+if loaders.diffusion_unavailable(sel) is not None:
+    cohort_training.offer(sel, "explorer")
     st.stop()
 
 ds = sel.dataset
 dm = None
-with errors.shown("Loading the diffusion model"):
+with errors.shown("Loading the generator"):
     dm = loaders.diffusion(sel.generator)
 if dm is None:
     st.stop()
@@ -143,7 +153,7 @@ else:
     )
 st.caption(
     f"{how}every other "
-    f"feature follows its distribution given {feature} as the diffusion model learned it. Captions: "
+    f"feature follows its distribution given {feature} as the generator learned it. Captions: "
     f"{feature} read back from each image by Eve's probe.{mae}{'' if live else f' Drawn in {elapsed:.2f} s.'} "
     f"How these are drawn — {loaders.explorer_sampler(float(guidance)).description} Scores are drawn "
     f"another way, which pins each sample's other features to a real subject's — "

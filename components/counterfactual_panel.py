@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from components import errors, loaders, samples, state
+from components import cohort_training, errors, loaders, samples, state
 
 
 def _features(sel) -> list[str]:
@@ -24,9 +24,8 @@ def draw(sel, subject: str, radiological: bool) -> None:
         help="Loads the dataset's generator (a few seconds the first time); each edit then takes well under a second.",
     ):
         return
-    missing = loaders.diffusion_unavailable(sel)
-    if missing is not None:
-        st.info(missing)
+    if loaders.diffusion_unavailable(sel) is not None:
+        cohort_training.offer(sel, "whatif")
         return
     incompatible = loaders.diffusion_compatibility(sel.generator, sel.model_ref, sel.device)
     if incompatible is not None:

@@ -6,21 +6,24 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components import errors, loaders, state
+from components import cohort_training, errors, loaders, state
 
 
 def draw(sel, features: list[str]) -> pd.DataFrame | None:
     """The expander with K, N and the button; returns the diffusion scores computed this session."""
     diffusion_key = ("diffusion-scores", sel.source, sel.model_ref, sel.output)
     diffusion_scores = state.results().get(diffusion_key)
-    diffusion_note = loaders.diffusion_unavailable(sel)
-    if diffusion_note is None and sel.model_ref is not None:
-        diffusion_note = loaders.diffusion_compatibility(sel.generator, sel.model_ref, sel.device)
+    missing = loaders.diffusion_unavailable(sel)
+    incompatible = None
+    if missing is None and sel.model_ref is not None:
+        incompatible = loaders.diffusion_compatibility(sel.generator, sel.model_ref, sel.device)
     with st.expander("Diffusion-based scores (for scarce data)", expanded=diffusion_scores is not None):
         if sel.model_ref is None:
             st.info("Choose a model first.")
-        elif diffusion_note is not None:
-            st.info(diffusion_note)
+        elif missing is not None:
+            cohort_training.offer(sel, "scores")
+        elif incompatible is not None:
+            st.info(incompatible)
         else:
             c = st.columns([1, 1, 2])
             k_values = c[0].number_input("Feature values K", 3, 20, key=state.SCORES_DIFFUSION_K)
@@ -35,7 +38,7 @@ def draw(sel, features: list[str]) -> pd.DataFrame | None:
                 st.warning(trust)
             if st.button("Compute diffusion-based scores", key=state.SCORES_DIFFUSION_RUN, disabled=not usable):
                 found = []
-                with st.status("Sampling from the diffusion model...", expanded=True) as status:
+                with st.status("Sampling from the generator...", expanded=True) as status:
                     bar = st.progress(0.0)
                     for i, feature in enumerate(usable):
                         st.write(f"{feature}: {k_values} values × {n_per} samples")

@@ -340,6 +340,24 @@ def cohort_generator(source: str, ref: ModelRef | None, device: str = "cpu") -> 
     return None if not found else str(found[0])
 
 
+def train_linear_gaussian(source: str, ref: ModelRef, device: str = "cpu"):
+    """Learn the linear-Gaussian generator of a user's folder from its subjects alone, for the model's
+    input, and save it in `<folder>/eve-generators/` (atomically); its card's path. Raises EveInputError
+    for what the recipe cannot learn from (too few subjects, a constant feature...)."""
+    from engine.data.dataset import GENERATORS_DIR
+    from engine.diffusion.cohort import CohortRecipe, save_cohort_model, train_on_cohort
+
+    folder = dataset(source)
+    varying = [name for name in folder.features if folder.table[name].nunique() > 1]  # a constant one teaches nothing
+    recipe = CohortRecipe(kind="linear-gaussian")
+    generator = train_on_cohort(folder, card(ref, device).spec, features=varying, recipe=recipe, log=_quiet)
+    return save_cohort_model(generator, folder.root / GENERATORS_DIR)
+
+
+def _quiet(_message: str) -> None:
+    """Training's progress lines have no place on a page (the spinner says it runs)."""
+
+
 def diffusion_unavailable(sel) -> str | None:
     """None when the selection has a generator; else why not, and how to get one, in plain words."""
     if sel.generator is not None:
@@ -347,10 +365,11 @@ def diffusion_unavailable(sel) -> str | None:
     from engine.data.dataset import GENERATORS_DIR
 
     model = "" if sel.model_ref is None or sel.model_ref.is_torchscript else f" --model {sel.model_ref.name}"
+    here = "with the button below" if sel.model_ref is not None else "once you choose a model"
     return (
-        "No generator for your folder yet (one is learnt from your subjects alone, in minutes): run "
-        f"`python -m engine train-diffusion --data YOUR_FOLDER{model}` (or --kind linear-gaussian, seconds), then "
-        f"upload the folder again as a .zip with its {GENERATORS_DIR}/ subfolder."
+        f"No generator for your folder yet. One is learnt from your subjects alone: a linear-Gaussian one in about "
+        f"a second, {here}, or a diffusion model in minutes with `python -m engine train-diffusion --data "
+        f"YOUR_FOLDER{model}`, after which you upload the folder again as a .zip with its {GENERATORS_DIR}/ subfolder."
     )
 
 

@@ -63,6 +63,7 @@ SCORES_DIFFUSION_RUN = "scores_diffusion_run"
 SCORES_ANCHORS_RUN = "scores_anchors_run"  # the button that finds the cohort's rules (anchors)
 SCORES_DIFFUSION_N = "scores_diffusion_n"
 SCORES_DIFFUSION_K = "scores_diffusion_k"
+GENERATOR_TRAIN = "generator_train"  # prefix: + section; learns a folder's linear-Gaussian generator
 
 EXPLORER_FEATURE = "explorer_feature"  # prefix: + dataset
 EXPLORER_VALUE = "explorer_value"  # prefix: + dataset + feature

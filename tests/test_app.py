@@ -394,6 +394,40 @@ def test_an_uploaded_folder_uses_its_own_generator_or_says_how_to_train_one(tmp_
         assert "learnt from your 60 subjects alone" in warning and "Trust the data path's score" in warning
     else:
         assert "python -m engine train-diffusion --data YOUR_FOLDER --model shapes-" in _texts(at)
+        at.button(key=state.keyed(state.GENERATOR_TRAIN, "explorer")).click().run()  # learn one here instead
+        _no_exception(at)
+        sidebar = " ".join(c.value for c in at.sidebar.caption)
+        assert "my-discs-linear-gaussian, trained on your folder alone" in sidebar
+        assert _figures(at), "the explorer draws the generator it just learnt"
+        assert at.session_state[state.RESULTS] == {"earlier": 42}
+
+
+def test_a_folder_too_small_to_learn_a_generator_from_is_refused_and_gets_no_card(tmp_path):
+    import zipfile
+
+    import pandas as pd
+
+    from engine.data.dataset import GENERATORS_DIR
+
+    archive = io.BytesIO(_shapes_cohort_zip(tmp_path, with_generator=False))
+    small = io.BytesIO()
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(small, "w") as target:
+        table = pd.read_csv(io.BytesIO(source.read("my-discs/features.csv"))).head(20)
+        target.writestr("my-discs/features.csv", table.to_csv(index=False))
+        for name in table["file"]:
+            target.writestr(f"my-discs/{name}", source.read(f"my-discs/{name}"))
+    at = _upload_app()
+    at.sidebar.file_uploader(key=state.DATASET_UPLOAD).set_value(
+        [("my-discs.zip", small.getvalue(), "application/zip")]
+    )
+    at.run()
+    at.sidebar.selectbox(key=state.keyed(state.MODEL, "user")).set_value("shapes-elongated").run()
+    at.switch_page("app_pages/explorer.py").run()
+    at.button(key=state.keyed(state.GENERATOR_TRAIN, "explorer")).click().run()
+    _assert_kept(at)
+    assert "needs at least 50" in " ".join(e.value for e in at.error)
+    generators = Path(at.session_state[state.USER_DATASET]) / GENERATORS_DIR
+    assert not generators.exists() or not any(generators.iterdir()), "no card, not even half of one"
 
 
 def test_oversized_upload_is_refused(monkeypatch):
