@@ -17,7 +17,6 @@ from engine.data.slicing import (
     peak_voxel,
     pixel_of_voxel,
     point_of_voxel,
-    slice_index,
     volume_voxel,
     voxel_of_click,
 )
@@ -177,10 +176,8 @@ if inputs is None:
     st.stop()
 c = st.columns([1, 2])
 with c[0]:
-    where = (
-        "" if spec.is_volume or vol.ndim != 3 else f" (voxel {slice_index(vol.shape, affine, spec.plane, spec.index)})"
-    )
-    st.caption(f"The model is fed: {spec.describe()}{where}.")
+    where = loaders.input_location(sel.source, row, spec)
+    st.caption(f"The model is fed: {spec.describe()}{f' ({where})' if where else ''}.")
     overlay_on = st.toggle("Overlay a baseline map", key=state.BROWSE_OVERLAY)
     method = opacity = cmap = None
     if overlay_on:
@@ -198,21 +195,30 @@ looks = dict(opacity=opacity or 0.5, colorscale=cmap or "Hot", signed=cmap == "R
 if spec.is_volume:  # the model's cube in three planes, crossing at the crosshair (mapped into the cube)
     cube = inputs[row, 0]
     cube_grid = (vol.shape, np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0), int(spec.size), spec.spacing)
-    at = None if point is None else cube_voxel(*cube_grid, point)
+    # a stored cube keeps the files' voxel order: the RAS+ crosshair does not map into it
+    ras_cube = spec.orientation == "ras"
+    at = None if point is None or not ras_cube else cube_voxel(*cube_grid, point)
     with c[1]:
         if at is not None:
             st.caption(f"The planes cross at the crosshair (the cube's voxel {at}).")
         else:
-            st.caption("The crosshair is outside the model's field of view (its cube): planes through the centre.")
+            st.caption(
+                "The crosshair is outside the model's field of view (its cube): planes through the centre."
+                if ras_cube
+                else "The cube keeps your files' stored voxel order: its planes are cut along its stored axes, "
+                "through the centre, and named by the RAS+ plane they would be for RAS-stored files."
+            )
         if overlay is not None:
             peak = peak_voxel(overlay)
-            target = volume_voxel(*cube_grid, peak)
+            target = volume_voxel(*cube_grid, peak) if ras_cube else None
 
             def _to_peak(target: tuple[int, int, int]) -> None:
                 for plane, key in slider_keys.items():
                     st.session_state[key] = target[PLANE_AXIS[plane]]
 
-            if target is None:
+            if not ras_cube:
+                st.caption(f"The map's largest value is at the cube's voxel {peak} (stored axes).")
+            elif target is None:
                 st.caption(f"The map's largest value is at the cube's voxel {peak}, in its padding: outside the scan.")
             else:
                 world = point_of_voxel(vol, affine, target).world

@@ -110,6 +110,12 @@ def model_inputs(source: str, spec: SliceSpec) -> np.ndarray:
     return dataset(source).model_inputs(spec).numpy()
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def input_location(source: str, row: int, spec: SliceSpec) -> str:
+    """Where a slice model's input is cut from row `row`'s volume, in words (`Dataset.input_location`)."""
+    return dataset(source).input_location(int(row), spec)
+
+
 # -- the Ray cluster the app was started with ------------------------------------------------
 
 

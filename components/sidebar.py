@@ -18,11 +18,10 @@ import torch
 from components import loaders, share, state, uploads
 from engine import scoring
 from engine.cards import USER_CARD_EXAMPLE, ModelRef, UserCard
-from engine.data.slicing import INPUT_KINDS, INTENSITIES, PLANES, SliceSpec
+from engine.data.slicing import INPUT_KINDS, INTENSITIES, NAMED_SLICES, ORIENTATIONS, PLANES
 from engine.errors import EveInputError, reason
 
 DATASET_LABELS = {"synthbrain": "SynthBrain (3D T1 MRI)", "shapes": "Shapes (2D synthetic)", "upload": "Your folder"}
-NAMED_SLICE_CHOICES = ("ventricles", "hippocampus", "midline", "basal-ganglia", "middle")
 
 
 @dataclass(frozen=True)
@@ -148,6 +147,7 @@ def _card_upload() -> UserCard | None:
         state.MODEL_SLICE: None if card.slice is None else str(card.slice),
         state.MODEL_SIZE: card.size,
         state.MODEL_SPACING: card.spacing,
+        state.MODEL_ORIENTATION: card.orientation,
         state.MODEL_INTENSITY: card.intensity,
     }
     for key, value in filled.items():
@@ -188,14 +188,22 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
     else:
         plane = cols[0].selectbox("Plane", list(PLANES), key=state.MODEL_PLANE, disabled=not ds.is_3d)
         size = cols[1].number_input("Size (px)", 8, 512, key=state.MODEL_SIZE, step=8)
-        index = SliceSpec.parse_index(
-            st.text_input(
-                "Slice (voxel index or a name)",
-                key=state.MODEL_SLICE,
-                help=f"A voxel index, 'middle', or one of {', '.join(NAMED_SLICE_CHOICES[:-1])}.",
-            )
+        index = st.text_input(
+            "Slice (voxel index or a name)",
+            key=state.MODEL_SLICE,
+            help=f"A voxel index, 'middle', or one of {', '.join(NAMED_SLICES)} (an MNI coordinate).",
         )
         spacing = 0.0
+    orientation = st.selectbox(
+        "Arrays the model is fed",
+        list(ORIENTATIONS),
+        key=state.MODEL_ORIENTATION,
+        format_func={"stored": "as your files store them", "ras": "Eve's RAS+ orientation"}.get,
+        help="stored (the default): each array exactly as nib.load(f).get_fdata() gives it, the way most training "
+        "pipelines read files; a slice is cut along the stored axis closest to the plane. ras: every volume "
+        "reordered to RAS+ and slices shown in neurological display, as Eve's own models are trained. A model fed "
+        "another orientation than it was trained on explains another model.",
+    )
     intensity = st.selectbox(
         "Intensity the model is fed",
         list(INTENSITIES),
@@ -214,23 +222,18 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
     if upload is not None:
         try:
             path = uploads.model_file(upload.name, upload.getvalue())
-            spec = SliceSpec(
-                plane,
-                index,
-                int(size),
-                intensity,
-                bool(register and ds.is_3d),
-                kind,
-                float(spacing) if volume and spacing else None,
-            )
-            ref = ModelRef.torchscript(
+            ref = (card or UserCard()).ref(  # the one card -> contract rule, the CLI's too
                 path,
-                spec,
                 label=(card and card.name) or "your TorchScript model",
-                output_names=card and card.output_names,
-                output_kind=card and card.output_kind,
-                output_unit=card and card.output_unit,
                 uploaded=True,
+                input=kind,
+                plane=plane,
+                slice=index,
+                size=int(size),
+                spacing=float(spacing) if volume and spacing else None,
+                orientation=orientation,
+                intensity=intensity,
+                register=bool(register and ds.is_3d),
             )
             loaders.model(ref, device)
         except EveInputError as exc:

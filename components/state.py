@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.cards import USER_DEFAULT
+
 # -- sidebar widgets ---------------------------------------------------------------------
 DATASET = "sidebar_dataset"  # "synthbrain" | "shapes" | "upload"
 DATASET_UPLOAD = "sidebar_dataset_upload"  # file uploader: features.csv + NIfTI files, or a .zip
@@ -21,6 +23,7 @@ MODEL_PLANE = "sidebar_model_plane"  # slice spec of an uploaded model
 MODEL_SLICE = "sidebar_model_slice"
 MODEL_SIZE = "sidebar_model_size"
 MODEL_INTENSITY = "sidebar_model_intensity"  # intensity rule an uploaded model is fed
+MODEL_ORIENTATION = "sidebar_model_orientation"  # "stored" | "ras": the arrays an uploaded model is fed
 MODEL_REGISTER = "sidebar_model_register"  # register an uploaded model's volumes to MNI152 first
 EXPLAIN = "sidebar_explain"  # prefix: + model ref; "output" (the logit as it is) or "probability"
 OUTPUT = "sidebar_output"  # prefix: + model id; the name of the model output to explain
@@ -94,13 +97,15 @@ OVERLAY_CMAPS = ("Hot", "Inferno", "RdBu_r", "Viridis")
 # defaults of keys whose value does not depend on the data
 DEFAULTS: dict = {
     DATASET: "synthbrain",
-    MODEL_INPUT: "slice",
+    # an uploaded model's contract starts at the engine's one default (the CLI's too)
+    MODEL_INPUT: USER_DEFAULT.input,
     MODEL_SPACING: 0.0,
-    MODEL_PLANE: "axial",
-    MODEL_SLICE: "ventricles",
-    MODEL_SIZE: 64,
-    MODEL_INTENSITY: "raw",
-    MODEL_REGISTER: False,
+    MODEL_PLANE: USER_DEFAULT.plane,
+    MODEL_SLICE: "middle" if USER_DEFAULT.index is None else str(USER_DEFAULT.index),
+    MODEL_SIZE: USER_DEFAULT.size,
+    MODEL_INTENSITY: USER_DEFAULT.intensity,
+    MODEL_ORIENTATION: USER_DEFAULT.orientation,
+    MODEL_REGISTER: USER_DEFAULT.register,
     DEVICE: "cpu",
     USER_DATASET: None,
     USER_DATASET_ERROR: None,

@@ -17,12 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.devices import default_device
 from engine.errors import EveInputError
-
-
-def default_device() -> torch.device:
-    """CUDA when present, otherwise the CPU (every test and the default app run there)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def machine() -> str:

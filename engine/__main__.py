@@ -101,7 +101,8 @@ def add_model_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--slice",
         default=None,
-        help="TorchScript only: voxel index, a named slice (e.g. ventricles) or middle (default)",
+        help="TorchScript only: voxel index, a named slice (e.g. ventricles) or middle (default); under "
+        "--orientation stored, along the stored axis closest to the plane",
     )
     parser.add_argument(
         "--size",
@@ -115,6 +116,14 @@ def add_model_input_arguments(parser: argparse.ArgumentParser) -> None:
         default="none",
         help="TorchScript only: mni registers each volume to MNI152 (affine, SimpleITK; the transform cached per "
         "file) before slicing, so a named slice can be taken from native-space volumes",
+    )
+    parser.add_argument(
+        "--orientation",
+        choices=("stored", "ras"),
+        default=None,
+        help="TorchScript only: the arrays as the files store them (stored, the default: what "
+        "nib.load(f).get_fdata() gives a training pipeline) or in Eve's RAS+ convention, slices in neurological "
+        "display (ras; built-in models use their card's)",
     )
     parser.add_argument(
         "--intensity",
@@ -317,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     diffusion.add_argument("--size", type=int, default=None, help="--data: side in pixels (default 64)")
     diffusion.add_argument(
         "--intensity", choices=("raw", "p99", "zscore", "minmax"), default=None, help="--data: intensity rule"
+    )
+    diffusion.add_argument(
+        "--orientation", choices=("stored", "ras"), default=None, help="--data: the arrays as stored, or RAS+"
     )
     diffusion.add_argument(
         "--kind",

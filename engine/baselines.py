@@ -75,6 +75,7 @@ from captum import metrics as captum_metrics
 from scipy import stats
 from torch import nn
 
+from engine.devices import placed
 from engine.errors import EveInputError, reason
 
 DEFAULT_BATCH = 32  # images per captum call
@@ -613,8 +614,10 @@ def attribution_map(
     if int(batch_size) < 1:
         raise EveInputError(f"batch_size = {batch_size}: use 1 or more.")
     images = _check_images(images)
+    home, images = images.device, placed(model, images)  # computed where the model is, returned where asked
     target_t = _check_outputs(model, images, target)
     result = _compute_batched(model, images, method, target_t, p, int(batch_size), return_delta)
+    result = (result[0].to(home), result[1].to(home)) if return_delta else result.to(home)
     maps = result[0] if return_delta else result
     if not torch.isfinite(maps).all():
         raise EveInputError(

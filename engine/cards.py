@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.data.slicing import INPUT_KINDS, SliceSpec
+from engine.data.bundle import MODEL_FILE as BUNDLE_MODEL
+from engine.data.bundle import is_bundle, read_bundle
+from engine.data.slicing import INPUT_KINDS, ORIENTATIONS, SliceSpec
 from engine.errors import EveInputError, reason
 
 REQUIRED_KEYS = ("name", "kind", "spec", "output_names", "architecture")
@@ -30,9 +32,9 @@ TORCHSCRIPT = "torchscript"  # ModelCard.kind of a user's model
 
 
 def spec_from_json(spec: dict) -> SliceSpec:
-    """A card's {"input", "plane", "index", "size", "spacing", "intensity", "register"} as a `SliceSpec`.
-    Left out: a slice input; intensity Eve's `p99`, what every card written before the key existed
-    was trained on; no registration. A volume input needs no plane or index."""
+    """A card's {"input", "plane", "index", "size", "spacing", "intensity", "register", "orientation"} as a
+    `SliceSpec`. Left out: a slice input; intensity Eve's `p99` and orientation Eve's `ras`, what every card
+    written before the keys existed was trained on; no registration. A volume input needs no plane or index."""
     volume = spec.get("input") == "volume"
     return SliceSpec(
         spec.get("plane", "axial") if volume else spec["plane"],
@@ -42,11 +44,15 @@ def spec_from_json(spec: dict) -> SliceSpec:
         bool(spec.get("register")),
         spec.get("input", "slice"),
         spec.get("spacing"),
+        spec.get("orientation", "ras"),
+        spec.get("bundle"),
     )
 
 
 def spec_to_json(spec: SliceSpec) -> dict:
     """The inverse of `spec_from_json`; defaults are left implicit, as in the committed cards."""
+    if spec.bundle is not None:
+        return {"bundle": spec.bundle, "size": int(spec.size), "input": spec.input}
     if spec.is_volume:
         data = {"input": "volume", "size": int(spec.size)}
         if spec.spacing is not None:
@@ -55,6 +61,8 @@ def spec_to_json(spec: SliceSpec) -> dict:
         data = {"plane": spec.plane, "index": spec.index, "size": int(spec.size)}
     if spec.intensity != "p99":
         data["intensity"] = spec.intensity
+    if spec.orientation != "ras":
+        data["orientation"] = spec.orientation
     return {**data, "register": True} if spec.register else data
 
 
@@ -238,25 +246,42 @@ class ModelRef:
         if self.name is not None:
             return self.name
         name = self.label or Path(self.path).name
+        if self.spec.bundle is not None:
+            return f"{name} (MONAI bundle)"
         if self.spec.is_volume:
-            return f"{name} (volume, {self.spec.size}^3 voxels)"
-        return f"{name} ({self.spec.plane}, slice {self.spec.index}, {self.spec.size} px)"
+            return f"{name} (volume, {self.spec.size}^3 voxels, {self.spec.orientation})"
+        index = "middle" if self.spec.index is None else self.spec.index
+        return f"{name} ({self.spec.plane}, slice {index}, {self.spec.size} px, {self.spec.orientation})"
 
 
 # --- a user's model card --------------------------------------------------------------------------
 
 USER_CARD_KEYS = ("name", "input", "intensity", "outputs")
 USER_CARD_EXAMPLE = (
-    '{"name": "my model", "input": {"kind": "slice", "plane": "coronal", "slice": "hippocampus", "size": 64}, '
-    '"intensity": "raw", "outputs": {"names": ["logit AD"], "kind": "logit"}}, or for a 3D model '
-    '{"input": {"kind": "volume", "size": 96, "spacing": 2.0}, ...} (a regression\'s outputs may add "unit": "mL")'
+    '{"name": "my model", "input": {"kind": "slice", "plane": "coronal", "slice": "hippocampus", "size": 64, '
+    '"orientation": "stored"}, "intensity": "raw", "outputs": {"names": ["logit AD"], "kind": "logit"}}, or for a '
+    '3D model {"input": {"kind": "volume", "size": 96, "spacing": 2.0}, ...} (a regression\'s outputs may add '
+    '"unit": "mL")'
 )
+# What a user's model is fed where neither its card nor the user (a CLI flag, a sidebar field) says: what
+# the file holds. The array as stored (most training pipelines feed `nib.load(f).get_fdata()`), the stored
+# values (raw), the middle slice (a named MNI slice assumes MNI space), 64 px; a volume: a 64^3 cube fitted
+# to the field of view. Eve's own models say `ras` and `p99` in their cards.
+USER_DEFAULT = SliceSpec(plane="axial", index=None, size=64, intensity="raw", input="slice", orientation="stored")
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".zip", ".torchscript")
+
+
+def is_torchscript_source(source: str | Path) -> bool:
+    """Whether a `--model` names a TorchScript file rather than a built-in model: a file, a TorchScript
+    suffix or a path (a built-in name is a bare word). One rule for every command and the cohort trainer."""
+    text, path = str(source), Path(source)
+    return path.suffix.lower() in TORCHSCRIPT_SUFFIXES or path.is_file() or "/" in text or "\\" in text
 
 
 @dataclass(frozen=True)
 class UserCard:
     """What a user's JSON card beside their TorchScript file says; every field optional (None: not
-    stated, so a CLI flag, a sidebar field or Eve's default decides)."""
+    stated, so a CLI flag, a sidebar field or `USER_DEFAULT` decides)."""
 
     name: str | None = None
     input: str | None = None  # "slice" | "volume"
@@ -264,6 +289,7 @@ class UserCard:
     slice: int | str | None = None  # as written: a voxel index, a named MNI slice or "middle"
     size: int | None = None
     spacing: float | None = None  # volume input: isotropic voxel size in mm
+    orientation: str | None = None  # "stored" | "ras"
     intensity: str | None = None
     output_names: tuple[str, ...] | None = None
     output_kind: str | None = None
@@ -285,6 +311,13 @@ class UserCard:
         kind = given.get("kind")
         if kind is not None and kind not in INPUT_KINDS:
             raise EveInputError(f"{source}: input kind {kind!r} is not one of {', '.join(INPUT_KINDS)}: {fix}.")
+        orientation = given.get("orientation")
+        if orientation is not None and orientation not in ORIENTATIONS:
+            raise EveInputError(
+                f"{source}: input orientation {orientation!r} is not one of {', '.join(ORIENTATIONS)}: use stored "
+                "for the arrays as your files store them (what nib.load(f).get_fdata() gives), ras for Eve's RAS+ "
+                "convention."
+            )
         spacing = given.get("spacing")
         if spacing is not None and (isinstance(spacing, bool) or not isinstance(spacing, (int, float))):
             raise EveInputError(
@@ -309,6 +342,7 @@ class UserCard:
             slice=given.get("slice"),
             size=size,
             spacing=None if spacing is None else float(spacing),
+            orientation=orientation,
             intensity=data.get("intensity"),
             output_names=None if names is None else tuple(str(n) for n in names),
             output_kind=outputs.get("kind"),
@@ -334,39 +368,78 @@ class UserCard:
             ) from exc
         return cls.from_json(data, source=f"Model card {path}")
 
-    def ref(
+    def contract(
         self,
-        model_path: str | Path,
         *,
         input=None,
         plane=None,
         slice=None,
         size=None,
         spacing=None,
+        orientation=None,
         intensity=None,
-        label=None,
-    ) -> ModelRef:
-        """The `ModelRef` of the model this card describes; given arguments (CLI flags, sidebar fields)
-        override the card, and what neither states takes Eve's defaults (a slice: axial, middle,
-        64 px; a volume: a 64^3 cube fitted to the field of view; intensity raw)."""
-        kind = input or self.input or "slice"
+        register: bool = False,
+    ) -> SliceSpec:
+        """The one card -> contract rule (the CLI, the sidebar, the cohort trainer and a Ray worker all
+        come through it): what is given (CLI flags, sidebar fields; None: not given) over the card over
+        `USER_DEFAULT`. A slice index or name is parsed as typed (`SliceSpec.parse_index`)."""
+        kind = input or self.input or USER_DEFAULT.input
         volume = kind == "volume"
-        spec = SliceSpec(
-            plane or self.plane or "axial",
-            None if volume else SliceSpec.parse_index(slice if slice is not None else self.slice),
-            int(size or self.size or 64),
-            intensity or self.intensity or "raw",
-            input=kind,
-            spacing=(spacing if spacing is not None else self.spacing) if volume else None,
+        typed = slice if slice is not None else self.slice
+        return SliceSpec(
+            plane or self.plane or USER_DEFAULT.plane,
+            None if volume else SliceSpec.parse_index(typed) if typed is not None else USER_DEFAULT.index,
+            int(size or self.size or USER_DEFAULT.size),
+            intensity or self.intensity or USER_DEFAULT.intensity,
+            bool(register),
+            kind,
+            (spacing if spacing is not None else self.spacing) if volume else None,
+            orientation or self.orientation or USER_DEFAULT.orientation,
         )
+
+    def ref(self, model_path: str | Path, *, label=None, uploaded: bool = False, **given) -> ModelRef:
+        """The `ModelRef` of the model this card describes, fed `contract(**given)`."""
         return ModelRef.torchscript(
             model_path,
-            spec,
+            self.contract(**given),
             label=label or self.name,
             output_names=self.output_names,
             output_kind=self.output_kind,
             output_unit=self.output_unit,
+            uploaded=uploaded,
         )
+
+
+def bundle_ref(root: str | Path, *, label=None, uploaded: bool = False) -> ModelRef:
+    """A MONAI bundle's model (`models/model.ts`), fed the bundle's own preprocessing (`engine.data.bundle`);
+    its outputs named and typed as its metadata says."""
+    info = read_bundle(root)
+    return ModelRef.torchscript(
+        info.root / BUNDLE_MODEL,
+        SliceSpec(bundle=str(info.root)),
+        label=label or info.name,
+        output_names=info.output_names,
+        output_kind=info.output_kind,
+        uploaded=uploaded,
+    )
+
+
+def model_ref(source: str | Path, *, explain: str = "output", **given) -> ModelRef:
+    """The model a `--model` names: a MONAI bundle folder (its own preprocessing; the input flags do not
+    apply), a TorchScript file fed the card beside it (`UserCard.beside`) under the given flags
+    (`UserCard.contract`), or a built-in model, which takes its own card's input."""
+    if is_bundle(source):
+        stated = [f"--{k}" for k, v in given.items() if v not in (None, False)]
+        if stated:
+            raise EveInputError(
+                f"{source} is a MONAI bundle: its own preprocessing is its input contract, so {', '.join(stated)} "
+                "do not apply; drop them (or change the bundle's configs/inference.json)."
+            )
+        return replace(bundle_ref(source), explain=explain)
+    if not is_torchscript_source(source):
+        return replace(ModelRef.builtin(str(source)), explain=explain)
+    card = UserCard.beside(source) or UserCard()
+    return replace(card.ref(source, **given), explain=explain)
 
 
 # --- diffusion models ---------------------------------------------------------------------------

@@ -397,7 +397,7 @@ def run_counterfactual_command(args) -> None:
     before = float(dataset.table[args.feature].iloc[row])
     value = parse_change(args.change, before) if args.change is not None else float(args.value)
     result = subject_counterfactual(
-        model.cpu(), card, diffusion, dataset, args.subject, args.feature, value, output=args.output or 0
+        model, card, diffusion, dataset, args.subject, args.feature, value, output=args.output or 0
     )
     if result.clamped:
         print(f"warning: {result.clamped}")

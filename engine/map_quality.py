@@ -33,6 +33,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
 from engine.baselines import _check_images, _check_outputs, _spearman
+from engine.devices import placed
 from engine.errors import EveInputError
 
 FORWARD_BATCH = 64  # perturbed images per forward pass
@@ -209,7 +210,7 @@ def _morf_order(flat: np.ndarray) -> np.ndarray:
 
 def _target_outputs(model, x: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        out = model(x)
+        out = model(placed(model, x))  # the model's device (`engine.devices`)
     return out.gather(1, targets[:, None].to(out.device)).squeeze(1).to(torch.float64).cpu().numpy()
 
 

@@ -205,7 +205,7 @@ def run_maps_command(args) -> None:
         methods = default_methods(model, dataset.model_inputs(card.spec, rows))
     with tqdm(total=len(methods), unit="method", desc="maps") as bar:
         report = map_report(
-            model.cpu() if device.type == "cpu" else model,
+            model,
             card,
             dataset,
             rows,

@@ -58,10 +58,10 @@ def grid_regions(spec: SliceSpec, cells: int | None = None) -> Regions:
 
 
 def _require_mni_slice(spec: SliceSpec, what: str) -> None:
-    if spec.is_volume or not isinstance(spec.index, str):
+    if spec.is_volume or not isinstance(spec.index, str) or spec.orientation != "ras":
         raise EveInputError(
-            f"{what} regions need a model whose input is a named MNI slice (this one takes {spec.describe()}): "
-            "use regions 'grid' for this model."
+            f"{what} regions are cut from an MNI atlas in RAS+ order, so they need a model whose input is a named "
+            f"MNI slice in orientation ras (this one takes {spec.describe()}): use regions 'grid' for this model."
         )
 
 

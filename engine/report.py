@@ -23,14 +23,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.io as pio
-import torch
 from tqdm import tqdm
 
-from engine import default_device, figures
-from engine.cards import ModelRef, UserCard, spec_from_json
+from engine import figures
+from engine.cards import ModelRef, is_torchscript_source, spec_from_json
+from engine.cards import model_ref as cards_model_ref
 from engine.data import SliceSpec
+from engine.data.bundle import trust as trust_bundle
 from engine.data.remote import is_remote
 from engine.data.slicing import INTENSITIES, NAMED_SLICES
+from engine.devices import resolve_device
 from engine.errors import EveInputError, reason
 from engine.models.zoo import load
 from engine.scoring import (
@@ -43,7 +45,8 @@ from engine.scoring import (
     trained_elsewhere,
 )
 
-TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".zip", ".torchscript")
+# the flags of a TorchScript model's input contract, as `UserCard.contract` takes them
+CONTRACT_FLAGS = ("input", "plane", "slice", "size", "spacing", "orientation", "intensity")
 
 
 # 1. writers ---------------------------------------------------------------------------------
@@ -801,47 +804,32 @@ def write_html(report: ScoreReport, path: str | Path) -> Path:
 # 2. the `score` command ---------------------------------------------------------------------
 
 
-def _is_torchscript(source: str) -> bool:
-    path = Path(source)
-    return path.suffix.lower() in TORCHSCRIPT_SUFFIXES or path.is_file() or "/" in source or "\\" in source
-
-
-def model_ref(args) -> ModelRef:
-    """The model the command names: a TorchScript file, with its input from --plane/--slice/--size/
-    --intensity over the card beside it (`<model>.json` or `model.json`, `engine.cards.UserCard`) over
-    Eve's defaults; or a built-in model, which takes its card's input (contradicting flags are refused).
-    --explain says whether its output or a logit's probability is explained."""
-    ref = replace(_model_ref(args), explain=args.explain)
-    if args.register == "none":
-        return ref
-    if not ref.is_torchscript:
+def command_ref(args) -> ModelRef:
+    """The model the command names (`engine.cards.model_ref`: a TorchScript file fed its card beside it under
+    --input/--plane/--slice/--size/--spacing/--orientation/--intensity/--register, or a built-in model with
+    its card's input; contradicting flags are refused for a built-in one); --explain says whether its output
+    or a logit's probability is explained."""
+    given = {k: getattr(args, k, None) for k in CONTRACT_FLAGS}
+    register = getattr(args, "register", "none") == "mni"
+    if not is_torchscript_source(args.model) and register:
         raise EveInputError(
             f"--register mni is for TorchScript models: built-in model {args.model!r} takes its "
             "card's input; drop the flag."
         )
-    return replace(ref, spec=replace(ref.spec, register=True))
-
-
-def _model_ref(args) -> ModelRef:
-    if _is_torchscript(args.model):
-        card = UserCard.beside(args.model) or UserCard()
-        return card.ref(
-            args.model,
-            input=args.input,
-            plane=args.plane,
-            slice=args.slice,
-            size=args.size,
-            spacing=args.spacing,
-            intensity=args.intensity,
-        )
-    return ModelRef.builtin(args.model)
+    return cards_model_ref(args.model, explain=getattr(args, "explain", "output"), register=register, **given)
 
 
 def command_model(args) -> tuple:
-    """(model, card, ref, device) a command names (`model_ref`, --device), a built-in model's contradicting
+    """(model, card, ref, device) a command names (`command_ref`, --device), a built-in model's contradicting
     input flags refused; cheap, so it fails before a dataset's header checks."""
-    device = torch.device(args.device) if args.device else default_device()
-    ref = model_ref(args)
+    device = resolve_device(args.device)
+    ref = command_ref(args)
+    if ref.spec is not None and ref.spec.bundle is not None:  # the user's own bundle, on their own machine
+        trust_bundle(ref.spec.bundle)
+        print(
+            f"note: the command line trusts the MONAI bundle {ref.spec.bundle}: its preprocessing runs as its "
+            "configs write it (the app runs only MONAI's own transforms from an uploaded bundle)"
+        )
     model, card = load(ref, device)
     if not ref.is_torchscript:
         _check_builtin_flags(args, card.spec)
@@ -849,23 +837,19 @@ def command_model(args) -> tuple:
 
 
 def _check_builtin_flags(args, spec: SliceSpec) -> None:
-    given = {
-        "input": args.input,
-        "plane": args.plane,
-        "slice": None if args.slice is None else SliceSpec.parse_index(args.slice),
-        "size": args.size,
-        "spacing": args.spacing,
-        "intensity": args.intensity,
-    }
+    given = {k: getattr(args, k, None) for k in CONTRACT_FLAGS}
+    if given["slice"] is not None:
+        given["slice"] = SliceSpec.parse_index(given["slice"])
     theirs = {
         "input": spec.input,
         "plane": spec.plane,
         "slice": spec.index,
         "size": spec.size,
         "spacing": spec.spacing,
+        "orientation": spec.orientation,
         "intensity": spec.intensity,
     }
-    clash = [f"--{k} {getattr(args, k)}" for k, v in given.items() if getattr(args, k) is not None and v != theirs[k]]
+    clash = [f"--{k} {getattr(args, k)}" for k, v in given.items() if v is not None and v != theirs[k]]
     if clash:
         raise EveInputError(
             f"Built-in model {args.model!r} takes its card's input ({spec.describe()}); {', '.join(clash)} do not "

@@ -23,7 +23,7 @@ import engine.report as report
 from engine import scoring
 from engine.__main__ import main
 from engine.data import shapes as shapes_generator
-from engine.data.slicing import INTENSITIES
+from engine.data.slicing import INTENSITIES, ORIENTATIONS
 from engine.tvd import ScoreResult
 
 # 4. the command line -----------------------------------------------------------------------------
@@ -50,7 +50,9 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
         "--model",
         readout_pt,
         "--intensity",
-        "p99",  # the read-out expects Eve's normalisation: the user says so
+        "p99",  # the read-out expects Eve's normalisation and display orientation: the user says so
+        "--orientation",
+        "ras",
         "--features",
         "size,background,pos_x",
         "--out",
@@ -64,7 +66,9 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
     doc = json.loads(out.read_text())
     assert doc["dataset"]["name"] == "shapes" and doc["split"] == "test" and doc["n"] == 1000
     assert doc["spec"] == {"plane": "axial", "index": None, "size": 64, "intensity": "p99"} and doc["method"] == "data"
-    assert doc["input"] == "axial the middle slice, 64x64 px; intensity p99: " + INTENSITIES["p99"]
+    assert doc["input"] == (
+        f"axial the middle slice, 64x64 px; orientation ras: {ORIENTATIONS['ras']}; intensity p99: {INTENSITIES['p99']}"
+    )
     assert doc["model"]["kind"] == "torchscript" and doc["features"] == ["size", "background", "pos_x"]
     scores = pd.DataFrame(doc["scores"])
     assert len(scores) == 3 * 3 and set(scores["output"]) == {"output_0", "output_1", "output_2"}
@@ -119,7 +123,9 @@ def test_cli_html_report_is_standalone_with_score_bars_and_curves(preloaded, rea
         "--model",
         readout_pt,
         "--intensity",
-        "p99",  # the read-out expects Eve's normalisation: the user says so
+        "p99",  # the read-out expects Eve's normalisation and display orientation: the user says so
+        "--orientation",
+        "ras",
         "--out",
         str(out),
         "--format",
@@ -221,7 +227,9 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
         "--model",
         readout_pt,
         "--intensity",
-        "p99",  # the read-out expects Eve's normalisation: the user says so
+        "p99",  # the read-out expects Eve's normalisation and display orientation: the user says so
+        "--orientation",
+        "ras",
         "--features",
         "size,pos_x",
         "--output",
@@ -331,7 +339,7 @@ def test_cli_scores_a_users_folder_with_a_categorical_feature(tmp_path):
 def test_a_card_beside_the_model_states_its_contract_and_flags_override_it(preloaded, readout_pt, tmp_path):
     card = {
         "name": "shape read-out",
-        "input": {"kind": "slice", "plane": "axial", "slice": "middle", "size": 64},
+        "input": {"kind": "slice", "plane": "axial", "slice": "middle", "size": 64, "orientation": "ras"},
         "intensity": "p99",
         "outputs": {"names": ["area", "border", "centroid_x"], "kind": "regression"},
     }
@@ -343,7 +351,10 @@ def test_a_card_beside_the_model_states_its_contract_and_flags_override_it(prelo
     assert doc["outputs"] == ["area", "border", "centroid_x"] and doc["model"]["outputs"] == "regression"
     assert doc["model"]["name"] == "shape read-out" and doc["spec"]["intensity"] == "p99"
     scores = pd.DataFrame(doc["scores"]).set_index("output")
-    assert scores.loc["centroid_x", "score"] > 0.95  # the card's p99 is what this read-out expects
+    assert scores.loc["centroid_x", "score"] > 0.95  # the card's p99 and ras are what this read-out expects
+    assert main([*argv, "--n-boot", "0", "--orientation", "stored"]) == 0  # fed the stored (X, Y) array...
+    transposed = pd.DataFrame(json.loads(out.read_text())["scores"]).set_index("output")
+    assert transposed.loc["centroid_x", "score"] < 0.1  # ...its centroid_x runs along the other axis
     assert main([*argv, "--n-boot", "0", "--intensity", "raw"]) == 0  # a flag overrides the card
     assert json.loads(out.read_text())["spec"]["intensity"] == "raw"
 

@@ -155,7 +155,8 @@ def test_the_cli_trains_a_diffusion_model_on_a_folder_and_the_score_command_uses
     argv = ["train-diffusion", "--data", str(cohort.root), "--features", "a,b", "--size", str(SIZE)]
     assert main([*argv, "--intensity", "raw", "--steps", "40", "--out", str(out)]) == 0
     card = json.loads((out / f"{cohort.name}-diffusion.json").read_text())
-    assert card["spec"] == {"plane": "axial", "index": None, "size": SIZE, "intensity": "raw"}
+    # a user model's default contract: the middle slice of the stored arrays, raw (`engine.cards.USER_DEFAULT`)
+    assert card["spec"] == {"plane": "axial", "index": None, "size": SIZE, "intensity": "raw", "orientation": "stored"}
     assert card["training"]["steps_run"] <= 40 and card["training"]["recipe"]["kind"] == "diffusion"
     assert "wrote" in capsys.readouterr().out
     model = tmp_path / "block_mean.pt"

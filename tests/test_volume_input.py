@@ -119,7 +119,8 @@ def test_a_bad_volume_spec_names_the_fix(kwargs, fix):
 def test_a_user_card_can_ask_for_a_volume_and_flags_override_it(tmp_path):
     card = UserCard.from_json({"input": {"kind": "volume", "size": 32, "spacing": 2.5}, "intensity": "zscore"})
     spec = card.ref(tmp_path / "m.pt").spec
-    assert spec == SliceSpec("axial", None, 32, "zscore", input="volume", spacing=2.5)
+    # what the card leaves out (the orientation) takes a user's model's default: the arrays as stored
+    assert spec == SliceSpec("axial", None, 32, "zscore", input="volume", spacing=2.5, orientation="stored")
     assert card.ref(tmp_path / "m.pt", size=24, spacing=4.0).spec.size == 24
     with pytest.raises(EveInputError, match="input kind 'cube'"):
         UserCard.from_json({"input": {"kind": "cube"}})
@@ -188,7 +189,8 @@ def test_raw_volume_scores_match_the_truth_and_the_unseen_marker_scores_zero(coh
     assert main([*argv, "--out", str(out), "--n-boot", "200"]) == 0
     doc = json.loads(out.read_text())
     scores = pd.DataFrame(doc["scores"]).set_index("feature")
-    assert doc["spec"] == {"input": "volume", "size": CUBE, "intensity": "raw"} and "whole volume" in doc["input"]
+    spec = {"input": "volume", "size": CUBE, "intensity": "raw", "orientation": "stored"}  # a user model's default
+    assert doc["spec"] == spec and "whole volume" in doc["input"]
     for feature, true in truth.items():
         assert scores.loc[feature, "score"] == pytest.approx(true, abs=TOL), feature
     assert scores.loc["marker", "ci_low"] <= 0.0 <= scores.loc["marker", "ci_high"]

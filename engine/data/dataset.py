@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine.data.bundle import bundle_inputs
 from engine.data.registration import register_to_mni
 from engine.data.remote import RemoteFolder, is_remote
-from engine.data.slicing import SliceSpec, mni_space_problem, model_input
+from engine.data.slicing import SliceSpec, mni_space_problem, model_input, stored_axis, where_cut
 from engine.errors import DatasetError, reason
 
 RESERVED_COLUMNS = ("subject", "file", "split")
@@ -291,12 +292,14 @@ class Dataset:
             raise DatasetError(f"Unknown feature {name!r} in {self.name}: choose one of {', '.join(self.features)}.")
         return self.table[name].to_numpy()
 
-    def load_image(self, subject: str | int) -> nib.Nifti1Image:
-        """The subject's image in RAS+ orientation, voxel data checked (finite)."""
+    def load_image(self, subject: str | int, orientation: str = "ras") -> nib.Nifti1Image:
+        """The subject's image, voxel data checked (finite): a 3D volume in RAS+ voxel order (`ras`, Eve's
+        convention) or as the file stores it (`stored`); a 2D image as stored either way."""
         row = subject if isinstance(subject, (int, np.integer)) else self.index_of(subject)
         path = self.file_path(row)
+        canonical = len(self.shapes[row]) == 3 and orientation == "ras"
         try:
-            image = nib.as_closest_canonical(nib.load(path)) if len(self.shapes[row]) == 3 else nib.load(path)
+            image = nib.as_closest_canonical(nib.load(path)) if canonical else nib.load(path)
             data = np.asarray(image.dataobj, dtype=np.float32)
         except Exception as exc:
             raise DatasetError(
@@ -313,10 +316,13 @@ class Dataset:
         header.set_data_dtype(np.float32)  # voxels are returned as float32, whatever the file stores
         return nib.Nifti1Image(data, image.affine, header)
 
-    def volume(self, subject: str | int, register: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(voxel array float32 in RAS+, affine); with `register`, resampled onto MNI152's 2 mm grid
-        by an affine registration (`registration.register_to_mni`, its transform cached per file)."""
-        image = self.load_image(subject)
+    def volume(
+        self, subject: str | int, register: bool = False, orientation: str = "ras"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(voxel array float32, affine): in RAS+ voxel order (`ras`) or as stored (`stored`); with
+        `register`, resampled onto MNI152's 2 mm grid by an affine registration
+        (`registration.register_to_mni`, its transform cached per file; RAS+ only)."""
+        image = self.load_image(subject, orientation)
         if register:
             row = subject if isinstance(subject, (int, np.integer)) else self.index_of(subject)
             name = self.table["file"].iloc[row]
@@ -360,6 +366,27 @@ class Dataset:
             return 0, 0
         return int(header.get_sform(coded=True)[1]), int(header.get_qform(coded=True)[1])
 
+    def input_location(self, subject: str | int, spec: SliceSpec) -> str:
+        """Where a slice model's input is cut from this subject's volume, in words ("voxel 45", "voxel 45 of
+        stored axis 2"); "" for a volume input or a 2D image. Reads the header only (the registered volume
+        for a registered contract)."""
+        row = subject if isinstance(subject, (int, np.integer)) else self.index_of(subject)
+        if spec.is_volume or len(self.shapes[row]) != 3:
+            return ""
+        if spec.register:
+            data, affine = self.volume(row, register=True)
+            shape = data.shape
+        else:
+            image = nib.load(self.file_path(row))
+            if spec.orientation == "ras":
+                ornt = nib.orientations.io_orientation(image.affine)  # as `as_closest_canonical` reorders it
+                shape = np.zeros(3, int)
+                shape[ornt[:, 0].astype(int)] = self.shapes[row]
+                affine = image.affine @ nib.orientations.inv_ornt_aff(ornt, self.shapes[row])
+            else:
+                shape, affine = self.shapes[row], image.affine
+        return where_cut(shape, affine, spec)
+
     def shard_inputs(self, spec: SliceSpec, rows) -> torch.Tensor:
         """The model inputs of `rows` alone, as `model_inputs` gives them: from the full stack where it
         is cached, else read from those rows' files only, caching nothing (a cluster worker's shard)."""
@@ -371,6 +398,8 @@ class Dataset:
         return self.root / ".eve_cache" / f"{spec.key}-{self._fingerprint()}.npy"
 
     def _read_inputs(self, spec: SliceSpec, rows: np.ndarray) -> torch.Tensor:
+        if spec.bundle is not None:  # the bundle's own preprocessing, run by MONAI, on each file
+            return bundle_inputs(spec.bundle, [self.file_path(int(row)) for row in rows])
         if spec.is_volume and not self.is_3d:
             raise DatasetError(
                 f"{self.name} holds 2D images, and the model takes whole volumes (input kind 'volume'): "
@@ -378,11 +407,33 @@ class Dataset:
             )
         if isinstance(spec.index, str) and self.is_3d and not spec.register and not spec.is_volume:
             self._check_mni_space(spec, rows)
+        if spec.orientation == "stored":
+            self._check_stored_orientation(spec, rows)
         slices = []
         for row in rows:
-            data, affine = self.volume(int(row), register=spec.register and self.is_3d)
+            data, affine = self.volume(int(row), register=spec.register and self.is_3d, orientation=spec.orientation)
             slices.append(model_input(data, affine, spec))
         return torch.cat(slices)
+
+    def _check_stored_orientation(self, spec: SliceSpec, rows: np.ndarray) -> None:
+        """Stored arrays mean one voxel order for the whole cohort: refuse a file stored in another order
+        than the first (the model would see its anatomy laid out differently), and, for a slice of a
+        volume, a file whose axes are oblique to the world (no stored axis cuts the plane)."""
+        first = None
+        for row in rows:
+            row, name = int(row), self.table["file"].iloc[int(row)]
+            affine = nib.load(self.file_path(row)).affine  # the header only
+            codes = "".join(nib.aff2axcodes(affine))
+            if first is None:
+                first = (row, name, codes)
+            elif codes != first[2]:
+                raise DatasetError(
+                    f"Row {row + 2}: {name} is stored in voxel order {codes}, row {first[0] + 2}'s {first[1]} in "
+                    f"{first[2]}: under orientation stored the model would see their anatomy laid out differently. "
+                    "Reorient the files to one order (e.g. fslreorient2std), or use orientation ras."
+                )
+            if self.is_3d and not spec.is_volume:
+                stored_axis(affine, spec.plane, what=f"Row {row + 2}: {name}")
 
     def _stack(self, spec: SliceSpec) -> torch.Tensor:
         if spec.key in self._stacks:

@@ -14,6 +14,14 @@ Conventions, used everywhere in Eve:
   resampled to isotropic voxels (`spacing` mm, or the spacing that fits its whole field of view
   into the cube) and centre-padded or cropped to the cube, so anisotropic voxels keep their shape.
 
+Orientation is part of the contract (`SliceSpec.orientation`, one of `ORIENTATIONS`). All of the above
+is `ras`, Eve's convention, which its own models are trained on. `stored` feeds the array exactly as
+the file stores it, as `nib.load(f).get_fdata()` gives it to most users' training pipelines: a 2D
+image as its stored (X, Y); a volume in its stored voxel order, resampled, padded and cropped in that
+order; a slice is cut along the stored axis closest to the plane's world axis (found through the
+affine: a volume whose axes are oblique to the world has no such axis and is refused) and keeps the
+other two stored axes as (rows, cols), untransposed and unflipped (`stored_slice`).
+
 Intensity: what a model is fed is part of its input contract (`SliceSpec.intensity`, one of
 `INTENSITIES`), applied to the whole volume before slicing, so all slices of a subject share one
 scale. `raw` feeds the stored values (after the header's scaling) unchanged; `p99`, Eve's rule for
@@ -30,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.data.bundle import read_bundle
 from engine.errors import EveInputError
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -44,6 +53,15 @@ INTENSITIES: dict[str, str] = {
     "zscore": "minus the mean, over the standard deviation, of the non-zero voxels",
     "minmax": "minus the minimum, over the range (max - min), to [0, 1]",
 }
+
+# orientation -> what the model is fed, for cards and reports
+ORIENTATIONS: dict[str, str] = {
+    "ras": "RAS+ voxel order, a slice shown in neurological display (the patient's left on the image's left, "
+    "anterior or superior at the top)",
+    "stored": "the array as the file stores it (its voxel order, axes neither reordered nor flipped)",
+}
+# a stored voxel axis more than this many degrees off every world axis is oblique: no plane to cut along
+OBLIQUE_DEGREES = 30.0
 
 # Named anatomical slices as world (MNI, mm) coordinates along the plane's axis.
 # They work for any cohort registered to MNI space, whatever its voxel grid.
@@ -69,12 +87,34 @@ class SliceSpec:
     register: bool = False  # register each volume to MNI152 (affine) first: named slices for native volumes
     input: str = "slice"  # one of INPUT_KINDS; "volume": plane and index are not used
     spacing: float | None = None  # volume input: isotropic voxel size in mm (None: fit the field of view)
+    orientation: str = "ras"  # one of ORIENTATIONS; Eve's own models are trained on ras
+    bundle: str | None = None  # a MONAI bundle folder: its own preprocessing makes the input (`engine.data.bundle`)
 
     def __post_init__(self):
+        if self.bundle is not None:  # the bundle's transforms are the contract: nothing else applies
+            info = read_bundle(self.bundle)
+            object.__setattr__(self, "bundle", str(info.root))
+            object.__setattr__(self, "input", "volume" if len(info.spatial) == 3 else "slice")
+            for name, value in (("plane", "axial"), ("index", None), ("size", max(info.spatial))):
+                object.__setattr__(self, name, value)
+            for name, value in (("intensity", "raw"), ("register", False), ("spacing", None)):
+                object.__setattr__(self, name, value)
+            object.__setattr__(self, "orientation", "stored")
+            return
         if self.intensity not in INTENSITIES:
             raise EveInputError(f"Unknown intensity rule {self.intensity!r}: use one of {', '.join(INTENSITIES)}.")
         if self.input not in INPUT_KINDS:
             raise EveInputError(f"Unknown input kind {self.input!r}: use one of {', '.join(INPUT_KINDS)}.")
+        if self.orientation not in ORIENTATIONS:
+            raise EveInputError(
+                f"Unknown orientation {self.orientation!r}: use one of {', '.join(ORIENTATIONS)} "
+                "(stored: the arrays as your files store them; ras: Eve's RAS+ convention)."
+            )
+        if self.register and self.orientation == "stored":
+            raise EveInputError(
+                "Registration resamples each volume onto MNI152's grid in RAS+ order, so no stored array is left "
+                "to feed: register with orientation ras, or feed the stored arrays without registration."
+            )
         if self.input == "volume":
             # plane and slice do not apply: one canonical value, so equal contracts compare equal
             object.__setattr__(self, "plane", "axial")
@@ -118,21 +158,29 @@ class SliceSpec:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """One input's shape without the batch axis: (1, S, S), or (1, S, S, S) for a volume."""
+        """One input's shape without the batch axis: (1, S, S), or (1, S, S, S) for a volume (a bundle's:
+        what its metadata states)."""
+        if self.bundle is not None:
+            return read_bundle(self.bundle).shape
         return (1,) + (int(self.size),) * (3 if self.is_volume else 2)
 
     @property
     def key(self) -> str:
         """A file-name-safe key of everything that changes the model input (disk caches)."""
+        if self.bundle is not None:
+            return f"bundle-{read_bundle(self.bundle).digest}"
         if self.is_volume:
             key = f"volume-{self.size}" + ("" if self.spacing is None else f"-{float(self.spacing):g}mm")
         else:
             key = f"{self.plane}-{self.index}-{self.size}"
         key += "" if self.intensity == "p99" else f"-{self.intensity}"
+        key += "" if self.orientation == "ras" else f"-{self.orientation}"
         return key + ("-mni" if self.register else "")
 
     def describe(self) -> str:
         """The contract in words, for cards and reports."""
+        if self.bundle is not None:
+            return read_bundle(self.bundle).describe()
         registered = "each volume registered to MNI152 (affine) first; " if self.register else ""
         if self.is_volume:
             voxels = "fitted to the field of view" if self.spacing is None else f"at {float(self.spacing):g} mm"
@@ -140,7 +188,10 @@ class SliceSpec:
         else:
             slice_ = "the middle slice" if self.index is None else f"slice {self.index}"
             where = f"{self.plane} {slice_}, {self.size}x{self.size} px"
-        return f"{registered}{where}; intensity {self.intensity}: {INTENSITIES[self.intensity]}"
+        return (
+            f"{registered}{where}; orientation {self.orientation}: {ORIENTATIONS[self.orientation]}; "
+            f"intensity {self.intensity}: {INTENSITIES[self.intensity]}"
+        )
 
 
 def intensity_scale(volume: np.ndarray) -> float:
@@ -244,6 +295,73 @@ def extract_slice(volume: np.ndarray, affine: np.ndarray, plane: str, index) -> 
         cut = volume[k, :, :]  # (y, z)
     # rows = second axis, top = anterior/superior
     return np.ascontiguousarray(cut.T[::-1])
+
+
+def stored_axis(affine: np.ndarray, plane: str, what: str = "The volume") -> int:
+    """The stored voxel axis closest to `plane`'s world axis (x for sagittal, y coronal, z axial),
+    through the affine's direction cosines; an axis more than `OBLIQUE_DEGREES` off it is refused
+    (the message names `what`)."""
+    rotation = np.asarray(affine, float)[:3, :3]
+    norms = np.linalg.norm(rotation, axis=0)
+    cosines = np.abs(rotation[PLANE_AXIS[plane]] / np.where(norms > 0, norms, 1.0))  # one per voxel axis
+    axis = int(np.argmax(cosines))
+    angle = float(np.degrees(np.arccos(np.clip(cosines[axis], 0.0, 1.0))))
+    if angle > OBLIQUE_DEGREES:
+        world = "xyz"[PLANE_AXIS[plane]]
+        raise EveInputError(
+            f"{what}'s voxel axes are oblique to the world (the closest to the {world} axis is {angle:.0f} degrees "
+            f"off), so no stored axis cuts a {plane} slice: reslice the volumes to the scanner axes, feed the model "
+            "the whole volume (input volume), or use orientation ras."
+        )
+    return axis
+
+
+def stored_slice_index(shape: tuple[int, ...], affine: np.ndarray, plane: str, index) -> tuple[int, int]:
+    """(stored axis, voxel index along it) of a slice of a stored 3D volume: the middle for None, a
+    named MNI slice through the affine, or a voxel index checked against the axis."""
+    axis = stored_axis(affine, plane)
+    n = shape[axis]
+    if index is None:
+        return axis, n // 2
+    if isinstance(index, str):
+        point = np.zeros(4)
+        point[PLANE_AXIS[plane]], point[3] = NAMED_SLICES[index][1], 1.0
+        voxel = np.linalg.solve(np.asarray(affine, float), point)
+        return axis, int(np.clip(round(voxel[axis]), 0, n - 1))
+    index = int(index)
+    if not 0 <= index < n:
+        raise EveInputError(
+            f"Slice index {index} is outside the volume's stored axis {axis} (closest to {plane}), range "
+            f"0..{n - 1}: choose an index inside it."
+        )
+    return axis, index
+
+
+def stored_slice(volume: np.ndarray, affine: np.ndarray, plane: str, index) -> np.ndarray:
+    """A 2D image as the file stores it: a 2D array unchanged (X, Y); a 3D volume's slice across the
+    stored axis closest to `plane` (`stored_slice_index`), the other two stored axes as (rows, cols)."""
+    if volume.ndim == 2:
+        return np.ascontiguousarray(volume)
+    axis, k = stored_slice_index(volume.shape, affine, plane, index)
+    return np.ascontiguousarray(np.take(volume, k, axis=axis))
+
+
+def cut_slice(volume: np.ndarray, affine: np.ndarray, spec: SliceSpec) -> np.ndarray:
+    """The 2D image a slice model is fed, before resizing, in the spec's orientation: `extract_slice`
+    of a RAS+ volume (ras) or `stored_slice` of a stored one."""
+    if spec.orientation == "stored":
+        return stored_slice(volume, affine, spec.plane, spec.index)
+    return extract_slice(volume, affine, spec.plane, spec.index)
+
+
+def where_cut(shape: tuple[int, ...], affine: np.ndarray, spec: SliceSpec) -> str:
+    """Where a slice model's input is cut from a volume (in the spec's orientation), in words."""
+    if spec.is_volume or len(shape) != 3:
+        return ""
+    if spec.orientation == "stored":
+        axis, k = stored_slice_index(shape, affine, spec.plane, spec.index)
+        return f"voxel {k} of stored axis {axis}"
+    return f"voxel {slice_index(shape, affine, spec.plane, spec.index)}"
 
 
 def cube_planes(cube: np.ndarray, point: tuple[int, int, int] | None = None) -> dict[str, tuple[int, np.ndarray]]:
@@ -374,10 +492,12 @@ def to_cube(volume: torch.Tensor, zooms, size: int, spacing: float | None = None
 
 
 def model_input(volume: np.ndarray, affine: np.ndarray, spec: SliceSpec) -> torch.Tensor:
-    """One volume → the model's input under the spec's intensity rule, as a float32 tensor:
+    """One volume, in the spec's orientation (RAS+ for ras, as stored for stored: the dataset reads it so,
+    `Dataset.volume`), → the model's input under the spec's intensity rule, as a float32 tensor:
     its slice resized to (1, 1, size, size), or for a volume input the whole volume as
     (1, 1, size, size, size) (`to_cube`). Rules with a [0, 1] range stay in it after resizing."""
-    scaled = apply_intensity(volume, spec.intensity)
+    # a reoriented or byte-swapped view (negative or odd strides) becomes one contiguous float32 array
+    scaled = np.ascontiguousarray(apply_intensity(volume, spec.intensity), dtype=np.float32)
     if spec.is_volume:
         if scaled.ndim != 3:
             raise EveInputError(
@@ -387,6 +507,6 @@ def model_input(volume: np.ndarray, affine: np.ndarray, spec: SliceSpec) -> torc
         zooms = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
         tensor = to_cube(torch.from_numpy(scaled)[None, None], zooms, int(spec.size), spec.spacing)
     else:
-        image = extract_slice(scaled, affine, spec.plane, spec.index)
+        image = cut_slice(scaled, affine, spec)
         tensor = to_square(torch.from_numpy(image.copy())[None, None], spec.size)
     return tensor.clamp_(0.0, 1.0) if spec.intensity in ("p99", "minmax") else tensor

@@ -248,20 +248,22 @@ def find_generators(folder: str | Path, spec: SliceSpec | None = None) -> list[P
 
 def cohort_spec(args) -> SliceSpec:
     """The slice the generator makes: a model's input contract (`--model`, a built-in name or a
-    TorchScript file and the card beside it; the flags override a user's card), else the flags
-    over Eve's defaults (axial, middle slice, 64 px, raw)."""
-    from engine.cards import UserCard
+    TorchScript file and the card beside it, through the one card -> contract rule,
+    `engine.cards.model_ref`), else the flags over a user model's defaults (`USER_DEFAULT`)."""
+    from engine.cards import UserCard, model_ref
     from engine.models.zoo import list_cards
 
-    if args.model is not None and not args.model.endswith(".pt") and "/" not in args.model:
-        cards = {card.name: card for card in list_cards()}
-        if args.model not in cards:
-            raise EveInputError(f"Unknown model {args.model!r}: use a TorchScript file or one of {', '.join(cards)}.")
-        return cards[args.model].spec
-    card = (UserCard.beside(args.model) if args.model is not None else None) or UserCard()
-    return card.ref(
-        args.model or "model.pt", plane=args.plane, slice=args.slice, size=args.size, intensity=args.intensity
-    ).spec
+    given = dict(plane=args.plane, slice=args.slice, size=args.size, intensity=args.intensity)
+    given["orientation"] = getattr(args, "orientation", None)
+    if args.model is None:
+        return UserCard().contract(**given)
+    ref = model_ref(args.model, **given)
+    if ref.is_torchscript:
+        return ref.spec
+    cards = {card.name: card for card in list_cards()}
+    if args.model not in cards:
+        raise EveInputError(f"Unknown model {args.model!r}: use a TorchScript file or one of {', '.join(cards)}.")
+    return cards[args.model].spec
 
 
 def train_cohort_command(args) -> Path:

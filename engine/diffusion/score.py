@@ -76,7 +76,7 @@ def quantile_bin_means(percentiles, k_values: int) -> np.ndarray:
 
 def _slice(spec: SliceSpec) -> str:
     where = f"slice {spec.index}" if spec.index is not None else "slice (middle)"
-    return f"{spec.plane} {where} at {spec.size} px, intensity {spec.intensity}"
+    return f"{spec.plane} {where} at {spec.size} px, orientation {spec.orientation}, intensity {spec.intensity}"
 
 
 def check_compatible(card: ModelCard, diffusion: ConditionalDiffusion) -> None:

@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from engine import default_device
 from engine.cards import TORCHSCRIPT, ModelCard, ModelRef
 from engine.data.slicing import SliceSpec
+from engine.devices import model_device, placed, resolve_device
 from engine.errors import EveInputError, reason
 from engine.models.architectures import ARCHITECTURES
 
@@ -78,7 +78,7 @@ def load_model(
 
     Args:
         name: a card name (see `list_cards()`).
-        device: where to put the model (default: `engine.default_device()`).
+        device: where to put the model (`engine.devices.resolve_device`: default CUDA when present).
         folder: the zoo folder (default `models_dir()`).
 
     Raises `EveInputError` for an unknown name, a missing or altered weights file.
@@ -104,22 +104,15 @@ def load_model(
             raise EveInputError(
                 f"Weights {weights} do not fit the architecture of {name!r} ({reason(exc)}): {rebuild}."
             ) from exc
-    model = model.to(torch.device(device) if device is not None else default_device())
+    model = model.to(resolve_device(device))
     return model.eval(), card
-
-
-def model_device(model) -> torch.device:
-    """Where a module's (or TorchScript model's) first parameter or buffer lives; the CPU if none."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 @torch.inference_mode()
 def forward(model, images: torch.Tensor) -> torch.Tensor:
     """The model's outputs on one batch of images (B, 1, S, S), run on the model's device: a (B, K)
     float32 tensor on the CPU; a (B,) output is read as (B, 1). Anything else raises `EveInputError`."""
-    out = model(images.to(model_device(model)))
+    out = model(placed(model, images))
     if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2) or out.shape[0] != len(images):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise EveInputError(
@@ -141,7 +134,7 @@ def check_model(model, spec: SliceSpec, *, n_outputs: int | None = None, device=
     float32 tensor of finite values, each image's output independent of the rest of the batch.
     The dummy batch is uniform in [0, 1].
     """
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = model_device(model) if device is None else torch.device(device)
     generator = torch.Generator().manual_seed(0)
     batch = torch.rand(CHECK_BATCH, *spec.shape, generator=generator).to(device)
     axes = ", ".join(map(str, spec.shape))
@@ -206,7 +199,7 @@ def load_torchscript(
         spec: the input the model expects (`SliceSpec`).
         output_names: one name per output column (default `output_0`, ...).
         name: a display name for the card.
-        device: where to put the model (default: `engine.default_device()`).
+        device: where to put the model (`engine.devices.resolve_device`: default CUDA when present).
 
     Returns (model in eval mode, its `ModelCard`). Raises `EveInputError` naming what does not fit.
     """
@@ -225,7 +218,7 @@ def load_torchscript(
         raise EveInputError(f"{source} is larger than {MAX_TORCHSCRIPT_BYTES // 2**20} MB: use a smaller model.")
     if not data:
         raise EveInputError(f"{source} is empty: upload a TorchScript model file.")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     try:
         model = torch.jit.load(io.BytesIO(data), map_location=device)
     except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript archives
