@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from engine.cards import ModelRef
 from engine.data import Dataset
@@ -95,19 +96,23 @@ def _outputs_task(ref: ModelRef, dataset: Dataset, rows: np.ndarray, batch_size:
     return model_outputs(model, dataset, card.spec, rows, batch_size=batch_size, shard=True)
 
 
-def _value_task(ref: ModelRef, generator_source: str, plan, k: int, batch_size: int, device: str):
-    """A worker's feature value: `diffusion.score.draw_value` for value k of a score's plan."""
+def _value_task(ref: ModelRef, generator_source: str, plan, k: int, batch_size: int, device: str, threads: int):
+    """A worker's feature value: `diffusion.score.draw_value` for value k of a score's plan, with the
+    driver's torch threads (the sampler's float sums then run in the same order: the driver's numbers)."""
     from engine.diffusion import load_diffusion  # cached per path: a worker loads each generator once
     from engine.diffusion.score import draw_value
 
+    torch.set_num_threads(threads)
     model, _ = _worker_model(ref, device)
     return draw_value(model, load_diffusion(generator_source), plan, k, batch_size=batch_size)
 
 
 def _score_task(ref: ModelRef, card, generator_source: str, feature: str, output: int, settings: dict):
-    """A worker's whole diffusion score for one (feature, output): `diffusion.score.diffusion_score`'s result."""
+    """A worker's whole diffusion score for one (feature, output): `diffusion.score.diffusion_score`'s result,
+    with the driver's torch threads."""
     from engine.diffusion import diffusion_score, load_diffusion
 
+    torch.set_num_threads(settings.pop("threads"))
     model, _ = _worker_model(ref, settings.pop("device"))
     return diffusion_score(model, card, load_diffusion(generator_source), feature, output=output, **settings)
 
@@ -303,13 +308,16 @@ class Cluster:
             if refittable(generator) is not None and n_boot > 0:
                 task = _remote(_score_task, num_cpus=1)
                 every = {**settings, "n_boot": n_boot, "batch_size": batch_size, "device": device}
+                every["threads"] = torch.get_num_threads()
                 return self._gather(
                     [task.remote(ref, card, source, f, j, dict(every)) for f, j in todo], what, progress
                 )
             plans = [plan_score(card, generator, f, output=j, **settings) for f, j in todo]
             task = _remote(_value_task, num_cpus=1)
             futures = [
-                task.remote(ref, source, plan, k, batch_size, device) for plan in plans for k in range(len(plan.values))
+                task.remote(ref, source, plan, k, batch_size, device, torch.get_num_threads())
+                for plan in plans
+                for k in range(len(plan.values))
             ]
             draws = iter(self._gather(futures, what, progress))
             return [finish_score(generator, plan, [next(draws) for _ in plan.values], n_boot=n_boot) for plan in plans]
