@@ -403,16 +403,18 @@ def _data_method(meta: dict, report: ScoreReport) -> str:
         bins = table[table["feature"].isin(continuous)]["n_groups"]
         here = f"{_span(bins)} here: " if len(bins) else ""
         groups.append(
-            f"quantile bins of each continuous feature ({here}about n^(2/3), at most n/10, so at least about 10 "
+            f"quantile bins of each continuous feature ({here}about n^(2/3) / 2, at most n/20, so at least about 20 "
             "images a bin; a feature with fewer distinct values is grouped on its values)"
         )
     if cats:
         groups.append(f"the exact levels of the categorical feature{'s' if len(cats) > 1 else ''} {', '.join(cats)}")
     text += (
-        f"E[Y|A] was estimated by the mean output within groups of images: {' and '.join(groups)}. "
-        "The between-group variance Σ_k w_k (m_k − m)² overestimates Var(E[Y|A]) when groups are small; its "
-        "expected excess from noise, Σ_k w_k (1 − w_k) s²_k / n_k, was subtracted (an ω²-type correction) and the "
-        "score clipped to [0, 1]. "
+        f"Images were grouped into {' and '.join(groups)}. S(A) = 1 − E[Var(Y|A)] / Var(Y), with E[Var(Y|A)] "
+        "measured inside each bin by the residual variance of a straight line in the rank of A (the bin means "
+        "alone would count the change of E[Y|A] across a bin as noise), and, in bins where the output steps "
+        "within the bin, by differences between neighbours in A's order (Rice's estimator); within exact groups "
+        "by the within-group variance, with the between-group variance's expected excess from noise, "
+        "Σ_k w_k (1 − w_k) s²_k / n_k, subtracted (an ω²-type correction). The score is clipped to [0, 1]. "
     )
     draws = meta.get("n_boot")
     if draws:

@@ -19,20 +19,77 @@ Code name -> symbol:
     explained_var         between - inflation: Var(E[Y|A]) (omega^2-type correction)
     within                sum_k w_k s2_k: E[Var(Y|A)]
     total_var             within + explained_var: Var(Y)
+    u                     rank of A (ties share their mean rank)
+    line_var[k], r2_k     residual variance (ddof=2) of a straight line in u fitted in bin k
+    diff_var[k], d2_k     (3 R1 - R2) / 2, R_j = sum_i (y_(i+j) - y_(i))^2 / 2 (n_k - j) over
+                          A-sorted neighbours in bin k: Var(Y|A) with no smoothness needed
+    steep[k], lambda_k    how much of D_k = r2_k - d2_k is taken back (0: none, 1: all)
 
 Why the inflation term: m_k = mu_k + e_k with Var(e_k) = s2_k / n_k, independent across
 groups. Then E[sum_k w_k (m_k - m)^2] = sum_k w_k (mu_k - mu)^2 + sum_k w_k Var(e_k)
 - Var(sum_k w_k e_k), i.e. the truth plus sum_k w_k (1 - w_k) s2_k / n_k. With equal
 groups and a common s2 this is (K - 1) / (K N) * s2, and for data (w_k = n_k / n) it is
-(G - 1) / n * s2.
+(G - 1) / n * s2. Because total_var = within + explained_var, the score is also
+1 - within / total_var: every estimator below differs only in how it measures E[Var(Y|A)].
 
-A continuous feature is grouped into quantile bins. Too few bins under-estimate
-Var(E[Y|A]) (E[Y|A] varies inside a bin, worst in the wide tail bins); many small bins
-add only a little noise, because the inflation term removes their bias: the binning
-loss falls like 1/G (tail bins) to 1/G^2, the noise grows like sqrt(G) / n, and the two
-balance near G ~ n^(2/3). The default `default_n_bins(n) = round(n^(2/3))`, at least 2 and
-at most n // 10 (so at least 10 outputs a bin), gives 100 bins at n = 1,000, 159 at
-n = 2,000, 737 at n = 20,000 and 10,000 at n = 10^6.
+A continuous feature is grouped into quantile bins, and two estimators are offered:
+
+* `method="binned"` (the estimator before issue 32): within = sum_k w_k s2_k over
+  round(n^(2/3)) bins of at least 10 outputs. E[Y|A] varies inside a bin, so s2_k holds
+  that variation too and the score is biased down by E[Var(E[Y|A] | bin)] / Var(Y). Where
+  E[Y|A] is steep (a classifier's probability against a feature it thresholds) this loss
+  dwarfs the sampling error, and the bootstrap, which keeps the bins, cannot see it.
+* `method="local-linear"` (default): within = sum_k w_k (r2_k - lambda_k D_k) over
+  round(n^(2/3) / 2) bins of at least 20 outputs:
+  1. A line in the rank of A is fitted in each bin; its residual variance r2_k misses only
+     the bend of E[Y|A] inside a bin (O(h^4) for bin width h, against O(h^2) for s2_k).
+     The line costs a degree of freedom per bin, hence bins twice as wide as before.
+  2. Where E[Y|A] bends within a bin (a step), the line misses too; neighbours in A's
+     order see it. R_j is Var(Y|A) plus half the mean squared change of E[Y|A] over j
+     neighbours, which grows like j (j + 1) for independent draws of A where E[Y|A] is
+     locally linear, so d2_k = (3 R1 - R2) / 2 cancels it (Rice 1984; the extrapolation
+     in the lag as in Tong & Wang 2005). d2_k is about twice as noisy as r2_k, so it
+     replaces r2_k only where D_k = r2_k - d2_k shows that the line left variance:
+     z_k = D_k sqrt(n_k) / ref_k, with ref_k the larger of d2_k and the median r2 over bins
+     k-4..k+4 (the local noise level, not inflated by a steep bin), is about N(0, c) with
+     c = 2.5 for Gaussian noise (measured; the spread of z over the bins when larger). A
+     bin with z_k > t = sqrt(c) Phi^-1(1 - 0.01 / G) whose line residuals are also
+     positively autocorrelated (one-sided 5%; that check is immune to noise that grows
+     across bins) takes back lambda_k = 1 - (t / z_k)^4 of D_k: all of it when z_k >> t,
+     little near t, so a false alarm (1-5% of runs with no steep bin) moves the score little.
+  3. Both steps use the order and ranks of A only: any increasing relabelling of A gives
+     the same score, as before.
+
+The interval is the pair bootstrap of the data with bins, ranks and lambda_k kept; each
+draw refits the lines with multinomial weights and, in a corrected bin, adds
+lambda_k N(0, c ref_k^2 / n_k) for the noise of D_k. Its world has residuals about each
+line scaled by sqrt(n_k / (n_k - 2)) (modified residuals), so that its noise variance is
+r2_k rather than the plug-in RSS_k / n_k; percentiles are moved from that world's score to
+the estimate.
+
+Chosen by measurement (bias and RMSE of the point estimate over 300-400 runs; coverage in
+`benchmarks/validate_tvd_coverage.py` -> `benchmarks/results/tvd-coverage.json`, 200
+runs a cell). Candidates at n = 100, Y = sigmoid(60 (A - 0.5)) + N(0, 0.05^2) (S = 0.989)
+and Y independent of A (S = 0), bias / RMSE:
+
+    binned (bins of 10)                    -0.036 / 0.040    +0.019 / 0.036
+    lines in bins of 10                    -0.006 / 0.008    +0.027 / 0.050
+    lines in bins of 20                    -0.021 / 0.023    +0.018 / 0.034
+    d2 everywhere (no bins)                -0.000 / 0.003    +0.065 / 0.114
+    lines in bins of 20 + d2 where steep   -0.001 / 0.004    +0.018 / 0.035
+
+and the same order at n = 300-5,000. Finer bins, sorted differences alone (and, tried too,
+a Tong & Wang regression over 5-10 lags, Richardson between G and 2G bins) each buy the
+steep case with 1.4-3x the error at S = 0; the lines in wide bins keep S = 0 and smooth
+curves where they were, and the test hands the steep bins, only, to d2. Coverage of the
+95% interval, old -> new, over the issue's cases at n = 100-2,000: k = 60, sd = 0.05:
+0.02-0.90 -> 0.905-0.96; k = 30, sd = 0.10: 0.38-0.94 -> 0.90-0.965; k = 12 and k = 6:
+0.89-0.94 -> 0.90-0.965; near 1 (k = 60, sd = 0.02): 0.00-0.17 -> 0.87-0.99 (short of 0.9
+at n = 300-1,000, where the step spans 2-4 bins whose misses, ~1e-4 of S and 0.6 sd, are
+below the test's reach); S = 0 and S = 0.02: 0.98-1.00 for both. RMSE: 0.05-0.9x the old
+one on the steep cases, 0.94-1.07x on the smooth ones and at S = 0.02 and 0, except S = 0 at
+n = 200 (1.24x: 2% of runs correct a bin of weight 1/10 by mistake); widths 4-10% wider
+where the old interval under-covered (smooth cases), narrower where it missed.
 """
 
 from __future__ import annotations
@@ -45,6 +102,13 @@ from scipy import stats
 
 MIN_SAMPLES = 10  # fewer outputs than this: "too_few_samples"
 MIN_GROUP = 2  # each group needs 2 outputs for a within-group variance
+MIN_LINE = 3  # a bin needs 3 outputs (and 2 distinct ranks) for a line and its residual variance
+MIN_STEEP = 20  # and 20 for the steep-bin test (its null tail is heavier than Gaussian in smaller bins)
+STEEP_ALPHA = 0.01  # chance that any bin is corrected when no bin is steep (Bonferroni over bins)
+STEEP_WINDOW = 9  # bins k-4..k+4 give the local noise level that scales D_k
+STEEP_LAG = stats.norm.isf(0.05)  # and the line's residuals must be autocorrelated at the one-sided 5% level
+STEEP_NOISE = 2.5  # Var(r2_k - d2_k) ~ 2.5 Var(Y|A)^2 / n_k with Gaussian noise (measured 2.45-2.53)
+METHODS = ("local-linear", "binned")
 CONSTANT_MESSAGE = "The output is constant (zero variance), so there is nothing to explain. Check the model and output."
 SINGLE_MESSAGE = "The feature takes a single value, so it cannot explain any variance. Choose a feature that varies."
 
@@ -62,9 +126,11 @@ class ScoreResult:
     n_groups: int  # groups (categories, quantile bins or feature values a_k)
     explained_var: float = np.nan  # Var(E[Y|A]) after the bias correction (unclipped)
     total_var: float = np.nan  # Var(Y) = E[Var(Y|A)] + Var(E[Y|A])
-    naive_score: float = np.nan  # between / (within + between), without the correction
+    naive_score: float = np.nan  # between / (within + between) of the groups, without any correction
     score_unclipped: float = np.nan  # explained_var / total_var; can be < 0 by noise
     ci_level: float = 0.95
+    method: str = ""  # "local-linear" or "binned" (quantile bins), "groups" (exact values); "" if not ok
+    n_steep: int = 0  # bins where the difference estimate replaced (part of) the line's residual variance
 
     @property
     def ok(self) -> bool:
@@ -90,9 +156,15 @@ def _failed(status: str, message: str, n: int, n_groups: int = 0, ci: float = 0.
     return ScoreResult(np.nan, np.nan, np.nan, n, status, message, n_groups, ci_level=ci)
 
 
-def default_n_bins(n: int) -> int:
-    """Quantile bins for n outputs: round(n^(2/3)), clipped to [2, n // 10]."""
-    return int(max(2, min(round(n ** (2 / 3)), n // 10)))
+def default_n_bins(n: int, method: str = "local-linear") -> int:
+    """Quantile bins for n outputs.
+
+    "local-linear": round(n^(2/3) / 2), clipped to [2, n // 20] (at least 20 outputs a bin);
+    "binned": round(n^(2/3)), clipped to [2, n // 10] (at least 10 outputs a bin).
+    """
+    if method == "binned":
+        return int(max(2, min(round(n ** (2 / 3)), n // 10)))
+    return int(max(2, min(round(n ** (2 / 3) / 2), n // 20)))
 
 
 def _non_finite(x: np.ndarray, what: str) -> str | None:
@@ -163,12 +235,85 @@ def _score_core(means, variances, counts, weights, floor: float = 0.0):
         return score, explained, total, between / (within + between)
 
 
+def _line_var(cnt, su, suu, sy, syy, suy, fallback, ddof: int = 2):
+    """Residual variance of a weighted straight line y ~ u in each bin, RSS / (cnt - ddof); (G, J).
+
+    Takes weighted sums per bin: cnt, su, suu (G,) of 1, u, u^2 and sy, syy, suy (G, J) of
+    y, y^2, u y. Bins with fewer than MIN_LINE outputs or a single rank keep `fallback`.
+    """
+    safe = np.maximum(cnt, 1)
+    s_uu = suu - su**2 / safe  # (G,)
+    fits = (cnt >= MIN_LINE) & (s_uu > 1e-9 * safe)
+    s_uy = suy - su[:, None] * sy / safe[:, None]
+    s_yy = syy - sy**2 / safe[:, None]
+    rss = np.maximum(s_yy - s_uy**2 / np.where(fits, s_uu, 1)[:, None], 0)
+    return np.where(fits[:, None], rss / np.maximum(cnt - ddof, 1)[:, None], fallback)
+
+
+def _difference_var(ys, codes, starts, counts):
+    """d2_k = (3 R1 - R2) / 2 from neighbours in A-sorted order within each bin; (G, J), >= 0.
+
+    ys (n, J) and codes (n,) sorted by A; R_j averages (y_(i+j) - y_(i))^2 / 2 over pairs in
+    one bin. Bins with fewer than MIN_STEEP outputs get NaN.
+    """
+
+    def r(j):  # per-bin mean of half squared j-th differences
+        same = codes[j:] == codes[:-j]
+        d2 = np.where(same[:, None], (ys[j:] - ys[:-j]) ** 2, 0.0)
+        sums = np.add.reduceat(np.concatenate([d2, np.zeros((j, ys.shape[1]))]), starts, axis=0)
+        return sums / (2 * np.maximum(counts - j, 1))[:, None]
+
+    d2 = np.maximum((3 * r(1) - r(2)) / 2, 0)
+    return np.where((counts >= MIN_STEEP)[:, None], d2, np.nan)
+
+
+def _lag1(e, codes, starts, counts):
+    """sqrt(n_k) times the lag-1 autocorrelation of the A-sorted residuals e (n, J) in each bin; (G, J).
+
+    About N(0, 1) when e is noise, whatever its scale or shape; positive when the line misses
+    a trend that neighbours share.
+    """
+    same = (codes[1:] == codes[:-1])[:, None]
+    products = np.concatenate([np.where(same, e[1:] * e[:-1], 0.0), np.zeros((1, e.shape[1]))])
+    lag, ss = np.add.reduceat(products, starts, axis=0), np.add.reduceat(e**2, starts, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ss > 0, lag / ss, 0.0) * np.sqrt(counts)[:, None]
+
+
+def _steep_bins(line_var, diff_var, lag1, counts):
+    """lambda_k (G, J) in [0, 1], the share of D_k = r2_k - d2_k to take back, and Var(D_k) (G, J).
+
+    Module docstring, step 2: z_k = D_k sqrt(n_k) / ref_k with ref_k the larger of d2_k and the
+    median r2 over bins k-4..k+4; its null spread sqrt(c) with c = max(STEEP_NOISE, (1.4826 MAD
+    of z over bins)^2) (the MAD with 10 or more bins only); the threshold t = sqrt(c)
+    Phi^-1(1 - STEEP_ALPHA / G), and lambda_k = 1 - (t / z_k)^4 above it, in bins whose line
+    residuals are also positively autocorrelated (`lag1` > STEEP_LAG).
+    """
+    g = counts.size
+    d = line_var - diff_var
+    half = STEEP_WINDOW // 2
+    padded = np.pad(line_var, ((half, half), (0, 0)), constant_values=np.nan)
+    ref = np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, STEEP_WINDOW, axis=0), axis=-1)  # (G, J)
+    ref = np.fmax(ref, diff_var)  # where the noise grows fast across bins (heteroscedastic), d2_k knows it
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(ref > 0, d * np.sqrt(counts)[:, None] / ref, np.where(d > 0, np.inf, 0.0))
+    z = np.where(np.isnan(z), 0.0, z)  # bins too small for d2_k
+    c = np.full(z.shape[1], STEEP_NOISE)
+    if g >= 10:
+        spread = 1.4826 * np.median(np.abs(z - np.median(z, axis=0)), axis=0)
+        c = np.where(np.isfinite(spread), np.maximum(c, spread**2), c)
+    t = np.sqrt(c) * stats.norm.isf(STEEP_ALPHA / g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        steep = np.where((z > t) & (lag1 > STEEP_LAG), 1 - (t / z) ** 4, 0.0)
+    return steep, c * ref**2 / counts[:, None]
+
+
 def _percentile_ci(replicates: np.ndarray, shift: float, ci: float) -> tuple[float, float]:
     """Percentile interval of unclipped bootstrap scores + shift, then clipped to [0, 1].
 
-    The resampled world's true score is the naive one of the original data (its group
-    means are the observed means), so replicates centre there; `shift` = corrected
-    estimate - that naive truth moves them back to the corrected estimate.
+    The resampled world's true score is the plug-in one of the original data (its group
+    means and lines are the observed ones), so replicates centre there; `shift` = corrected
+    estimate - that plug-in truth moves them back to the corrected estimate.
     """
     reps = replicates[np.isfinite(replicates)] + shift
     if reps.size < 2:
@@ -177,9 +322,9 @@ def _percentile_ci(replicates: np.ndarray, shift: float, ci: float) -> tuple[flo
     return float(np.clip(low, 0, 1)), float(np.clip(high, 0, 1))
 
 
-def _result(raw, explained, total, naive, bounds, n, n_groups, ci) -> ScoreResult:
+def _result(raw, explained, total, naive, bounds, n, n_groups, ci, method, n_steep=0) -> ScoreResult:
     score, stats_ = float(np.clip(raw, 0, 1)), (float(explained), float(total), float(naive), float(raw))
-    return ScoreResult(score, *bounds, int(n), "ok", "", int(n_groups), *stats_, ci)
+    return ScoreResult(score, *bounds, int(n), "ok", "", int(n_groups), *stats_, ci, method, int(n_steep))
 
 
 def score_from_group_stats(
@@ -199,7 +344,8 @@ def score_from_group_stats(
     The bias correction subtracts sum_k w_k (1 - w_k) s2_k / n_k from the weighted
     between-value variance (module docstring). The CI is a parametric bootstrap: each
     mean is redrawn from N(m_k, s2_k / n_k) and each variance from
-    s2_k * chi2(n_k - 1) / (n_k - 1), with the weights held fixed.
+    s2_k * chi2(n_k - 1) / (n_k - 1), with the weights held fixed. The groups are exact
+    values, so there is no binning loss to correct (`ScoreResult.method` is "groups").
     """
     means, variances = np.asarray(means, float), np.asarray(variances, float)
     counts = np.asarray(counts, float)
@@ -236,14 +382,21 @@ def score_from_group_stats(
         boot_vars = variances * rng.chisquare(counts - 1, size=(n_boot, k)) / (counts - 1)
         boot = _score_core(boot_means, boot_vars, counts, w, floor=1e-12 * total)[0]
         bounds = _percentile_ci(boot, raw - naive, ci)  # parametric world: truth = naive
-    return _result(raw, explained, total, naive, bounds, n, k, ci)
+    return _result(raw, explained, total, naive, bounds, n, k, ci, "groups")
 
 
-def _group(a: np.ndarray, categorical: bool, n_bins: int | None) -> np.ndarray:
-    """Group codes (n,) 0..G-1: exact categories, or quantile bins of a continuous A."""
+def _group(a: np.ndarray, categorical: bool, n_bins: int | None, method: str) -> tuple[np.ndarray, bool]:
+    """Group codes (n,) 0..G-1, and whether they are exact values of A (categories, or few values)."""
     if categorical:
-        return pd.factorize(pd.Series(a), sort=False)[0].astype(np.int64)
-    return _quantile_bins(a.astype(float), n_bins or default_n_bins(a.size))
+        return pd.factorize(pd.Series(a), sort=False)[0].astype(np.int64), True
+    n_bins = n_bins or default_n_bins(a.size, method)
+    return _quantile_bins(a.astype(float), n_bins), np.unique(a).size <= n_bins
+
+
+def _sorted_ranks(a_sorted: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of sorted values (n,); ties share the mean of their ranks."""
+    _, inverse, counts = np.unique(a_sorted, return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2)[inverse.ravel()]
 
 
 def explained_variance(
@@ -255,6 +408,7 @@ def explained_variance(
     seed: int = 0,
     n_bins: int | None = None,
     ci: float = 0.95,
+    method: str = "local-linear",
 ) -> ScoreResult | list[ScoreResult]:
     """S(A) = Var(E[Y|A]) / Var(Y) from pairs (y_i, a_i), with a bootstrap CI.
 
@@ -264,16 +418,25 @@ def explained_variance(
         categorical: group on the exact values of A instead of quantile bins.
         n_boot: bootstrap draws over (Y, A) pairs for the CI (0: no CI).
         seed: seed of the bootstrap generator.
-        n_bins: quantile bins for a continuous A; default `default_n_bins(n)`.
+        n_bins: quantile bins for a continuous A; default `default_n_bins(n, method)`.
         ci: confidence level of the interval.
+        method: how E[Var(Y|A)] is measured in quantile bins (module docstring):
+            "local-linear" (a line in the rank of A per bin, and sorted-neighbour
+            differences where E[Y|A] is steep) or "binned" (the within-bin variance, the
+            estimator before issue 32). Categories, and continuous features with at most
+            n_bins distinct values, are grouped on their exact values by either
+            (`ScoreResult.method` "groups").
 
-    Bins are computed once; each bootstrap draw resamples pairs (multinomial counts per
-    sample) and recomputes group sums with `np.add.reduceat` on group-sorted data.
+    Bins, ranks and the steep-bin weights are computed once; each bootstrap draw resamples
+    pairs (multinomial counts per sample) and recomputes group sums with `np.add.reduceat`
+    on A-sorted data.
     """
     y, a = np.asarray(outputs), np.asarray(feature)
     # 1. validate: programming errors raise, data problems return a status per output
     if y.ndim not in (1, 2) or a.ndim != 1 or len(y) != len(a):
         raise ValueError(f"outputs must be (n,) or (n, K) and feature (n,), got {y.shape} and {a.shape}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     y2 = (y[:, None] if y.ndim == 1 else y).astype(float)  # (n, K)
     n, n_out = y2.shape
     results: list[ScoreResult | None] = [None] * n_out
@@ -295,7 +458,7 @@ def explained_variance(
         msg = f"Only {n} samples; the score needs at least {MIN_SAMPLES}. Score on more images."
         return finish(fail_all("too_few_samples", msg))
     # 2. group: exact categories or quantile bins
-    codes = _group(a, categorical, n_bins)
+    codes, exact = _group(a, categorical, n_bins, method)
     counts = np.bincount(codes)
     g = counts.size
     if g < 2:  # (a continuous feature whose samples all but one share a value lands here too)
@@ -310,8 +473,8 @@ def explained_variance(
     todo = [j for j in range(n_out) if results[j] is None]
     if not todo:
         return finish(results)
-    # 3. per-group statistics on standardised outputs, sorted by group
-    order = np.argsort(codes, kind="stable")
+    # 3. per-group statistics on standardised outputs, sorted by A (bins are runs of sorted A)
+    order = np.argsort(codes if categorical else a, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     center, scale = y2[:, todo].mean(0), y2[:, todo].std(0)
     ys = (y2[order][:, todo] - center) / scale  # (n, J)
@@ -320,10 +483,37 @@ def explained_variance(
     resid2 = resid**2
     variances = np.add.reduceat(resid2, starts, axis=0) / (counts[:, None] - 1)
     raw, explained, total, naive = _score_core(means.T, variances.T, counts, counts.astype(float))
-    # 4. pair bootstrap: multinomial counts per sample, group sums by reduceat. The
-    #    resampled world's truth is the plug-in score (ddof=0 variances, no correction)
+    # the resampled world's truth is the plug-in score (ddof=0 variances, no correction)
     plug_in_var = variances * ((counts - 1) / counts)[:, None]
     world = _score_core(means.T, plug_in_var.T, counts, counts.astype(float))[3]
+    local = method == "local-linear" and not exact
+    steep = np.zeros_like(means)
+    if local:
+        # 4. E[Var(Y|A)] per bin: a line in the rank u of A (r2_k), and where the line misses a
+        #    steep E[Y|A], sorted-neighbour differences (d2_k); within = sum_k w_k (r2_k - lambda_k D_k)
+        u = _sorted_ranks(a[order])
+        du = u - np.repeat(np.add.reduceat(u, starts) / counts, counts)  # u - mean u in the bin
+        suu, suy = np.add.reduceat(du**2, starts), np.add.reduceat(du[:, None] * resid, starts, axis=0)
+        fits = (counts >= MIN_LINE) & (suu > 1e-9 * counts)  # bins with a line (else their mean only)
+        in_bin = np.repeat(np.arange(g), counts)
+        trend = np.where(fits[:, None], suy / np.where(fits, suu, 1)[:, None], 0.0)[in_bin] * du[:, None]
+        e = resid - trend  # residuals of the lines, (n, J)
+        ss = variances * (counts - 1)[:, None]  # sums of squares about the bin means (u, y centred in a bin)
+        line = _line_var(counts, np.zeros(g), suu, np.zeros_like(means), ss, suy, fallback=variances)  # r2_k
+        diff = _difference_var(ys, codes[order], starts, counts)  # d2_k
+        steep, var_d = _steep_bins(line, diff, _lag1(e, codes[order], starts, counts), counts)  # lambda_k, Var(D_k)
+        d = np.where(steep > 0, line - diff, 0.0)  # D_k where it is used
+        within = (counts / n) @ (line - steep * d)
+        explained, raw = total - within, 1 - within / total
+        # the bootstrap world: residuals about each bin's line scaled by sqrt(n_k / (n_k - 2)), so that
+        # its noise variance is r2_k rather than the plug-in RSS_k / n_k (modified residuals, Davison &
+        # Hinkley 1997, section 6.2.3); its true score is then 1 - within / (its Var(Y))
+        inflate = np.sqrt(counts / (counts - np.where(fits, 2, 1)))[in_bin, None]
+        resid = trend + inflate * e
+        resid2 = resid**2
+        world = 1 - within / (resid2.mean(0) + (counts / n) @ means**2)
+        du_resid = du[:, None] * resid
+    # 5. pair bootstrap: multinomial counts per sample, group sums by reduceat
     boot = np.full((n_boot, len(todo)), np.nan)
     rng = np.random.default_rng(seed)
     for b in range(n_boot):
@@ -334,10 +524,21 @@ def explained_variance(
         safe = np.maximum(cnt, 1)[:, None]
         b_means = means + s1 / safe
         b_vars = np.maximum(s2 - s1**2 / safe, 0) / np.maximum(cnt - 1, 1)[:, None]
-        boot[b] = _score_core(b_means.T, b_vars.T, cnt, cnt, floor=1e-12)[0]  # Var(Y) = 1 here
+        boot[b], _, b_total, _ = _score_core(b_means.T, b_vars.T, cnt, cnt, floor=1e-12)  # Var(Y) = 1 here
+        if local:  # refit the lines with the draw's weights; a corrected bin also draws its D_k noise
+            eps = rng.standard_normal(g)[:, None]
+            su, suu = np.add.reduceat(c * du, starts), np.add.reduceat(c * du**2, starts)
+            suy = np.add.reduceat(c[:, None] * du_resid, starts, axis=0)
+            b_line = _line_var(cnt, su, suu, s1, s2, suy, fallback=b_vars)
+            b_within = (cnt / cnt.sum()) @ (b_line - steep * (d + np.sqrt(var_d) * eps))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                boot[b] = np.where(b_total > 1e-12, 1 - b_within / b_total, np.nan)
+    n_steep = (steep > 0).sum(0)
     for i, j in enumerate(todo):
         bounds = _percentile_ci(boot[:, i], raw[i] - world[i], ci) if n_boot > 0 else (np.nan, np.nan)
-        results[j] = _result(raw[i], explained[i] * scale[i] ** 2, total[i] * scale[i] ** 2, naive[i], bounds, n, g, ci)
+        label = "groups" if exact else method
+        stats_ = (explained[i] * scale[i] ** 2, total[i] * scale[i] ** 2, naive[i])
+        results[j] = _result(raw[i], *stats_, bounds, n, g, ci, label, n_steep[i])
     return finish(results)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from test_diffusion_toys import committed, committed_model
 from engine.diffusion import READOUT_GUIDANCE, FeatureClampWarning, SamplerConfig, diffusion_score
 from engine.diffusion.score import constraint_errors
 
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONDITIONS = {"synthbrain": {"ventricle_volume": 15.0}, "shapes": {"size": 10.0}}
 
 
@@ -210,19 +212,27 @@ def test_shapes_diffusion_score_matches_the_data_score(shapes, name, feature):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["synthbrain-diagnosis", "synthbrain-shortcut"])
 def test_diffusion_score_matches_the_data_score(synthbrain, name):
-    """Diffusion (free features from the training table, read-out guidance, K=8 x N=256) vs data-based
-    score (400 subjects) for the volumes, within the issue's 0.05 (measured -0.015..+0.045), and the same top
-    feature. The misses (age, shortcut contrast: the 400 subjects' chance) are in assets/README.md."""
+    """Diffusion (free features from the training table, read-out guidance, K=8 x N=256) vs the data-based
+    score (400 subjects) for the volumes: inside the data path's 95% interval, within the issue's 0.05 of the
+    16,000-subject reference (assets/diffusion/synthbrain-validation.json), and the same top feature. (The
+    plain |diffusion - data| <= 0.05 this test asked before the data path's local-linear estimator measured
+    0.054 for diagnosis x gm_volume: data 0.141 [its 400 subjects' chance; 0.150 by the binned estimator],
+    diffusion 0.195, reference 0.181.)"""
+    import json
+
     from engine.tvd import explained_variance
 
+    rows = json.loads((ROOT / "assets" / "diffusion" / "synthbrain-validation.json").read_text())["scores"]
+    reference = {r["feature"]: r["generator_ref"] for r in rows if r["model"] == name}
     model, card, diffusion, y = _zoo_outputs(name, synthbrain)
     scores = {}
     for feature in ("ventricle_volume", "hippocampal_volume", "gm_volume"):
-        data = explained_variance(y, synthbrain.feature_values(feature), n_boot=0).score
+        data = explained_variance(y, synthbrain.feature_values(feature), n_boot=200)
         diff, table = diffusion_score(model, card, diffusion, feature, k_values=8, n_per_value=256, n_boot=0)
         assert set(table["free_features"]) == {"table"}
-        assert abs(diff.score - data) <= 0.05, (feature, data, diff.score)
-        scores[feature] = (data, diff.score)
+        assert data.ci_low <= diff.score <= data.ci_high, (feature, data, diff.score)
+        assert abs(diff.score - reference[feature]) <= 0.05, (feature, reference[feature], diff.score)
+        scores[feature] = (data.score, diff.score)
     assert max(scores, key=lambda f: scores[f][0]) == max(scores, key=lambda f: scores[f][1])
 
 
