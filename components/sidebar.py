@@ -93,16 +93,16 @@ def _dataset_source() -> tuple[str | None, str]:
         key=state.DATASET_UPLOAD,
         help="features.csv: a 'file' column naming each .nii/.nii.gz, one column per feature.",
     )
-    if files:
-        items = [(f.name, f.getvalue()) for f in files]
+    if files:  # written and loaded once per upload; a rerun finds the folder (or the error) in the session
         try:
-            folder = uploads.dataset_folder(items)
-            loaders.dataset(str(folder))
+            folder = uploads.dataset(files, check=lambda path: loaders.dataset(str(path)))
         except EveInputError as exc:
             st.session_state[state.USER_DATASET_ERROR] = str(exc)
         else:
             st.session_state[state.USER_DATASET] = str(folder)
             st.session_state[state.USER_DATASET_ERROR] = None
+    else:
+        uploads.forget(state.DATASET_UPLOAD, st.session_state[state.USER_DATASET])
     if st.session_state[state.USER_DATASET_ERROR]:
         st.error(st.session_state[state.USER_DATASET_ERROR])
         if st.session_state[state.USER_DATASET]:
@@ -221,7 +221,7 @@ def _upload_model(source: str, device: str) -> tuple[ModelRef | None, str | None
     upload = st.file_uploader("TorchScript model (.pt)", key=state.MODEL_UPLOAD)
     if upload is not None:
         try:
-            path = uploads.model_file(upload.name, upload.getvalue())
+            path = uploads.model(upload)  # written once per upload; a rerun reads none of it
             ref = (card or UserCard()).ref(  # the one card -> contract rule, the CLI's too
                 path,
                 label=(card and card.name) or "your TorchScript model",

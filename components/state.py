@@ -37,6 +37,7 @@ USER_MODEL_ERROR = "user_model_error"
 USER_CARD = "user_model_card"  # (digest, engine.cards.UserCard) of the last uploaded JSON card that parsed
 SELECTION = "selection"  # components.sidebar.Selection of this run
 RESULTS = "results"  # computed results kept for the session: {key: value}
+UPLOADS = "uploads"  # {uploader key: {upload identity: components.uploads.Written}}: what each upload wrote
 
 # -- page widgets ------------------------------------------------------------------------
 BROWSE_FILTER_FEATURE = "browse_filter_feature"  # prefix: + dataset (its features)
@@ -114,6 +115,7 @@ DEFAULTS: dict = {
     USER_CARD: None,
     SELECTION: None,
     RESULTS: {},
+    UPLOADS: {},
     BROWSE_ORIENTATION: "neurological",
     BROWSE_WINDOW: (0.0, 1.0),
     BROWSE_CROSSHAIR: True,
