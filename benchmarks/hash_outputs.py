@@ -26,10 +26,16 @@ import torch
 sys.path.insert(0, str(Path.cwd()))
 
 from engine.__main__ import main as cli  # noqa: E402
-from engine.baselines import METHODS, attribution_map  # noqa: E402
 from engine.data.defaults import load_default  # noqa: E402
-from engine.diffusion import diffusion_score, load_diffusion  # noqa: E402
+from engine.diffusion import load_diffusion  # noqa: E402
 from engine.models import list_cards, load_model  # noqa: E402
+
+try:  # the layout after the second architecture pass
+    from engine.pixelmaps.methods import METHODS, attribution_map
+    from engine.scores.generator import diffusion_score
+except ImportError:  # before it
+    from engine.baselines import METHODS, attribution_map
+    from engine.diffusion import diffusion_score
 
 
 def digest(array) -> str:
