@@ -4,13 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := .make
 
-.PHONY: run test lint setup setup-dev data
+.PHONY: run test test-fast lint setup setup-dev data
 
 run: setup data
 	$(PY) -m streamlit run app.py
 
+# every tier (CI runs this), the 25 slowest tests listed at the end
 test: setup-dev data lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
+
+# the developer loop: no browser, app, cluster or slow tier (tests/conftest.py says which is which)
+test-fast: setup-dev data
+	$(PY) -m pytest -m "not browser and not app and not cluster and not slow" -q
 
 # ruff's lint rules and its formatter, as configured in pyproject.toml
 lint: setup-dev

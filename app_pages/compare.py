@@ -5,9 +5,9 @@ vs model score bars; the maps' sanity-check and infidelity numbers."""
 import pandas as pd
 import streamlit as st
 
-from components import colors, errors, loaders, maps, score_bars, sidebar, state
+from components import colors, compare_maps, errors, loaders, progress, score_bars, sidebar, state
 from engine.data.slicing import PLANES, cube_planes
-from engine.regions import region_shares
+from engine.options import SCORE
 
 REGION_LABELS = {"grid": "grid cells", "anatomy": "anatomy", "aal": "AAL atlas", "aicha": "AICHA atlas"}
 
@@ -32,7 +32,6 @@ signed = c[1].segmented_control("Maps", ["absolute", "signed"], key=state.COMPAR
 row = ds.index_of(subject)
 
 st.subheader("Pixel attribution maps")
-methods = loaders.baseline_methods(sel.model_ref, sel.device)
 spec = loaders.card(sel.model_ref, sel.device).spec
 image = loaders.model_inputs(sel.source, spec)[row, 0]
 plane = None
@@ -52,92 +51,12 @@ region_kind = st.segmented_control(
 )
 
 
-def compute_maps(names: list[str], progress=None) -> dict:
-    found = {}
-    for i, method in enumerate(names):
-        with errors.shown(f"The {method} map"):
-            found[method] = loaders.attribution(
-                sel.source, sel.model_ref, sel.device, row, method, sel.output, region_kind
-            )
-        if progress:
-            progress(i + 1, len(names), method)
-    return found
-
-
-def show_maps(found: dict, key: str) -> None:
-    if found:
-        shown = loaders.display_maps(found, signed)
-        if plane is not None:
-            shown = {method: cube_planes(m)[plane][1] for method, m in shown.items()}
-        st.plotly_chart(maps.map_grid(shown, image, signed=signed), key=key)
-
-
-# an MLP's maps from its training trajectory (engine.xtrain): XtrAIn and XtrAIn+ stored by training for the
-# images it tracked, Xstep for any image
-tracking = loaders.xtrain_tracking(sel.model_ref, sel.device)
-trained = loaders.training_methods(sel.model_ref, sel.device, subject)
-with st.status(f"Computing {len(methods) + len(trained)} maps...", expanded=False) as status:
-    found = compute_maps(methods + trained)
-    status.update(label=f"{len(found)} maps", state="complete")
-show_maps(found, "compare_maps")
-if tracking is not None:
-    shown = ", ".join(m for m in trained if m in tracking.stored) or "none for this image"
-    st.caption(
-        f"From the training trajectory (XtrAIn, Lymperopoulos et al.): XtrAIn sums, over all {tracking.steps} SGD "
-        "steps, how the output changed when only each pixel's first-layer weights took the step; XtrAIn+ keeps the "
-        "steps that raised it. Training stored them for its tracked test images "
-        f"({', '.join(tracking.images)}); stored maps shown: {shown}. Xstep maps any image: {tracking.xstep}."
-    )
-st.caption(
-    f"Each map is scaled by its own 99th percentile of |attribution|, then all share one colour scale "
-    f"({'red = raises, blue = lowers the output' if signed else 'brighter = larger |attribution|'}). "
-    "Region methods give one value per region. To enlarge, hover the maps and click the full-screen button at "
-    "their top right."
-)
-missing = loaders.unavailable_methods(sel.model_ref, sel.device)
-if missing:
-    st.caption("Not available for this model: " + "; ".join(f"{m}: {why}" for m, why in missing.items()) + ".")
-
-slow = [m for m in loaders.baseline_methods(sel.model_ref, sel.device, slow=True) if m not in methods]
-slow_key = ("slow-maps", sel.source, sel.model_ref, sel.output, row, region_kind)
-if slow:
-    st.markdown("**Sampling-based maps**: " + ", ".join(slow) + " (hundreds of forward passes an image).")
-    if st.button(f"Compute {len(slow)} sampling maps", key=state.COMPARE_SLOW_RUN):
-        state.results()[slow_key] = True
-    if state.results().get(slow_key):
-        bar = st.progress(0.0, text="Sampling...")
-        sampled = compute_maps(slow, lambda done, total, m: bar.progress(done / total, text=f"{m} done"))
-        bar.empty()
-        show_maps(sampled, "compare_slow_maps")
-        found |= sampled
-
-regional = [m for m in ("ShapleyValueSampling", "FeatureAblation") if m in found]
-if regional:
-    chosen = loaders.regions(spec, region_kind)
-    difference = loaders.output_difference(sel.source, sel.model_ref, sel.device, row, sel.output)
-    table = region_shares(found[regional[0]], chosen, regional=True, whole=difference)
-    st.markdown(f"**By region ({chosen.source}), from {regional[0]}**")
-    st.dataframe(
-        table.head(8),
-        hide_index=True,
-        column_config={
-            "share": st.column_config.NumberColumn("share of f(x) − f(black)", format="percent"),
-            "attribution": st.column_config.NumberColumn(format="%.3g"),
-        },
-    )
-    top = table.iloc[0]
-    how = (
-        "Shapley values add up to it; regions of the opposite sign offset the rest"
-        if regional[0] == "ShapleyValueSampling"
-        else "each region blacked out alone, so the parts need not add up to it"
-    )
-    st.caption(
-        f"{top['region'].capitalize()} contributes {top['attribution']:+.3g} ({top['share']:.0%}) of the "
-        f"{difference:+.3g} by which this image's output differs from a black image's ({regional[0]}: {how})."
-    )
+compare_maps.draw(sel, row, subject, image, signed=signed, plane=plane, region_kind=region_kind)
 st.subheader("Eve's scores for this model")
 with errors.shown("The scores"):
-    scores = loaders.data_scores(sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200)
+    scores = loaders.data_scores(
+        sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), SCORE.n_boot
+    )
     st.plotly_chart(score_bars.score_bars(scores.assign(source="data"), palette), key="compare_scores")
     st.caption(f"From data: {len(rows)} {split} images, 95% bootstrap intervals.")
 
@@ -147,17 +66,23 @@ others = [n for n in loaders.cards_offered(sel.dataset_name, ds.is_3d) if n != s
 if not others:
     st.info("No other built-in model for this dataset to compare with.")
 else:
-    default = next((n for n in others if "shortcut" in n), others[0])
+    default = loaders.contrasting_model(sel.model_ref, others)
     if st.session_state.get(state.COMPARE_OTHER_MODEL) not in others:
         st.session_state[state.COMPARE_OTHER_MODEL] = default
     other = st.selectbox("Compare with", others, key=state.COMPARE_OTHER_MODEL)
     with errors.shown("The comparison"):
         both = [
             loaders.data_scores(
-                sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), 200
+                sel.source, sel.model_ref, sel.device, sel.output, split, tuple(ds.features), SCORE.n_boot
             ).assign(model=sel.model_label),
             loaders.data_scores(
-                sel.source, loaders.same_explained(other, sel.model_ref), sel.device, 0, split, tuple(ds.features), 200
+                sel.source,
+                loaders.same_explained(other, sel.model_ref),
+                sel.device,
+                0,
+                split,
+                tuple(ds.features),
+                SCORE.n_boot,
             ).assign(model=other),
         ]
         st.plotly_chart(
@@ -170,7 +95,7 @@ else:
 
 # -- 3. quality of the maps --------------------------------------------------------------
 st.subheader("How trustworthy are the maps?")
-key = ("map-quality", sel.source, sel.model_ref, sel.output)
+key = state.result_key("map-quality", sel, tuple(int(r) for r in rows[:4]))
 quality = state.results().get(key)
 if st.button("Compute the quality checks (slow)", key=state.COMPARE_QUALITY_RUN):
     with st.status("Randomising the model layer by layer and scoring each method...", expanded=True) as status:
@@ -183,7 +108,7 @@ if st.button("Compute the quality checks (slow)", key=state.COMPARE_QUALITY_RUN)
                 sel.device,
                 sel.output,
                 tuple(int(r) for r in rows[:4]),
-                progress=lambda f, text: bar.progress(f, text=text),
+                progress=progress.on(bar, "Maps, randomisation, perturbation and deletion checks"),
             )
             state.results()[key] = quality
             done = True

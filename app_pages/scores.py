@@ -3,8 +3,6 @@ samples and (on synthetic data) the truth — beside the feature correlation mat
 plain-language caption per feature, the conditional curve E[f | A = a], the rules that keep the model's
 decision (anchors), and downloads."""
 
-import json
-
 import pandas as pd
 import streamlit as st
 
@@ -17,6 +15,7 @@ from components import (
     errors,
     loaders,
     score_bars,
+    score_downloads,
     sidebar,
     state,
 )
@@ -57,7 +56,7 @@ else:
         ).assign(source="data")
 
 # -- 3. diffusion-based scores (kept in the session once computed) -----------------------
-diffusion_scores = diffusion_panel.draw(sel, features)
+diffusion_scores = diffusion_panel.draw(sel, features, split)
 
 truth = loaders.truth_scores(sel, tuple(features)) if sel.model_ref is not None else None
 
@@ -77,7 +76,8 @@ with left:
         images = f"{len(rows)} images" if split == "all" else f"{len(rows)} {split} images"
         st.caption(
             f"Bars: bias-corrected S(A) with {intervals} on {images}. "
-            "Pattern: plain = data, hatched = diffusion, dotted = ground truth."
+            "Pattern: plain = data, hatched = generator debiased by the real images, cross-hatched = the generator "
+            "alone (model-based), dotted = ground truth."
         )
     else:
         st.info("No scores yet.")
@@ -96,7 +96,8 @@ if scores is not None:
     for _, row in scores.iterrows():
         diff = None
         if diffusion_scores is not None:
-            match = diffusion_scores[diffusion_scores["feature"] == row["feature"]]
+            debiased = diffusion_scores[diffusion_scores["source"] == "debiased"]
+            match = debiased[debiased["feature"] == row["feature"]]
             diff = match.iloc[0] if len(match) else None
         badge = score_bars.agreement(row, diff)
         c = st.columns([6, 1])
@@ -137,23 +138,6 @@ if sel.model_ref is not None:
 if sel.model_ref is not None:
     anchors_panel.show_cohort_rules(sel, split, tuple(features))
 
-# -- 8. downloads ------------------------------------------------------------------------
-if combined is not None and not combined.empty:
-    meta = dict(dataset=sel.dataset_label, model=sel.model_label, output=sel.output_name, images=split, n=len(rows))
-    c = st.columns(3)
-    c[0].download_button("Download CSV", combined.to_csv(index=False), "eve-scores.csv", "text/csv")
-    c[1].download_button(
-        "Download JSON",
-        json.dumps({**meta, "scores": json.loads(combined.to_json(orient="records"))}, indent=2),
-        "eve-scores.json",
-        "application/json",
-    )
-    if scores is not None:
-        with errors.shown("The HTML report"):
-            c[2].download_button(
-                "Download HTML report",
-                loaders.scores_report(sel, split, tuple(features), int(n_boot), diffusion_scores),
-                "eve-report.html",
-                "text/html",
-                help="This view as a standalone report (methods, figures, table): opens offline, prints to PDF.",
-            )
+# -- 8. downloads: the CLI's files of this view ---------------------------------------------
+if scores is not None:
+    score_downloads.draw(sel, split, tuple(features), int(n_boot), diffusion_scores)

@@ -1,11 +1,11 @@
 """Ground truth (synthetic datasets): Eve's estimated S(A) vs the true dependence per feature,
 with pass/fail against a stated tolerance."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from components import colors, errors, loaders, score_bars, sidebar, state
+from engine.scores.truth import against_truth
 
 sel = sidebar.page_with_dataset("Ground truth")
 ds = sel.dataset
@@ -53,32 +53,14 @@ left, right = st.columns([1, 1])
 with left:
     st.plotly_chart(score_bars.score_bars(both, palette), key="truth_bars")
 with right:
-    merged = estimate.set_index("feature")[["score", "ci_low", "ci_high", "status"]].join(
-        truth.set_index("feature")[["score"]].rename(columns={"score": "truth"})
-    )
-    gap = (merged["score"] - merged["truth"]).abs()
-    covers = (merged["ci_low"] <= merged["truth"]) & (merged["truth"] <= merged["ci_high"])
-    ok = merged["status"].eq("ok") & ((gap <= tolerance) | covers)
-    report = pd.DataFrame(
-        {
-            "feature": merged.index,
-            "estimate": merged["score"].round(3),
-            "interval": [
-                f"{lo:.2f}–{hi:.2f}" if np.isfinite(lo) else ""
-                for lo, hi in zip(merged["ci_low"], merged["ci_high"], strict=True)
-            ],
-            "truth": merged["truth"].round(3),
-            "gap": gap.round(3),
-            "result": np.where(ok, "pass", "fail"),
-        }
-    )
+    report = against_truth(estimate, truth, tolerance)
     st.dataframe(
         report,
         hide_index=True,
         column_config={"result": st.column_config.TextColumn(help="within tolerance, or the interval covers truth")},
     )
-    passed = int(ok.sum())
-    (st.success if passed == len(ok) else st.warning)(
-        f"{passed} of {len(ok)} features pass at tolerance {tolerance:.2f}."
+    passed = int((report["result"] == "pass").sum())
+    (st.success if passed == len(report) else st.warning)(
+        f"{passed} of {len(report)} features pass at tolerance {tolerance:.2f}."
     )
     st.download_button("Download CSV", report.to_csv(index=False), "eve-ground-truth.csv", "text/csv")

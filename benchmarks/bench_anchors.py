@@ -1,11 +1,13 @@
 """Seconds for one subject's anchor on SynthBrain with the zoo's `synthbrain-diagnosis`, on this CPU.
 
 What is timed, each separately:
-* `outputs`: the model's outputs on the 400 rows once (`engine.scoring.model_outputs`, slices read from the
-  dataset's disk cache), and the decisions from them (`engine.anchors.cohort`): what the app caches;
-* `per subject`: `engine.anchors.cohort_anchor` on those cached decisions, for 40 subjects (every 10th row),
+* `outputs`: the model's outputs on the 400 rows once (`engine.scores.service.model_outputs`, slices read from the
+  dataset's disk cache), and the decisions from them (`engine.explanations.anchors.cohort`): what the app caches;
+* `per subject`: `engine.explanations.anchors.cohort_anchor` on those cached decisions, for 40 subjects
+  (every 10th row),
   each once: median, max, and the draws it took;
-* `cohort rules`: `engine.anchors.cohort_rules`, the anchors of 20 sampled subjects and the submodular pick.
+* `cohort rules`: `engine.explanations.anchors.cohort_rules`, the anchors of 20 sampled subjects and the
+  submodular pick.
 
     .venv/bin/python benchmarks/bench_anchors.py          # writes benchmarks/results/anchors.json
 """
@@ -23,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
-from engine.anchors import AnchorConfig, cohort, cohort_anchor, cohort_rules  # noqa: E402
 from engine.cards import ModelRef  # noqa: E402
+from engine.explanations.anchors import AnchorConfig, cohort, cohort_anchor, cohort_rules  # noqa: E402
 from engine.models import load  # noqa: E402
-from engine.scoring import model_outputs, open_dataset  # noqa: E402
+from engine.scores.service import model_outputs, open_dataset  # noqa: E402
 
 MODEL = "synthbrain-diagnosis"
 TARGET_SECONDS = 5.0  # one subject's anchor, outputs cached

@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from engine.baselines import METHODS, attribution_map  # noqa: E402
 from engine.errors import EveInputError  # noqa: E402
 from engine.models.architectures import SmallCNN  # noqa: E402
 from engine.models.train import SMALL_CNN  # noqa: E402
 from engine.models.zoo import load_model  # noqa: E402
+from engine.pixelmaps.methods import METHODS, attribution_map  # noqa: E402
 
 
 def model_under_test() -> tuple[torch.nn.Module, str]:

@@ -28,12 +28,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from engine import report, scoring  # noqa: E402
 from engine.cards import ModelCard  # noqa: E402
 from engine.data import SliceSpec, load_dataset  # noqa: E402
+from engine.data.dataset import resolve_features
 from engine.data.defaults import build_default  # noqa: E402
 from engine.data.slicing import model_input  # noqa: E402
 from engine.models import load_model  # noqa: E402
+from engine.reports import html as report  # noqa: E402
+from engine.scores import service  # noqa: E402
 
 FEATURES = {"shapes": "size,aspect,intensity,texture,background", "synthbrain": None}
 
@@ -81,22 +83,22 @@ def main() -> None:
     dataset = timed("load dataset (CSV + headers)", load_dataset, folder)
     test, train = dataset.split_indices("test"), dataset.split_indices("train")
     rows = np.concatenate([test, train])[: args.n] if len(test) < args.n else test[: args.n]
-    features = scoring.resolve_features(dataset, FEATURES[args.data])
+    features = resolve_features(dataset, FEATURES[args.data])
     dataset.model_inputs(spec)  # make sure Eve's slice cache exists (a first run pays the cold time below)
     dataset._stacks.clear()  # drop the in-memory copy: a new CLI process starts from the disk cache
     timed("slices (Eve's disk cache)", dataset.model_inputs, spec, rows)
     timed_model = TimedForward(model)
-    y = timed("model_outputs", scoring.model_outputs, timed_model, dataset, spec, rows, batch_size=args.batch_size)
+    y = timed("model_outputs", service.model_outputs, timed_model, dataset, spec, rows, batch_size=args.batch_size)
     forward = timed_model.seconds
     times["  of which the forward pass"] = forward
     names = list(card.output_names)
-    table = timed("scores", scoring.score_outputs, y, dataset, features, rows, names, n_boot=args.n_boot, seed=0)
-    rep = scoring.ScoreReport(
+    table = timed("scores", service.score_outputs, y, dataset, features, rows, names, n_boot=args.n_boot, seed=0)
+    rep = service.ScoreReport(
         table,
         names,
         {f: dataset.feature_values(f)[rows] for f in features},
         (),
-        scoring._metadata(dataset, card, method="data", split="test", n=len(rows)),
+        service._metadata(dataset, card, method="data", split="test", n=len(rows)),
         outputs=y,
     )
     with tempfile.TemporaryDirectory() as tmp:

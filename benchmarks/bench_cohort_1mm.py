@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from engine.data import load_dataset  # noqa: E402
 from engine.data.slicing import apply_intensity, extract_slice, to_square  # noqa: E402
 from engine.models import load_model  # noqa: E402
-from engine.scoring import model_outputs  # noqa: E402
+from engine.scores.service import model_outputs  # noqa: E402
 
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 

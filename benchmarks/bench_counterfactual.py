@@ -1,4 +1,5 @@
-"""Subjects' counterfactual scans (`engine.counterfactual`) checked, and timed, on SynthBrain's test slices.
+"""Subjects' counterfactual scans (`engine.explanations.counterfactual`) checked, and timed, on SynthBrain's
+test slices.
 
 For every test subject (120), four edits — ventricles +10 mL, hippocampi -20%, age +10 years, head
 size (icv) +10% — with the subject's other recorded features held, through the committed SynthBrain
@@ -30,11 +31,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
 from engine.cards import ModelRef  # noqa: E402
-from engine.counterfactual import parse_change, subject_counterfactual  # noqa: E402
+from engine.data.defaults import open_dataset  # noqa: E402
 from engine.diffusion import load_diffusion  # noqa: E402
+from engine.explanations.counterfactual import parse_change, subject_counterfactual  # noqa: E402
 from engine.models import load  # noqa: E402
 from engine.models.zoo import forward  # noqa: E402
-from engine.scoring import open_dataset, split_rows  # noqa: E402
+from engine.scores.service import split_rows  # noqa: E402
 
 MODELS = ("synthbrain-diagnosis", "synthbrain-shortcut")
 EDITS = (("ventricle_volume", "+10"), ("hippocampal_volume", "-20%"), ("age", "+10"), ("icv", "+10%"))

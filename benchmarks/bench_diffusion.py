@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from engine.diffusion import READOUT_GUIDANCE, SamplerConfig, load_diffusion
-from engine.diffusion.score import constraint_errors
 from engine.diffusion.storage import ASSETS
+from engine.scores.generator import constraint_errors
 
 
 def _timed(fn, repeats: int = 3) -> float:

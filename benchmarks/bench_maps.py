@@ -4,7 +4,7 @@ time of the full map-quality table for 1 and for 100 images.
 Maps: each method that applies to the model (`baselines.available_methods`), on 16 SynthBrain
 test slices in one batched call (the region methods run image by image inside: LIME and KernelSHAP
 fit one image at a time), the best of 2 timed runs after a warm-up; the sampling methods (Shapley,
-LIME, KernelSHAP) on 4 images, once. Quality: `map_quality.quality_table` (deletion, insertion,
+LIME, KernelSHAP) on 4 images, once. Quality: `quality.quality_table` (deletion, insertion,
 ROAD both orders, completeness, sparseness, complexity) of the CNN's fast methods' maps, on 1 and
 on 100 test slices, maps computed beforehand and not timed.
 
@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
-from engine import map_quality  # noqa: E402
-from engine.baselines import METHODS, attribution_map, available_methods  # noqa: E402
 from engine.cards import ModelRef  # noqa: E402
+from engine.data.defaults import open_dataset  # noqa: E402
 from engine.models import load  # noqa: E402
-from engine.scoring import open_dataset, split_rows  # noqa: E402
+from engine.pixelmaps import quality  # noqa: E402
+from engine.pixelmaps.methods import METHODS, attribution_map, available_methods  # noqa: E402
+from engine.scores.service import split_rows  # noqa: E402
 
 MODELS = ("synthbrain-diagnosis", "synthbrain-diagnosis-vit")
 N_FAST, N_SLOW, QUALITY_SIZES = 16, 4, (1, 100)
@@ -61,7 +62,7 @@ def main() -> None:
         images = dataset.model_inputs(card.spec, rows[:n])
         maps = {m: attribution_map(model, images, m) for m in methods}
         start = time.perf_counter()
-        table = map_quality.quality_table(model, images, maps, 0)
+        table = quality.quality_table(model, images, maps, 0)
         seconds = time.perf_counter() - start
         results["quality_table_seconds"][f"{n} image(s), {len(methods)} methods"] = round(seconds, 2)
         print(f"quality table, {n} image(s) x {len(methods)} methods: {seconds:.1f} s ({len(table)} rows)", flush=True)

@@ -3,8 +3,8 @@
 Data path: the model's outputs (synthbrain-diagnosis) on a 1 mm cohort (VOLUMES copies of Colin27,
 181 x 217 x 181 uint8 gzip, as benchmarks/bench_cohort_1mm.py writes them), every volume read from its
 file (no cached inputs), so the time is reading, slicing and the forward pass: locally
-(`scoring.model_outputs`, torch on every core) and on a local Ray cluster of 1 and 2 workers
-(`engine.cluster.Cluster.model_outputs`, each task reading only its shard's files); then the same
+(`service.model_outputs`, torch on every core) and on a local Ray cluster of 1 and 2 workers
+(`engine.compute.cluster.Cluster.model_outputs`, each task reading only its shard's files); then the same
 cohort as an object-store folder (`s3://`, moto's S3 server on 127.0.0.1, through pyarrow's S3
 client), from a cold mirror, locally and on 2 workers (each fetching its shard's objects). Diffusion
 path: the samples of four diffusion scores (shapes-elongated: size, aspect, texture and intensity at
@@ -36,12 +36,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local cluster on 127.0.0.1 only
 
 from benchmarks.machine import describe  # noqa: E402
-from engine import scoring  # noqa: E402
 from engine.cards import ModelRef  # noqa: E402
-from engine.cluster import Cluster  # noqa: E402
+from engine.compute.cluster import Cluster  # noqa: E402
+from engine.data.defaults import open_dataset  # noqa: E402
 from engine.data.remote import CACHE_ENV  # noqa: E402
 from engine.diffusion import load_diffusion  # noqa: E402
 from engine.models import load  # noqa: E402
+from engine.scores import service  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_cohort_1mm import write_cohort  # noqa: E402  (copies of Colin27 at 1 mm, as that benchmark scores)
@@ -64,24 +65,24 @@ def _data_path(folder: str, workers: int | None) -> tuple[float, float, np.ndarr
     if workers is None:
         start = time.perf_counter()
         model, card = load(MODEL, "cpu")
-        dataset = scoring.open_dataset(folder)
-        outputs = scoring.model_outputs(model, dataset, card.spec, np.arange(len(dataset)), shard=True)
+        dataset = open_dataset(folder)
+        outputs = service.model_outputs(model, dataset, card.spec, np.arange(len(dataset)), shard=True)
         return 0.0, time.perf_counter() - start, outputs
     start = time.perf_counter()
     with Cluster.connect(num_cpus=workers) as cluster:
         started = time.perf_counter()
-        dataset = scoring.open_dataset(folder)
+        dataset = open_dataset(folder)
         outputs = cluster.model_outputs(MODEL, dataset, np.arange(len(dataset)))
         return started - start, time.perf_counter() - started, outputs
 
 
 def _diffusion_path(workers: int | None):
     model, card = load(DIFFUSION_MODEL, "cpu")
-    dataset = scoring.open_dataset("shapes")
+    dataset = open_dataset("shapes")
     if workers is None:
         start = time.perf_counter()
         generator = load_diffusion("shapes")
-        report = scoring.diffusion_scores(model, card, dataset, FEATURES, diffusion=generator, **DIFFUSION)
+        report = service.diffusion_scores(model, card, dataset, FEATURES, diffusion=generator, **DIFFUSION)
         return 0.0, time.perf_counter() - start, report.table
     start = time.perf_counter()
     with Cluster.connect(num_cpus=workers) as cluster:

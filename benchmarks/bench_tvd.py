@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from engine.tvd import explained_variance  # noqa: E402
+from engine.scores.tvd import explained_variance  # noqa: E402
 
 VAR_SIN_2A = (1 - np.exp(-8)) / 2
 

@@ -2,13 +2,13 @@
 
 Cleanness (the paper's idea): the share of a map's |attribution| that falls on the object, for XtrAIn,
 XtrAIn+, Xstep and every fast captum method, on the 8 test images `shapes-elongated-mlp` tracked while it
-trained, explaining its logit. The object is what `engine.map_report.truth_mask` calls it for shapes' area
+trained, explaining its logit. The object is what `engine.pixelmaps.report.truth_mask` calls it for shapes' area
 read-out: the pixels brighter than halfway between the image's background (its border's mean) and white.
-The share is `engine.map_quality.relevance_mass` of |map|; the object's share of the pixels is the chance
+The share is `engine.pixelmaps.quality.relevance_mass` of |map|; the object's share of the pixels is the chance
 level.
 
 Overhead: each MLP recipe trained twice in this run, deterministic by seed — plain, and with XtrAIn
-tracked on its 8 test images every step (`engine.xtrain.Tracker`) — on one thread; the ratio of the wall
+tracked on its 8 test images every step (`engine.models.xtrain.Tracker`) — on one thread; the ratio of the wall
 times, and the tracked run's metrics equal the plain run's (the swaps never change the trajectory).
 
     .venv/bin/python benchmarks/bench_xtrain.py         # writes benchmarks/results/xtrain.json (~3 min)
@@ -28,14 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import describe  # noqa: E402
-from engine import xtrain  # noqa: E402
-from engine.baselines import TRAINING_METHODS, attribution_map, available_methods  # noqa: E402
 from engine.data.defaults import load_default  # noqa: E402
-from engine.map_quality import relevance_mass  # noqa: E402
-from engine.map_report import truth_mask  # noqa: E402
-from engine.models import load_model  # noqa: E402
+from engine.models import load_model, xtrain, zoo  # noqa: E402
 from engine.models.train import RECIPES, TARGETS, evaluate, fit  # noqa: E402
 from engine.models.zoo import build_model  # noqa: E402
+from engine.pixelmaps.methods import TRAINING_METHODS, attribution_map, available_methods  # noqa: E402
+from engine.pixelmaps.quality import relevance_mass  # noqa: E402
+from engine.pixelmaps.report import truth_mask  # noqa: E402
 
 SHAPES_MLP = "shapes-elongated-mlp"
 AREA = "shapes-glass-area"  # whose truth mask is the object
@@ -44,7 +43,7 @@ AREA = "shapes-glass-area"  # whose truth mask is the object
 def cleanness() -> dict:
     """Share of |attribution| on the object per method, mean and range over the tracked images."""
     model, card = load_model(SHAPES_MLP, "cpu")
-    stored = xtrain.stored_attributions(SHAPES_MLP)
+    stored = zoo.stored_attributions(SHAPES_MLP)
     images = stored.images
     area, area_card = load_model(AREA, "cpu")
     mask = torch.from_numpy(truth_mask(area, area_card.spec, images))  # (N, 1, S, S) bool
@@ -57,7 +56,7 @@ def cleanness() -> dict:
         "model": SHAPES_MLP,
         "images": list(stored.subjects),
         "explained": card.output_names[0],
-        "object": f"engine.map_report.truth_mask of {AREA}: pixels above halfway between background and white",
+        "object": f"engine.pixelmaps.report.truth_mask of {AREA}: pixels above halfway between background and white",
         "object_pixel_fraction": round(float(mask.float().mean()), 3),
         "share_of_abs_attribution_on_object": dict(sorted(shares.items(), key=lambda kv: -kv[1]["mean"])),
     }

@@ -1,4 +1,4 @@
-"""Ray tasks (Eve's `engine.cluster`) against Ray Data for the data path: which to fan a cohort out with.
+"""Ray tasks (Eve's `engine.compute.cluster`) against Ray Data for the data path: which to fan a cohort out with.
 
 Both score the same 1 mm cohort (VOLUMES copies of Colin27, as benchmarks/bench_cohort_1mm.py writes
 them) with synthbrain-diagnosis on a local 2-CPU Ray cluster, every volume read from its file:
@@ -33,10 +33,11 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local clu
 
 from bench_cohort_1mm import write_cohort  # noqa: E402
 
-from engine import scoring  # noqa: E402
 from engine.cards import ModelRef  # noqa: E402
-from engine.cluster import Cluster  # noqa: E402
+from engine.compute.cluster import Cluster  # noqa: E402
+from engine.data.defaults import open_dataset  # noqa: E402
 from engine.models import load  # noqa: E402
+from engine.scores import service  # noqa: E402
 
 MODEL = ModelRef.builtin("synthbrain-diagnosis")
 VOLUMES = 120
@@ -49,11 +50,11 @@ class _Score:
 
     def __init__(self, folder: str):
         self.model, self.card = load(MODEL, "cpu")
-        self.dataset = scoring.open_dataset(folder)
+        self.dataset = open_dataset(folder)
 
     def __call__(self, batch: dict) -> dict:
         rows = np.asarray(batch["row"], dtype=np.int64)
-        outputs = scoring.model_outputs(self.model, self.dataset, self.card.spec, rows, batch_size=BATCH, shard=True)
+        outputs = service.model_outputs(self.model, self.dataset, self.card.spec, rows, batch_size=BATCH, shard=True)
         return {"row": rows, "output": outputs[:, 0]}
 
 
@@ -64,7 +65,7 @@ def main() -> None:
         write_cohort(Path(tmp), VOLUMES)
         rows = np.arange(VOLUMES)
         model, card = load(MODEL, "cpu")
-        local = scoring.model_outputs(model, scoring.open_dataset(tmp), card.spec, rows, shard=True)[:, 0]
+        local = service.model_outputs(model, open_dataset(tmp), card.spec, rows, shard=True)[:, 0]
         results = {"volumes": VOLUMES, "workers": WORKERS, "ray": ray.__version__}
         with Cluster.connect(num_cpus=WORKERS) as cluster:
             start = time.perf_counter()

@@ -36,7 +36,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from benchmarks.machine import describe  # noqa: E402
-from engine.tvd import explained_variance  # noqa: E402
+from engine.scores.tvd import explained_variance  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "tvd-salib.json"
 SIZES = (500, 2_000, 5_000, 20_000)

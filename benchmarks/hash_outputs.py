@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import sys
 import tempfile
@@ -35,6 +36,7 @@ try:  # the layout after the second architecture pass
     from engine.scores.generator import diffusion_score
 except ImportError:  # before it
     from engine.baselines import METHODS, attribution_map
+
     from engine.diffusion import diffusion_score
 
 
@@ -61,6 +63,13 @@ def cli_scores(data: str, model: str, extra: list[str]) -> str:
             assert cli(["score", "--data", data, "--model", model, "--out", str(out), *extra]) == 0
         scores = json.loads(out.read_text())["scores"]
     return digest([[s["score"], s["ci_low"], s["ci_high"]] for s in scores])
+
+
+def cli_help() -> str:
+    """The score command's --help text (to call it as each commit's CLI takes it)."""
+    with contextlib.redirect_stdout(io.StringIO()) as text, contextlib.suppress(SystemExit):
+        cli(["score", "--help"])
+    return text.getvalue()
 
 
 def main() -> None:
@@ -96,10 +105,12 @@ def main() -> None:
         model, card = load_model(model_name, "cpu")
         r, table = diffusion_score(model, card, dm, feature, k_values=3, n_per_value=4, n_boot=20)
         result[f"diffusion score {data}"] = digest([r.score, r.ci_low, r.ci_high, *table["mean"]])
+        generator_only = ["--generator-only"] if "--generator-only" in cli_help() else []  # the default became debiased
         result[f"score diffusion-cli {data}"] = cli_scores(
             data,
             model_name,
-            ["--method", "diffusion", "--features", feature, "--k-values", "2", "--n-per-value", "4", "--n-boot", "20"],
+            ["--method", "diffusion", *generator_only, "--features", feature, "--k-values", "2", "--n-per-value", "4"]
+            + ["--n-boot", "20"],
         )
     json.dump(result, sys.stdout, indent=1, sort_keys=True)
     print()

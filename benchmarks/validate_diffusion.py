@@ -43,10 +43,10 @@ from engine.data.shapes import sample_features
 from engine.data.shapes_images import rendered_shapes
 from engine.data.synthbrain_slices import cached_extra_subjects, extra_cache_path
 from engine.diffusion import READOUT_GUIDANCE, SamplerConfig, load_diffusion, sample_seed
-from engine.diffusion.score import constraint_errors, diffusion_score, feature_values
 from engine.diffusion.storage import ASSETS
 from engine.models.zoo import list_cards, load_model
-from engine.tvd import explained_variance
+from engine.scores.generator import constraint_errors, diffusion_score, feature_values
+from engine.scores.tvd import explained_variance
 
 MODELS = {
     "synthbrain": ("synthbrain-diagnosis", "synthbrain-shortcut"),

@@ -37,10 +37,10 @@ from engine.data import load_dataset, synthbrain
 from engine.data.defaults import data_dir
 from engine.diffusion import SamplerConfig
 from engine.diffusion.cohort import CohortRecipe, train_on_cohort
-from engine.diffusion.score import diffusion_score, generator_bootstrap_score
 from engine.diffusion.storage import ASSETS
 from engine.models.zoo import load_model
-from engine.scoring import model_outputs, score_outputs
+from engine.scores.generator import diffusion_score, generator_bootstrap_score
+from engine.scores.service import model_outputs, score_outputs
 
 MODELS = ("synthbrain-diagnosis", "synthbrain-shortcut")
 OUT = ASSETS / "scarce-validation.json"

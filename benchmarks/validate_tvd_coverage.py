@@ -38,7 +38,7 @@ from scipy import integrate, special
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from benchmarks.machine import describe  # noqa: E402
-from engine.tvd import explained_variance  # noqa: E402
+from engine.scores.tvd import explained_variance  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "tvd-coverage.json"
 SIZES = (100, 200, 300, 500, 1000, 2000)

@@ -1,6 +1,6 @@
 """Anchors in the app: the chosen subject's rule (Browse) and the cohort's rules (Attribution scores).
 
-The rules come from `engine.anchors` on the cached model outputs (`loaders.model_outputs`, every row once
+The rules come from `engine.explanations.anchors` on the cached model outputs (`loaders.model_outputs`, every row once
 per dataset and model); the results are cached here keyed like the loaders' (dataset source, `ModelRef`,
 device, split, features), so a subject's rule is found once and comes back at once. Nothing is computed here.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import streamlit as st
 
 from components import errors, loaders, state
-from engine import anchors
 from engine.cards import ModelRef
 from engine.errors import EveInputError
+from engine.explanations import anchors
 
 SUBJECTS_SAMPLED = 20  # cohort rules: the anchors of this many sampled subjects, then the submodular pick
 RULES_PICKED = 5
@@ -36,7 +36,7 @@ def decision_problem(ref: ModelRef, device: str = "cpu") -> str | None:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def subject_anchor(source: str, ref: ModelRef, device: str, subject: str, split: str = "all") -> anchors.Anchor:
-    """The subject's anchor over the split's rows (`engine.anchors.subject_anchor`, seed 0)."""
+    """The subject's anchor over the split's rows (`engine.explanations.anchors.subject_anchor`, seed 0)."""
     outputs = loaders.model_outputs(source, ref, device)
     return anchors.subject_anchor(
         None, loaders.card(ref, device), loaders.dataset(source), subject, split=split, outputs=outputs
@@ -45,7 +45,7 @@ def subject_anchor(source: str, ref: ModelRef, device: str, subject: str, split:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cohort_rules(source: str, ref: ModelRef, device: str, split: str, features: tuple[str, ...]) -> anchors.AnchorTable:
-    """The cohort's rules on `features` (`engine.anchors.global_anchors`, seed 0)."""
+    """The cohort's rules on `features` (`engine.explanations.anchors.global_anchors`, seed 0)."""
     outputs = loaders.model_outputs(source, ref, device)
     return anchors.global_anchors(
         None,
@@ -105,7 +105,7 @@ def show_cohort_rules(sel, split: str, features: tuple[str, ...]) -> None:
     if problem is not None:
         st.info(f"No rules to find: {problem}")
         return
-    key = ("anchor-rules", sel.source, sel.model_ref, split, features)
+    key = state.result_key("anchor-rules", sel, split, features)
     found = state.results().get(key)
     timing = "about 1.5 s for 20 subjects on a 2-core CPU (benchmarks/results/anchors.json)"
     asked = st.button(

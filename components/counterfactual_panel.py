@@ -1,5 +1,5 @@
 """Browse's "What if …?": the chosen subject's slice with one feature changed, the others held, and the
-model's output before and after (`engine.counterfactual`)."""
+model's output before and after (`engine.explanations.counterfactual`)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
-"""The feature explorer's panels below the samples: the model's outputs at the
-chosen value against E[f | A = a] from data, and the pre-computed bank of slider positions."""
+"""The feature explorer's panels around the samples: how they were drawn, the model's outputs at the
+chosen value against E[f | A = a] from data, two values side by side, and the pre-computed bank of slider
+positions."""
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from components import curves, errors, loaders, state
+from components import curves, errors, loaders, samples, scrubber, state
 
 
 def _data_mean(curve, value, categorical: bool) -> float | None:
@@ -66,3 +67,53 @@ def precompute(sel, feature: str, options: list, n: int, seed: int, guidance: fl
                 loaders.conditional_samples(sel.generator, feature, v, n, seed, guidance)
                 bar.progress((i + 1) / len(options), text=f"{i + 1}/{len(options)}")
             st.success(f"All {len(options)} positions of {feature} are cached for seed {seed}, {n} samples.")
+
+
+def samples_caption(sel, feature: str, value, measured, n: int, guidance: float, live: bool, elapsed: float) -> None:
+    """How the samples above were drawn, what their captions read, and how they differ from a score's."""
+    categorical = loaders.diffusion(sel.generator).feature(feature).is_categorical
+    mae = "" if measured is None or categorical else f" Mean |measured − a| = {np.mean(np.abs(measured - value)):.3g}."
+    if live:
+        mae = mae and f" At a = {scrubber.label(value)}:{mae[1:].replace('Mean', ' mean', 1)}"
+        how = (
+            f"Drag the slider or press Play: the images are swapped in your browser from a bank of every value's "
+            f"{n} samples (WebP, quality {samples.WEBP_QUALITY}, for display), drawn in the background nearest "
+            f"first; until a value is drawn the nearest drawn one stands in, and the strip under the slider shows "
+            f"which are ready. Release the slider, step, or pause Play to move a = {scrubber.label(value)} and update "
+            f"the model's panels below. Each tile keeps its own noise seed, so the same {n} subjects morph; "
+        )
+    else:
+        how = (
+            f"Each tile keeps its own noise seed, so moving the slider morphs the same {n} subjects (to enlarge, "
+            "hover the tiles and click the full-screen button at their top right); "
+        )
+    st.caption(
+        f"{how}every other "
+        f"feature follows its distribution given {feature} as the generator learned it. Captions: "
+        f"{feature} read back from each image by Eve's probe.{mae}{'' if live else f' Drawn in {elapsed:.2f} s.'} "
+        f"How these are drawn — {loaders.explorer_sampler(float(guidance)).description} Scores are drawn "
+        f"another way, which pins each sample's other features to a real subject's — "
+        f"{loaders.score_sampler(sel.generator).description}"
+    )
+
+
+def two_values(sel, feature: str, value, options: list, value_b_key: str, images, n: int, seed: int, guidance: float):
+    """The same sample at `value` and at a second value, and their difference."""
+    st.subheader("Two values side by side")
+    c = st.columns([3, 1])
+    value_b = c[0].select_slider(
+        f"Compare {feature} = {value} with",
+        options,
+        key=value_b_key,
+        format_func=lambda v: f"{v:.4g}" if isinstance(v, float) else str(v),
+    )
+    which = c[1].number_input("Sample", 1, n, 1, key=state.keyed(state.EXPLORER_STEP, "which", n)) - 1
+    with errors.shown("Sampling the second value"):
+        images_b, _ = loaders.conditional_samples(sel.generator, feature, value_b, n, seed, guidance)
+        st.plotly_chart(
+            samples.difference_figure(
+                images[which], images_b[which], (f"{feature} = {value}", f"{feature} = {value_b}")
+            ),
+            key="explorer_difference",
+        )
+        st.caption("The same sample (same noise) at the two values: the difference shows what the feature changes.")

@@ -4,7 +4,7 @@
   mutated by a page;
 * `st.cache_data` for derived arrays and tables, keyed on hashable inputs only: a dataset
   is named by its `source` (an embedded name or a folder path), a model by its
-  `engine.cards.ModelRef`, a split by its name (`engine.scoring.split_rows` says which rows).
+  `engine.cards.ModelRef`, a split by its name (`engine.scores.service.split_rows` says which rows).
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from engine import baselines, report, scoring
 from engine.cards import ModelCard, ModelRef
-from engine.data.defaults import BUILDERS
+from engine.data.defaults import BUILDERS, open_dataset
 from engine.data.defaults import is_built as _is_built
 from engine.data.slicing import SliceSpec, normalise_intensity
 from engine.errors import EveInputError
-from engine.figures import conditional_curve_figure
 from engine.models import list_cards, load
-from engine.models.train import TARGETS
 from engine.models.zoo import forward
-from engine.tvd import conditional_curve, score_table
+from engine.options import SCORE
+from engine.pixelmaps import methods
+from engine.reports.figures import conditional_curve_figure
+from engine.scores import service
+from engine.scores.tvd import conditional_curve
 
 EMBEDDED = tuple(BUILDERS)
 RAY_ENV = "EVE_RAY"  # "local", or a Ray cluster's address: the model's outputs and diffusion samples run there
@@ -42,7 +43,7 @@ def is_built(source: str) -> bool:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def dataset(source: str):
     """The `Dataset` for an embedded name or a folder path (raises DatasetError)."""
-    return scoring.open_dataset(source)
+    return open_dataset(source)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -59,12 +60,12 @@ def volume(source: str, subject: str, register: bool = False) -> tuple[np.ndarra
 
 
 def split_rows(source: str, split: str) -> np.ndarray:
-    """Row indices of a split (`engine.scoring.split_rows`: raises for an empty one)."""
-    return scoring.split_rows(dataset(source), split)
+    """Row indices of a split (`engine.scores.service.split_rows`: raises for an empty one)."""
+    return service.split_rows(dataset(source), split)
 
 
 def default_split(source: str) -> str:
-    return scoring.default_split(dataset(source))
+    return service.default_split(dataset(source))
 
 
 # -- models ------------------------------------------------------------------------------
@@ -125,12 +126,12 @@ def ray_address() -> str:
 
 @st.cache_resource(show_spinner="Connecting to the Ray cluster…")
 def cluster_connection(address: str):
-    """(the `engine.cluster.Cluster` at `address`, None) — one per server, shared by every session —
+    """(the `engine.compute.cluster.Cluster` at `address`, None) — one per server, shared by every session —
     or (None, why not) when it cannot be reached; (None, None) without an address. Kept either way:
     a cluster that does not answer is not asked again on every rerun."""
     if not address:
         return None, None
-    from engine.cluster import Cluster  # Ray (~2 s to import) only when the app is started with one
+    from engine.compute.cluster import Cluster  # Ray (~2 s to import) only when the app is started with one
 
     try:
         return Cluster.connect(None if address == "local" else address), None
@@ -146,13 +147,11 @@ def cluster():
 @st.cache_data(show_spinner=False, max_entries=16)
 def model_outputs(source: str, ref: ModelRef, device: str = "cpu") -> np.ndarray:
     """(N, K) model outputs for every row of the dataset, in row order (on the Ray cluster when the
-    app has one: the same numbers, `engine.cluster`)."""
+    app has one: the same numbers, `engine.compute.cluster`)."""
     connected = cluster()
-    if connected is not None:
-        ds = dataset(source)
-        return connected.model_outputs(ref, ds, np.arange(len(ds)), device=device)
     net, found = model(ref, device)
-    return scoring.model_outputs(net, dataset(source), found.spec)
+    runner = None if connected is None else connected.outputs_runner(ref, device)
+    return service.model_outputs(net, dataset(source), found.spec, runner=runner)
 
 
 # -- scores ------------------------------------------------------------------------------
@@ -162,10 +161,10 @@ def model_outputs(source: str, ref: ModelRef, device: str = "cpu") -> np.ndarray
 def data_scores(
     source: str, ref: ModelRef, device: str, output: int, split: str, features: tuple[str, ...], n_boot: int
 ) -> pd.DataFrame:
-    """Data-based S(A) per feature for one output on a split (`engine.scoring.score_outputs`)."""
+    """Data-based S(A) per feature for one output on a split (`engine.scores.service.score_outputs`)."""
     rows = split_rows(source, split)
     y = model_outputs(source, ref, device)[rows, output]
-    return scoring.score_outputs(y, dataset(source), features, rows, [str(output)], n_boot=n_boot, seed=0)
+    return service.score_outputs(y, dataset(source), features, rows, [str(output)], n_boot=n_boot, seed=0)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -195,39 +194,39 @@ def curve_figure(
 
 
 def baseline_methods(ref: ModelRef, device: str = "cpu", *, slow: bool = False) -> list[str]:
-    """The attribution methods that can explain the model (`engine.baselines.available_methods`),
+    """The attribution methods that can explain the model (`engine.pixelmaps.methods.available_methods`),
     without the slow sampling ones (Shapley, LIME, KernelSHAP) unless asked."""
-    return baselines.available_methods(model(ref, device)[0], slow=slow)
+    return methods.available_methods(model(ref, device)[0], slow=slow)
 
 
 def unavailable_methods(ref: ModelRef, device: str = "cpu") -> dict[str, str]:
     """{method: why it cannot explain this model}."""
     net = model(ref, device)[0]
-    why = {m: baselines.unavailable(net, m) for m in baselines.ALL_METHODS}
+    why = {m: methods.unavailable(net, m) for m in methods.ALL_METHODS}
     return {m: reason for m, reason in why.items() if reason}
 
 
 def xtrain_tracking(ref: ModelRef, device: str = "cpu"):
-    """What the model's training stored for XtrAIn (`engine.xtrain.Tracking`), or None."""
-    from engine import xtrain
+    """What the model's training stored for XtrAIn (`engine.models.xtrain.Tracking`), or None."""
+    from engine.models import xtrain
 
     return xtrain.Tracking.from_card(card(ref, device))
 
 
 def training_methods(ref: ModelRef, device: str, subject: str) -> list[str]:
     """The training trajectory's methods for one image: Xstep for any image of an MLP, XtrAIn and XtrAIn+
-    for the images its training tracked (`engine.baselines.TRAINING_METHODS`)."""
+    for the images its training tracked (`engine.pixelmaps.methods.TRAINING_METHODS`)."""
     tracking = xtrain_tracking(ref, device)
     tracked = tracking is not None and subject in tracking.images
-    methods = baselines.available_methods(model(ref, device)[0], training=True)
-    info = baselines.method_info
-    return [m for m in methods if info(m).training and (tracked or not info(m).stored)]
+    found = methods.available_methods(model(ref, device)[0], training=True)
+    info = methods.method_info
+    return [m for m in found if info(m).training and (tracked or not info(m).stored)]
 
 
 def region_kinds(ref: ModelRef, device: str = "cpu") -> list[str]:
     """The regions the region methods can use for this model's input: a grid always; anatomy and the
-    atlases for a named MNI slice (`engine.regions`), an atlas only where Debian's package is there."""
-    from engine import regions as engine_regions
+    atlases for a named MNI slice (`engine.pixelmaps.regions`), an atlas only where Debian's package is there."""
+    from engine.pixelmaps import regions as engine_regions
 
     spec = card(ref, device).spec
     if spec.is_volume or not isinstance(spec.index, str):
@@ -240,8 +239,8 @@ def region_kinds(ref: ModelRef, device: str = "cpu") -> list[str]:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def regions(spec: SliceSpec, kind: str):
-    """`engine.regions.Regions` of a model input (anatomy builds SynthBrain's template once, ~5 s)."""
-    from engine import regions as engine_regions
+    """`engine.pixelmaps.regions.Regions` of a model input (anatomy builds SynthBrain's template once, ~5 s)."""
+    from engine.pixelmaps import regions as engine_regions
 
     return engine_regions.regions_for(kind, spec)
 
@@ -254,73 +253,75 @@ def attribution(
     A region method's regions are `region_kind`'s (`regions`)."""
     net, found = model(ref, device)
     image = torch.from_numpy(model_inputs(source, found.spec)[row : row + 1]).to(device)
-    params = {"regions": regions(found.spec, region_kind).labels} if baselines.method_info(method).regional else {}
-    amap = baselines.attribution_map(net, image, method, target=target, **params).detach().cpu().numpy()
+    params = {"regions": regions(found.spec, region_kind).labels} if methods.method_info(method).regional else {}
+    amap = methods.attribution_map(net, image, method, target=target, **params).detach().cpu().numpy()
     return amap[0, 0].astype(np.float32)
 
 
-def output_difference(source: str, ref: ModelRef, device: str, row: int, target: int) -> float:
-    """f(x) − f(black) for one image: what Shapley values over regions add up to."""
-    net, found = model(ref, device)
-    image = torch.from_numpy(model_inputs(source, found.spec)[row : row + 1]).to(device)
-    outputs = forward(net, torch.cat([image, torch.zeros_like(image)]))[:, target]
-    return float(outputs[0] - outputs[1])
+def region_table(source: str, ref: ModelRef, device: str, row: int, target: int, found: np.ndarray, kind: str):
+    """(regions, table, f(x) − f(black)) of a region method's map `found` of one image: what each region
+    carries (`engine.pixelmaps.regions.region_shares`) and the output difference its shares are of."""
+    from engine.pixelmaps.regions import region_shares
+    from engine.pixelmaps.report import output_difference
+
+    net, card_ = model(ref, device)
+    image = torch.from_numpy(model_inputs(source, card_.spec)[row : row + 1]).to(device)
+    difference = float(output_difference(net, image, target)[0])
+    chosen = regions(card_.spec, kind)
+    return chosen, region_shares(found, chosen, regional=True, whole=difference), difference
+
+
+def contrasting_model(like: ModelRef, names: list[str]) -> str:
+    """The built-in model of `names` to compare `like` with by default (`engine.models.zoo.contrasting_model`)."""
+    from engine.models.zoo import contrasting_model as contrasting
+
+    cards = {c.name: c for c in zoo_cards()}
+    mine = cards.get(like.name) if like.name else None
+    if mine is None:
+        return names[0]
+    return contrasting(mine, [cards[n] for n in names if n in cards]) or names[0]
 
 
 def display_maps(maps: dict[str, np.ndarray], signed: bool) -> dict[str, np.ndarray]:
-    """Each map scaled by its own 99th percentile of |value| (engine.baselines.display_normalise)."""
+    """Each map scaled by its own 99th percentile of |value| (engine.pixelmaps.methods.display_normalise)."""
     if not maps:
         return {}
-    stacked = baselines.display_normalise(torch.from_numpy(np.stack(list(maps.values()))), signed=signed).numpy()
+    stacked = methods.display_normalise(torch.from_numpy(np.stack(list(maps.values()))), signed=signed).numpy()
     return dict(zip(maps, stacked, strict=True))
+
+
+# the quality table's columns as the compare page heads them (what each is: `QUALITY_COLUMNS`)
+QUALITY_LABELS = {
+    "randomised_spearman_abs": "rank corr. after randomising all layers (|map|)",
+    "randomised_spearman": "rank corr. (signed)",
+    "infidelity": "infidelity",
+    "sensitivity_max": "max-sensitivity",
+    "local_lipschitz": "local Lipschitz",
+    "random_logit": "rank corr. with another output's map",
+    "deletion_auc": "deletion AUC",
+    "insertion_auc": "insertion AUC",
+    "road_morf_auc": "ROAD MoRF AUC",
+    "completeness_gap": "completeness gap",
+    "sparseness": "sparseness (Gini)",
+    "complexity": "complexity (entropy)",
+    "relevance_mass": "relevance mass in the read pixels",
+    "relevance_rank": "relevance rank accuracy",
+}
 
 
 def map_quality(
     source: str, ref: ModelRef, device: str, output: int, rows: tuple[int, ...], progress=None
 ) -> pd.DataFrame:
-    """Per method: the randomisation check after every layer is randomised (Adebayo et al.),
-    captum's infidelity and max-sensitivity (engine.baselines), and faithfulness, completeness,
-    complexity and, for a glass-box model, localisation (engine.map_quality), on the images `rows`."""
+    """The one quality table (`engine.pixelmaps.report.quality_report`) of the baseline methods' maps of
+    the images `rows`, its columns named for a reader (`QUALITY_LABELS`); `progress(done, total)`."""
+    from engine.pixelmaps.report import quality_report
+
     net, found = model(ref, device)
     images = torch.from_numpy(model_inputs(source, found.spec)[list(rows)]).to(device)
-    methods = baseline_methods(ref, device)
-    if progress:
-        progress(0.05, "Randomising the weights layer by layer...")
-    checks = baselines.randomisation_check(net, images, methods, target=output)
-    last = checks[checks["step"] == checks["step"].max()].set_index("method")
-    if progress:
-        progress(0.5, "Infidelity and max-sensitivity (captum.metrics)...")
-    quality = baselines.quality_table(net, images, methods, target=output, n_perturb_samples=5).set_index("method")
-    if progress:
-        progress(0.75, "Deletion, insertion, ROAD, completeness, complexity (engine.map_quality)...")
-    from engine import map_quality
-    from engine.map_report import truth_mask
-
-    maps = {m: baselines.attribution_map(net, images, m, target=output) for m in methods}
-    mask = truth_mask(net, found.spec, images)
-    faithful = map_quality.quality_table(
-        net, images, maps, output, masks=None if mask is None else torch.from_numpy(mask)
-    ).set_index("method")
-    table = pd.DataFrame(
-        {
-            "rank corr. after randomising all layers (|map|)": last["spearman_abs"],
-            "rank corr. (signed)": last["spearman"],
-            "infidelity": quality["infidelity"],
-            "max-sensitivity": quality["sensitivity_max"],
-            "deletion AUC": faithful["deletion_auc"],
-            "insertion AUC": faithful["insertion_auc"],
-            "ROAD MoRF AUC": faithful["road_morf_auc"],
-            "completeness gap": faithful["completeness_gap"],
-            "sparseness (Gini)": faithful["sparseness"],
-            "complexity (entropy)": faithful["complexity"],
-        }
-    )
-    if mask is not None:  # a glass-box model: the pixels it reads are the truth
-        table["relevance mass in the read pixels"] = faithful["relevance_mass"]
-        table["relevance rank accuracy"] = faithful["relevance_rank"]
-    if progress:
-        progress(1.0, "done")
-    return table.reset_index().rename(columns={"index": "method"})
+    maps = {m: methods.attribution_map(net, images, m, target=output) for m in baseline_methods(ref, device)}
+    table = quality_report(net, found, images, maps, output, progress=progress)
+    shown = [c for c in QUALITY_LABELS if c in table and table[c].notna().any()]
+    return table[["method", *shown]].rename(columns=QUALITY_LABELS)
 
 
 # -- diffusion ---------------------------------------------------------------------------
@@ -354,9 +355,8 @@ def train_linear_gaussian(source: str, ref: ModelRef, device: str = "cpu"):
     from engine.diffusion.cohort import CohortRecipe, save_cohort_model, train_on_cohort
 
     folder = dataset(source)
-    varying = [name for name in folder.features if folder.table[name].nunique() > 1]  # a constant one teaches nothing
     recipe = CohortRecipe(kind="linear-gaussian")
-    generator = train_on_cohort(folder, card(ref, device).spec, features=varying, recipe=recipe, log=_quiet)
+    generator = train_on_cohort(folder, card(ref, device).spec, recipe=recipe, log=_quiet)  # the varying features
     return save_cohort_model(generator, folder.root / GENERATORS_DIR)
 
 
@@ -392,7 +392,7 @@ def diffusion_features(generator: str) -> list[str]:
 
 def diffusion_compatibility(generator: str, ref: ModelRef, device: str = "cpu") -> str | None:
     """None when the model sees the slice the diffusion model generates; else the reason."""
-    from engine.diffusion.score import check_compatible
+    from engine.scores.generator import check_compatible
 
     try:
         check_compatible(card(ref, device), diffusion(generator))
@@ -459,8 +459,8 @@ def sample_outputs(
 def counterfactual(
     source: str, generator: str, ref: ModelRef, device: str, subject: str, feature: str, value: float, output: int
 ):
-    """The subject's slice with `feature` at `value`, its other features held (`engine.counterfactual`)."""
-    from engine.counterfactual import subject_counterfactual
+    """The subject's slice with `feature` at `value`, its other features held (`engine.explanations.counterfactual`)."""
+    from engine.explanations.counterfactual import subject_counterfactual
 
     net, found = model(ref, device)
     generated = diffusion(generator)
@@ -468,70 +468,54 @@ def counterfactual(
 
 
 def suggested_value(generator: str, feature: str, before: float) -> float:
-    from engine.counterfactual import suggested_value
+    from engine.explanations.counterfactual import suggested_value
 
     return suggested_value(diffusion(generator), feature, before)
 
 
-DIFFUSION_N_BOOT = 200  # the diffusion scores' bootstrap draws (their report says so)
-
-
-def diffusion_score_row(sel, feature: str, k_values: int, n_per_value: int, progress=None) -> tuple[dict, pd.DataFrame]:
-    """(score-table row, per-value table) of the diffusion-based S(A) for the selected model (each
-    feature value's samples drawn on the Ray cluster when the app has one)."""
-    from engine.diffusion import diffusion_score
-
+def generator_scores(
+    sel, features: tuple[str, ...], k_values: int, n_per_value: int, split: str, progress=None
+) -> pd.DataFrame:
+    """The generator path's scores of the selected model on the page's rows (the data path's split), debiased
+    by the real images (`engine.scores.service.debiased_scores`: source "debiased") beside the generator's own
+    (source "diffusion", model-based: its interval holds the sampling noise only), K x N generated subjects.
+    A linear-Gaussian generator trained on these images is cross-fitted (a second a fold)."""
     net, found = model(sel.model_ref, sel.device)
-    settings = dict(k_values=k_values, n_per_value=n_per_value, seed=0, n_boot=DIFFUSION_N_BOOT)
-    settings["sampler"] = score_sampler(sel.generator)
-    connected = cluster()
-    if connected is not None:
-        run = connected.diffusion_runner(sel.model_ref, sel.generator, sel.device, progress)
-        todo = [(feature, found.output_index(sel.output))]
-        [(result, per_value)] = run(todo, found, diffusion(sel.generator), {**settings, "batch_size": 64})
-    else:
-        result, per_value = diffusion_score(
-            net, found, diffusion(sel.generator), feature, output=sel.output, progress=progress, **settings
-        )
-    row = scoring.score_row(feature, str(sel.output), result)
-    if "constraint_mae_over_sd" in per_value:  # how tightly the samples held the asked values
-        row["constraint_mae_over_sd"] = float(
-            np.average(per_value["constraint_mae_over_sd"], weights=per_value["weight"])
-        )
-    return row, per_value
+    ds = dataset(sel.source)
+    usable = [f for f in features if f in diffusion_features(sel.generator)]
+    report = service.debiased_scores(
+        net,
+        found,
+        ds,
+        usable,
+        diffusion=diffusion(sel.generator),
+        split=split,
+        output=sel.output,
+        n_generated=k_values * n_per_value,
+        sampler=score_sampler(sel.generator),
+        progress=progress,
+    )
+    debiased = report.table.assign(output=str(sel.output), source="debiased")
+    generator = debiased.assign(
+        score=debiased["generator_score"],
+        ci_low=debiased["generator_ci_low"],
+        ci_high=debiased["generator_ci_high"],
+        source="diffusion",
+    )
+    return pd.concat([debiased, generator], ignore_index=True)
 
 
 # -- ground truth ------------------------------------------------------------------------
 
 
-def _truth_function(source: str, ref: ModelRef, device: str) -> tuple[np.ndarray, str] | None:
-    """(g(features) per row, definition) for a built-in model whose target is known."""
-    if source not in EMBEDDED or ref.is_torchscript:
-        return None
-    target = TARGETS.get(card(ref, device).target)
-    ds = dataset(source)
-    if target is None or ds.truth is None:
-        return None
-    if target.reference is not None:  # the Bayes-optimal probability, or its logit where the logit is explained
-        p = np.clip(target.reference(ds.table, ds.truth), 1e-6, 1 - 1e-6)
-        if ref.explain == "probability":
-            return p, f"the Bayes-optimal probability: {target.definition}"
-        return np.log(p / (1 - p)), f"logit of the Bayes-optimal probability: {target.definition}"
-    return np.asarray(target.values(ds.table, ds.truth), float), target.definition
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def truth_table(source: str, ref: ModelRef, device: str, features: tuple[str, ...]) -> tuple[pd.DataFrame, str] | None:
-    """S(A) of the model's known target function g(features) on every row: what a perfect model
-    of its target would score (the estimator on exact g values, n = all images), and g's definition."""
-    found = _truth_function(source, ref, device)
-    if found is None:
+    """`engine.scores.truth.truth_table` of a built-in model on an embedded dataset (None for others)."""
+    from engine.scores.truth import truth_table as scored
+
+    if source not in EMBEDDED or ref.is_torchscript:
         return None
-    g, definition = found
-    ds = dataset(source)
-    values = {f: ds.feature_values(f) for f in features}
-    cats = tuple(f for f in features if f in ds.categorical_features)
-    return score_table(g, values, categorical=cats, output_names=["truth"], n_boot=200, seed=0), definition
+    return scored(dataset(source), card(ref, device), ref.explain, features)
 
 
 def truth_scores(sel, features: tuple[str, ...]) -> pd.DataFrame | None:
@@ -543,33 +527,35 @@ def truth_scores(sel, features: tuple[str, ...]) -> pd.DataFrame | None:
 # -- the report --------------------------------------------------------------------------
 
 
-def scores_report(sel, split: str, features: tuple[str, ...], n_boot: int, diffusion_rows=None):
-    """The scores page's view as the HTML report (`engine.report.html_report`): its data scores (the
-    cached outputs on the same rows, bootstrap and seed, so the same numbers) with the diffusion and
-    ground-truth rows it shows beside them. Returned as a callable that builds the page, a download
-    button's deferred data: the 5 MB file is written only when asked for."""
+def score_report(sel, split: str, features: tuple[str, ...], n_boot: int, diffusion_rows=None):
+    """The scores page's view as one `ScoreReport`, the CLI's: its data scores (the cached outputs on the same
+    rows, bootstrap and seed, so the same numbers) with the generator and ground-truth rows it shows beside
+    them (`engine.reports.prose.compare`). Its JSON, CSV and HTML are the CLI's files."""
+    from engine.reports import prose
+
     outputs = model_outputs(sel.source, sel.model_ref, sel.device)[split_rows(sel.source, split)]
     _, found = model(sel.model_ref, sel.device)
-    ds = dataset(sel.source)
     truth = truth_table(sel.source, sel.model_ref, sel.device, features)
     settings = None
     if diffusion_rows is not None:
         diffusion_rows = diffusion_rows[diffusion_rows["feature"].isin(features)]
-        settings = scoring.diffusion_settings(
-            diffusion(sel.generator), score_sampler(sel.generator), n_boot=DIFFUSION_N_BOOT, seed=0
+        settings = service.diffusion_settings(
+            diffusion(sel.generator), score_sampler(sel.generator), n_boot=SCORE.n_boot, seed=SCORE.seed
         )
-
-    def build() -> str:
-        scored = scoring.data_report(
-            outputs, found, ds, list(features), split=split, n_boot=n_boot, seed=0, output=sel.output
-        )
-        both = report.compare(
-            scored,
-            diffusion=diffusion_rows,
-            diffusion_settings=settings,
-            truth=None if truth is None else truth[0],
-            truth_definition=None if truth is None else truth[1],
-        )
-        return report.html_report(both)
-
-    return build
+    scored = service.data_report(
+        outputs,
+        found,
+        dataset(sel.source),
+        list(features),
+        split=split,
+        n_boot=n_boot,
+        seed=SCORE.seed,
+        output=sel.output,
+    )
+    return prose.compare(
+        scored,
+        diffusion=diffusion_rows,
+        diffusion_settings=settings,
+        truth=None if truth is None else truth[0],
+        truth_definition=None if truth is None else truth[1],
+    )

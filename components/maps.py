@@ -22,7 +22,7 @@ def map_grid(
 ) -> go.Figure:
     """One tile per method: the image in grey under its map (red-blue if signed, hot if absolute).
 
-    `maps` are display-normalised (engine.baselines.display_normalise): [-1, 1] signed or
+    `maps` are display-normalised (engine.pixelmaps.methods.display_normalise): [-1, 1] signed or
     [0, 1] absolute, so every tile shares one colour scale, whose bar says what it means. Tiles are
     smoothed for display only (the browser interpolates; the maps are unchanged).
     """

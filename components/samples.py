@@ -12,11 +12,11 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from engine.figures import prebuilt
+from engine.reports.figures import prebuilt
 
 
 def _colorscale(name: str) -> list:
-    """A colour scale as validation writes it: these figures are not validated (`engine.figures.prebuilt`),
+    """A colour scale as validation writes it: these figures are not validated (`engine.reports.figures.prebuilt`),
     and plotly.js does not know Python-side names such as "gray" or "RdBu_r"."""
     return [list(stop) for stop in go.Heatmap(colorscale=name).colorscale]
 
@@ -57,7 +57,7 @@ def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], hei
 
 def _tiles(traces: list[dict], titles: list[str], rows: int, cols: int, spacing, height: int) -> go.Figure:
     """Square image tiles on hidden axes (y down), one title each: make_subplots' layout, built once per
-    shape (`_tile_layout`), with this figure's titles, not validated again (`engine.figures.prebuilt`;
+    shape (`_tile_layout`), with this figure's titles, not validated again (`engine.reports.figures.prebuilt`;
     plotly's subplot and layout updates cost 20-50 ms a figure, and the explorer draws two on every
     value move)."""
     layout = copy.deepcopy(_tile_layout(rows, cols, len(traces), spacing))

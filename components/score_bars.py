@@ -1,6 +1,6 @@
 """Score bars and the words beside them: S(A) per feature from data, diffusion and truth.
 
-The bars are `engine.figures.score_bars` (the HTML report draws the same figure), re-exported
+The bars are `engine.reports.figures.score_bars` (the HTML report draws the same figure), re-exported
 here for the pages. This module adds the text: a plain-language `caption` per score, the
 `agreement` badge between data and diffusion, and the `diffusion_clause`.
 
@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from engine.figures import score_bars
+from engine.reports.figures import score_bars
 
 __all__ = ["AGREE_TOLERANCE", "LOOSE_CONSTRAINT", "agreement", "caption", "diffusion_clause", "score_bars"]
 
@@ -58,9 +58,9 @@ def diffusion_clause(row: pd.Series) -> str:
     when the samples held the feature loosely: a blurred condition flattens E[f | A = a], so
     the score then reads low."""
     if row["status"] != "ok":
-        return f" From diffusion samples: no score ({row['message']})."
+        return f" From the generator, debiased by the real images: no score ({row['message']})."
     ci = "" if math.isnan(row["ci_low"]) else f" ({row['ci_low']:.0%}–{row['ci_high']:.0%})"
-    text = f" From diffusion samples: {row['score']:.0%}{ci}."
+    text = f" From the generator, debiased by the real images: {row['score']:.0%}{ci}."
     loose = row.get("constraint_mae_over_sd", float("nan"))
     if isinstance(loose, float) and loose > LOOSE_CONSTRAINT:
         text += (

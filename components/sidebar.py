@@ -16,10 +16,10 @@ import streamlit as st
 import torch
 
 from components import loaders, share, state, uploads
-from engine import scoring
 from engine.cards import USER_CARD_EXAMPLE, ModelRef, UserCard
 from engine.data.slicing import INPUT_KINDS, INTENSITIES, NAMED_SLICES, ORIENTATIONS, PLANES
 from engine.errors import EveInputError, reason
+from engine.scores import service
 
 DATASET_LABELS = {"synthbrain": "SynthBrain (3D T1 MRI)", "shapes": "Shapes (2D synthetic)", "upload": "Your folder"}
 
@@ -278,7 +278,7 @@ def _model(source: str, dataset_name: str, device: str) -> tuple[ModelRef | None
     if choice == state.UPLOADED_MODEL:
         ref, note = _upload_model(source, device)
         return ref, "your TorchScript model", note
-    warning = scoring.trained_elsewhere(trained[choice], loaders.dataset(source)) if user else None
+    warning = service.trained_elsewhere(trained[choice], loaders.dataset(source)) if user else None
     if warning:
         st.warning(warning)
     return ModelRef.builtin(choice), choice, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.cards import USER_DEFAULT
+from engine.options import SCORE
 
 # -- sidebar widgets ---------------------------------------------------------------------
 DATASET = "sidebar_dataset"  # "synthbrain" | "shapes" | "upload"
@@ -123,9 +124,9 @@ DEFAULTS: dict = {
     BROWSE_WHATIF: False,
     BROWSE_OVERLAY_OPACITY: 0.5,
     BROWSE_OVERLAY_CMAP: "Hot",
-    SCORES_N_BOOT: 200,
-    SCORES_DIFFUSION_N: 8,
-    SCORES_DIFFUSION_K: 8,
+    SCORES_N_BOOT: SCORE.n_boot,
+    SCORES_DIFFUSION_N: SCORE.n_per_value,
+    SCORES_DIFFUSION_K: SCORE.k_values,
     EXPLORER_N: 8,
     EXPLORER_SEED: 0,
     EXPLORER_GUIDANCE: 1.0,
@@ -138,16 +139,30 @@ DEFAULTS: dict = {
 }
 
 
+# settings a result's key names (`result_key`): kept while their widgets are off screen, which Streamlit
+# would otherwise forget (a page the user left), so a result computed with them is found again
+KEPT = (SCORES_N_BOOT, SCORES_DIFFUSION_K, SCORES_DIFFUSION_N)
+
+
 def init_state() -> None:
-    """Set every static key once per session (the `if key not in` idiom)."""
+    """Set every static key once per session (the `if key not in` idiom); keep the `KEPT` widget values."""
     for key, value in DEFAULTS.items():
         if key not in st.session_state:
             st.session_state[key] = value.copy() if isinstance(value, dict) else value
+    for key in KEPT:
+        st.session_state[key] = st.session_state[key]  # re-set: a widget's value outlives its page
 
 
 def keyed(prefix: str, *parts) -> str:
     """A widget key for data-dependent widgets: the constant prefix plus the data's identity."""
     return ":".join([prefix, *(str(p) for p in parts)])
+
+
+def result_key(what: str, sel, *more) -> tuple:
+    """The one key of a result kept for the session (`results()`): what it is, and everything it depends on,
+    the dataset, model (with its input contract and what it explains), device, output and generator of the
+    selection, then `more` (the result's own settings: K and N, the rows, the regions...)."""
+    return (what, sel.source, sel.model_ref, sel.device, sel.output, sel.generator, *more)
 
 
 def results() -> dict:

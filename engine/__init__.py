@@ -12,13 +12,13 @@ import platform
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.devices import default_device
 from engine.errors import EveInputError
+from engine.paths import REPO_ROOT
 
 
 def machine() -> str:
@@ -35,7 +35,7 @@ def machine() -> str:
 def eve_version() -> str:
     """Eve's version (pyproject.toml, or the installed package's), with the git commit when run
     from a checkout ("0.1.0, git 2258f01"; "-dirty" when the tree has uncommitted changes)."""
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     try:
         version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
     except (OSError, KeyError, ValueError):

@@ -107,7 +107,9 @@ class ModelCard:
     function: str | None = None  # glass-box: the exact function computed
     metrics: dict = field(default_factory=dict, compare=False)  # held-out metrics on the test split
     training: dict = field(default_factory=dict, compare=False)  # config, seed, wall time, machine
-    xtrain: dict = field(default_factory=dict, compare=False)  # XtrAIn maps stored with the weights (engine.xtrain)
+    xtrain: dict = field(
+        default_factory=dict, compare=False
+    )  # XtrAIn maps stored with the weights (engine.models.xtrain)
     calibration: dict = field(default_factory=dict, compare=False)  # glass-box: fitted constants
     command: str | None = None  # the command that rebuilt it
     weights: str | None = None  # safetensors file beside the card (None: glass-box or TorchScript)

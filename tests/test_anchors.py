@@ -1,4 +1,4 @@
-"""Anchors (engine/anchors.py): the Bernoulli KL bounds, KL-LUCB, the beam search, and the dataset layer.
+"""Anchors (engine/explanations/anchors.py): the Bernoulli KL bounds, KL-LUCB, the beam search, and the dataset layer.
 
 Truth: a glass-box model on a tiny folder whose images encode one feature (each image is uniformly that
 brightness), deciding `brightness > t`; the anchor must name brightness and cut it at t. Real data: the zoo's
@@ -19,9 +19,13 @@ from test_data import write_folder
 from test_messages import assert_whole
 from torch import nn
 
-from engine import anchors
-from engine.__main__ import main
-from engine.anchors import (
+from engine.cards import ModelCard, ModelRef
+from engine.cli.main import main
+from engine.data import SliceSpec, load_dataset
+from engine.data.defaults import open_dataset
+from engine.errors import DatasetError, EveInputError
+from engine.explanations import anchors
+from engine.explanations.anchors import (
     AnchorConfig,
     DecisionRule,
     Predicate,
@@ -33,12 +37,9 @@ from engine.anchors import (
     kl_bounds,
     subject_anchor,
 )
-from engine.cards import ModelCard, ModelRef
-from engine.data import SliceSpec, load_dataset
-from engine.errors import DatasetError, EveInputError
 from engine.models import load
 from engine.models.zoo import read_card
-from engine.scoring import model_outputs, open_dataset
+from engine.scores.service import model_outputs
 
 SIZE = 8  # the glass-box images' side
 SPEC = SliceSpec("axial", None, SIZE, "raw")  # fed as stored: the model sees the brightness itself

@@ -147,7 +147,9 @@ def test_switching_dataset_changes_every_page():
 def test_switching_model_changes_the_scores():
     names = _zoo_names("synthbrain")
     if len(names) < 2:
-        pytest.skip("fewer than two built-in synthbrain models in the zoo yet")
+        pytest.fail(
+            "fewer than two built-in synthbrain models in assets/models/: rebuild them (train-classifier --all)"
+        )
     at = _app()
     at.switch_page("app_pages/scores.py").run()
     _no_exception(at)
@@ -227,11 +229,13 @@ def _diffusion_scores_app(dataset: str = "synthbrain", features=("ventricle_volu
 @pytest.mark.parametrize(
     "dataset, features", [("synthbrain", ("ventricle_volume", "icv")), ("shapes", ("size", "texture"))]
 )
-def test_diffusion_scores_appear_beside_the_data_scores(dataset, features):
+def test_generator_scores_appear_debiased_beside_the_data_scores(dataset, features):
     at = _diffusion_scores_app(dataset, features)
     names = [t.get("name") for f in _figures(at) for t in f["data"]]
-    assert "from diffusion samples" in names and "from data" in names
-    assert any("diffusion-scores" in str(k) for k in at.session_state[state.RESULTS])
+    assert "from data" in names and "generator, debiased by the real images" in names
+    assert "generator alone (model-based)" in names  # labelled, never presented as the estimate
+    assert any("generator-scores" in str(k) for k in at.session_state[state.RESULTS])
+    assert "From the generator, debiased by the real images" in _texts(at)
 
 
 def test_the_scores_page_offers_its_view_as_the_html_report():
@@ -242,15 +246,21 @@ def test_the_scores_page_offers_its_view_as_the_html_report():
     assert labels == ["Download CSV", "Download JSON", "Download HTML report"]
 
 
-def test_the_html_report_of_the_scores_view_has_the_numbers_on_screen():
-    """`loaders.scores_report`, the report button's deferred data, outside a session: the page's scores."""
+def test_the_downloads_of_the_scores_view_are_the_clis_files_with_the_numbers_on_screen():
+    """`loaders.score_report`, the downloads' one report, outside a session: the page's scores, and the CLI's
+    JSON schema (the same keys `python -m engine score` writes)."""
     from types import SimpleNamespace
 
     from components import loaders
+    from engine.reports import writers
+    from engine.reports.html import html_report
 
     ref, features = ModelRef.builtin("shapes-glass-background"), ("size", "background")
     sel = SimpleNamespace(source="shapes", model_ref=ref, device="cpu", output=0, generator=None)
-    page = loaders.scores_report(sel, "test", features, 50)()
+    report = loaders.score_report(sel, "test", features, 50)
+    page = html_report(report)
+    document = json.loads(writers.json_text(report))
+    assert {"dataset", "model", "spec", "input", "method", "split", "n", "scores", "outputs"} <= set(document)
     shown = loaders.data_scores("shapes", ref, "cpu", 0, "test", features, 50)
     for row in shown.itertuples():  # with the ground truth beside them, rows name their source
         cells = f"<td>{row.feature}</td><td>border_mean</td>(<td>data path</td>)?<td>{row.score:.3f}</td>"
@@ -271,7 +281,7 @@ def test_bad_model_upload_keeps_the_diffusion_scores():
     at.sidebar.selectbox(key=model_key).set_value(first_model).run()
     assert dict(at.session_state[state.RESULTS]).keys() == kept.keys()
     names = [t.get("name") for f in _figures(at) for t in f["data"]]
-    assert "from diffusion samples" in names
+    assert "generator, debiased by the real images" in names
 
 
 # -- bad uploads: a clear message, and the session keeps what it had ---------------------
@@ -653,7 +663,7 @@ def test_diffusion_caption_cautions_when_the_samples_held_the_feature_loosely():
     from components.score_bars import diffusion_clause
 
     row = dict(score=0.30, ci_low=0.25, ci_high=0.36, status="ok", message="")
-    assert diffusion_clause(pd.Series(row)) == " From diffusion samples: 30% (25%–36%)."
+    assert diffusion_clause(pd.Series(row)) == " From the generator, debiased by the real images: 30% (25%–36%)."
     assert "Caution" not in diffusion_clause(pd.Series(row | {"constraint_mae_over_sd": 0.07}))
     assert "missed the asked value by 0.17 SD" in diffusion_clause(pd.Series(row | {"constraint_mae_over_sd": 0.17}))
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.attention import ATTENTION_METHODS
-from engine.baselines import attribution_map, available_methods, unavailable
 from engine.cards import ModelRef
 from engine.errors import EveInputError
 from engine.models import load
 from engine.models.architectures import SmallCNN, SmallViT
+from engine.pixelmaps.attention import ATTENTION_METHODS
+from engine.pixelmaps.methods import attribution_map, available_methods, unavailable
 
 DECIDING_PATCH = 9  # of the 4 x 4 patches, row-major: row 2, column 1
 

@@ -7,20 +7,20 @@ import pytest
 import torch
 from torch import nn
 
-from engine.baselines import (
+from engine.errors import EveInputError
+from engine.models.architectures import DarkPixelCount, SmallCNN
+from engine.pixelmaps.methods import (
     METHODS,
     attribution_map,
     available_methods,
+    captum_metrics_table,
     display_normalise,
     infidelity,
-    quality_table,
     randomisable_layers,
     randomisation_check,
     sensitivity_max,
     unavailable,
 )
-from engine.errors import EveInputError
-from engine.models.architectures import DarkPixelCount, SmallCNN
 
 SIZE = 16
 CNN_METHODS = [m for m, info in METHODS.items() if not info.attention]  # attention maps: tests/test_attention.py
@@ -226,8 +226,8 @@ def test_sensitivity_max_per_image(cnn, images):
     assert sensitivity_max(linear, images, "Saliency", target=1, n_perturb_samples=4).max() < 1e-6
 
 
-def test_quality_table_is_plain_data(cnn, images):
-    table = quality_table(
+def test_the_captum_metrics_table_is_plain_data(cnn, images):
+    table = captum_metrics_table(
         cnn, images[:2], ["Saliency", "IntegratedGradients", "Occlusion"], target=1, n_perturb_samples=3
     )
     assert list(table["method"]) == ["Saliency", "IntegratedGradients", "Occlusion"]

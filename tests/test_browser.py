@@ -138,7 +138,7 @@ def test_feature_slider_moves_without_exception(server, app_page):
     # the feature-value slider is labelled "<feature> = a"
     sliders = page.locator('[data-testid="stSlider"]').filter(has_text=" = a").locator('input[type="range"]')
     if not sliders.count():
-        pytest.skip("the feature explorer shows no slider (its engine piece is not ready)")
+        pytest.fail("the feature explorer shows no slider: is the committed synthbrain generator missing?")
     slider = sliders.first
     before = slider.input_value()
     slider.focus()
@@ -262,10 +262,10 @@ def test_diffusion_scores_join_the_bars(server, app_page):
     page = app_page
     page.goto(f"{server}/scores")
     _settle(page)
-    page.get_by_text("Diffusion-based scores (for scarce data)").first.click()
-    button = page.get_by_role("button", name="Compute diffusion-based scores")
+    page.get_by_text("Generator-based scores (for scarce data)").first.click()
+    button = page.get_by_role("button", name="Compute generator-based scores")
     if not button.count():
-        pytest.skip("no diffusion model for this dataset and model yet")
+        pytest.fail("no generator panel button: is the committed generator missing?")
     for label, value in (("Feature values K", "4"), ("Samples per value N", "4")):  # small: a quick check
         field = page.get_by_label(label)
         field.fill(value)
@@ -274,7 +274,7 @@ def test_diffusion_scores_join_the_bars(server, app_page):
     button.click()
     _settle(page)
     _no_exception(page, "scores after computing diffusion scores")
-    page.get_by_text("from diffusion samples").first.wait_for()
+    page.get_by_text("generator, debiased by the real images").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "3-scores-diffusion.png"), full_page=True)
 
 
@@ -290,7 +290,7 @@ def test_shapes_explorer_slider_moves_without_exception(server, app_page):
     _no_exception(page, "shapes explorer")
     sliders = page.locator('[data-testid="stSlider"]').filter(has_text=" = a").locator('input[type="range"]')
     if not sliders.count():
-        pytest.skip("no shapes diffusion model: the explorer says so instead of showing a slider")
+        pytest.fail("no shapes explorer slider: is the committed shapes generator missing?")
     before = sliders.first.input_value()
     sliders.first.focus()
     for _ in range(8):

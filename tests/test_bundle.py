@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.__main__ import main
 from engine.cards import ModelRef, model_ref
+from engine.cli.main import main
 from engine.data import load_dataset
 from engine.data.bundle import check_allowed, is_bundle, read_bundle
 from engine.data.slicing import SliceSpec
 from engine.errors import EveInputError
 from engine.models import load
-from engine.scoring import model_outputs
+from engine.scores.service import model_outputs
 
 CUBE = 16
 SHAPE = (12, 14, 16)  # stored; padded to the cube (an even difference per axis: both tools centre it the same)

@@ -19,12 +19,13 @@ from object_store import (  # its credentials and cache: in the environment the 
     upload,
 )
 
-from engine import scoring
-from engine.__main__ import main
 from engine.cards import ModelRef
-from engine.cluster import LOCAL_ONLY_ENV, Cluster
+from engine.cli.main import main
+from engine.compute.cluster import LOCAL_ONLY_ENV, Cluster
+from engine.data.defaults import open_dataset
 from engine.errors import EveInputError
 from engine.models import load
+from engine.scores import service
 
 os.environ.setdefault(LOCAL_ONLY_ENV, "0")  # before Ray is imported: the test cluster listens on 127.0.0.1 only
 import ray  # noqa: E402  (after the switch it reads)
@@ -38,9 +39,9 @@ def cluster():
         yield connected
 
 
-def _local(split: str = "test", n_boot: int = 50) -> scoring.ScoreReport:
+def _local(split: str = "test", n_boot: int = 50) -> service.ScoreReport:
     model, card = load(MODEL, "cpu")
-    return scoring.data_scores(model, card, scoring.open_dataset("synthbrain"), split=split, n_boot=n_boot)
+    return service.data_scores(model, card, open_dataset("synthbrain"), split=split, n_boot=n_boot)
 
 
 def test_the_cluster_is_local_and_bound_to_localhost(cluster):
@@ -51,13 +52,17 @@ def test_the_cluster_is_local_and_bound_to_localhost(cluster):
 def test_data_scores_on_the_cluster_equal_the_local_run_bit_for_bit(cluster):
     local = _local()
     shards = []
-    remote = cluster.data_scores(
-        MODEL,
-        "synthbrain",
+    model, card = load(MODEL, "cpu")
+    remote = service.data_scores(  # the service, its outputs from the cluster's runner
+        model,
+        card,
+        open_dataset("synthbrain"),
         split="test",
         n_boot=50,
         batch_size=16,
         progress=lambda done, total: shards.append((done, total)),
+        runner=cluster.outputs_runner(MODEL),
+        where=cluster.describe(),
     )
     np.testing.assert_array_equal(remote.outputs, local.outputs)  # each image went through the model once, alike
     assert remote.table.equals(local.table)  # the estimator ran on the driver, seeded alike
@@ -70,17 +75,23 @@ def test_diffusion_scores_on_the_cluster_equal_the_local_run(cluster):
     from engine.diffusion import load_diffusion
 
     model, card = load(ModelRef.builtin("shapes-elongated"), "cpu")
-    dataset = scoring.open_dataset("shapes")
+    dataset = open_dataset("shapes")
     settings = dict(k_values=3, n_per_value=4, n_boot=20, seed=3)
-    local = scoring.diffusion_scores(
+    local = service.diffusion_scores(
         model, card, dataset, ["size", "aspect"], diffusion=load_diffusion("shapes"), **settings
     )
     values_done = []
-    remote = cluster.diffusion_scores(
-        ModelRef.builtin("shapes-elongated"),
-        "shapes",
+
+    def progress(done, total):
+        values_done.append((done, total))
+
+    remote = service.diffusion_scores(
+        model,
+        card,
+        dataset,
         ["size", "aspect"],
-        progress=lambda done, total: values_done.append((done, total)),
+        diffusion=load_diffusion("shapes"),
+        runner=cluster.diffusion_runner(ModelRef.builtin("shapes-elongated"), "shapes", "cpu", progress),
         **settings,
     )
     assert values_done[-1] == (6, 6)  # one task per (feature, value): 2 features x K = 3
@@ -107,7 +118,7 @@ def _kill_first_worker_running(task: str, killed: list, stop: threading.Event) -
 
 
 def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(cluster):
-    rows = scoring.split_rows(scoring.open_dataset("synthbrain"), "all")
+    rows = service.split_rows(open_dataset("synthbrain"), "all")
     expected = _local(split="all", n_boot=0).outputs
     killed: list[int] = []
     stop = threading.Event()
@@ -142,7 +153,7 @@ def test_the_cli_on_the_cluster_writes_the_local_report_and_an_unreachable_one_w
 
 
 def test_shards_are_whole_batches_and_give_every_worker_two():
-    from engine.cluster import SHARD_BATCHES, shard_batches
+    from engine.compute.cluster import SHARD_BATCHES, shard_batches
 
     assert shard_batches(120, 64, 2) == 1 and shard_batches(120, 16, 2) == 2  # 2 shards a worker
     assert shard_batches(40_000, 64, 160) == 2 and shard_batches(40_000, 64, 2) == SHARD_BATCHES
@@ -155,22 +166,24 @@ def test_an_address_that_is_not_host_port_is_refused():
 
 
 def test_on_a_cold_folder_each_worker_reads_only_its_shard_and_gets_the_local_inputs(cluster, tmp_path):
-    copy_subjects(Path(scoring.open_dataset("synthbrain").root), tmp_path, 24)
+    copy_subjects(Path(open_dataset("synthbrain").root), tmp_path, 24)
     outputs = cluster.model_outputs(MODEL, str(tmp_path), np.arange(24), batch_size=4)  # 3 shards of 2 batches of 4
     assert not list(tmp_path.glob(".eve_cache/*.npy"))  # nobody read the whole cohort to serve a shard
     model, card = load(MODEL, "cpu")
-    np.testing.assert_array_equal(outputs, scoring.model_outputs(model, scoring.open_dataset(tmp_path), card.spec))
+    np.testing.assert_array_equal(outputs, service.model_outputs(model, open_dataset(tmp_path), card.spec))
 
 
 def test_a_cohort_on_an_object_store_is_read_by_the_workers_and_scores_as_locally(cluster, tmp_path):
-    copy_subjects(Path(scoring.open_dataset("synthbrain").root), tmp_path, 24)
+    copy_subjects(Path(open_dataset("synthbrain").root), tmp_path, 24)
     with local_s3() as endpoint:
-        dataset = scoring.open_dataset(upload(endpoint, tmp_path, "ray-cohort"))
+        dataset = open_dataset(upload(endpoint, tmp_path, "ray-cohort"))
         assert not list(dataset.root.rglob("*.nii.gz"))  # the driver read headers only
-        remote = cluster.data_scores(MODEL, dataset, split="all", n_boot=20, batch_size=4)
+        model, card = load(MODEL, "cpu")
+        remote = service.data_scores(
+            model, card, dataset, split="all", n_boot=20, batch_size=4, runner=cluster.outputs_runner(MODEL)
+        )
     assert len(list(dataset.root.rglob("*.nii.gz"))) == 24  # the workers fetched their shards' files
-    model, card = load(MODEL, "cpu")
-    local = scoring.data_scores(model, card, scoring.open_dataset(tmp_path), split="all", n_boot=20)
+    local = service.data_scores(model, card, open_dataset(tmp_path), split="all", n_boot=20)
     np.testing.assert_array_equal(remote.outputs, local.outputs)
     assert remote.table.equals(local.table) and remote.metadata["dataset"]["path"] == "s3://cohorts/ray-cohort"
 
@@ -251,7 +264,7 @@ def test_the_app_started_with_eve_ray_computes_on_the_cluster_and_shows_the_loca
     st.cache_data.clear()
     local = bars(_diffusion_scores_app("shapes", ("size", "texture")))
     ran = []
-    for method in ("model_outputs", "diffusion_runner"):
+    for method in ("model_outputs",):
         original = getattr(Cluster, method)
         monkeypatch.setattr(
             Cluster, method, lambda self, *a, _m=method, _f=original, **k: ran.append(_m) or _f(self, *a, **k)
@@ -260,7 +273,8 @@ def test_the_app_started_with_eve_ray_computes_on_the_cluster_and_shows_the_loca
     st.cache_data.clear()
     at = _diffusion_scores_app("shapes", ("size", "texture"))
     assert any("run on Ray" in c.value for c in at.sidebar.caption)
-    assert "model_outputs" in ran and ran.count("diffusion_runner") == 2  # the data path, then each feature's values
+    # the data path's outputs on the cluster; the generator path's twins and generated subjects are drawn here
+    assert "model_outputs" in ran
     assert bars(at) == local and local
 
 
@@ -279,7 +293,7 @@ def test_the_app_with_an_unreachable_cluster_says_so_and_computes_here(monkeypat
 
 
 def test_a_worker_out_of_memory_is_told_to_use_smaller_batches_or_bigger_nodes():
-    from engine.cluster import _worker_failure
+    from engine.compute.cluster import _worker_failure
 
     killed = ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.")
     assert "ran out of memory computing the outputs: give a smaller --batch-size" in str(
@@ -290,8 +304,8 @@ def test_a_worker_out_of_memory_is_told_to_use_smaller_batches_or_bigger_nodes()
 
 
 def test_a_worker_that_cannot_see_the_data_stops_the_run_naming_the_fix(cluster, tmp_path):
-    copy_subjects(Path(scoring.open_dataset("synthbrain").root), tmp_path, 8)
-    dataset = scoring.open_dataset(tmp_path)  # the driver saw every file
+    copy_subjects(Path(open_dataset("synthbrain").root), tmp_path, 8)
+    dataset = open_dataset(tmp_path)  # the driver saw every file
     (tmp_path / dataset.table["file"].iloc[5]).unlink()  # a node that does not
     with pytest.raises(EveInputError, match="Row 7: .* does not exist on this machine.*file system all nodes share"):
         cluster.model_outputs(MODEL, dataset, np.arange(8), batch_size=4)

@@ -1,4 +1,4 @@
-"""A subject's counterfactual scan (`engine.counterfactual`): the round trip returns the slice, the probe
+"""A subject's counterfactual scan (`engine.explanations.counterfactual`): the round trip returns the slice, the probe
 reads the asked value, the edit stays where the feature lives, and the models move as the real data say."""
 
 from __future__ import annotations
@@ -13,23 +13,24 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.__main__ import main
 from engine.cards import ModelRef
-from engine.counterfactual import (
+from engine.cli.counterfactual import generator_for
+from engine.cli.main import main
+from engine.data.defaults import open_dataset
+from engine.data.slicing import SliceSpec
+from engine.diffusion import load_diffusion
+from engine.diffusion.gaussian import LatentGaussian
+from engine.errors import EveInputError
+from engine.explanations.counterfactual import (
     LatentEditor,
-    _generator_of,
     asked_value,
     parse_change,
     subject_counterfactual,
     suggested_value,
 )
-from engine.data.slicing import SliceSpec
-from engine.diffusion import load_diffusion
-from engine.diffusion.gaussian import LatentGaussian
-from engine.errors import EveInputError
 from engine.models import load
 from engine.models.zoo import forward
-from engine.scoring import open_dataset, split_rows
+from engine.scores.service import split_rows
 
 
 @pytest.fixture(scope="module")
@@ -219,5 +220,5 @@ def test_a_folder_without_a_generator_gets_the_training_command(tmp_path):
     folder = SimpleNamespace(remote=None, root=tmp_path, name="mine", location=str(tmp_path))
     card = SimpleNamespace(spec=SliceSpec("coronal", "hippocampus", 64), name="my-model")
     with pytest.raises(EveInputError, match="train-diffusion --data .* --model my-model"):
-        _generator_of(str(tmp_path), folder, card)
-    assert _generator_of("synthbrain", folder, card) == "synthbrain"
+        generator_for(str(tmp_path), folder, card)
+    assert generator_for("synthbrain", folder, card) == "synthbrain"

@@ -13,14 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from engine.__main__ import main
-from engine.baselines import attribution_map
 from engine.cards import ModelRef
+from engine.cli.main import main
+from engine.data.defaults import open_dataset
 from engine.devices import model_device, resolve_device
 from engine.errors import EveInputError
-from engine.map_quality import quality_table
 from engine.models import load
-from engine.scoring import model_outputs, open_dataset
+from engine.pixelmaps.methods import attribution_map
+from engine.pixelmaps.quality import quality_table
+from engine.scores.service import model_outputs
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -87,8 +88,8 @@ def test_attention_maps_get_their_inputs_on_the_models_device(device):
 @pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_counterfactual_runs_the_classifier_on_its_device(device):
-    from engine.counterfactual import subject_counterfactual
     from engine.diffusion import load_diffusion
+    from engine.explanations.counterfactual import subject_counterfactual
 
     dataset = open_dataset("synthbrain")
     model, card = load(ModelRef.builtin("synthbrain-diagnosis"), device)

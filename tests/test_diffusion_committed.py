@@ -12,8 +12,8 @@ import pytest
 import torch
 from test_diffusion_toys import committed, committed_model
 
-from engine.diffusion import READOUT_GUIDANCE, FeatureClampWarning, SamplerConfig, diffusion_score
-from engine.diffusion.score import constraint_errors
+from engine.diffusion import READOUT_GUIDANCE, FeatureClampWarning, SamplerConfig
+from engine.scores.generator import constraint_errors, diffusion_score
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_CONDITIONS = {"synthbrain": {"ventricle_volume": 15.0}, "shapes": {"size": 10.0}}
@@ -170,9 +170,9 @@ def _zoo_has(*names):
 
 def _zoo_outputs(name: str, dataset):
     """Zoo classifier `name`, its card, the dataset's committed diffusion model and the
-    classifier's outputs on every image of `dataset` (skips when either is missing)."""
+    classifier's outputs on every image of `dataset` (fails when either is missing: they are committed)."""
     if not _zoo_has(name):
-        pytest.skip(f"zoo model {name} not built")
+        pytest.fail(f"zoo model {name} is missing from assets/models/: rebuild it (train-classifier {name})")
     from engine.models.zoo import load_model
 
     torch.set_num_threads(1)
@@ -200,7 +200,7 @@ def test_shapes_diffusion_score_matches_the_data_score(shapes, name, feature):
     elongated model's aspect read -0.056, and texture -0.249 before the stripes' phase was centred
     and the codec's targets unclipped; at N=64 the 95% CI is about +-0.05 wide, too wide for this
     check)."""
-    from engine.tvd import explained_variance
+    from engine.scores.tvd import explained_variance
 
     model, card, diffusion, y = _zoo_outputs(name, shapes)
     data = explained_variance(y, shapes.feature_values(feature), n_boot=0).score
@@ -220,7 +220,7 @@ def test_diffusion_score_matches_the_data_score(synthbrain, name):
     diffusion 0.195, reference 0.181.)"""
     import json
 
-    from engine.tvd import explained_variance
+    from engine.scores.tvd import explained_variance
 
     rows = json.loads((ROOT / "assets" / "diffusion" / "synthbrain-validation.json").read_text())["scores"]
     reference = {r["feature"]: r["generator_ref"] for r in rows if r["model"] == name}

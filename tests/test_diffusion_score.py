@@ -1,4 +1,4 @@
-"""`engine/diffusion/score.py`: the feature values, compatibility, the score and its estimators."""
+"""`engine/scores/generator.py`: the feature values, compatibility, the score and its estimators."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from test_diffusion_toys import (
 )
 
 from engine.data.slicing import SliceSpec
-from engine.diffusion import READOUT_GUIDANCE, SamplerConfig, check_compatible, diffusion_score
-from engine.diffusion.score import block_score_stats, constraint_errors, feature_values, quantile_bin_means
+from engine.diffusion import READOUT_GUIDANCE, SamplerConfig
 from engine.errors import EveInputError
+from engine.scores.generator import (
+    block_score_stats,
+    check_compatible,
+    constraint_errors,
+    diffusion_score,
+    feature_values,
+    quantile_bin_means,
+)
 
 
 @pytest.mark.parametrize("k_values", [2, 3, 8, 16])

@@ -72,7 +72,7 @@ def test_unknown_codec_kind_is_a_clear_error():
 def test_committed_cards_read_and_write_back_unchanged(dataset):
     path = ASSETS / f"{dataset}.json"
     if not path.is_file():
-        pytest.skip(f"no committed {dataset} diffusion model")
+        pytest.fail(f"the committed {dataset} diffusion model is missing from assets/diffusion/")
     data = json.loads(path.read_text())
     card = DiffusionCard.from_json(data, path)
     assert card.to_json() == data and card.extra == {}

@@ -1,4 +1,4 @@
-"""engine.figures: score bars, conditional curves and the report's curves grid, from hand-made tables."""
+"""engine.reports.figures: score bars, conditional curves and the report's curves grid, from hand-made tables."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import figures
-from engine.tvd import conditional_curve
+from engine.reports import figures
+from engine.scores.tvd import conditional_curve
 
 NAN = float("nan")
 
@@ -44,8 +44,8 @@ def test_score_bars_draw_one_bar_and_one_legend_entry_per_source(two_sources):
     fig = figures.score_bars(two_sources, {"a": "#000000", "b": "#111111"})
     assert len(fig.data) == 4  # (bars, legend entry) per source
     bars = [t for t in fig.data if t.showlegend is False]
-    assert [t.name for t in bars] == ["from data", "from diffusion samples"]
-    assert [t.marker.pattern.shape for t in bars] == ["", "/"]
+    assert [t.name for t in bars] == ["from data", "generator alone (model-based)"]
+    assert [t.marker.pattern.shape for t in bars] == ["", "x"]
     assert list(bars[0].y) == ["a", "b"] and list(bars[0].marker.color) == ["#000000", "#111111"]
 
 
@@ -192,7 +192,7 @@ def test_components_use_the_engine_builders():
 
 
 def test_engine_figures_does_not_import_streamlit():
-    code = "import sys, engine.figures; print('streamlit' in sys.modules)"
+    code = "import sys, engine.reports.figures; print('streamlit' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

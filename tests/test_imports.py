@@ -137,3 +137,19 @@ def test_no_engine_module_imports_streamlit():
     code = f"import importlib, sys; [importlib.import_module(m) for m in {names!r}]; print('streamlit' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_engine_imports_form_no_cycle_counting_imports_inside_functions():
+    """A function-level import that breaks a cycle hides it: none is allowed anywhere in engine/."""
+    cycle = find_cycle(import_graph(functions=True))
+    assert cycle is None, "import cycle through function-level imports: " + " -> ".join(cycle)
+
+
+def test_no_engine_module_imports_another_modules_private_name():
+    """`from engine.x import _name` reaches into x's insides: a rule two modules need is public in its home."""
+    reaches = []
+    for name, path in MODULES.items():
+        for node in _imports(ast.parse(path.read_text(), str(path)), functions=True):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("engine"):
+                reaches += [f"{name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not reaches, reaches

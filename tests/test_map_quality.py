@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from torch import nn
 
 from engine.errors import EveInputError
-from engine.map_quality import (
+from engine.pixelmaps.quality import (
     METRICS,
     ROAD_FRACTIONS,
     completeness_gap,

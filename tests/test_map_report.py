@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.__main__ import main
 from engine.cards import ModelRef
-from engine.map_report import map_report, truth_mask
+from engine.cli.main import main
+from engine.data.defaults import open_dataset
 from engine.models import load
-from engine.scoring import open_dataset
+from engine.pixelmaps.report import map_report, truth_mask
 
 GLASS = "synthbrain-glass-ventricles"  # a soft count of dark pixels in a known window
 

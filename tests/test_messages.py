@@ -28,10 +28,10 @@ from test_data import write_folder
 from test_models import SPEC, ThreeChannels, _save
 from torch import nn
 
-from engine.baselines import attribution_map
 from engine.data import load_dataset
 from engine.errors import REASON_CHARS, DatasetError, EveInputError, reason
 from engine.models.zoo import load_torchscript, read_card
+from engine.pixelmaps.methods import attribution_map
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*ROOT.glob("engine/**/*.py"), *ROOT.glob("components/**/*.py")])

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.__main__ import main
 from engine.cards import ModelCard, ModelRef
+from engine.cli.main import main
 from engine.data import SliceSpec
 from engine.errors import EveInputError
 from engine.models import check_model, list_cards, load, load_model, load_torchscript, models_dir

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.__main__ import main
+from engine.cli.main import main
 
 N = 1000  # subjects: the "n >= 1,000"
 SIDE = 16

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from engine import regions
-from engine.baselines import METHODS, attribution_map, available_methods, region_labels, unavailable
 from engine.data.slicing import SliceSpec
 from engine.errors import EveInputError
 from engine.models.architectures import SmallCNN
+from engine.pixelmaps import regions
+from engine.pixelmaps.methods import METHODS, attribution_map, available_methods, region_labels, unavailable
 
 SIZE = 16
 MASK = torch.zeros(SIZE, SIZE, dtype=torch.bool)

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from object_store import copy_subjects, local_s3, upload, uri
 
-from engine.__main__ import main
+from engine.cli.main import main
 from engine.data import SliceSpec, load_dataset
+from engine.data.defaults import open_dataset
 from engine.data.remote import CACHE_ENV, is_remote
 from engine.errors import DatasetError
-from engine.scoring import open_dataset
 
 SPEC = SliceSpec(plane="axial", index=None, size=16)  # the middle slice
 

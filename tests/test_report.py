@@ -1,4 +1,4 @@
-"""engine.report and `python -m engine score`: the report files and the command, its flags and bad input.
+"""engine.reports.html and `python -m engine score`: the report files and the command, its flags and bad input.
 
 The scores themselves are checked against the truth in test_scoring.py.
 """
@@ -19,12 +19,14 @@ import torch
 from shapes_readout import NeedsSize64, ShapesReadout, card_for, save_script
 from torch import nn
 
-import engine.report as report
-from engine import scoring
-from engine.__main__ import main
+import engine.cli.score as score_command
+from engine.cli.main import main
 from engine.data import shapes as shapes_generator
 from engine.data.slicing import INTENSITIES, ORIENTATIONS
-from engine.tvd import ScoreResult
+from engine.reports import html as report
+from engine.reports import prose, writers
+from engine.scores import service
+from engine.scores.tvd import ScoreResult
 
 # 4. the command line -----------------------------------------------------------------------------
 
@@ -37,8 +39,8 @@ def readout_pt(tmp_path) -> str:
 @pytest.fixture()
 def preloaded(monkeypatch, shapes):
     """`--data shapes` without re-reading 3,000 headers: the CLI gets the session's dataset."""
-    real = report.open_dataset
-    monkeypatch.setattr(report, "open_dataset", lambda source: shapes if source == "shapes" else real(source))
+    real = score_command.open_dataset
+    monkeypatch.setattr(score_command, "open_dataset", lambda source: shapes if source == "shapes" else real(source))
 
 
 def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, readout_pt, tmp_path, capsys):
@@ -73,7 +75,7 @@ def test_cli_scores_the_embedded_shapes_set_and_writes_json_and_csv(shapes, read
     scores = pd.DataFrame(doc["scores"])
     assert len(scores) == 3 * 3 and set(scores["output"]) == {"output_0", "output_1", "output_2"}
     # the CLI computes exactly what the API does
-    expected = scoring.data_scores(
+    expected = service.data_scores(
         ShapesReadout().eval(),
         card_for(["output_0", "output_1", "output_2"]),
         shapes,
@@ -150,7 +152,7 @@ def test_cli_html_report_is_standalone_with_score_bars_and_curves(preloaded, rea
     contract = _section_text(page, "Input contract")
     assert "the 2D image" in contract and "64 × 64 px" in contract and "p99" in contract
     methods = _section_text(page, "Methods")
-    assert html.escape(report.CITATION) in methods
+    assert html.escape(prose.CITATION) in methods
     assert "estimated from data (the data path), on the 1,000 test-split images of shapes" in methods
     assert "20 bootstrap resamples" in methods and "diffusion" not in methods
     assert "@media print" in text and "break-inside: avoid" in text
@@ -162,20 +164,20 @@ def test_cli_html_report_is_standalone_with_score_bars_and_curves(preloaded, rea
 
 
 def test_report_writers_round_trip_nan_as_null(shapes, tmp_path):
-    rows = scoring.split_rows(shapes, "test")
+    rows = service.split_rows(shapes, "test")
     y = np.c_[shapes.feature_values("size")[rows], np.ones(len(rows))]  # the second output is constant
-    rep = scoring.ScoreReport(
-        scoring.score_outputs(y, shapes, ["size", "aspect"], rows, ["size", "const"], n_boot=10),
+    rep = service.ScoreReport(
+        service.score_outputs(y, shapes, ["size", "aspect"], rows, ["size", "const"], n_boot=10),
         ["size", "const"],
         {f: shapes.feature_values(f)[rows] for f in ("size", "aspect")},
         (),
         {"model": {"name": "m"}, "dataset": {"name": "shapes"}, "method": "data", "run": {"host": {"gpu": None}}},
         outputs=y,
     )
-    doc = json.loads(report.write_json(rep, tmp_path / "r.json").read_text())
+    doc = json.loads(writers.write_json(rep, tmp_path / "r.json").read_text())
     const = [s for s in doc["scores"] if s["output"] == "const"]
     assert all(s["score"] is None and s["status"] == "constant_output" for s in const)
-    assert pd.read_csv(report.write_csv(rep, tmp_path / "r.csv"))["score"].isna().sum() == 2
+    assert pd.read_csv(writers.write_csv(rep, tmp_path / "r.csv"))["score"].isna().sum() == 2
     page = report.write_html(rep, tmp_path / "r.html").read_text()
     assert "nothing to explain" in page  # the problems list; a minimal metadata dict still makes a report
     other = _section_text(_visible(page), "Other details")  # a key the report does not know: rows, not JSON
@@ -207,7 +209,7 @@ def test_cli_scores_a_built_in_model_by_name_with_its_cards_input(preloaded, tmp
 
 
 def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloaded, readout_pt, tmp_path, monkeypatch):
-    import engine.diffusion
+    import engine.scores.generator
 
     calls = []
 
@@ -218,7 +220,7 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
         )
         return ScoreResult(0.5, 0.4, 0.6, 8, "ok", "", 2), table
 
-    monkeypatch.setattr(engine.diffusion, "diffusion_score", fake_diffusion_score, raising=False)
+    monkeypatch.setattr(engine.scores.generator, "diffusion_score", fake_diffusion_score)
     out = tmp_path / "diff.html"
     argv = [
         "score",
@@ -236,6 +238,7 @@ def test_cli_diffusion_method_calls_the_diffusion_engine_when_it_exists(preloade
         "area",
         "--method",
         "diffusion",
+        "--generator-only",  # the generator's own score: the path that calls diffusion_score per feature
         "--k-values",
         "2",
         "--n-per-value",
@@ -410,17 +413,17 @@ def test_html_report_states_a_volume_contract_and_the_sources_it_compares(synthb
 
     spec = SliceSpec(input="volume", size=48, spacing=2.5, intensity="zscore")
     card = ModelCard(name="my 3d", kind="torchscript", spec=spec, output_names=("logit AD",), outputs="logit")
-    rows = scoring.split_rows(synthbrain, "test")
+    rows = service.split_rows(synthbrain, "test")
     age = synthbrain.feature_values("age")[rows]
     y = (age + np.random.default_rng(0).normal(0, 5, len(rows)))[:, None]
-    rep = scoring.data_report(y, card, synthbrain, ["age", "icv"], n_boot=0)
+    rep = service.data_report(y, card, synthbrain, ["age", "icv"], n_boot=0)
     assert rep.metadata["explained"] == "logit" and rep.metadata["ci_method"] == "none"
     assert rep.metadata["software"]["torch"] == torch.__version__  # the JSON carries the versions too
     row = rep.table.iloc[0]
     diffusion = pd.DataFrame([{**row.to_dict(), "output": "0", "score": 0.3, "n": 24, "n_groups": 3}])
     truth = rep.table.assign(output="truth", n=len(synthbrain))
     settings = {"diffusion": "gen", "n_boot": 0}
-    both = report.compare(rep, diffusion=diffusion, diffusion_settings=settings, truth=truth, truth_definition="g")
+    both = prose.compare(rep, diffusion=diffusion, diffusion_settings=settings, truth=truth, truth_definition="g")
     assert set(both.table["source"]) == {"data", "diffusion", "truth"} and set(both.table["output"]) == {"logit AD"}
     page = _visible(report.html_report(both))
     assert '{"' not in page and "{&quot;" not in page
@@ -431,12 +434,15 @@ def test_html_report_states_a_volume_contract_and_the_sources_it_compares(synthb
     assert "a user&#x27;s TorchScript model" in model and "not known to Eve" in model
     methods = _section_text(page, "Methods")
     assert "Y is a logit." in methods and "No confidence intervals were computed" in methods
-    assert "The diffusion-path scores (hatched bars) were estimated from images sampled from gen" in methods
+    assert (
+        "The generator's own scores (cross-hatched bars, model-based) were estimated from images sampled from gen"
+        in (methods.replace("&#x27;", "'"))
+    )
     assert "K = 3 values" in methods and "N = 8 images" in methods  # read off the rows: n = K N
     assert f"on all {len(synthbrain):,} images: the score a perfect model of its target would get" in methods
-    assert "<td>diffusion path</td>" in page and "<td>ground truth</td>" in page  # the table's source column
-    assert "plain: data path, hatched: diffusion path, dotted: ground truth." in page  # figure 1's caption
-    alone = _visible(report.html_report(report.compare(rep, truth=truth)))
+    assert "<td>generator alone (model-based)</td>" in page and "<td>ground truth</td>" in page  # the source column
+    assert "plain: data path, cross-hatched: generator alone (model-based), dotted: ground truth." in page
+    alone = _visible(report.html_report(prose.compare(rep, truth=truth)))
     assert "plain: data path, dotted: ground truth." in alone and "hatched" not in alone
 
 
@@ -454,6 +460,34 @@ def test_the_diffusion_methods_paragraph_says_how_its_interval_was_computed(ci_m
     ).assign(status="ok", message="")
     meta = {"method": "diffusion", "diffusion": "g", "k_values": 5, "n_per_value": 8, "n_boot": 200, "seed": 3}
     meta |= {"ci_method": ci_method, "ci_refits": 20, "dataset": {"name": "d"}, "model": {"name": "m"}}
-    rep = scoring.ScoreReport(table, ["y"], {"a": np.arange(3.0)}, (), meta)
-    text = " ".join(report.methods_paragraphs(rep))
+    rep = service.ScoreReport(table, ["y"], {"a": np.arange(3.0)}, (), meta)
+    text = " ".join(prose.methods_paragraphs(rep))
     assert says in text and "K = 5 values" in text and "N = 8 images" in text and "data path" not in text
+
+
+@pytest.mark.slow
+def test_cli_diffusion_method_debiases_by_the_real_images_by_default(preloaded, tmp_path, capsys):
+    """`--method diffusion` without `--generator-only`: the committed shapes generator's score debiased by the
+    test split's images (their twins and K x N generated subjects), the generator's own beside it, labelled."""
+    out = tmp_path / "debiased.json"
+    argv = ["score", "--data", "shapes", "--model", "shapes-size-texture", "--features", "size,background"]
+    argv += ["--method", "diffusion", "--k-values", "4", "--n-per-value", "8", "--n-boot", "50", "--out", str(out)]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert (
+        doc["method"] == "debiased" and doc["n_generated"] == 32 and doc["ci_method"] == "prediction_powered_bootstrap"
+    )
+    scores = pd.DataFrame(doc["scores"]).set_index("feature")
+    assert scores.loc["size", "score"] > 0.5 and scores.loc["background", "score"] < 0.2
+    assert {"generator_score", "lam", "twin_correlation"} <= set(scores.columns)
+    assert (scores["twin_correlation"] > 0.5).all()  # twins track the real outputs
+    assert "generator alone, model-based" in capsys.readouterr().out
+    page = prose.methods_paragraphs(writers_report(doc))
+    assert any("debiased by the" in p and "prediction-powered" in p for p in page)
+
+
+def writers_report(doc: dict):
+    """A `ScoreReport` read back from its JSON (for the prose)."""
+    meta = {k: v for k, v in doc.items() if k not in ("scores", "outputs")}
+    table = pd.DataFrame(doc["scores"])
+    return service.ScoreReport(table, doc["outputs"], {}, tuple(doc.get("categorical", [])), meta)

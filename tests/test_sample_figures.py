@@ -1,4 +1,5 @@
-"""The explorer's figures (`components.samples`, `engine.figures`) are built from layouts cached per shape and not
+"""The explorer's figures (`components.samples`, `engine.reports.figures`) are built from layouts cached per shape
+and not
 validated again: each must equal the figure plotly's own calls build, whatever came before it."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import pytest
 from plotly.subplots import make_subplots
 
 from components.samples import difference_figure, sample_grid
-from engine.figures import conditional_curve_figure, marked, output_distribution
-from engine.tvd import conditional_curve
+from engine.reports.figures import conditional_curve_figure, marked, output_distribution
+from engine.scores.tvd import conditional_curve
 
 
 def _plain_tiles(traces, titles, rows, cols, spacing, height) -> dict:

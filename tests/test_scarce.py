@@ -17,14 +17,14 @@ import pytest
 import torch
 from torch import nn
 
-from engine.__main__ import main
 from engine.cards import ModelCard
+from engine.cli.main import main
 from engine.data import SliceSpec, load_dataset
 from engine.diffusion import SamplerConfig, load_diffusion
 from engine.diffusion.cohort import MIN_SUBJECTS, CohortRecipe, check_cohort, save_cohort_model, train_on_cohort
 from engine.diffusion.gaussian import LatentGaussian
-from engine.diffusion.score import diffusion_score, generator_bootstrap_score
 from engine.errors import EveInputError
+from engine.scores.generator import diffusion_score, generator_bootstrap_score
 
 SIZE, N = 16, 120
 SPEC = SliceSpec("axial", None, SIZE, "raw")
@@ -164,7 +164,11 @@ def test_the_cli_trains_a_diffusion_model_on_a_folder_and_the_score_command_uses
     report = tmp_path / "r.json"
     score = ["score", "--data", str(cohort.root), "--model", str(model), "--size", str(SIZE), "--features", "a"]
     diffusion = ["--method", "diffusion", "--diffusion", str(out / f"{cohort.name}-diffusion.json")]
-    assert main([*score, *diffusion, "--k-values", "4", "--n-per-value", "8", "--out", str(report)]) == 0
+    small = ["--k-values", "4", "--n-per-value", "8", "--out", str(report)]
+    assert main([*score, *diffusion, "--generator-only", *small]) == 0
     assert json.loads(report.read_text())["method"] == "diffusion"
+    # debiasing by the same images would need twins of images this diffusion generator learnt: refused with the fix
+    assert main([*score, *diffusion, "--split", "all", *small]) == 2
+    assert "--folds 5" in capsys.readouterr().err
     assert main(["train-diffusion", "synthbrain", "--data", str(cohort.root)]) == 2
     assert "not both" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""engine.scoring: the rows a split means, model outputs, scores against the truth, and one set of
+"""engine.scores.service: the rows a split means, model outputs, scores against the truth, and one set of
 numbers for the CLI, the app and the API.
 
 The ground truth: on `shapes` every feature is independent and uniform (truth.json), so the
@@ -36,13 +36,14 @@ from shapes_readout import (
 from torch import nn
 
 from components import loaders
-from engine import scoring
-from engine.__main__ import main
 from engine.cards import ModelCard, ModelRef, UserCard
+from engine.cli.main import main
 from engine.data import shapes as shapes_generator
+from engine.data.defaults import open_dataset
 from engine.data.slicing import SliceSpec, model_input, normalise_intensity
 from engine.errors import EveInputError
 from engine.models import load
+from engine.scores import service
 
 FEATURES = ("size", "aspect", "texture")
 
@@ -68,17 +69,17 @@ def _folder(tmp_path, splits) -> str:
     ],
 )
 def test_split_rows_is_one_rule(tmp_path, splits, split, expected):
-    dataset = scoring.open_dataset(_folder(tmp_path, splits))
-    assert scoring.split_rows(dataset, split).tolist() == expected
+    dataset = open_dataset(_folder(tmp_path, splits))
+    assert service.split_rows(dataset, split).tolist() == expected
 
 
 def test_an_empty_split_is_refused_with_the_fix(tmp_path):
-    dataset = scoring.open_dataset(_folder(tmp_path, ["train", "train"]))
+    dataset = open_dataset(_folder(tmp_path, ["train", "train"]))
     with pytest.raises(EveInputError, match="no rows with split = 'test': score 'all'"):
-        scoring.split_rows(dataset, "test")
-    assert scoring.default_split(dataset) == "all"
+        service.split_rows(dataset, "test")
+    assert service.default_split(dataset) == "all"
     with pytest.raises(EveInputError, match="Unknown split 'val'"):
-        scoring.split_rows(dataset, "val")
+        service.split_rows(dataset, "val")
 
 
 def test_cli_and_app_give_the_same_numbers_for_the_same_model_split_and_seed(tmp_path, shapes):
@@ -108,7 +109,7 @@ def test_cli_and_app_give_the_same_numbers_for_the_same_model_split_and_seed(tmp
     pd.testing.assert_frame_equal(cli[columns], app[columns], check_exact=True)
     # and the notebook's way: the service called directly
     model, card = load(ref)
-    api = scoring.data_scores(model, card, shapes, list(FEATURES), split="test", n_boot=50, seed=0).table
+    api = service.data_scores(model, card, shapes, list(FEATURES), split="test", n_boot=50, seed=0).table
     pd.testing.assert_frame_equal(api[columns], app[columns], check_exact=True)
 
 
@@ -162,8 +163,8 @@ def test_model_outputs_are_batch_invariant_in_row_order_and_leave_inputs_unchang
     model = ShapesReadout().eval()
     rows = np.array([5, 1, 2999, 42, 7])
     before = shapes.model_inputs(SPEC, rows).clone()
-    one = scoring.model_outputs(model, shapes, SPEC, rows, batch_size=1)
-    many = scoring.model_outputs(model, shapes, SPEC, rows, batch_size=64)
+    one = service.model_outputs(model, shapes, SPEC, rows, batch_size=1)
+    many = service.model_outputs(model, shapes, SPEC, rows, batch_size=64)
     assert one.shape == (5, 3) and one.dtype == np.float32
     np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():
@@ -177,7 +178,7 @@ def test_model_outputs_reads_a_1d_output_as_one_column(shapes):
         def forward(self, x):
             return x.mean(dim=(1, 2, 3))  # (B,)
 
-    y = scoring.model_outputs(Mean1d(), shapes, SPEC, [0, 1, 2])
+    y = service.model_outputs(Mean1d(), shapes, SPEC, [0, 1, 2])
     assert y.shape == (3, 1)
 
 
@@ -214,9 +215,9 @@ def test_scores_of_a_known_function_of_the_features_match_the_quadrature_truth(s
     ranges = {k: (v["low"], v["high"]) for k, v in shapes.truth["features"].items()}
     truth = quadrature_truth(ranges)
     assert sum(truth.values()) < 1  # the interaction term leaves a part to no single feature
-    rows = scoring.split_rows(shapes, "all")
+    rows = service.split_rows(shapes, "all")
     y = g_of_features({k: shapes.feature_values(k)[rows] for k in ranges})
-    table = scoring.score_outputs(y, shapes, None, rows, ["g"], n_boot=200, seed=0)
+    table = service.score_outputs(y, shapes, None, rows, ["g"], n_boot=200, seed=0)
     assert list(table["feature"]) == shapes.features and (table["status"] == "ok").all()
     for r in table.itertuples():
         t = truth[r.feature]
@@ -225,7 +226,7 @@ def test_scores_of_a_known_function_of_the_features_match_the_quadrature_truth(s
 
 
 def test_scores_of_an_image_reading_model_match_the_monte_carlo_truth(shapes, readout_truth):
-    table = scoring.data_scores(ShapesReadout().eval(), card_for(READOUT_NAMES), shapes, split="all", n_boot=200).table
+    table = service.data_scores(ShapesReadout().eval(), card_for(READOUT_NAMES), shapes, split="all", n_boot=200).table
     both = table.merge(readout_truth[readout_truth["model"] == "readout"], on=["feature", "output"])
     assert len(both) == 7 * 3 and (both["status"] == "ok").all()
     big = both[both["truth"] > 0.1]  # the features each output really depends on
@@ -244,9 +245,9 @@ def test_scores_of_an_image_reading_model_match_the_monte_carlo_truth(shapes, re
 @pytest.mark.parametrize("name", GLASS_BOX)
 def test_scores_of_the_zoo_glass_box_models_match_the_monte_carlo_truth(shapes, readout_truth, name):
     if name not in set(readout_truth["model"]):
-        pytest.skip(f"{name} is not built (python -m engine train-classifier {name})")
+        pytest.fail(f"{name} is missing from the readout truth: rebuild it (python -m engine train-classifier {name})")
     model, card = built_glass_boxes()[name]
-    table = scoring.data_scores(model, card, shapes, split="all", n_boot=200).table
+    table = service.data_scores(model, card, shapes, split="all", n_boot=200).table
     both = table.merge(readout_truth[readout_truth["model"] == name], on=["feature", "output"])
     assert len(both) == 7 and (both["status"] == "ok").all()
     for r in both.itertuples():
@@ -261,14 +262,14 @@ def test_a_logits_probability_is_explained_through_the_same_service(shapes):
     logit_model, logit_card = load(ModelRef.builtin("shapes-elongated"))
     model, card = load(ModelRef(name="shapes-elongated", explain="probability"))
     assert card.output_names == ("P(aspect<0.725)",) and card.outputs == "probability (sigmoid of the logit)"
-    rows = scoring.split_rows(shapes, "test")
-    logit = scoring.model_outputs(logit_model, shapes, card.spec, rows)
-    probability = scoring.model_outputs(model, shapes, card.spec, rows)
+    rows = service.split_rows(shapes, "test")
+    logit = service.model_outputs(logit_model, shapes, card.spec, rows)
+    probability = service.model_outputs(model, shapes, card.spec, rows)
     np.testing.assert_allclose(probability, torch.sigmoid(torch.from_numpy(logit)).numpy(), rtol=1e-6)
-    table = scoring.data_scores(model, card, shapes, ["aspect", "size"], n_boot=0).table.set_index("feature")
-    direct = scoring.score_outputs(probability, shapes, ["aspect", "size"], rows, list(card.output_names), n_boot=0)
+    table = service.data_scores(model, card, shapes, ["aspect", "size"], n_boot=0).table.set_index("feature")
+    direct = service.score_outputs(probability, shapes, ["aspect", "size"], rows, list(card.output_names), n_boot=0)
     np.testing.assert_allclose(table["score"], direct.set_index("feature")["score"])
-    logit_scores = scoring.data_scores(logit_model, logit_card, shapes, ["aspect"], n_boot=0).table
+    logit_scores = service.data_scores(logit_model, logit_card, shapes, ["aspect"], n_boot=0).table
     assert abs(table.loc["aspect", "score"] - logit_scores["score"].iloc[0]) > 0.01  # the two differ
 
 

@@ -1,4 +1,4 @@
-"""Tests for engine/tvd.py: closed-form truths, CI coverage, properties, bad input."""
+"""Tests for engine/scores/tvd.py: closed-form truths, CI coverage, properties, bad input."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import integrate, special
 
-from engine.tvd import (
+from engine.scores.tvd import (
     CurveResult,
     ScoreResult,
     conditional_curve,

@@ -29,7 +29,7 @@ import torch
 from shapes_readout import binned_truth
 from torch import nn
 
-from engine.__main__ import main
+from engine.cli.main import main
 
 N = 2000  # subjects in the cohort
 TRUTH_DRAWS = 200_000

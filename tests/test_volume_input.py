@@ -21,14 +21,14 @@ import torch
 from shapes_readout import binned_truth
 from torch import nn
 
-from engine import baselines
-from engine.__main__ import main
 from engine.cards import ModelRef, UserCard, spec_from_json, spec_to_json
+from engine.cli.main import main
 from engine.data import SliceSpec, load_dataset
 from engine.data.slicing import cube_planes, model_input, peak_voxel, to_cube
 from engine.errors import DatasetError, EveInputError
 from engine.models import check_model, load
 from engine.models.architectures import SmallCNN
+from engine.pixelmaps import methods
 
 N = 2000
 TRUTH_DRAWS = 200_000
@@ -197,7 +197,7 @@ def test_raw_volume_scores_match_the_truth_and_the_unseen_marker_scores_zero(coh
 
 
 def test_a_volume_model_is_refused_by_the_diffusion_path(cohort):
-    from engine.diffusion.score import check_compatible
+    from engine.scores.generator import check_compatible
 
     folder, model = cohort
     _, card = load(ModelRef.torchscript(model, SliceSpec(size=CUBE, input="volume", intensity="raw")))
@@ -224,19 +224,19 @@ class LinearVolume(nn.Module):
 def test_a_linear_volume_models_maps_are_weight_times_input(method):
     model = LinearVolume(6).eval()
     x = torch.rand(2, 1, 6, 6, 6, generator=torch.Generator().manual_seed(2))
-    maps = baselines.attribution_map(model, x, method)
+    maps = methods.attribution_map(model, x, method)
     assert maps.shape == x.shape
     torch.testing.assert_close(maps, model.w.detach() * x, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", sorted(baselines.METHODS))
+@pytest.mark.parametrize("method", sorted(methods.METHODS))
 def test_every_method_maps_a_3d_cnn_in_the_shape_of_its_input(method):
     model = SmallCNN(size=12, widths=(4, 8), pooled=2, hidden=0, dropout=0.0, dims=3).eval()
     x = torch.rand(2, 1, 12, 12, 12, generator=torch.Generator().manual_seed(3))
-    why = baselines.unavailable(model, method)
-    if method == "LRP" or baselines.METHODS[method].attention:  # captum has no 3D LRP rules; a CNN has no attention
-        assert why and method in str(pytest.raises(EveInputError, baselines.attribution_map, model, x, method).value)
+    why = methods.unavailable(model, method)
+    if method == "LRP" or methods.METHODS[method].attention:  # captum has no 3D LRP rules; a CNN has no attention
+        assert why and method in str(pytest.raises(EveInputError, methods.attribution_map, model, x, method).value)
         return
     assert why is None
-    maps = baselines.attribution_map(model, x, method)
+    maps = methods.attribution_map(model, x, method)
     assert maps.shape == x.shape and torch.isfinite(maps).all() and maps.abs().sum() > 0

@@ -1,4 +1,4 @@
-"""XtrAIn, XtrAIn+ and Xstep (engine.xtrain): the batched swap against the naive one, a glass-box task
+"""XtrAIn, XtrAIn+ and Xstep (engine.models.xtrain): the batched swap against the naive one, a glass-box task
 whose relevant pixels are known, Xstep against XtrAIn, XtrAIn+'s definition, the stored maps of the zoo's
 MLPs, and the messages for models trained without tracking."""
 
@@ -10,13 +10,12 @@ import torch
 from scipy import stats
 from torch.func import functional_call
 
-from engine import xtrain
-from engine.baselines import TRAINING_METHODS, attribution_map, available_methods, unavailable
 from engine.cards import ModelRef
 from engine.errors import EveInputError
-from engine.map_report import default_methods
-from engine.models import list_cards, load, load_model
+from engine.models import list_cards, load, load_model, xtrain, zoo
 from engine.models.architectures import MLP, SmallCNN
+from engine.pixelmaps.methods import TRAINING_METHODS, attribution_map, available_methods, unavailable
+from engine.pixelmaps.report import default_methods
 
 SIZE = 8  # the glass-box task: 8 x 8 images
 BLOCK = (slice(2, 4), slice(5, 7))  # the 2 x 2 block the label depends on
@@ -180,7 +179,7 @@ def test_xtrain_plus_keeps_only_the_updates_that_raise_the_output():
 @pytest.mark.parametrize("name", ZOO_MLPS)
 def test_a_zoo_mlp_holds_its_tracked_maps_and_the_registry_offers_them(name):
     assert ZOO_MLPS, "the zoo has MLPs trained with tracking"
-    stored = xtrain.stored_attributions(name)
+    stored = zoo.stored_attributions(name)
     model, card = load_model(name, "cpu")
     tracking = xtrain.Tracking.from_card(card)
     assert tracking.images == stored.subjects and len(stored.subjects) == 8 and tracking.steps > 0
@@ -201,7 +200,7 @@ def test_a_zoo_mlp_holds_its_tracked_maps_and_the_registry_offers_them(name):
 
 def test_a_model_without_tracking_says_so_and_how_to_retrain():
     with pytest.raises(EveInputError, match=r"synthbrain-diagnosis was not trained with XtrAIn tracking: retrain it"):
-        xtrain.stored_attributions("synthbrain-diagnosis")
+        zoo.stored_attributions("synthbrain-diagnosis")
     plain = _tiny()
     x = torch.rand(1, 1, SIZE, SIZE)
     assert "not trained with XtrAIn tracking" in unavailable(plain, "XtrAIn") and unavailable(plain, "Xstep") is None
@@ -218,7 +217,7 @@ def test_a_model_without_tracking_says_so_and_how_to_retrain():
 def test_the_maps_command_includes_the_stored_maps_for_tracked_images(tmp_path):
     import pandas as pd
 
-    from engine.__main__ import main
+    from engine.cli.main import main
 
     out = tmp_path / "quality.csv"
     argv = ["maps", "--data", "shapes", "--model", "shapes-elongated-mlp", "--n", "2", "--out", str(out)]

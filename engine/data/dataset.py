@@ -34,6 +34,7 @@ from engine.data.slicing import SliceSpec, mni_space_problem, model_input, store
 from engine.errors import DatasetError, reason
 
 RESERVED_COLUMNS = ("subject", "file", "split")
+SPLITS = ("test", "train", "all")  # the rows a split means: `engine.scores.service.split_rows`
 GENERATORS_DIR = "eve-generators"  # generators trained on a folder's subjects live in <folder>/eve-generators/
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -340,7 +341,8 @@ class Dataset:
         stack = self._stack(spec)
         return stack if rows is None else stack[torch.as_tensor(np.asarray(rows), dtype=torch.long)]
 
-    def _fingerprint(self) -> str:
+    def fingerprint(self) -> str:
+        """A hash of the files' names, sizes and modification times: keys the on-disk caches."""
         if self.remote is not None:
             return self.remote.fingerprint(self.table["file"])
         return _fingerprint(self.root, self.table["file"])
@@ -395,7 +397,7 @@ class Dataset:
         return self._read_inputs(spec, np.asarray(rows, dtype=np.int64))
 
     def _cache_path(self, spec: SliceSpec) -> Path:
-        return self.root / ".eve_cache" / f"{spec.key}-{self._fingerprint()}.npy"
+        return self.root / ".eve_cache" / f"{spec.key}-{self.fingerprint()}.npy"
 
     def _read_inputs(self, spec: SliceSpec, rows: np.ndarray) -> torch.Tensor:
         if spec.bundle is not None:  # the bundle's own preprocessing, run by MONAI, on each file
@@ -450,6 +452,25 @@ class Dataset:
                 pass  # a read-only folder still works, only slower next time
         self._stacks[spec.key] = stack
         return stack
+
+
+def resolve_features(dataset: Dataset, features=None) -> list[str]:
+    """The features to score: a list or "a,b,c" string; default every numeric + categorical one."""
+    if features is None or (isinstance(features, str) and not features.strip()):
+        names = list(dataset.features)
+    elif isinstance(features, str):
+        names = [f.strip() for f in features.split(",") if f.strip()]
+    else:
+        names = [str(f) for f in features]
+    if not names:
+        raise DatasetError(f"{dataset.name} has no features to score: add feature columns to features.csv.")
+    unknown = [f for f in names if f not in dataset.features]
+    if unknown:
+        raise DatasetError(
+            f"Unknown feature{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in {dataset.name}: "
+            f"choose from {', '.join(dataset.features)}."
+        )
+    return list(dict.fromkeys(names))  # drop repeats, keep order
 
 
 def load_dataset(folder: str | Path, *, check_voxels: bool = False) -> Dataset:

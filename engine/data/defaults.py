@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.paths import REPO_ROOT
 from engine.data import shapes, synthbrain
 from engine.data.dataset import Dataset, load_dataset
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILDERS = {"shapes": shapes.build, "synthbrain": synthbrain.build}
 DEFAULT_SIZES = {"shapes": 3000, "synthbrain": 400}
 
@@ -51,3 +51,10 @@ def build_default(name: str, *, force: bool = False, quiet: bool = False) -> Pat
 
 def load_default(name: str) -> Dataset:
     return load_dataset(build_default(name))
+
+
+def open_dataset(source: str | Path) -> Dataset:
+    """An embedded dataset by name (`shapes`, `synthbrain`; built if missing) or a dataset folder."""
+    if str(source) in BUILDERS and not Path(source).is_dir():
+        return load_default(str(source))
+    return load_dataset(source)

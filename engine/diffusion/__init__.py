@@ -1,4 +1,5 @@
-"""Conditional diffusion: images from p(x | A = a), feature probes and the diffusion-based score.
+"""Conditional diffusion: images from p(x | A = a) and feature probes (the generator path's score,
+which draws from these, lives in `engine.scores.generator`).
 
     load_diffusion(name_or_dataset) -> ConditionalDiffusion
         .features, .feature(name), .feature_range(name), .card (a `DiffusionCard`),
@@ -6,12 +7,11 @@
     SamplerConfig(steps, guidance, free_features, readout_guidance, sampler)
         .for_scores(model), .for_explorer(guidance), .description
     measure_features(images, diffusion) -> {feature: values}     (feature probes)
-    diffusion_score(model, card, diffusion, feature, ..., sampler=None) -> (ScoreResult, per-value table)
 
 The package, top to bottom: `networks` (denoiser, read-out), `conditions` (the feature schema,
 condition encoding, free features from the training table), `sampler` (schedules, seeds,
 `SamplerConfig`), `pipeline` (`ConditionalDiffusion`), the latent spaces `codec` (PCA) and
-`autoencoder` (shapes), `probes`, `storage` (save / load), `score`, and the trainers `optim`
+`autoencoder` (shapes), `probes`, `storage` (save / load), and the trainers `optim`
 and `train`. Design, numbers and the rebuild command: `assets/README.md` ("Diffusion") and the
 card `assets/diffusion/<dataset>.json`.
 """
@@ -24,7 +24,6 @@ import torch
 from engine.diffusion.conditions import FeatureClampWarning
 from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.sampler import READOUT_GUIDANCE, SamplerConfig, sample_seed
-from engine.diffusion.score import check_compatible, diffusion_score
 from engine.diffusion.storage import load_diffusion
 
 
@@ -42,8 +41,6 @@ __all__ = [
     "ConditionalDiffusion",
     "FeatureClampWarning",
     "SamplerConfig",
-    "check_compatible",
-    "diffusion_score",
     "load_diffusion",
     "measure_features",
     "sample_seed",

@@ -25,7 +25,7 @@ import torch
 
 from engine import machine
 from engine.cards import DiffusionCard
-from engine.data.dataset import GENERATORS_DIR, Dataset
+from engine.data.dataset import GENERATORS_DIR, Dataset, resolve_features
 from engine.data.slicing import SliceSpec
 from engine.diffusion.codec import PCACodec
 from engine.diffusion.conditions import FeatureSchema, FeatureTable, feature_table_card
@@ -36,7 +36,7 @@ from engine.diffusion.sampler import TRAIN_SCHEDULE
 from engine.diffusion.storage import model_tensors
 from engine.diffusion.train import TrainConfig, encode, feature_card, fit_denoiser
 from engine.errors import EveInputError
-from engine.scoring import resolve_features
+from engine.paths import DIFFUSION_ASSETS
 
 KINDS = ("diffusion", "linear-gaussian")
 MIN_SUBJECTS = 50  # below this, a tenth held out is too few to stop on and PCA has too few rows
@@ -137,11 +137,14 @@ def train_on_cohort(
     recipe: CohortRecipe = CohortRecipe(),
     log: Callable[[str], None] = print,
 ) -> ConditionalDiffusion:
-    """A generator of `spec` slices conditioned on `features` (default all), learnt from `rows`
-    (default every row) of `dataset` and nothing else."""
+    """A generator of `spec` slices conditioned on `features` (default: every feature that varies on `rows`; a
+    constant one teaches nothing and is left out; one asked for by name is checked, and refused if constant),
+    learnt from `rows` (default every row) of `dataset` and nothing else."""
     t_start = time.time()
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows)
-    features = list(dataset.features if features is None else features)
+    if features is None:
+        features = [f for f in dataset.features if dataset.table[f].iloc[rows].nunique() > 1]
+    features = list(features)
     check_cohort(dataset, spec, features, rows)
     torch.manual_seed(recipe.seed)
     train_rows, held_rows = split_holdout(rows, recipe.seed)
@@ -192,7 +195,7 @@ def train_on_cohort(
         schedule=dict(TRAIN_SCHEDULE) if recipe.kind == "diffusion" else None,
         training={
             "recipe": asdict(recipe),
-            "dataset_fingerprint": dataset._fingerprint(),
+            "dataset_fingerprint": dataset.fingerprint(),
             "dataset_path": str(dataset.root),
             "rows_trained": [int(r) for r in train_rows],
             "rows_held_out": [int(r) for r in held_rows],
@@ -246,52 +249,13 @@ def find_generators(folder: str | Path, spec: SliceSpec | None = None) -> list[P
     return [path for _, path in sorted(found)]
 
 
-def cohort_spec(args) -> SliceSpec:
-    """The slice the generator makes: a model's input contract (`--model`, a built-in name or a
-    TorchScript file and the card beside it, through the one card -> contract rule,
-    `engine.cards.model_ref`), else the flags over a user model's defaults (`USER_DEFAULT`)."""
-    from engine.cards import UserCard, model_ref
-    from engine.models.zoo import list_cards
-
-    given = dict(plane=args.plane, slice=args.slice, size=args.size, intensity=args.intensity)
-    given["orientation"] = getattr(args, "orientation", None)
-    if args.model is None:
-        return UserCard().contract(**given)
-    ref = model_ref(args.model, **given)
-    if ref.is_torchscript:
-        return ref.spec
-    cards = {card.name: card for card in list_cards()}
-    if args.model not in cards:
-        raise EveInputError(f"Unknown model {args.model!r}: use a TorchScript file or one of {', '.join(cards)}.")
-    return cards[args.model].spec
-
-
-def train_cohort_command(args) -> Path:
-    """`python -m engine train-diffusion --data DIR [...]`: train, save, print where and how long."""
-    from engine.scoring import open_dataset
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dataset = open_dataset(args.data)
-    features = resolve_features(dataset, args.features)
-    spec = cohort_spec(args)
-    recipe = CohortRecipe(
-        kind=args.kind,
-        **{k: getattr(args, k) for k in ("steps", "components", "seed") if getattr(args, k) is not None},
-    )
-    model = train_on_cohort(dataset, spec, features=features, recipe=recipe)
-    path = save_cohort_model(model, Path(args.out) if args.out else dataset.root / GENERATORS_DIR)
-    print(f"wrote {path} ({model.card.training['wall_time_seconds']:.0f} s)")
-    return path
-
-
 def trust_note(card: DiffusionCard) -> str | None:
     """When to trust a generator trained on a cohort alone, in words, from the committed scarce-data
     validation (`assets/diffusion/scarce-validation.json`); None for a generator trained on ample data."""
     if "rows_trained" not in (card.training or {}):
         return None
     n = len(card.training["rows_trained"]) + len(card.training["rows_held_out"])
-    path = Path(__file__).resolve().parents[2] / "assets" / "diffusion" / "scarce-validation.json"
+    path = DIFFUSION_ASSETS / "scarce-validation.json"
     summary = {(r["n_subjects"], r["path"]): r for r in json.loads(path.read_text())["summary"]}
     sizes = sorted({size for size, _ in summary})
     nearest = min(sizes, key=lambda size: abs(size - n))

@@ -23,8 +23,9 @@ from engine.diffusion.networks import Denoiser, DenoiserConfig, LatentReadout
 from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.probes import build_probe
 from engine.errors import EveInputError
+from engine.paths import DIFFUSION_ASSETS
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "diffusion"
+ASSETS = DIFFUSION_ASSETS
 PARTS = ("codec", "denoiser", "probe", "readout", "table")
 
 

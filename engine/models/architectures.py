@@ -21,6 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# the stored XtrAIn maps' buffer layout (`MLP.xtrain_maps`; `engine.models.xtrain` reads and fills it)
+EXPLAINED = ("output", "probability")  # axis 0: f itself, or σ(f) of a logit
+STORED_METHODS = ("XtrAIn", "XtrAIn+")  # axis 1: tracked during training, stored with the weights
+
 # 1. a small CNN -----------------------------------------------------------------------
 
 
@@ -86,7 +90,7 @@ class SmallCNN(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention that keeps its last attention probabilities, (B, heads, T, T), and,
     when the forward pass tracks gradients, their gradient after a backward pass: what the attention
-    maps read (`engine.attention`)."""
+    maps read (`engine.pixelmaps.attention`)."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -174,7 +178,7 @@ class SmallViT(nn.Module):
 
 class MLP(nn.Module):
     """Flatten → Linear(S², h₁) → ReLU → … → Linear(h_last, K): the fully connected network for which
-    XtrAIn's first-layer swaps are published (`engine.xtrain`). No dropout or batch norm, so training
+    XtrAIn's first-layer swaps are published (`engine.models.xtrain`). No dropout or batch norm, so training
     and evaluation compute the same function (XtrAIn evaluates it during training).
 
     Args:
@@ -183,7 +187,7 @@ class MLP(nn.Module):
         hidden: widths of the hidden layers, at least one.
         tracked: images whose XtrAIn maps training stored with the weights (0: none). The buffers
             `xtrain_inputs` (N, 1, S, S) and `xtrain_maps` (explained, method, K, N, 1, S, S), float16,
-            hold them (axes in `engine.xtrain`); `engine.models.train` fills them, the weights file keeps them.
+            hold them (axes in `engine.models.xtrain`); `engine.models.train` fills them, the weights file keeps them.
 
     `first` is the first layer and `rest` maps its output to (B, K): model(x) = rest(first(x.flatten(1))).
     No `cam_layer`: without a feature map, Grad-CAM does not apply.
@@ -202,8 +206,6 @@ class MLP(nn.Module):
             layers += [nn.ReLU(), nn.Linear(width_in, width_out)]
         self.rest = nn.Sequential(*layers, nn.ReLU(), nn.Linear(hidden[-1], outputs))
         if tracked:
-            from engine.xtrain import EXPLAINED, STORED_METHODS  # the axes of the stored maps
-
             shape = (len(EXPLAINED), len(STORED_METHODS), outputs, int(tracked), 1, size, size)
             self.register_buffer("xtrain_inputs", torch.zeros(int(tracked), 1, size, size, dtype=torch.float16))
             self.register_buffer("xtrain_maps", torch.zeros(shape, dtype=torch.float16))
@@ -346,3 +348,20 @@ class BorderMean(nn.Module):
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     cls.__name__: cls for cls in (SmallCNN, SmallViT, MLP, DarkPixelCount, BrightAreaAboveBackground, BorderMean)
 }
+
+
+class Probability(nn.Module):
+    """A logit model's probabilities: sigmoid of one logit column, softmax over K > 1 of them."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @property
+    def cam_layer(self):  # Grad-CAM's layer is the wrapped model's
+        return getattr(self.model, "cam_layer", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        out = out.reshape(len(x), -1)
+        return torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)

@@ -27,13 +27,14 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm import tqdm
 
-from engine import machine, xtrain
+from engine import machine
 from engine.cards import ModelCard
 from engine.data import Dataset, SliceSpec
 from engine.data.defaults import load_default
 from engine.data.synthbrain import label_probabilities
 from engine.errors import EveInputError
-from engine.models.zoo import _sha256, build_model, models_dir
+from engine.models import xtrain
+from engine.models.zoo import build_model, file_sha256, models_dir
 
 SYNTHBRAIN_SPEC = SliceSpec("coronal", "hippocampus", 64)  # cuts both hippocampi and the lateral ventricles
 SHAPES_SPEC = SliceSpec("axial", None, 64)  # shapes are 2D images
@@ -164,8 +165,8 @@ SMALL_CNN = {"size": 64, "outputs": 1, "widths": [8, 16, 32], "pooled": 4, "hidd
 # subjects held out from the other 220 (assets/README.md): depth 4 learnt little from 280 slices
 SMALL_VIT = {"size": 64, "patch": 8, "dim": 64, "depth": 2, "heads": 4, "mlp": 128, "outputs": 1}
 
-# a fully connected network for XtrAIn (engine.xtrain): 4096 → 32 → 32 → 1, XtrAIn and XtrAIn+ tracked on the first 8
-# test images; 32 hidden units keep the weights and the stored maps under 1 MB
+# a fully connected network for XtrAIn (engine.models.xtrain): 4096 → 32 → 32 → 1, XtrAIn and XtrAIn+ tracked on
+# the first 8 test images; 32 hidden units keep the weights and the stored maps under 1 MB
 SMALL_MLP = {"size": 64, "outputs": 1, "hidden": [32, 32], "tracked": 8}
 
 RECIPES: dict[str, Recipe] = {
@@ -255,7 +256,7 @@ RECIPES: dict[str, Recipe] = {
             "MLP",
             SMALL_MLP,
             "Fully connected diagnosis-like classifier (the target of synthbrain-diagnosis, on the same slice), "
-            "trained with plain SGD while XtrAIn and XtrAIn+ were tracked on 8 test images (engine.xtrain).",
+            "trained with plain SGD while XtrAIn and XtrAIn+ were tracked on 8 test images (engine.models.xtrain).",
             ("logit P(label=1)",),
             TrainConfig(epochs=100, lr=0.01, weight_decay=1e-3, optimiser="sgd", flip=True),
         ),
@@ -268,7 +269,7 @@ RECIPES: dict[str, Recipe] = {
             "MLP",
             SMALL_MLP,
             "Fully connected classifier of aspect < 0.725 (the target of shapes-elongated), trained with plain SGD "
-            "while XtrAIn and XtrAIn+ were tracked on 8 test images (engine.xtrain).",
+            "while XtrAIn and XtrAIn+ were tracked on 8 test images (engine.models.xtrain).",
             ("logit P(aspect<0.725)",),
             TrainConfig(epochs=30, lr=0.01, weight_decay=1e-4, optimiser="sgd"),
         ),
@@ -416,7 +417,7 @@ def fit(
     """Train a recipe's model on images (N, 1, S, S) and targets y (N,). Deterministic by seed.
 
     `on_step(old, new)` is called after every optimiser step with the parameters before and after it
-    ({name: tensor}, detached; e.g. `engine.xtrain.Tracker.step`); it must not change them."""
+    ({name: tensor}, detached; e.g. `engine.models.xtrain.Tracker.step`); it must not change them."""
     config = recipe.train
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -483,7 +484,8 @@ def calibrate(recipe: Recipe, dataset: Dataset) -> tuple[Recipe, dict]:
 
 
 def _tracking_card(recipe: Recipe, dataset: Dataset, rows: np.ndarray, tracker) -> dict:
-    """The card's `xtrain` entry (`engine.xtrain.Tracking`): which maps the weights file holds, of which images."""
+    """The card's `xtrain` entry (`engine.models.xtrain.Tracking`): which maps the weights file holds, of which
+    images."""
     return xtrain.Tracking(
         methods=xtrain.METHODS,
         stored=xtrain.STORED_METHODS,
@@ -549,7 +551,7 @@ def train_recipe(name: str, out_dir: str | Path | None = None, *, progress: bool
         deterministic = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(True)
         tracker = None
-        if recipe.track:  # XtrAIn on the first test images, every step (engine.xtrain)
+        if recipe.track:  # XtrAIn on the first test images, every step (engine.models.xtrain)
             tracked_rows = dataset.split_indices("test")[: recipe.track]
             tracked = dataset.model_inputs(recipe.spec, tracked_rows)
             architecture = build_model({"class": recipe.architecture, "kwargs": recipe.kwargs}, name)  # its layers
@@ -577,7 +579,7 @@ def train_recipe(name: str, out_dir: str | Path | None = None, *, progress: bool
     if recipe.train:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, weights, metadata={"card": f"{name}.json"})
-        card = replace(card, weights=weights.name, weights_sha256=_sha256(weights))
+        card = replace(card, weights=weights.name, weights_sha256=file_sha256(weights))
     elif weights.exists():
         weights.unlink()  # a glass-box model has no weights file
     (out / f"{name}.json").write_text(json.dumps(card.to_json(), indent=2) + "\n")

@@ -26,16 +26,17 @@ from engine.cards import TORCHSCRIPT, ModelCard, ModelRef
 from engine.data.slicing import SliceSpec
 from engine.devices import model_device, placed, resolve_device
 from engine.errors import EveInputError, reason
-from engine.models.architectures import ARCHITECTURES
+from engine.models import xtrain
+from engine.models.architectures import ARCHITECTURES, Probability
+from engine.paths import MODEL_ASSETS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_TORCHSCRIPT_BYTES = 200 * 1024 * 1024  # uploads larger than this are refused
 CHECK_BATCH = 2  # dummy batch size for the signature check
 
 
 def models_dir() -> Path:
     """Where cards and weights live (`EVE_MODELS_DIR` overrides `assets/models/`)."""
-    return Path(os.environ.get("EVE_MODELS_DIR", REPO_ROOT / "assets" / "models"))
+    return Path(os.environ.get("EVE_MODELS_DIR", MODEL_ASSETS))
 
 
 def read_card(path: Path) -> ModelCard:
@@ -56,8 +57,21 @@ def list_cards(folder: str | Path | None = None) -> list[ModelCard]:
     return sorted((read_card(path) for path in folder.glob("*.json")), key=lambda card: card.name)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def contrasting_model(card: ModelCard, others: list[ModelCard]) -> str | None:
+    """The model to set beside `card` by default: among `others` of the same task, the one whose target
+    depends on the most different features (a shortcut model beside a diagnosis one), then by name."""
+    if not others:
+        return None
+    mine = set(card.depends_on)
+
+    def distance(other: ModelCard) -> tuple:
+        return (other.task != card.task, -len(mine ^ set(other.depends_on)), other.name)
+
+    return min(others, key=distance).name
 
 
 def build_model(architecture: dict, name: str) -> nn.Module:
@@ -95,7 +109,7 @@ def load_model(
         weights = folder / card.weights
         if not weights.is_file():
             raise EveInputError(f"Weights {weights} of model {name!r} are missing: {rebuild}.")
-        if card.weights_sha256 and _sha256(weights) != card.weights_sha256:
+        if card.weights_sha256 and file_sha256(weights) != card.weights_sha256:
             raise EveInputError(f"Weights {weights} do not match model card {name!r} (checksum differs): {rebuild}.")
         state = load_file(weights)  # safetensors: tensors only, nothing executed
         try:
@@ -242,23 +256,6 @@ def load_torchscript(
     return model, card
 
 
-class Probability(nn.Module):
-    """A logit model's probabilities: sigmoid of one logit column, softmax over K > 1 of them."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    @property
-    def cam_layer(self):  # Grad-CAM's layer is the wrapped model's
-        return getattr(self.model, "cam_layer", None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        out = out.reshape(len(x), -1)
-        return torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
-
-
 def _probability_name(name: str) -> str:
     """'logit P(label=1)' -> 'P(label=1)'; 'output_0' -> 'P(output_0)'."""
     return name[len("logit ") :] if name.startswith("logit ") else f"P({name})"
@@ -296,3 +293,23 @@ def load(ref: ModelRef, device: str | torch.device | None = None) -> tuple[nn.Mo
     if ref.output_unit:
         card = replace(card, output_unit=ref.output_unit)
     return explained(model, card, ref.explain)
+
+
+def stored_attributions(
+    name: str, method: str = "XtrAIn", *, target: int = 0, explain: str = "output", folder: str | Path | None = None
+) -> xtrain.StoredMaps:
+    """The maps a zoo model's training stored (`engine.models.load_model`), with the subjects they are of.
+
+    Raises `EveInputError` when the model was not trained with XtrAIn tracking, naming how to retrain.
+    """
+    model, card = load_model(name, "cpu", folder=folder)
+    tracking = xtrain.Tracking.from_card(card)
+    if tracking is None or not xtrain.has_stored(model):
+        tracked = ", ".join(c.name for c in list_cards(folder) if c.xtrain) or "an MLP recipe with `track`"
+        raise EveInputError(
+            f"{name} was not trained with XtrAIn tracking: retrain it with `python -m engine train-classifier "
+            f"NAME` for a recipe that tracks images ({tracked}), or use Xstep on an MLP."
+        )
+    model, _ = explained(model, card, explain)
+    images = xtrain.mlp_of(model).xtrain_inputs.float()
+    return xtrain.StoredMaps(method, tracking.images, images, xtrain.stored_maps(model, images, method, target))

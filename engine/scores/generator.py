@@ -14,7 +14,7 @@ sample takes them from a training row near a_k and is drawn from the joint condi
 dropout, which on SynthBrain carries the feature links too loosely (assets/README.md).
 
 Independent noise seeds per value (seed_k = sample_seed(seed, k)): the groups are then
-independent and `engine.tvd.score_from_group_stats` applies the (K-1)/(KN)-type bias
+independent and `engine.scores.tvd.score_from_group_stats` applies the (K-1)/(KN)-type bias
 correction. With `shared_seeds=True` every value reuses the same N noise seeds (what the
 slider shows: the same subjects at each value); the groups are then dependent and the
 randomized-block estimate is used instead: the noise in the between-value variance comes
@@ -38,7 +38,8 @@ from engine.diffusion.sampler import SamplerConfig, sample_seed
 from engine.diffusion.storage import load_diffusion
 from engine.errors import EveInputError
 from engine.models.zoo import forward
-from engine.tvd import ScoreResult, score_from_group_stats
+from engine.options import SCORE
+from engine.scores.tvd import ScoreResult, score_from_group_stats
 
 GENERATOR_REPLICATES = 20  # a linear-Gaussian generator's bootstrap refits per score (`generator_bootstrap_score`)
 REPLICATE_SEED = 7919  # seeds of the generator's bootstrap resamples (sample_seed(REPLICATE_SEED, b))
@@ -126,14 +127,14 @@ def diffusion_score(
     diffusion: ConditionalDiffusion | str,
     feature: str,
     *,
-    k_values: int = 8,
-    n_per_value: int = 32,
+    k_values: int = SCORE.k_values,
+    n_per_value: int = SCORE.n_per_value,
     output: int | str = 0,
     seed: int = 0,
     sampler: SamplerConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
-    batch_size: int = 64,
-    n_boot: int = 200,
+    batch_size: int = SCORE.batch_size,
+    n_boot: int = SCORE.n_boot,
     shared_seeds: bool = False,
     **sampler_overrides,
 ):
@@ -223,8 +224,8 @@ def plan_score(
     diffusion: ConditionalDiffusion,
     feature: str,
     *,
-    k_values: int = 8,
-    n_per_value: int = 32,
+    k_values: int = SCORE.k_values,
+    n_per_value: int = SCORE.n_per_value,
     output: int | str = 0,
     seed: int = 0,
     sampler: SamplerConfig | None = None,
@@ -248,7 +249,7 @@ def plan_score(
 
 
 def draw_value(
-    model, diffusion: ConditionalDiffusion, plan: ScorePlan, k: int, *, batch_size: int = 64
+    model, diffusion: ConditionalDiffusion, plan: ScorePlan, k: int, *, batch_size: int = SCORE.batch_size
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Value k of a plan: the model's outputs (N,) on N samples at a_k, and the probe's reading of the
     feature on them (None where the feature has no probe). The same numbers wherever it runs."""
@@ -265,7 +266,7 @@ def draw_value(
 
 
 def finish_score(
-    diffusion: ConditionalDiffusion, plan: ScorePlan, draws: list, *, n_boot: int = 200
+    diffusion: ConditionalDiffusion, plan: ScorePlan, draws: list, *, n_boot: int = SCORE.n_boot
 ) -> tuple[ScoreResult, pd.DataFrame]:
     """The score and per-value table from a plan's draws (`draw_value` for k = 0..K-1, in order)."""
     rows, ys = [], []
@@ -312,8 +313,8 @@ def finish_score(
 
 def constraint_errors(
     diffusion: ConditionalDiffusion,
-    k_values: int = 8,
-    n_per_value: int = 64,
+    k_values: int = SCORE.k_values,
+    n_per_value: int = SCORE.constraint_samples,
     seed: int = 0,
     sampler: SamplerConfig | None = None,
     features: list[str] | None = None,

@@ -1,7 +1,7 @@
 """Plotly figures of scores and conditional curves, shared by the app and the HTML report.
 
 Pure functions: arrays and tables in, a `go.Figure` out; no streamlit, no file I/O. The
-app's `components/` add widgets and captions around them; `engine.report.write_html`
+app's `components/` add widgets and captions around them; `engine.reports.html.write_html`
 inlines them in the standalone report.
 
 * `score_bars(scores, colors, group_by=...)`: S(A) per feature with its CI, one bar per
@@ -28,7 +28,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.tvd import CurveResult, conditional_curve
+from engine.scores.tvd import CurveResult, conditional_curve
 
 # Okabe-Ito (colour-blind safe) first, then Plotly's Dark24 for longer feature lists.
 PALETTE = (
@@ -51,9 +51,14 @@ PALETTE = (
 )
 
 # how a score was obtained -> bar outline/pattern
-SOURCE_COLORS = {"data": "#0072B2", "diffusion": "#E69F00", "truth": "#555555"}
-SOURCE_PATTERNS = {"data": "", "diffusion": "/", "truth": "."}
-SOURCE_LABELS = {"data": "from data", "diffusion": "from diffusion samples", "truth": "ground truth"}
+SOURCE_COLORS = {"data": "#0072B2", "debiased": "#009E73", "diffusion": "#E69F00", "truth": "#555555"}
+SOURCE_PATTERNS = {"data": "", "debiased": "/", "diffusion": "x", "truth": "."}
+SOURCE_LABELS = {
+    "data": "from data",
+    "debiased": "generator, debiased by the real images",
+    "diffusion": "generator alone (model-based)",
+    "truth": "ground truth",
+}
 # groups that are not sources (models, outputs) take these in order; the first three are the sources'
 GROUP_PATTERNS = ("", "/", ".", "x", "\\", "+", "-", "|")
 
@@ -90,7 +95,7 @@ def score_bars(
 
     Args:
         scores: long table with columns `feature`, `score`, `ci_low`, `ci_high`, `status`,
-            `message` and the `group_by` column (`engine.tvd.score_table` rows plus e.g. a
+            `message` and the `group_by` column (`engine.scores.tvd.score_table` rows plus e.g. a
             `source` column: "data" | "diffusion" | "truth"; or its own `output` column).
             At most one row per (feature, group).
         colors: feature -> colour (`feature_colors`); a feature not in it is grey.
@@ -99,7 +104,8 @@ def score_bars(
         group_by: the column whose values get one bar each per feature.
 
     Bars take the feature's colour; groups differ by pattern and outline (sources: data
-    plain, diffusion hatched, truth dotted) and are named in the legend. A row whose status
+    plain, debiased generator hatched, generator alone cross-hatched, truth dotted) and are named
+    in the legend. A row whose status
     is not "ok" is an empty slot (a zero-length bar, no error bar) and its hover text says
     why; it is never drawn as a number. The error bars are the CI [ci_low, ci_high].
     """
@@ -281,7 +287,7 @@ def conditional_curve_figure(
 ) -> go.Figure:
     """Scatter of (a_i, y_i), E[Y | A = a] as a line with its pointwise band, Var(Y|A) in hover.
 
-    `curve` is an `engine.tvd.CurveResult` (`conditional_curve(outputs, feature_values)`);
+    `curve` is an `engine.scores.tvd.CurveResult` (`conditional_curve(outputs, feature_values)`);
     `marker_at` draws a vertical line at one value (the feature explorer's slider; numeric
     features only).
     """
@@ -372,13 +378,13 @@ def curves_grid(
     """One panel per feature: E[output | A = a] with its 95% band (`curve_traces` in each).
 
     Args:
-        table: score table (`engine.tvd.score_table` columns; rows of other outputs are
+        table: score table (`engine.scores.tvd.score_table` columns; rows of other outputs are
             ignored when it has an `output` column): each panel's title gives S and its CI,
             or the status when there is no score.
         output: the output's name, as in `table["output"]` and `value_tables`' keys.
         features: feature name -> (N,) values on the scored rows; one panel each, in order.
         outputs: (N,) this output's values on the same rows (data method): drawn as points
-            (at most `max_scatter`, a fixed random subset) with `engine.tvd.conditional_curve`
+            (at most `max_scatter`, a fixed random subset) with `engine.scores.tvd.conditional_curve`
             over all N. None for the diffusion method.
         categorical: features grouped exactly (boxes and diamonds instead of a line).
         value_tables: (feature, output) -> per-value table (diffusion method, see

@@ -100,6 +100,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from engine.options import SCORE
+
 MIN_SAMPLES = 10  # fewer outputs than this: "too_few_samples"
 MIN_GROUP = 2  # each group needs 2 outputs for a within-group variance
 MIN_LINE = 3  # a bin needs 3 outputs (and 2 distinct ranks) for a line and its residual variance
@@ -167,7 +169,7 @@ def default_n_bins(n: int, method: str = "local-linear") -> int:
     return int(max(2, min(round(n ** (2 / 3) / 2), n // 20)))
 
 
-def _non_finite(x: np.ndarray, what: str) -> str | None:
+def non_finite_message(x: np.ndarray, what: str) -> str | None:
     """A message if x holds NaN/Inf (or missing values for object arrays), else None."""
     if x.dtype.kind in "fc":
         bad = ~np.isfinite(x)
@@ -308,7 +310,7 @@ def _steep_bins(line_var, diff_var, lag1, counts):
     return steep, c * ref**2 / counts[:, None]
 
 
-def _percentile_ci(replicates: np.ndarray, shift: float, ci: float) -> tuple[float, float]:
+def percentile_ci(replicates: np.ndarray, shift: float, ci: float) -> tuple[float, float]:
     """Percentile interval of unclipped bootstrap scores + shift, then clipped to [0, 1].
 
     The resampled world's true score is the plug-in one of the original data (its group
@@ -328,7 +330,7 @@ def _result(raw, explained, total, naive, bounds, n, n_groups, ci, method, n_ste
 
 
 def score_from_group_stats(
-    means, variances, counts, weights=None, *, n_boot: int = 200, seed: int = 0, ci: float = 0.95
+    means, variances, counts, weights=None, *, n_boot: int = SCORE.n_boot, seed: int = 0, ci: float = 0.95
 ) -> ScoreResult:
     """S(A) from per-value statistics, e.g. N diffusion samples at each of K values a_k.
 
@@ -358,7 +360,7 @@ def score_from_group_stats(
         )
     n, k = int(counts.sum()) if np.isfinite(counts).all() else 0, means.size
     for name, x in (("means", means), ("variances", variances), ("counts", counts), ("weights", weights)):
-        if (msg := _non_finite(x, name)) is not None:
+        if (msg := non_finite_message(x, name)) is not None:
             return _failed("non_finite", msg, n, k, ci)
     if (variances < 0).any() or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError("variances and weights must be >= 0, with a positive total weight")
@@ -381,7 +383,7 @@ def score_from_group_stats(
         boot_means = rng.normal(means, np.sqrt(variances / counts), size=(n_boot, k))
         boot_vars = variances * rng.chisquare(counts - 1, size=(n_boot, k)) / (counts - 1)
         boot = _score_core(boot_means, boot_vars, counts, w, floor=1e-12 * total)[0]
-        bounds = _percentile_ci(boot, raw - naive, ci)  # parametric world: truth = naive
+        bounds = percentile_ci(boot, raw - naive, ci)  # parametric world: truth = naive
     return _result(raw, explained, total, naive, bounds, n, k, ci, "groups")
 
 
@@ -404,7 +406,7 @@ def explained_variance(
     feature,
     *,
     categorical: bool = False,
-    n_boot: int = 200,
+    n_boot: int = SCORE.n_boot,
     seed: int = 0,
     n_bins: int | None = None,
     ci: float = 0.95,
@@ -449,10 +451,10 @@ def explained_variance(
 
     if not categorical and a.dtype.kind not in "biuf":
         raise ValueError("a continuous feature must be numeric; pass categorical=True for labels")
-    if (msg := _non_finite(a, "The feature")) is not None:
+    if (msg := non_finite_message(a, "The feature")) is not None:
         return finish(fail_all("non_finite", msg))
     for j in range(n_out):
-        if (msg := _non_finite(y2[:, j], "The output" + (f" column {j}" if y.ndim == 2 else ""))) is not None:
+        if (msg := non_finite_message(y2[:, j], "The output" + (f" column {j}" if y.ndim == 2 else ""))) is not None:
             results[j] = _failed("non_finite", msg, n, 0, ci)
     if n < MIN_SAMPLES:
         msg = f"Only {n} samples; the score needs at least {MIN_SAMPLES}. Score on more images."
@@ -535,7 +537,7 @@ def explained_variance(
                 boot[b] = np.where(b_total > 1e-12, 1 - b_within / b_total, np.nan)
     n_steep = (steep > 0).sum(0)
     for i, j in enumerate(todo):
-        bounds = _percentile_ci(boot[:, i], raw[i] - world[i], ci) if n_boot > 0 else (np.nan, np.nan)
+        bounds = percentile_ci(boot[:, i], raw[i] - world[i], ci) if n_boot > 0 else (np.nan, np.nan)
         label = "groups" if exact else method
         stats_ = (explained[i] * scale[i] ** 2, total[i] * scale[i] ** 2, naive[i])
         results[j] = _result(raw[i], *stats_, bounds, n, g, ci, label, n_steep[i])
@@ -581,7 +583,7 @@ def conditional_curve(
         return CurveResult(empty, empty, empty, empty, empty, empty, np.nan, status, message)
 
     for x, what in ((y, "The output"), (a, "The feature")):
-        if (msg := _non_finite(x, what)) is not None:
+        if (msg := non_finite_message(x, what)) is not None:
             return failed("non_finite", msg)
     if len(y) < MIN_SAMPLES:
         return failed("too_few_samples", f"Only {len(y)} samples; the curve needs at least {MIN_SAMPLES}.")

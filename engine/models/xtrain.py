@@ -10,7 +10,7 @@ over the training trajectory. The published form is for fully connected networks
     tracker.maps()                                     # (explained, method, K, N, 1, S, S)
     xstep(model, images, target=0)                     # (B, 1, S, S): any image, one step (or checkpoints)
     stored_maps(model, images, "XtrAIn", target=0)     # (B, 1, S, S): the tracked images, from the weights
-    stored_attributions("shapes-elongated-mlp")        # a zoo model's stored maps and their subjects
+    zoo.stored_attributions("shapes-elongated-mlp")    # a zoo model's stored maps and their subjects
 
 Code name -> symbol:
     x                 (B, P) flattened image, P = S² pixels; x[:, i] = x_i
@@ -57,16 +57,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from engine.errors import EveInputError
+from engine.models.architectures import EXPLAINED, STORED_METHODS, Probability
 
-EXPLAINED = ("output", "probability")  # axis 0 of the stored maps: f itself, or σ(f) of a logit
-STORED_METHODS = ("XtrAIn", "XtrAIn+")  # axis 1: tracked during training, stored with the weights
 METHODS = (*STORED_METHODS, "Xstep")  # Xstep is computed when asked, for any image
 CHUNK = 16384  # swapped rows per pass through g
 INPUT_TOLERANCE = 2e-3  # max |x − stored x| for an image to be a tracked one (inputs stored as float16)
@@ -78,13 +76,16 @@ STORED_AS = "float16 buffers xtrain_inputs (N, 1, S, S) and xtrain_maps (explain
 
 def _parts(model) -> tuple[nn.Module | None, bool]:
     """(the MLP, whether its probability is explained), or (None, False) for a model of another form."""
-    from engine.models.zoo import Probability
-
     probability = isinstance(model, Probability)
     inner = model.model if probability else model
     if isinstance(getattr(inner, "first", None), nn.Linear) and isinstance(getattr(inner, "rest", None), nn.Module):
         return inner, probability
     return None, False
+
+
+def mlp_of(model) -> nn.Module:
+    """The MLP whose first layer XtrAIn swaps (inside a probability wrapper too); refused for any other model."""
+    return _mlp(model)[0]
 
 
 def _mlp(model) -> tuple[nn.Module, bool]:
@@ -330,7 +331,7 @@ def stored_maps(model, images: torch.Tensor, method: str = "XtrAIn", target=0) -
 
 
 def attribute(model, images: torch.Tensor, method: str, target=0) -> torch.Tensor:
-    """A map of one of `METHODS`, (B, 1, S, S) float32 (what `engine.baselines.attribution_map` calls)."""
+    """A map of one of `METHODS`, (B, 1, S, S) float32 (what `engine.pixelmaps.methods.attribution_map` calls)."""
     if method == "Xstep":
         return xstep(model, images, target)
     return stored_maps(model, images, method, target)
@@ -393,26 +394,3 @@ class StoredMaps:
     subjects: tuple[str, ...]  # the tracked images, as the card lists them
     images: torch.Tensor  # (N, 1, S, S) float32, the tracked model inputs
     maps: torch.Tensor  # (N, 1, S, S) float32
-
-
-def stored_attributions(
-    name: str, method: str = "XtrAIn", *, target: int = 0, explain: str = "output", folder: str | Path | None = None
-) -> StoredMaps:
-    """The maps a zoo model's training stored (`engine.models.load_model`), with the subjects they are of.
-
-    Raises `EveInputError` when the model was not trained with XtrAIn tracking, naming how to retrain.
-    """
-    from engine.models.train import RECIPES
-    from engine.models.zoo import explained, load_model
-
-    model, card = load_model(name, "cpu", folder=folder)
-    tracking = Tracking.from_card(card)
-    if tracking is None or not has_stored(model):
-        tracked = ", ".join(r.name for r in RECIPES.values() if r.track) or "an MLP recipe with `track`"
-        raise EveInputError(
-            f"{name} was not trained with XtrAIn tracking: retrain it with `python -m engine train-classifier "
-            f"NAME` for a recipe that tracks images ({tracked}), or use Xstep on an MLP."
-        )
-    model, _ = explained(model, card, explain)
-    images = _mlp(model)[0].xtrain_inputs.float()
-    return StoredMaps(method, tracking.images, images, stored_maps(model, images, method, target))

@@ -5,7 +5,7 @@ They say *where* a model looks; Eve's scores say *which human feature* drives it
     attribution_map(model, images, method, target=0, **params)   # (B, 1, S, S) → (B, 1, S, S)
                                                                   # (B, 1, S, S, S) volumes: 3D maps
     display_normalise(maps, signed=True, percentile=99)           # for showing maps
-    infidelity(...), sensitivity_max(...), quality_table(...)      # captum.metrics per method
+    infidelity(...), sensitivity_max(...), captum_metrics_table(...)  # captum.metrics per method
     randomisation_check(model, images, methods)                    # Adebayo et al. sanity check
 
 The nine methods (`METHODS`), each with captum's contract (construct with the model, call
@@ -31,12 +31,12 @@ The nine methods (`METHODS`), each with captum's contract (construct with the mo
   for lower layers); ReLU and pooling pass relevance through, Flatten passes it by the ε-rule.
   2D models only (captum has no rule for 3D convolutions).
 
-Attention maps of a Vision Transformer (`attention`; `engine.attention`, not captum; one value per
+Attention maps of a Vision Transformer (`attention`; `engine.pixelmaps.attention`, not captum; one value per
 patch): AttentionCLS, AttentionRollout (Abnar & Zuidema, 2020), AttentionGradient (Chefer et
 al., 2021). Unavailable, with the reason, for a model without attention layers.
 
 Region methods (`regional`: maps are constant on each region of `regions`, a label map shaped like
-one image, or "grid": square cells of side S/8 in 2D, S/4 in 3D; `engine.regions` makes anatomy
+one image, or "grid": square cells of side S/8 in 2D, S/4 in 3D; `engine.pixelmaps.regions` makes anatomy
 and atlas label maps):
 
 * FeatureAblation — output drop when one region is set to the baseline (black).
@@ -48,7 +48,7 @@ and atlas label maps):
 * KernelShap — the Shapley kernel's weighted linear regression on random coalitions of regions
   (Lundberg & Lee, 2017).
 
-Training-trajectory methods (`TRAINING_METHODS`, `training`; `engine.xtrain`, not captum), for a fully
+Training-trajectory methods (`TRAINING_METHODS`, `training`; `engine.models.xtrain`, not captum), for a fully
 connected network (`MLP`) only: XtrAIn and XtrAIn+ (Lymperopoulos, Kakogeorgiou & Kanellopoulou, 2026;
 `stored`: summed over every training step and stored with the weights, so available only for a model
 trained with tracking — its card's `xtrain` — and only for the images it tracked), and Xstep (one step
@@ -96,8 +96,8 @@ class Method:
     delta: bool = False  # supports `return_delta=True` (captum's convergence delta)
     regional: bool = False  # one value per region of `regions`
     slow: bool = False  # a forward pass per sample (hundreds an image): the app computes these on request
-    attention: bool = False  # a Vision Transformer's attention maps (`engine.attention`), not captum's
-    training: bool = False  # from the training trajectory (`engine.xtrain`): an MLP's first-layer weight swaps
+    attention: bool = False  # a Vision Transformer's attention maps (`engine.pixelmaps.attention`), not captum's
+    training: bool = False  # from the training trajectory (`engine.models.xtrain`): an MLP's first-layer weight swaps
     stored: bool = False  # stored by training with XtrAIn tracking (the card's `xtrain`): the tracked images only
 
 
@@ -216,7 +216,7 @@ LIME_RIDGE_ALPHA = 1.0  # the lime package's default regressor, Ridge(alpha=1)
 # 1. validation -----------------------------------------------------------------------------
 
 
-def _is_torchscript(model) -> bool:
+def is_torchscript(model) -> bool:
     return isinstance(model, torch.jit.ScriptModule)
 
 
@@ -228,7 +228,7 @@ LRP_LAYERS = (
 
 
 def _transformer(model):
-    from engine.attention import transformer
+    from engine.pixelmaps.attention import transformer
 
     return transformer(model)
 
@@ -245,12 +245,12 @@ def unavailable(model, method: str) -> str | None:
     not apply with this reason; `attribution_map` refuses it with the same one."""
     info = method_info(method)
     if info.training:
-        from engine import xtrain
+        from engine.models import xtrain
 
         return xtrain.unavailable(model, method)
     if info.attention and _transformer(model) is None:
         return "it reads a Vision Transformer's attention layers, and the model has none"
-    if info.hooks and _is_torchscript(model):
+    if info.hooks and is_torchscript(model):
         return "it needs the model's layers (module hooks), which a TorchScript model does not expose"
     if method == "LRP":
         leaves = {type(m).__name__ for m in model.modules() if not list(m.children()) and not isinstance(m, LRP_LAYERS)}
@@ -290,7 +290,7 @@ def _check_params(method: str, params: dict) -> dict:
     return {**allowed, **params}
 
 
-def _check_images(images) -> torch.Tensor:
+def check_images(images) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
     if not isinstance(images, torch.Tensor):
@@ -314,7 +314,7 @@ def _check_images(images) -> torch.Tensor:
     return images.detach().to(torch.float32)
 
 
-def _check_outputs(model, images: torch.Tensor, target) -> torch.Tensor:
+def check_outputs(model, images: torch.Tensor, target) -> torch.Tensor:
     """Forward once; check (B, K), finiteness and the target. Returns the target as a tensor."""
     if getattr(model, "training", False):
         raise EveInputError("The model is in training mode: call model.eval() before computing attribution maps.")
@@ -462,11 +462,11 @@ def _compute(model, x: torch.Tensor, method: str, target: torch.Tensor, p: dict,
             warnings.simplefilter("ignore", UserWarning)
             return captum_attr.GuidedBackprop(model).attribute(x, target=target)
     if ALL_METHODS[method].training:
-        from engine import xtrain
+        from engine.models import xtrain
 
         return xtrain.attribute(model, x, method, target)
     if METHODS[method].attention:
-        from engine.attention import attention_map
+        from engine.pixelmaps.attention import attention_map
 
         return attention_map(model, x, method, target)
     if method == "LRP":
@@ -613,9 +613,9 @@ def attribution_map(
         )
     if int(batch_size) < 1:
         raise EveInputError(f"batch_size = {batch_size}: use 1 or more.")
-    images = _check_images(images)
+    images = check_images(images)
     home, images = images.device, placed(model, images)  # computed where the model is, returned where asked
-    target_t = _check_outputs(model, images, target)
+    target_t = check_outputs(model, images, target)
     result = _compute_batched(model, images, method, target_t, p, int(batch_size), return_delta)
     result = (result[0].to(home), result[1].to(home)) if return_delta else result.to(home)
     maps = result[0] if return_delta else result
@@ -672,8 +672,8 @@ def infidelity(
     methods on different scales compare.
     """
     maps = attribution_map(model, images, method, target, **params) if maps is None else maps
-    images = _check_images(images)
-    target_t = _check_outputs(model, images, target)
+    images = check_images(images)
+    target_t = check_outputs(model, images, target)
 
     def perturb(inputs):
         noise = torch.randn_like(inputs) * noise_scale
@@ -709,8 +709,8 @@ def sensitivity_max(
     """
     _check_method(method, model)
     p = _check_params(method, params)
-    images = _check_images(images)
-    target_t = _check_outputs(model, images, target)
+    images = check_images(images)
+    target_t = check_outputs(model, images, target)
 
     def explain(inputs, target):  # captum passes a tuple of inputs and repeats `target` per copy
         inputs = inputs[0] if isinstance(inputs, tuple) else inputs
@@ -726,7 +726,7 @@ def sensitivity_max(
         ).detach()
 
 
-def quality_table(
+def captum_metrics_table(
     model,
     images: torch.Tensor,
     methods: list[str] | None = None,
@@ -773,7 +773,7 @@ def randomisable_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, kinds)][::-1]
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+def spearman(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Spearman rank correlation per image of two map batches (B, ...); NaN if a map is constant."""
     a, b = a.flatten(1).cpu().numpy(), b.flatten(1).cpu().numpy()
     out = np.full(len(a), np.nan)
@@ -806,7 +806,7 @@ def randomisation_check(
     step k has randomised `layer` (and, cascading, every layer above it); `spearman` /
     `spearman_abs` are means over images, `spearman_abs_sd` their sd.
     """
-    if _is_torchscript(model) or not isinstance(model, nn.Module):
+    if is_torchscript(model) or not isinstance(model, nn.Module):
         raise EveInputError(
             "The randomisation check re-initialises the model's layers, which needs a regular "
             "nn.Module, not a TorchScript model: run it on a built-in model."
@@ -822,8 +822,8 @@ def randomisation_check(
         if isinstance(layer, nn.Module):  # refer to it by name, so it can be found in the copies
             names = {id(m): n for n, m in model.named_modules()}
             params[method]["layer"] = names[id(layer)]
-    images = _check_images(images)
-    _check_outputs(model, images, target)
+    images = check_images(images)
+    check_outputs(model, images, target)
     reference = {m: attribution_map(model, images, m, target, **params.get(m, {})) for m in methods}
     rows = [
         {
@@ -859,8 +859,8 @@ def randomisation_check(
                     }
                 )
                 continue
-            rho = _spearman(reference[m], maps)
-            rho_abs = _spearman(reference[m].abs(), maps.abs())
+            rho = spearman(reference[m], maps)
+            rho_abs = spearman(reference[m].abs(), maps.abs())
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN means a constant map
                 rows.append(

@@ -37,21 +37,15 @@ import torch
 
 from engine.cards import ModelRef
 from engine.data import Dataset
+from engine.data.defaults import open_dataset
 from engine.errors import EveInputError, reason
-from engine.scoring import (
-    ScoreReport,
-    data_report,
-    diffusion_scores,
-    open_dataset,
-    resolve_features,
-    split_rows,
-)
+from engine.options import SCORE
+from engine.paths import REPO_ROOT
 
 SHARD_BATCHES = 4  # most batches a data-path task takes: shards are whole batches, so they start where local ones do
 TASK_RETRIES = 3  # times Ray reruns a task whose worker process died
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local cluster listens on 127.0.0.1 only
 CONNECT_TIMEOUT_S = 5.0  # Ray itself waits minutes on an address nobody answers
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # what a worker elsewhere does not need of the repository: data, environments, tests, benchmarks, caches
 # (gitignore patterns: a leading / anchors at the repository, so engine/data stays)
 SHIPPED_EXCLUDES = [
@@ -90,7 +84,7 @@ def _worker_model(ref: ModelRef, device: str):
 def _outputs_task(ref: ModelRef, dataset: Dataset, rows: np.ndarray, batch_size: int, device: str) -> np.ndarray:
     """A worker's shard: the model's outputs on `rows` of the dataset (the driver's, checked there; its
     files read on the worker, from the shared folder or the object store), in row order."""
-    from engine.scoring import model_outputs
+    from engine.scores.service import model_outputs
 
     model, card = _worker_model(ref, device)
     return model_outputs(model, dataset, card.spec, rows, batch_size=batch_size, shard=True)
@@ -100,7 +94,7 @@ def _value_task(ref: ModelRef, generator_source: str, plan, k: int, batch_size: 
     """A worker's feature value: `diffusion.score.draw_value` for value k of a score's plan, with the
     driver's torch threads (the sampler's float sums then run in the same order: the driver's numbers)."""
     from engine.diffusion import load_diffusion  # cached per path: a worker loads each generator once
-    from engine.diffusion.score import draw_value
+    from engine.scores.generator import draw_value
 
     torch.set_num_threads(threads)
     model, _ = _worker_model(ref, device)
@@ -110,7 +104,8 @@ def _value_task(ref: ModelRef, generator_source: str, plan, k: int, batch_size: 
 def _score_task(ref: ModelRef, card, generator_source: str, feature: str, output: int, settings: dict):
     """A worker's whole diffusion score for one (feature, output): `diffusion.score.diffusion_score`'s result,
     with the driver's torch threads."""
-    from engine.diffusion import diffusion_score, load_diffusion
+    from engine.diffusion import load_diffusion
+    from engine.scores.generator import diffusion_score
 
     torch.set_num_threads(settings.pop("threads"))
     model, _ = _worker_model(ref, settings.pop("device"))
@@ -234,7 +229,7 @@ class Cluster:
         dataset: Dataset | str,
         rows: Sequence[int],
         *,
-        batch_size: int = 64,
+        batch_size: int = SCORE.batch_size,
         device: str = "cpu",
         progress=None,
     ) -> np.ndarray:
@@ -260,33 +255,14 @@ class Cluster:
         parts = self._gather(futures, f"{ref}'s outputs", progress)
         return np.concatenate(parts)
 
-    def data_scores(
-        self,
-        ref: ModelRef,
-        source: Dataset | str,
-        features=None,
-        *,
-        split: str = "test",
-        n_boot: int = 200,
-        seed: int = 0,
-        output: int | str | None = None,
-        batch_size: int = 64,
-        device: str = "cpu",
-        progress=None,
-    ) -> ScoreReport:
-        """`scoring.data_scores` with the model's outputs computed on the cluster (the estimator here)."""
-        from engine.models import load
+    def outputs_runner(self, ref: ModelRef, device: str = "cpu"):
+        """An `outputs` runner for `engine.scores.service.model_outputs` (and so `data_scores`): the outputs of
+        `ref` computed here, shard by shard (`model_outputs`); the service keeps every check and the estimator."""
 
-        _, card = load(ref, "cpu")  # the driver checks the model and its card before any task starts
-        dataset = source if isinstance(source, Dataset) else open_dataset(source)
-        resolve_features(dataset, features)
-        if output is not None:
-            card.output_index(output)
-        rows = split_rows(dataset, split)
-        outputs = self.model_outputs(ref, dataset, rows, batch_size=batch_size, device=device, progress=progress)
-        report = data_report(outputs, card, dataset, features, split=split, n_boot=n_boot, seed=seed, output=output)
-        report.metadata["cluster"] = self.describe()
-        return report
+        def run(dataset: Dataset, spec, rows, batch_size: int, progress=None) -> np.ndarray:
+            return self.model_outputs(ref, dataset, rows, batch_size=batch_size, device=device, progress=progress)
+
+        return run
 
     # -- the diffusion path -------------------------------------------------------------------
 
@@ -296,7 +272,7 @@ class Cluster:
         once per worker, by name or card path); the driver plans each score and finishes it from its
         values' draws. A linear-Gaussian generator's bootstrap refits (`generator_bootstrap_score`) run
         as one task per score instead: each replicate is refitted from the last."""
-        from engine.diffusion.score import finish_score, plan_score, refittable
+        from engine.scores.generator import finish_score, plan_score, refittable
 
         ref = _absolute(ref)
         source = str(Path(generator_source).resolve()) if Path(generator_source).is_file() else str(generator_source)
@@ -323,37 +299,6 @@ class Cluster:
             return [finish_score(generator, plan, [next(draws) for _ in plan.values], n_boot=n_boot) for plan in plans]
 
         return run
-
-    def diffusion_scores(
-        self,
-        ref: ModelRef,
-        source: str,
-        features=None,
-        *,
-        diffusion: str | None = None,
-        device: str = "cpu",
-        progress=None,
-        **settings,
-    ) -> ScoreReport:
-        """`scoring.diffusion_scores` with each score's sampling on the cluster; `diffusion` names the
-        generator (default the dataset's); `settings` as there (k_values, n_per_value, n_boot, seed, ...)."""
-        from engine.diffusion import load_diffusion
-        from engine.models import load
-
-        model, card = load(ref, "cpu")
-        dataset = open_dataset(source)
-        generator_source = diffusion or dataset.name
-        report = diffusion_scores(
-            model,
-            card,
-            dataset,
-            features,
-            diffusion=load_diffusion(generator_source),
-            runner=self.diffusion_runner(ref, generator_source, device, progress),
-            **settings,
-        )
-        report.metadata["cluster"] = self.describe()
-        return report
 
     def describe(self) -> str:
         """The cluster, for reports: where it is and how many CPUs it offers."""

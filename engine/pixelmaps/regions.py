@@ -48,7 +48,7 @@ class Regions:
 
 def grid_regions(spec: SliceSpec, cells: int | None = None) -> Regions:
     """Square cells (`baselines.region_labels("grid")`: 8 a side for a slice, 4 for a volume)."""
-    from engine.baselines import GRID_CELLS, region_labels
+    from engine.pixelmaps.methods import GRID_CELLS, region_labels
 
     shape = (spec.size,) * (3 if spec.is_volume else 2)
     per_side = cells or GRID_CELLS[len(shape)]

@@ -1,6 +1,6 @@
 """The scoring service: the one place that turns (dataset, model, split, features) into scores.
 
-The CLI report (`engine.report`) and the app (`components.loaders`, which only caches these
+The CLI report (`engine.reports.html`) and the app (`components.loaders`, which only caches these
 calls) both go through it, so the same model, dataset, split and seed give the same numbers
 everywhere. One public function a step:
 
@@ -9,7 +9,7 @@ everywhere. One public function a step:
    `split_rows(dataset, split)` — the rows a split means (one rule);
 2. `model_outputs(model, dataset, spec, rows)` — Y = f(x_i), batched, on the model's device;
 3. `score_outputs(outputs, dataset, features, rows)` — S(A) = Var(E[Y|A]) / Var(Y) per feature
-   with its bootstrap CI (`engine.tvd.score_table`);
+   with its bootstrap CI (`engine.scores.tvd.score_table`);
 4. `data_scores(...)` runs 1-3 for a model and keeps what a report needs (`ScoreReport`;
    `data_report(...)` does 3-4 on outputs already computed, e.g. the app's cached ones);
    `diffusion_scores(...)` does the same from conditional diffusion samples.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,13 +30,14 @@ import torch
 
 from engine import software
 from engine.cards import ModelCard, spec_to_json
-from engine.data import Dataset, SliceSpec, load_dataset
-from engine.data.defaults import BUILDERS, load_default
+from engine.data import Dataset, SliceSpec
+from engine.data.dataset import SPLITS, resolve_features
+from engine.data.defaults import BUILDERS
 from engine.errors import EveInputError
 from engine.models.zoo import forward
-from engine.tvd import ScoreResult, score_table
+from engine.options import SCORE
+from engine.scores.tvd import ScoreResult, score_table
 
-SPLITS = ("test", "train", "all")
 SCORE_COLUMNS = ("feature", "output", "score", "ci_low", "ci_high", "unexplained", "n", "n_groups", "status", "message")
 # the card fields a report's metadata repeats
 CARD_KEYS = (
@@ -58,32 +58,6 @@ Progress = Callable[[int, int], None]  # progress(done, total)
 
 
 # 1. what to score -------------------------------------------------------------------------
-
-
-def open_dataset(source: str | Path) -> Dataset:
-    """An embedded dataset by name (`shapes`, `synthbrain`; built if missing) or a dataset folder."""
-    if str(source) in BUILDERS and not Path(source).is_dir():
-        return load_default(str(source))
-    return load_dataset(source)
-
-
-def resolve_features(dataset: Dataset, features=None) -> list[str]:
-    """The features to score: a list or "a,b,c" string; default every numeric + categorical one."""
-    if features is None or (isinstance(features, str) and not features.strip()):
-        names = list(dataset.features)
-    elif isinstance(features, str):
-        names = [f.strip() for f in features.split(",") if f.strip()]
-    else:
-        names = [str(f) for f in features]
-    if not names:
-        raise EveInputError(f"{dataset.name} has no features to score: add feature columns to features.csv.")
-    unknown = [f for f in names if f not in dataset.features]
-    if unknown:
-        raise EveInputError(
-            f"Unknown feature{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in {dataset.name}: "
-            f"choose from {', '.join(dataset.features)}."
-        )
-    return list(dict.fromkeys(names))  # drop repeats, keep order
 
 
 def split_rows(dataset: Dataset, split: str = "test") -> np.ndarray:
@@ -115,9 +89,10 @@ def model_outputs(
     spec: SliceSpec,
     rows=None,
     *,
-    batch_size: int = 64,
+    batch_size: int = SCORE.batch_size,
     progress: Progress | None = None,
     shard: bool = False,
+    runner=None,
 ) -> np.ndarray:
     """Model outputs f(x_i) for dataset rows, as a (N, K) float32 array in row order.
 
@@ -129,12 +104,16 @@ def model_outputs(
         rows: (N,) row indices; default every row.
         batch_size: images per forward pass.
         progress: called as progress(images done, N) after each batch.
+        runner: where the outputs are computed when not here: `runner(dataset, spec, rows, batch_size,
+            progress)` (a cluster's, `Cluster.outputs_runner`); None: on this machine.
 
     The slices come from `dataset.model_inputs(spec, rows)` (computed once per spec and
     disk-cached), or with `shard` from `dataset.shard_inputs`, which reads only these rows' files
     where nothing is cached (a cluster worker's part of a cohort; the values are the same).
     """
     rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if runner is not None:  # the one place a computation leaves this machine: a cluster's runner
+        return runner(dataset, spec, rows, batch_size, progress)
     images = (dataset.shard_inputs if shard else dataset.model_inputs)(spec, rows)  # (N, 1, S, S)
     outs = []
     for start in range(0, len(rows), batch_size):
@@ -164,11 +143,11 @@ def score_outputs(
     rows=None,
     output_names=None,
     *,
-    n_boot: int = 200,
+    n_boot: int = SCORE.n_boot,
     seed: int = 0,
     ci: float = 0.95,
 ) -> pd.DataFrame:
-    """Score table for precomputed outputs on dataset rows (`engine.tvd.score_table`).
+    """Score table for precomputed outputs on dataset rows (`engine.scores.tvd.score_table`).
 
     Args:
         outputs: (N,) or (N, K) outputs for `rows`, in the same order.
@@ -284,12 +263,14 @@ def data_scores(
     features=None,
     *,
     split: str = "test",
-    n_boot: int = 200,
+    n_boot: int = SCORE.n_boot,
     seed: int = 0,
     output: int | str | None = None,
-    batch_size: int = 64,
+    batch_size: int = SCORE.batch_size,
     progress: Progress | None = None,
-    ci: float = 0.95,
+    ci: float = SCORE.ci,
+    runner=None,
+    where: str | None = None,
 ) -> ScoreReport:
     """Model outputs on a split of the dataset and their scores for each feature (data method).
 
@@ -302,7 +283,8 @@ def data_scores(
         n_boot: bootstrap draws for the CI (0: no CI).
         seed: seed of the bootstrap.
         output: score only this output (name or index); default every output.
-        batch_size, progress: passed to `model_outputs`.
+        batch_size, progress, runner: passed to `model_outputs` (`runner`: a cluster's; `where` describes
+            it in the report's metadata).
         ci: confidence level of the interval.
     """
     feature_names = resolve_features(dataset, features)  # fail before the forward pass
@@ -310,8 +292,10 @@ def data_scores(
     if output is not None:
         card.output_index(output)
     _check_n_boot(n_boot)
-    y = model_outputs(model, dataset, card.spec, rows, batch_size=batch_size, progress=progress)
-    return data_report(y, card, dataset, feature_names, split=split, n_boot=n_boot, seed=seed, output=output, ci=ci)
+    y = model_outputs(model, dataset, card.spec, rows, batch_size=batch_size, progress=progress, runner=runner)
+    return data_report(
+        y, card, dataset, feature_names, split=split, n_boot=n_boot, seed=seed, output=output, ci=ci, where=where
+    )
 
 
 def data_report(
@@ -321,10 +305,11 @@ def data_report(
     features=None,
     *,
     split: str = "test",
-    n_boot: int = 200,
+    n_boot: int = SCORE.n_boot,
     seed: int = 0,
     output: int | str | None = None,
-    ci: float = 0.95,
+    ci: float = SCORE.ci,
+    where: str | None = None,
 ) -> ScoreReport:
     """The data method's report from outputs already computed: `outputs` (N, K) are the model's
     outputs on the split's rows (`split_rows`), in row order; the rest as in `data_scores`.
@@ -354,16 +339,17 @@ def data_report(
         seed=int(seed),
         ci_level=ci,
         ci_method="pair_bootstrap" if n_boot else "none",
+        **({"cluster": where} if where else {}),
     )
     return ScoreReport(table, names, values, cats, meta, outputs=y)
 
 
-def diffusion_settings(generator, sampler, *, k_values=None, n_per_value=None, n_boot=200, seed=0) -> dict:
+def diffusion_settings(generator, sampler, *, k_values=None, n_per_value=None, n_boot=SCORE.n_boot, seed=0) -> dict:
     """How diffusion scores were drawn, as a report's metadata records it: the generator's name, K and N
     (None: not recorded; a report reads them off its rows), the sampler, and the interval's method:
     `generator_refits` (a linear-Gaussian generator refitted per draw, `ci_refits` of them),
     `parametric_bootstrap` (`n_boot` draws) or `none`."""
-    from engine.diffusion.score import GENERATOR_REPLICATES, refittable
+    from engine.scores.generator import GENERATOR_REPLICATES, refittable
 
     refits = refittable(generator) is not None
     settings = {
@@ -392,14 +378,15 @@ def diffusion_scores(
     *,
     diffusion=None,
     output: int | str | None = None,
-    k_values: int = 8,
-    n_per_value: int = 32,
-    n_boot: int = 200,
+    k_values: int = SCORE.k_values,
+    n_per_value: int = SCORE.n_per_value,
+    n_boot: int = SCORE.n_boot,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = SCORE.batch_size,
     progress: Progress | None = None,
     sampler=None,
     runner=None,
+    where: str | None = None,
 ) -> ScoreReport:
     """Scores from a conditional diffusion model (`engine.diffusion.diffusion_score`) instead of data:
     one score per feature x output; `progress(scores done, total)` after each.
@@ -408,10 +395,11 @@ def diffusion_scores(
     `load_diffusion` (default: the dataset's); `sampler` is how it samples (a `SamplerConfig`;
     default `SamplerConfig.for_scores` of that model). `runner(todo, card, generator, settings)`
     computes the (feature, output column) pairs of `todo` elsewhere and returns `diffusion_score`'s
-    results in order (`engine.cluster.Cluster.diffusion_runner`); default here, one after another.
+    results in order (`engine.compute.cluster.Cluster.diffusion_runner`); default here, one after another.
     """
     # engine.diffusion loads diffusers (~3 s): imported when a diffusion score is asked for, not with the service
-    from engine.diffusion import SamplerConfig, diffusion_score, load_diffusion
+    from engine.diffusion import SamplerConfig, load_diffusion
+    from engine.scores.generator import diffusion_score
 
     feature_names = resolve_features(dataset, features)
     if card.dataset is None:  # a user's model: the data it scores
@@ -445,8 +433,186 @@ def diffusion_scores(
         features=feature_names,
         categorical=list(cats),
         **diffusion_settings(generator, sampler, k_values=k_values, n_per_value=n_per_value, n_boot=n_boot, seed=seed),
+        **({"cluster": where} if where else {}),
     )
     scored = [card.output_names[j] for j in columns]
     values = {f: dataset.feature_values(f) for f in feature_names}
     table = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     return ScoreReport(table, scored, values, cats, meta, value_tables=tables)
+
+
+# 5. generator scores debiased by the real subjects ---------------------------------------------------
+
+
+def rows_the_generator_saw(generator, dataset: Dataset, rows: np.ndarray) -> np.ndarray:
+    """Which of `rows` the generator was trained on: a folder's generator lists its rows (for the same files,
+    by the dataset's fingerprint); an embedded dataset's committed one trained on its train split."""
+    training = generator.card.training or {}
+    if "rows_trained" in training:
+        same = training.get("dataset_fingerprint") in (None, dataset.fingerprint())
+        seen = np.asarray(training["rows_trained"], dtype=np.int64) if same else np.array([], np.int64)
+    elif (training.get("sources") or {}).get("dataset_train_split") and generator.card.dataset == dataset.name:
+        seen = dataset.split_indices("train")
+    else:
+        seen = np.array([], np.int64)
+    return np.intersect1d(rows, seen)
+
+
+def debiased_scores(
+    model,
+    card: ModelCard,
+    dataset: Dataset,
+    features=None,
+    *,
+    diffusion=None,
+    split: str = "test",
+    output: int | str | None = None,
+    n_generated: int = SCORE.n_generated,
+    folds: int | None = None,
+    n_boot: int = SCORE.n_boot,
+    seed: int = SCORE.seed,
+    batch_size: int = SCORE.batch_size,
+    sampler=None,
+    progress: Progress | None = None,
+) -> ScoreReport:
+    """Generator scores debiased by the real subjects of a split (`engine.scores.debias`): the model's outputs
+    on the real images, on each one's twin (generated under its recorded features) and on `n_generated`
+    generated subjects, combined per feature and output as S_real + lambda (S_gen - S_twin) with the
+    prediction-powered bootstrap's interval. The table has the debiased score in `score` / `ci_low` /
+    `ci_high`, and beside it the generator's own (`generator_score`..., model-based: its interval holds
+    the sampling noise only), the data path's parts and lambda.
+
+    A generator trained on some of these rows is cross-fitted in `folds` folds, each refitted without
+    them: by default (`SCORE.folds`) for a linear-Gaussian one (a second each); a diffusion one needs
+    `folds` said (each fold retrains it), else the rows are refused with the fix.
+    `progress(done, total)` counts the images drawn.
+    """
+    from engine.diffusion import SamplerConfig, load_diffusion
+    from engine.diffusion.cohort import CohortRecipe, train_on_cohort
+    from engine.scores.debias import MIN_REAL, cross_fitted_draws, debiased_score, draw
+    from engine.scores.generator import check_compatible, refittable
+
+    feature_names = resolve_features(dataset, features)
+    rows = split_rows(dataset, split)
+    if card.dataset is None:  # a user's model: the data it scores
+        card = replace(card, dataset=dataset.name)
+    columns = [card.output_index(output)] if output is not None else list(range(len(card.output_names)))
+    generator = (
+        load_diffusion(diffusion or dataset.name) if diffusion is None or isinstance(diffusion, str) else diffusion
+    )
+    check_compatible(card, generator)
+    if len(rows) < MIN_REAL:
+        raise EveInputError(
+            f"The {split} split has {len(rows)} subjects: debiasing by the real images needs at least {MIN_REAL}; "
+            "score more rows (--split all), or report the generator's own score (--generator-only)."
+        )
+    sampler = sampler or SamplerConfig.for_scores(generator)
+    y = model_outputs(model, dataset, card.spec, rows, batch_size=batch_size)  # (N, K)
+    check_output_count(card, y)
+    real = dataset.table.iloc[rows].reset_index(drop=True)
+    seen = rows_the_generator_saw(generator, dataset, rows)
+    if len(seen) and folds is None and refittable(generator) is None:
+        raise EveInputError(
+            f"The generator was trained on {len(seen)} of the {len(rows)} rows scored, so its twins of them would "
+            f"reproduce them: score rows it did not see (e.g. --split test), or cross-fit it (--folds {SCORE.folds}: "
+            "each fold retrains it without its rows, about the generator's training time each)."
+        )
+    if len(seen):
+        recipe = CohortRecipe(kind="linear-gaussian" if refittable(generator) is not None else "diffusion")
+        conditioned = [f for f in generator.features if f in dataset.features]
+
+        def fit(train_rows):
+            return train_on_cohort(
+                dataset, card.spec, features=conditioned, rows=rows[train_rows], recipe=recipe, log=lambda _: None
+            )
+
+        drawn = cross_fitted_draws(
+            model,
+            fit,
+            real,
+            folds=folds or SCORE.folds,
+            m_generated=n_generated,
+            seed=seed,
+            sampler=sampler,
+            batch_size=batch_size,
+        )
+    else:
+        drawn = draw(
+            model,
+            generator,
+            real,
+            m_generated=n_generated,
+            seed=seed,
+            sampler=sampler,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    table = []
+    for f in feature_names:
+        categorical = f in dataset.categorical_features
+        a = real[f].to_numpy()
+        for j in columns:
+            row = {"feature": f, "output": card.output_names[j]}
+            if f not in drawn.gen_features.columns:
+                message = f"The generator does not condition on {f}: score it from data."
+                table.append(
+                    {
+                        **row,
+                        "score": np.nan,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                        "n": len(rows),
+                        "n_groups": 0,
+                        "status": "not_conditioned",
+                        "message": message,
+                    }
+                )
+                continue
+            d = debiased_score(
+                y[:, j],
+                drawn.twin[:, j],
+                a,
+                drawn.gen[:, j],
+                drawn.gen_features[f].to_numpy(),
+                categorical=categorical,
+                n_boot=n_boot,
+                seed=seed,
+            )
+            table.append(
+                {
+                    **score_row(f, card.output_names[j], d.result),
+                    "generator_score": d.gen.score,
+                    "generator_ci_low": d.gen.ci_low,
+                    "generator_ci_high": d.gen.ci_high,
+                    "data_part": d.real,
+                    "twin_part": d.twin,
+                    "lam": d.lam,
+                    "twin_correlation": d.twin_correlation,
+                }
+            )
+    frame = pd.DataFrame(table)
+    frame["unexplained"] = 1 - frame["score"]
+    cats = tuple(f for f in feature_names if f in dataset.categorical_features)
+    meta = _metadata(
+        dataset,
+        card,
+        packages=("diffusers",),
+        method="debiased",
+        split=split,
+        n=int(len(rows)),
+        features=feature_names,
+        categorical=list(cats),
+        diffusion=generator.card.name,
+        n_generated=int(len(drawn.gen)),
+        generated_from=drawn.pool,
+        cross_fitted=int(drawn.cross_fitted),
+        clamped={k: v for k, v in drawn.clamped.items() if v},
+        sampler=sampler.description,
+        n_boot=int(n_boot),
+        seed=int(seed),
+        ci_level=SCORE.ci,
+        ci_method="prediction_powered_bootstrap" if n_boot else "none",
+    )
+    names = [card.output_names[j] for j in columns]
+    values = {f: dataset.feature_values(f)[rows] for f in feature_names}
+    return ScoreReport(frame, names, values, cats, meta, outputs=y[:, columns])

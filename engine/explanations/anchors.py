@@ -53,9 +53,7 @@ random sample of subjects, then greedily the rule that adds the most cohort rows
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,6 +62,7 @@ from scipy.special import xlogy
 from engine.cards import ModelCard
 from engine.data import Dataset
 from engine.errors import EveInputError
+from engine.options import RULES, SCORE
 
 OPS = ("<=", ">", "=")  # a predicate's comparison: at most a cut, above a cut, equal to a level
 MIN_COHORT = 20  # fewer cohort rows than this cannot be cut into quartiles holding min_rows rows each
@@ -584,7 +583,7 @@ def cohort(
     features=None,
     threshold: float | None = None,
     outputs: np.ndarray | None = None,
-    batch_size: int = 64,
+    batch_size: int = SCORE.batch_size,
 ) -> Cohort:
     """The cohort of a split with the model's decision on every dataset row.
 
@@ -592,13 +591,14 @@ def cohort(
         model: the model (`engine.models.load`); not run when `outputs` are given (it may then be None).
         card: its card: the input it is fed and what its outputs are (`DecisionRule.for_card`).
         dataset: a loaded dataset.
-        split: the cohort's rows (`engine.scoring.split_rows`): "all" (default), "test" or "train".
+        split: the cohort's rows (`engine.scores.service.split_rows`): "all" (default), "test" or "train".
         features: the features rules may use (list or "a,b,c"; default every feature).
         threshold: a single output's decision threshold (default 0 for a logit, 0.5 for a probability).
         outputs: (len(dataset), K) outputs of every row already computed (e.g. the app's cached
-            `loaders.model_outputs`); default: `engine.scoring.model_outputs` on every row.
+            `loaders.model_outputs`); default: `engine.scores.service.model_outputs` on every row.
     """
-    from engine.scoring import check_output_count, model_outputs, resolve_features, split_rows
+    from engine.data.dataset import resolve_features
+    from engine.scores.service import check_output_count, model_outputs, split_rows
 
     names = resolve_features(dataset, features)
     rule = DecisionRule.for_card(card, threshold)  # fails before the forward pass
@@ -733,8 +733,8 @@ def pick_anchors(anchors: list[Anchor], found: Cohort, n_rules: int) -> tuple[li
 def cohort_rules(
     found: Cohort,
     *,
-    n_subjects: int = 20,
-    n_rules: int = 5,
+    n_subjects: int = RULES.n_subjects,
+    n_rules: int = RULES.n_rules,
     config: AnchorConfig = AnchorConfig(),
     seed: int = 0,
     progress=None,
@@ -779,8 +779,8 @@ def global_anchors(
     features=None,
     threshold: float | None = None,
     outputs: np.ndarray | None = None,
-    n_subjects: int = 20,
-    n_rules: int = 5,
+    n_subjects: int = RULES.n_subjects,
+    n_rules: int = RULES.n_rules,
     config: AnchorConfig = AnchorConfig(),
     seed: int = 0,
     progress=None,
@@ -813,32 +813,3 @@ def anchors_metadata(found: Cohort, card: ModelCard, config: AnchorConfig, seed:
         **extra,
         "software": software(),
     }
-
-
-def run_anchors_command(args) -> Path:
-    """`python -m engine anchors`: a subject's anchor (--subject) or the cohort's rules, written as JSON."""
-
-    from engine.report import _plain, _writable, _write_text, command_model
-    from engine.scoring import open_dataset
-
-    out = _writable(args.out)
-    config = AnchorConfig(tau=args.tau, beam_width=args.beam_width)
-    model, card, ref, device = command_model(args)
-    dataset = open_dataset(args.data)
-    row = dataset.index_of(args.subject) if args.subject else None
-    found = cohort(model, card, dataset, split=args.split, features=args.features, threshold=args.threshold)
-    if row is not None:
-        anchor = cohort_anchor(found, row, config=config, seed=args.seed)
-        document = {**anchors_metadata(found, card, config, args.seed), "anchor": anchor.to_json()}
-        print(anchor.text)
-    else:
-        table = cohort_rules(found, n_subjects=args.n_subjects, n_rules=args.n_rules, config=config, seed=args.seed)
-        meta = anchors_metadata(found, card, config, args.seed, pick="submodular pick (SP-Anchor)")
-        document = {**meta, **table.to_json()}
-        for a, share in zip(table.anchors, table.explained, strict=True):
-            print(f"{a.text}; explained so far {share:.0%}")
-        reaching = f"{table.n_reaching} of {len(table.sampled)} sampled subjects"
-        print(f"{reaching} have an anchor reaching tau = {config.tau:g}")
-    _write_text(out, json.dumps(_plain(document), indent=2, allow_nan=False) + "\n")
-    print(f"wrote {out}")
-    return out

@@ -40,12 +40,12 @@ from engine.diffusion.conditions import FeatureClampWarning
 from engine.diffusion.gaussian import LatentGaussian
 from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.sampler import TRAIN_SCHEDULE
-from engine.diffusion.score import check_compatible
 from engine.errors import EveInputError
 from engine.models.zoo import forward
+from engine.scores.generator import check_compatible
 
 INVERSION_STEPS = 50  # DDIM steps each way; the no-change RMS each edit reports says how close this is
-# the template structure each SynthBrain volume feature lives in (`engine.regions.ANATOMY`)
+# the template structure each SynthBrain volume feature lives in (`engine.pixelmaps.regions.ANATOMY`)
 FEATURE_STRUCTURES = {
     "ventricle_volume": "ventricles",
     "hippocampal_volume": "hippocampi",
@@ -314,7 +314,7 @@ def edit_locality(codec, z0: torch.Tensor, z_edit: torch.Tensor, spec, feature: 
     structure = FEATURE_STRUCTURES.get(feature)
     if structure is None or spec.is_volume or not isinstance(spec.index, str):
         return {}
-    from engine.regions import anatomy_regions
+    from engine.pixelmaps.regions import anatomy_regions
 
     regions = anatomy_regions(spec)
     inside = torch.from_numpy(regions.labels == regions.names.index(structure))
@@ -374,53 +374,6 @@ def write_counterfactual(result: Counterfactual, out) -> list:
     _png(result.difference, paths[-1], signed=True)
     out.write_text(json.dumps(result.to_json() | {"images": [p.name for p in paths]}, indent=2) + "\n")
     return [out, *paths]
-
-
-def run_counterfactual_command(args) -> None:
-    """`python -m engine counterfactual`: one subject's edit, written as JSON and PNGs, summarised."""
-    from engine.diffusion import load_diffusion
-    from engine.report import command_model
-    from engine.scoring import open_dataset
-
-    if (args.value is None) == (args.change is None):
-        raise EveInputError(
-            "counterfactual takes one new value: give --value V (absolute) or --change +10, --change=-20%."
-        )
-    model, card, ref, device = command_model(args)
-    dataset = open_dataset(args.data)
-    diffusion = load_diffusion(args.diffusion or _generator_of(args.data, dataset, card))
-    row = dataset.index_of(args.subject)
-    if args.feature not in dataset.table.columns:
-        raise EveInputError(
-            f"{dataset.name} has no feature {args.feature!r}: choose one of {', '.join(dataset.features)}."
-        )
-    before = float(dataset.table[args.feature].iloc[row])
-    value = parse_change(args.change, before) if args.change is not None else float(args.value)
-    result = subject_counterfactual(
-        model, card, diffusion, dataset, args.subject, args.feature, value, output=args.output or 0
-    )
-    if result.clamped:
-        print(f"warning: {result.clamped}")
-    for path in write_counterfactual(result, args.out):
-        print(f"wrote {path}")
-    print(summary(result))
-
-
-def _generator_of(source: str, dataset: Dataset, card: ModelCard) -> str:
-    """The committed generator of an embedded dataset, or the one trained on a user's folder for this model."""
-    from engine.data.defaults import BUILDERS
-
-    if source in BUILDERS:
-        return source
-    from engine.diffusion.cohort import find_generators
-
-    found = [] if dataset.remote is not None else find_generators(dataset.root, card.spec)
-    if not found:
-        raise EveInputError(
-            f"{dataset.name} has no diffusion model for {card.name}'s input: train one with `python -m engine "
-            f"train-diffusion --data {dataset.location} --model {card.name}`, or name one with --diffusion."
-        )
-    return str(found[0])
 
 
 def summary(result: Counterfactual) -> str:

@@ -1,6 +1,6 @@
 """Quality metrics for attribution maps: how faithful, how concentrated, how stable, how well placed.
 
-Each metric is a small function of a model, images and maps (from `engine.baselines` or anywhere else),
+Each metric is a small function of a model, images and maps (from `engine.pixelmaps.methods` or anywhere else),
 and each follows one paper:
 
     deletion_curve(model, images, maps, target)   # pixel flipping / deletion: f as the top pixels go
@@ -32,9 +32,9 @@ import torch
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
-from engine.baselines import _check_images, _check_outputs, _spearman
 from engine.devices import placed
 from engine.errors import EveInputError
+from engine.pixelmaps.methods import check_images, check_outputs, spearman
 
 FORWARD_BATCH = 64  # perturbed images per forward pass
 ROAD_FRACTIONS = tuple(round(0.1 * k, 1) for k in range(1, 10))  # Rong et al.'s removal fractions
@@ -181,7 +181,7 @@ def _check_fractions(fractions, pixels: int) -> np.ndarray:
 
 def _targets(model, images: torch.Tensor, target) -> torch.Tensor:
     """One output index per image (B,), after checking the model and the target on the images."""
-    target_t = _check_outputs(model, images, target).long()
+    target_t = check_outputs(model, images, target).long()
     return target_t.expand(len(images)) if target_t.ndim == 0 else target_t
 
 
@@ -255,7 +255,7 @@ def _curve(model, images, flat, targets, steps, baseline, batch_size, insert) ->
 
 
 def _perturbation_curve(model, images, maps, target, steps, baseline, batch_size, insert):
-    images = _check_images(images)
+    images = check_images(images)
     targets = _targets(model, images, target)
     flat = _check_maps(maps, images)
     steps = _check_steps(steps)
@@ -384,7 +384,7 @@ def noisy_linear_imputation(images: torch.Tensor, removed, *, noise: float = ROA
 
     Returns the imputed images, a new tensor like `images`.
     """
-    images = _check_images(images)
+    images = check_images(images)
     gone = _check_masks(removed, tuple(images.shape))
     if gone.all(axis=1).any():
         raise EveInputError(
@@ -463,7 +463,7 @@ def road_curve(
     Returns:
         fractions (F,) as given; outputs (B, F): f at each fraction.
     """
-    images = _check_images(images)
+    images = check_images(images)
     targets = _targets(model, images, target)
     flat = _check_maps(maps, images)
     values = _check_fractions(fractions, flat.shape[1])
@@ -494,7 +494,7 @@ def completeness_gap(
     (ICML 2017): the relevance sums to the change in output. Meaningful for methods that claim it
     (Integrated Gradients, DeepLift, LRP). NaN where |f(x) − f(x̄)| < 1e-12.
     """
-    images = _check_images(images)
+    images = check_images(images)
     targets = _targets(model, images, target)
     return _completeness(model, images, _check_maps(maps, images), targets, _check_baseline(baseline))
 
@@ -608,7 +608,7 @@ def local_lipschitz(
     perturbations, drawn from a `torch.Generator` seeded by `seed`. δ is measured as the images
     actually moved (x + δ − x in the images' precision).
     """
-    images = _check_images(images)
+    images = check_images(images)
     try:
         radius = float(radius)
     except (TypeError, ValueError):
@@ -653,7 +653,7 @@ def random_logit(
             f"The random-logit test needs a model with 2 or more outputs, not {n_outputs!r}: "
             "use it on a multi-output model."
         )
-    images = _check_images(images)
+    images = check_images(images)
     target_t = torch.as_tensor(target)
     if (
         target_t.is_floating_point()
@@ -668,7 +668,7 @@ def random_logit(
     rng = np.random.default_rng(seed)
     others = (targets + rng.integers(1, int(n_outputs), size=len(images))) % int(n_outputs)
     other = int(others[0]) if (others == others[0]).all() else torch.as_tensor(others, device=images.device)
-    return _spearman(_explained(explain_target, images, target), _explained(explain_target, images, other))
+    return spearman(_explained(explain_target, images, target), _explained(explain_target, images, other))
 
 
 # 9. the table ---------------------------------------------------------------------------------
@@ -699,7 +699,7 @@ def quality_table(
             "maps_by_method is empty or not a dict: give a dict with one entry per method, "
             "its name to its maps shaped like the images."
         )
-    images = _check_images(images)
+    images = check_images(images)
     targets = _targets(model, images, target)
     steps = _check_steps(steps)
     batch_size = _check_batch(batch_size)

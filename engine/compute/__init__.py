@@ -1,0 +1,1 @@
+"""Where the heavy work runs: here, or fanned out over a Ray cluster (`cluster`)."""

@@ -1,0 +1,73 @@
+"""The report files: a `ScoreReport` as JSON and as CSV, and the two rules every written file follows
+(`writable`: its folder must exist and accept a file; `write_text`: written atomically)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import EveInputError, reason
+from engine.scores.service import ScoreReport
+
+
+def plain(x):
+    """JSON-safe Python value: NaN/Inf -> None, numpy scalars -> Python numbers."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [plain(v) for v in x.tolist()]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def report_dict(report: ScoreReport) -> dict:
+    """The JSON document: metadata plus `scores`, one record per feature x output."""
+    return plain({**report.metadata, "outputs": report.output_names, "scores": report.table.to_dict("records")})
+
+
+def writable(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise EveInputError(f"Cannot write {path}: folder {path.parent} does not exist; create it or change --out.")
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise EveInputError(
+            f"Cannot write {path} ({exc.strerror or reason(exc)}): choose a writable --out path."
+        ) from exc
+    return path
+
+
+def json_text(report: ScoreReport) -> str:
+    """The scores and metadata as JSON text (NaN as null): the CLI's file and the app's download alike."""
+    return json.dumps(report_dict(report), indent=2, allow_nan=False) + "\n"
+
+
+def csv_text(report: ScoreReport) -> str:
+    """The score table as CSV text (one row per feature x output, with the input contract used)."""
+    table = report.table
+    if "input" in report.metadata:  # the input contract, on every row: a CSV travels without its JSON
+        table = table.assign(input=report.metadata["input"])
+    return table.to_csv(index=False, float_format="%.6g")
+
+
+def write_json(report: ScoreReport, path: str | Path) -> Path:
+    """Write `json_text(report)`."""
+    return write_text(writable(path), json_text(report))
+
+
+def write_csv(report: ScoreReport, path: str | Path) -> Path:
+    """Write `csv_text(report)`."""
+    return write_text(writable(path), csv_text(report))
