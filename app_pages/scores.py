@@ -13,6 +13,7 @@ from components import (
     curves,
     diffusion_panel,
     errors,
+    feature_sets,
     loaders,
     score_bars,
     score_downloads,
@@ -60,39 +61,29 @@ diffusion_scores = diffusion_panel.draw(sel, features, split)
 
 truth = loaders.truth_scores(sel, tuple(features)) if sel.model_ref is not None else None
 
-# -- 4. bars beside the correlation matrix -----------------------------------------------
+# -- 4. bars beside the correlation matrix: each feature on its own, added to the others, or its fair share --
+chosen = feature_sets.view()
+together = feature_sets.together(sel, split, tuple(features), int(n_boot))
 left, right = st.columns([3, 2])
 parts = [p for p in (scores, diffusion_scores, truth) if p is not None]
 combined = pd.concat(parts, ignore_index=True) if parts else None
 if combined is not None:
     combined = combined[combined["feature"].isin(features)]
+images = f"{len(rows)} images" if split == "all" else f"{len(rows)} {split} images"
+draws = f"95% bootstrap intervals ({int(n_boot)} bootstrap draws)" if n_boot else "no intervals (0 bootstrap draws)"
 with left:
-    st.subheader(f"How much of the variation in {sel.output_name} each feature explains")
-    if combined is not None and not combined.empty:
-        st.plotly_chart(score_bars.score_bars(combined, palette), key="scores_bars")
-        intervals = (
-            f"95% bootstrap intervals ({int(n_boot)} bootstrap draws)" if n_boot else "no intervals (0 bootstrap draws)"
-        )
-        images = f"{len(rows)} images" if split == "all" else f"{len(rows)} {split} images"
-        st.caption(
-            f"Bars: bias-corrected S(A) with {intervals} on {images}. "
-            "Pattern: plain = data, hatched = generator debiased by the real images, cross-hatched = the generator "
-            "alone (model-based), dotted = ground truth."
-        )
-    else:
-        st.info("No scores yet.")
+    feature_sets.draw(chosen, sel, combined, together, palette, f"{draws} on {images}")
 with right:
     st.subheader("Feature correlation")
     corr = correlation.correlation_matrix(table.iloc[rows], features)
     st.plotly_chart(correlation.correlation_figure(corr), key="scores_corr")
-    st.caption(
-        "Spearman ρ on the same images. Correlated features share explained variance, so their "
-        "scores need not add up to the total (nor to 100%)."
-    )
+    st.caption("Spearman ρ on the same images. Correlated features share explained variance.")
 
-# -- 5. one sentence per feature ---------------------------------------------------------
+# -- 5. sentences for the view: one per feature ---------------------------------------------
+joined = None if scores is None else feature_sets.joined(scores, together)
 if scores is not None:
     st.subheader("In words")
+if scores is not None and not feature_sets.write_words(chosen, joined, together, sel.output_name):
     for _, row in scores.iterrows():
         diff = None
         if diffusion_scores is not None:
@@ -104,6 +95,8 @@ if scores is not None:
         text = score_bars.caption(row["feature"], row, sel.output_name)
         if diff is not None:
             text += score_bars.diffusion_clause(diff)
+        if joined is not None:
+            text += feature_sets.shared_clause(joined[joined["feature"] == row["feature"]].iloc[0])
         c[0].markdown("• " + text.replace("*", r"\*"))
         if badge:
             with c[1]:
@@ -126,6 +119,7 @@ if sel.model_ref is not None:
                 output_name=sel.output_short,
                 color=palette[feature],
                 categorical=feature in ds.categorical_features,
+                bounds=loaders.card(sel.model_ref, sel.device).output_range,
             ),
             key="scores_curve",
         )

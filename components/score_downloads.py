@@ -1,5 +1,6 @@
 """The scores page's downloads: the view as the CLI's files (JSON, CSV, the standalone HTML report), from one
-`ScoreReport` (`loaders.score_report`), so a download and `python -m engine score` share their schema."""
+`ScoreReport` (`loaders.score_report_with_joint`: the joint, added and Shapley scores too), so a download and
+`python -m engine score` share their schema."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from engine.reports.html import html_report
 def draw(sel, split: str, features: tuple[str, ...], n_boot: int, diffusion_rows) -> None:
     report = None
     with errors.shown("The downloads"):
-        report = loaders.score_report(sel, split, features, n_boot, diffusion_rows)
+        report = loaders.score_report_with_joint(sel, split, features, n_boot, diffusion_rows)
     if report is None:
         return
     c = st.columns(3)

@@ -335,13 +335,17 @@ def test_rare_level_names_the_level():
 
 
 def test_too_many_features_for_n():
-    """The all-feature regression needs ROWS_PER_COLUMN subjects a column: pairs go first, then a status."""
+    """The all-feature regression needs ROWS_PER_COLUMN subjects a column: pairs go first, then the curves,
+    then a status."""
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(60, 6))
+    x = rng.normal(size=(60, 12))
     y = x.sum(1) + rng.normal(size=60)
-    features = {f"a{j}": x[:, j] for j in range(6)}
-    r = joint_score(y, features)  # 1 + 6 x 3 = 19 columns need 95 subjects
+    features = {f"a{j}": x[:, j] for j in range(12)}
+    r = joint_score(y, features)  # a line each: 1 + 12 columns need 65 subjects
     assert r.status == "too_many_features" and "60 subjects" in r.message
+    six = {f"a{j}": x[:, j] for j in range(6)}
+    lines = joint_score(y, six)  # 1 + 6 x 3 = 19 spline columns need 95 subjects; 7 lines fit
+    assert lines.ok and lines.method == "splines+neighbours, lines only, no pairs" and lines.n_params == 7
     fewer = joint_score(y, {k: features[k] for k in ("a0", "a1", "a2")})  # 10 columns fit, 13 with pairs do not
     assert fewer.ok and fewer.method == "splines+neighbours, no pairs" and fewer.n_params == 10
     assert joint_score(y, features, method="neighbours").ok  # no regression, no limit

@@ -18,6 +18,26 @@ from engine.options import RULES, SCORE
 EMBEDDED = ("shapes", "synthbrain")  # the embedded datasets (`engine.data.defaults.BUILDERS`)
 
 
+def _whole(least: int):
+    """An argparse type: a whole number >= `least` (argparse names the flag and exits 2 on anything else)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}: give a whole number >= {least}")
+        return value
+
+    parse.__name__ = f"whole number >= {least}"
+    return parse
+
+
+COUNT = _whole(1)  # sizes, counts, batch sizes, threads
+NON_NEGATIVE = _whole(0)  # seeds, bootstrap draws (0: none)
+
+
 def _run(module: str, function: str):
     """A command's runner: `engine.cli.<module>.<function>(args)`, imported when the command runs."""
 
@@ -40,7 +60,7 @@ def _dataset_and_model(parser: argparse.ArgumentParser, out: str, *, seed: str) 
     )
     parser.add_argument("--out", required=True, help=f"{out}; a missing folder is created")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--seed", type=int, default=SCORE.seed, help=f"{seed} (default {SCORE.seed})")
+    parser.add_argument("--seed", type=NON_NEGATIVE, default=SCORE.seed, help=f"{seed} (default {SCORE.seed})")
     _model_input(parser)
 
 
@@ -65,7 +85,7 @@ def _model_input(parser: argparse.ArgumentParser) -> None:
         "the stored axis closest to the plane",
     )
     group.add_argument(
-        "--size", type=int, default=None, help="input side in pixels, or the cube's side for a volume (default 64)"
+        "--size", type=COUNT, default=None, help="input side in pixels, or the cube's side for a volume (default 64)"
     )
     group.add_argument(
         "--register",
@@ -132,7 +152,18 @@ def _score(commands) -> None:
     _split(score, "test", "rows to score")
     _output(score, "all")
     score.add_argument(
-        "--n-boot", type=int, default=SCORE.n_boot, help=f"bootstrap draws for the 95%% CI (0: none; {SCORE.n_boot})"
+        "--n-boot",
+        type=NON_NEGATIVE,
+        default=SCORE.n_boot,
+        help=f"bootstrap draws for the 95%% CI (0: none; {SCORE.n_boot})",
+    )
+    score.add_argument(
+        "--no-joint",
+        action="store_true",
+        help="leave out the features scored together (data path): by default the report also has the joint score "
+        "of all the features, and per feature what it adds to all the others and its Shapley effect (its fair "
+        "share of the joint score), each with its CI; exact over every subset up to 10 features "
+        "(engine.scores.joint.MAX_EXACT), from random orders of them beyond",
     )
     score.add_argument(
         "--method",
@@ -150,14 +181,14 @@ def _score(commands) -> None:
         "generator's error) instead of the score debiased by the real images (the default)",
     )
     generator.add_argument(
-        "--k-values", type=int, default=SCORE.k_values, help=f"feature values K (default {SCORE.k_values})"
+        "--k-values", type=COUNT, default=SCORE.k_values, help=f"feature values K (default {SCORE.k_values})"
     )
     generator.add_argument(
-        "--n-per-value", type=int, default=SCORE.n_per_value, help=f"samples per value N ({SCORE.n_per_value})"
+        "--n-per-value", type=COUNT, default=SCORE.n_per_value, help=f"samples per value N ({SCORE.n_per_value})"
     )
     generator.add_argument(
         "--folds",
-        type=int,
+        type=_whole(2),
         default=None,
         help=f"debiasing with a generator trained on these subjects: cross-fitting folds (default {SCORE.folds} for a "
         "linear-Gaussian generator; a diffusion generator needs it said, as each fold retrains it)",
@@ -176,7 +207,7 @@ def _score(commands) -> None:
         help="strength of the guidance by the model's feature read-out (default: 100 when it has one; 0: none)",
     )
     score.add_argument(
-        "--batch-size", type=int, default=SCORE.batch_size, help=f"images per forward pass ({SCORE.batch_size})"
+        "--batch-size", type=COUNT, default=SCORE.batch_size, help=f"images per forward pass ({SCORE.batch_size})"
     )
     score.add_argument(
         "--ray",
@@ -209,7 +240,7 @@ def _maps(commands) -> None:
         "--subjects", default=None, help="comma-separated subject IDs (default: the first --n of --split)"
     )
     _split(maps, "test", "rows to take images from")
-    maps.add_argument("--n", type=int, default=4, help="images when no --subjects are given (default 4)")
+    maps.add_argument("--n", type=COUNT, default=4, help="images when no --subjects are given (default 4)")
     maps.add_argument("--methods", default=None, help="comma-separated methods (default: every one that applies)")
     maps.add_argument(
         "--regions",
@@ -270,12 +301,12 @@ def _anchors(commands) -> None:
         "regression)",
     )
     anchors.add_argument("--tau", type=float, default=0.95, help="precision threshold (default 0.95)")
-    anchors.add_argument("--beam-width", type=int, default=2, help="rules kept at each length (default 2)")
+    anchors.add_argument("--beam-width", type=COUNT, default=2, help="rules kept at each length (default 2)")
     anchors.add_argument(
-        "--n-subjects", type=int, default=RULES.n_subjects, help=f"cohort rules: subjects ({RULES.n_subjects})"
+        "--n-subjects", type=COUNT, default=RULES.n_subjects, help=f"cohort rules: subjects ({RULES.n_subjects})"
     )
     anchors.add_argument(
-        "--n-rules", type=int, default=RULES.n_rules, help=f"cohort rules: rules picked at most ({RULES.n_rules})"
+        "--n-rules", type=COUNT, default=RULES.n_rules, help=f"cohort rules: rules picked at most ({RULES.n_rules})"
     )
     anchors.set_defaults(run=_run("anchors", "run_anchors_command"))
 
@@ -284,6 +315,12 @@ def _train(commands) -> None:
     build = commands.add_parser("build-data", help="build the embedded default datasets if missing")
     build.add_argument("names", nargs="*", help="shapes and/or synthbrain (default: both)")
     build.add_argument("--force", action="store_true", help="rebuild even if present")
+    build.add_argument(
+        "--banks", action="store_true", help="then draw the explorer's banks (every feature, default settings)"
+    )
+    build.add_argument(
+        "--background", action="store_true", help="in a detached process logging to <data dir>/build.log"
+    )
     build.set_defaults(run=_run("train", "build_data"))
 
     diffusion = commands.add_parser(
@@ -307,7 +344,7 @@ def _train(commands) -> None:
     group = diffusion.add_argument_group("--data: the slice the generator makes, without --model")
     group.add_argument("--plane", choices=PLANES, default=None, help="plane (default axial)")
     group.add_argument("--slice", default=None, help="voxel index, named slice or middle (default)")
-    group.add_argument("--size", type=int, default=None, help="side in pixels (default 64)")
+    group.add_argument("--size", type=COUNT, default=None, help="side in pixels (default 64)")
     group.add_argument("--intensity", choices=tuple(INTENSITIES), default=None, help="intensity rule (default raw)")
     group.add_argument(
         "--orientation", choices=tuple(ORIENTATIONS), default=None, help="the arrays as stored (default), or RAS+"
@@ -319,24 +356,24 @@ def _train(commands) -> None:
         help="--data: a latent diffusion model (default) or the linear-Gaussian latent model (seconds to fit)",
     )
     diffusion.add_argument("--out", default=None, help="--data: folder for the card and weights")
-    diffusion.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the card's recipe)")
+    diffusion.add_argument("--steps", type=COUNT, default=None, help="optimiser steps (default: the card's recipe)")
     diffusion.add_argument(
         "--n-extra",
-        type=int,
+        type=NON_NEGATIVE,
         default=None,
         help="extra subjects from Eve's generator (default: the recipe's; 1000 of them steer early stopping; 0 = "
         "data only)",
     )
-    diffusion.add_argument("--components", type=int, default=None, help="latent size (PCA components, code size)")
-    diffusion.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
-    diffusion.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
+    diffusion.add_argument("--components", type=COUNT, default=None, help="latent size (PCA components, code size)")
+    diffusion.add_argument("--threads", type=COUNT, default=None, help="torch threads (default 1)")
+    diffusion.add_argument("--seed", type=NON_NEGATIVE, default=None, help="training seed (default 0)")
     diffusion.set_defaults(run=_run("train", "train_diffusion"))
 
     train = commands.add_parser("train-classifier", help="rebuild zoo models (weights + card in assets/models/)")
     train.add_argument("names", nargs="*", help="zoo model names (see engine.models.train.RECIPES)")
     train.add_argument("--all", action="store_true", help="rebuild every zoo model")
     train.add_argument("--out", default=None, help="output folder (default: assets/models/)")
-    train.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: deterministic, shared)")
+    train.add_argument("--threads", type=COUNT, default=1, help="torch CPU threads (default 1: deterministic, shared)")
     train.set_defaults(run=_run("train", "train_classifier"))
 
 
@@ -345,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_train, _score, _maps, _counterfactual, _anchors):
         add(commands)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and what is wrong (2), or the help (0)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         args.run(args)
     except EveInputError as exc:

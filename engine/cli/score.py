@@ -1,5 +1,6 @@
 """`python -m engine score`: explained-variance scores of a model's outputs for each feature, written as
-JSON or HTML with a CSV beside it."""
+JSON or HTML with a CSV beside it; on the data path also the features together (unless --no-joint): the joint
+score of all of them, and per feature what it adds to the others and its Shapley effect."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from engine.errors import EveInputError
 from engine.progress import bar as progress_bar
 from engine.reports.html import write_html
 from engine.reports.writers import writable, write_csv, write_json
-from engine.scores.service import ScoreReport, data_scores, debiased_scores, diffusion_scores, trained_elsewhere
+from engine.scores.service import (
+    ScoreReport,
+    data_scores,
+    debiased_scores,
+    diffusion_scores,
+    trained_elsewhere,
+    with_joint,
+)
 
 
 def run_score_command(args) -> list[Path]:
@@ -25,7 +33,7 @@ def run_score_command(args) -> list[Path]:
     csv_path = out.with_suffix(".csv")
     if csv_path == out:
         raise EveInputError(f"--out {out} is the CSV's own name: give the report a .json or .html name.")
-    writable(out)
+    writable(out, (".json", ".html", ".htm"))
     if args.n_boot < 0:
         raise EveInputError(f"--n-boot {args.n_boot}: use 0 (no CI) or a positive number of bootstrap draws.")
     model, card, ref, device = command_model(args)
@@ -46,6 +54,11 @@ def run_score_command(args) -> list[Path]:
     finally:
         if cluster is not None:
             cluster.shutdown()
+    if not args.no_joint:
+        if report.metadata["method"] == "data":
+            report = with_joint(report)
+        else:
+            print("note: the features are scored together on the data path only (--method data)")
     arguments = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
     if is_remote(arguments.get("data")):  # an object-store URI's query may hold an endpoint or keys
         arguments["data"] = dataset.location
@@ -135,3 +148,27 @@ def _print_summary(report: ScoreReport) -> None:
             print(f"  {r.feature:<{width}}  {r.output}:  S = {r.score:.3f}  [{r.ci_low:.3f}, {r.ci_high:.3f}]{alone}")
         else:
             print(f"  {r.feature:<{width}}  {r.output}:  {r.status} — {r.message}")
+    if report.joint is not None:
+        _print_joint(report, width)
+
+
+def _interval(low, high) -> str:
+    return "" if low != low else f"  [{low:.3f}, {high:.3f}]"  # NaN: no interval
+
+
+def _print_joint(report: ScoreReport, width: int) -> None:
+    """S(all) per output, then each feature's added score and Shapley effect (`with_joint`)."""
+    about = report.metadata.get("joint", {})
+    how = "all subsets" if about.get("exact") else f"{about.get('n_perm')} random orders (sampled)"
+    for j in report.joint.itertuples():
+        if j.status != "ok":
+            print(f"  together, {j.output}:  {j.status} — {j.message} (--features, or more rows: --split all)")
+            continue
+        print(f"  together, {j.output}:  S(all) = {j.score:.3f}{_interval(j.ci_low, j.ci_high)}  ({how})")
+        for r in report.table[report.table["output"] == j.output].itertuples():
+            if r.joint_status != "ok":
+                print(f"    {r.feature:<{width}}  {r.joint_status} — {r.joint_message}")
+                continue
+            added = f"added = {r.added:.3f}{_interval(r.added_ci_low, r.added_ci_high)}"
+            shapley = f"Shapley = {r.shapley:.3f}{_interval(r.shapley_ci_low, r.shapley_ci_high)}"
+            print(f"    {r.feature:<{width}}  {added}   {shapley}")

@@ -10,7 +10,9 @@ inlines them in the standalone report.
   band over the scatter of outputs, for one feature (`curve_traces` draws it into any figure);
 * `curves_grid(table, output, features, ...)`: one such panel per feature, from data
   outputs or from diffusion's per-value tables (`value_table_curve`);
-* `output_distribution(outputs, ...)`: violins of outputs at one feature value.
+* `output_distribution(outputs, ...)`: violins of outputs at one feature value;
+* `added_bars(table, colors)` and `shapley_stack(table, joint, colors)`: the features together, what each
+  adds to the others and their Shapley effects stacked up to the joint score.
 
 Colours: one per feature (`feature_colors`, by position in the dataset's feature list) and
 one outline and pattern per score source (`SOURCE_COLORS`, `SOURCE_PATTERNS`).
@@ -22,6 +24,7 @@ import copy
 import functools
 import math
 from collections.abc import Collection
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -195,14 +198,19 @@ def curve_traces(
     output_name: str,
     color: str,
     categorical: bool = False,
+    bounds: tuple[float, float] | None = None,
 ) -> list[go.Box | go.Scatter]:
     """The traces of one conditional-curve panel, to add to a figure or a subplot.
 
     Outputs (a box with every point for a categorical feature, else a scatter) when given,
     then, if `curve.status == "ok"`, E[Y | A = a]: black diamonds with error bars at each
-    category, or a line with its band (the band first, so the line is on top).
+    category, or a line with its band (the band first, so the line is on top). `bounds` is
+    the output's range where it has one (a probability's [0, 1], `ModelCard.output_range`):
+    the band is clipped to it, as no mean can leave it.
     """
     traces: list[go.Box | go.Scatter] = []
+    if bounds is not None and curve.status == "ok":
+        curve = replace(curve, band_low=np.clip(curve.band_low, *bounds), band_high=np.clip(curve.band_high, *bounds))
     has_points = outputs is not None and feature_values is not None and len(outputs) > 0
     if categorical:
         if has_points:
@@ -284,8 +292,10 @@ def conditional_curve_figure(
     categorical: bool = False,
     marker_at: float | None = None,
     height: int = 360,
+    bounds: tuple[float, float] | None = None,
 ) -> go.Figure:
-    """Scatter of (a_i, y_i), E[Y | A = a] as a line with its pointwise band, Var(Y|A) in hover.
+    """Scatter of (a_i, y_i), E[Y | A = a] as a line with its pointwise band (clipped to `bounds`, the
+    output's range where it has one), Var(Y|A) in hover.
 
     `curve` is an `engine.scores.tvd.CurveResult` (`conditional_curve(outputs, feature_values)`);
     `marker_at` draws a vertical line at one value (the feature explorer's slider; numeric
@@ -300,6 +310,7 @@ def conditional_curve_figure(
             output_name=output_name,
             color=color,
             categorical=categorical,
+            bounds=bounds,
         )
     )
     if categorical and curve.status == "ok":  # categories in the curve's (sorted) order, not the data's
@@ -443,8 +454,12 @@ def output_distribution(
     mean_line: float | None = None,
     others: dict[str, np.ndarray] | None = None,
     height: int = 300,
+    bounds: tuple[float, float] | None = None,
 ) -> go.Figure:
-    """Violin of model outputs at one feature value (and optional others, in grey), E[f|A=a] marked."""
+    """Violin of model outputs at one feature value (and optional others, in grey), E[f|A=a] marked. With
+    `bounds` (the output's range, e.g. a probability's [0, 1]) the density ends there instead of spreading
+    past it (a kernel density knows no bounds)."""
+    span = {} if bounds is None else dict(spanmode="manual", span=list(bounds))
     traces = [
         dict(
             type="violin",
@@ -456,6 +471,7 @@ def output_distribution(
             line=dict(color=c),
             fillcolor=_rgba(c, 0.25),
             marker=dict(size=5),
+            **span,
         )
         for name, values, c in [(label, outputs, color), *((k, v, "#888888") for k, v in (others or {}).items())]
     ]
@@ -474,3 +490,104 @@ def _violin_layout(height: int, with_mean: bool) -> dict:
         fig.add_hline(y=0, line=dict(color="black", dash="dot"), annotation_text="E[f | A = a] (data)")
     fig.update_layout(height=height, margin=dict(l=8, r=8, t=8, b=8), showlegend=False, yaxis_title="model output")
     return fig.layout.to_plotly_json()
+
+
+# the features together: added scores and Shapley effects (engine.scores.service.with_joint) ----------------
+
+
+def added_bars(table: pd.DataFrame, colors: dict[str, str], *, title: str = "") -> go.Figure:
+    """Horizontal bars of each feature's added score S(all) − S(all but A) with its CI, one bar per output.
+
+    `table` has the score table's `feature` and `output` and the joint columns (`added`, `added_ci_low`,
+    `added_ci_high`, `joint_status`, `joint_message`); drawn as `score_bars` draws S(A), a row whose
+    `joint_status` is not "ok" an empty slot.
+    """
+    rows = table.assign(
+        score=table["added"],
+        ci_low=table["added_ci_low"],
+        ci_high=table["added_ci_high"],
+        status=table["joint_status"],
+        message=table["joint_message"],
+    )
+    fig = score_bars(rows, colors, title=title, group_by="output")
+    fig.update_layout(xaxis_title="added to all the other features: S(all) − S(all but A)", showlegend=False)
+    return fig
+
+
+REST_COLOR = "#e6e6e6"  # the variance the recorded features do not explain together
+
+
+def shapley_stack(
+    table: pd.DataFrame, joint: pd.DataFrame, colors: dict[str, str], *, title: str = "", rest: str = "the rest"
+) -> go.Figure:
+    """One horizontal bar per output: the features' Shapley effects stacked, adding up to the joint score S(all),
+    then the rest of the variance (light grey) to 100%.
+
+    Args:
+        table: rows with `feature`, `output`, `shapley`, `shapley_ci_low`, `shapley_ci_high`, `joint_status`.
+        joint: one row per output with `output`, `score` (S(all)), `ci_low`, `ci_high`, `status`, `message`.
+        colors: feature -> colour (`feature_colors`).
+        rest: the legend's name for the part no recorded feature explains.
+
+    An output whose joint score has no number (status not "ok") gets an empty bar and says why on hover.
+    """
+    outputs = [str(o) for o in joint["output"]]
+    by_output = joint.set_index(joint["output"].astype(str))
+    ok = by_output["status"].eq("ok").reindex(outputs).to_numpy()
+    fig = go.Figure()
+    for feature in dict.fromkeys(table["feature"]):
+        part = table[table["feature"] == feature]
+        part = part.set_index(part["output"].astype(str)).reindex(outputs)
+        good = ok & part["joint_status"].eq("ok").to_numpy()
+        share = np.where(good, part["shapley"].to_numpy(dtype=float), 0.0)
+        low, high = part["shapley_ci_low"].to_numpy(dtype=float), part["shapley_ci_high"].to_numpy(dtype=float)
+        hover = [
+            f"{feature}: {s:.0%}" + ("" if math.isnan(lo) else f" ({lo:.0%}-{hi:.0%})") if g else f"{feature}: no share"
+            for s, lo, hi, g in zip(share, low, high, good, strict=True)
+        ]
+        fig.add_trace(
+            go.Bar(
+                y=outputs,
+                x=share,
+                orientation="h",
+                name=str(feature),
+                marker=dict(color=colors.get(feature, "#888"), line=dict(color="white", width=1)),
+                hovertext=hover,
+                hoverinfo="text",
+            )
+        )
+    total = by_output["score"].reindex(outputs).to_numpy(dtype=float)
+    fig.add_trace(
+        go.Bar(
+            y=outputs,
+            x=np.where(ok, 1 - np.nan_to_num(total), 0.0),
+            orientation="h",
+            name=rest,
+            marker=dict(color=REST_COLOR, line=dict(color="white", width=1)),
+            hovertext=[
+                f"{rest}: {1 - t:.0%}" if k else f"no joint score ({m})"
+                for t, k, m in zip(total, ok, by_output["message"].reindex(outputs).fillna(""), strict=True)
+            ],
+            hoverinfo="text",
+        )
+    )
+    for out, t, k in zip(outputs, total, ok, strict=True):
+        if k:
+            fig.add_annotation(
+                x=t, y=out, text=f"S(all) = {t:.0%}", showarrow=False, yshift=-26 if len(outputs) > 1 else -34
+            )
+    fig.update_layout(
+        barmode="stack",
+        title=dict(text=title, font=dict(size=14)),
+        height=150 + 60 * len(outputs),
+        margin=dict(l=8, r=8, t=36 if title else 8, b=8),
+        legend=dict(orientation="h", y=-0.35),
+        xaxis=dict(
+            title="share of the output's variance",
+            range=[0, 1.0],
+            tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            tickformat=".0%",
+        ),
+        yaxis=dict(autorange="reversed"),
+    )
+    return fig

@@ -16,6 +16,7 @@ from engine.data.slicing import INTENSITIES
 from engine.reports import figures
 from engine.reports.prose import (
     CITATION,
+    SHAPLEY_HONESTY,
     SOURCE_NAMES,
     ci_words,
     compared_words,
@@ -45,7 +46,7 @@ SHOWN_KEYS = {
     *("split", "n", "features", "categorical", "n_boot", "seed", "ci_level", "ci_method", "ci_refits"),
     *("diffusion", "k_values", "n_per_value", "steps", "free_features", "readout_guidance", "sampler"),
     *("software", "arguments", "compared", "outputs_in_words", "cluster"),
-    *("n_generated", "generated_from", "cross_fitted", "clamped"),
+    *("n_generated", "generated_from", "cross_fitted", "clamped", "joint"),
 }
 
 
@@ -190,9 +191,23 @@ def _method_rows(meta: dict, report: ScoreReport) -> list[tuple[str, object]]:
         rows.append(("Path", method))
     rows.append(("Confidence interval", ci_words(meta)))
     rows.append(("Seed", meta.get("seed")))
+    if report.joint is not None:
+        rows.append(("Features together", _together_words(meta.get("joint", {}), report.joint)))
     for source, about in meta.get("compared", {}).items():
         rows.append((f"Also shown: {SOURCE_NAMES.get(source, source)}", compared_words(source, about, report)))
     return rows
+
+
+def _together_words(about: dict, joint: pd.DataFrame) -> str:
+    """ "joint score, added scores and Shapley effects: all 512 subsets, splines+neighbours", or why not."""
+    if (joint["status"] != "ok").all():
+        return f"not scored together: {joint['status'].iloc[0]} (see Problems)"
+    how = (
+        f"all {about.get('n_subsets'):,} subsets (exact)"
+        if about.get("exact", True) and about.get("n_subsets")
+        else f"{about.get('n_perm')} random orders (sampled)"
+    )
+    return f"joint score, added scores and Shapley effects: {how}; estimator {about.get('estimator')}"
 
 
 def _software_rows(meta: dict) -> list[tuple[str, object]]:
@@ -212,7 +227,9 @@ def _command(arguments: dict) -> str:
     for key, value in arguments.items():
         if key in DIFFUSION_ONLY and arguments.get("method") != "diffusion":
             continue
-        if value is not None:
+        if value is True:  # a switch: its flag alone; an unset one (False) is left out
+            parts.append(f"--{key.replace('_', '-')}")
+        elif value is not None and value is not False:
             parts.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
     return " ".join(parts)
 
@@ -220,16 +237,28 @@ def _command(arguments: dict) -> str:
 # the page
 
 
+def _interval(ok: bool, low, high) -> str:
+    return "—" if not ok or pd.isna(low) else f"{low:.3f}–{high:.3f}"
+
+
 def _score_table(table: pd.DataFrame, level: str = "95%") -> str:
     sources = "source" in table.columns and table["source"].nunique() > 1
-    head = ["Feature", "Output", *(["Source"] if sources else []), "S(A)", f"{level} CI", "Unexplained", "n", "Groups"]
+    together = "added" in table.columns
+    head = ["Feature", "Output", *(["Source"] if sources else []), "S(A) on its own" if together else "S(A)"]
+    head += [f"{level} CI", *(["Added to the others", f"{level} CI", "Shapley effect", f"{level} CI"] * together)]
+    head += ["Unexplained", "n", "Groups"]
     body = []
     for r in table.itertuples():
         ok = r.status == "ok"
-        ci = "—" if not ok or pd.isna(r.ci_low) else f"{r.ci_low:.3f}–{r.ci_high:.3f}"
         note = "" if ok and not r.message else f' title="{html.escape(str(r.message))}"'
         cells = [r.feature, r.output, *([SOURCE_NAMES.get(r.source, r.source)] if sources else [])]
-        cells += [f"{r.score:.3f}" if ok else r.status, ci, f"{r.unexplained:.3f}" if ok else "—", f"{r.n:,}"]
+        cells += [f"{r.score:.3f}" if ok else r.status, _interval(ok, r.ci_low, r.ci_high)]
+        if together:
+            done = r.joint_status == "ok"
+            blank = "—" if pd.isna(r.joint_status) else r.joint_status  # another source's row, or why not
+            cells += [f"{r.added:.3f}" if done else blank, _interval(done, r.added_ci_low, r.added_ci_high)]
+            cells += [f"{r.shapley:.3f}" if done else blank, _interval(done, r.shapley_ci_low, r.shapley_ci_high)]
+        cells += [f"{r.unexplained:.3f}" if ok else "—", f"{r.n:,}"]
         cells.append(r.n_groups)
         body.append(f"<tr{note}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{h}</th>" for h in head)
@@ -270,6 +299,7 @@ def _figures(report: ScoreReport) -> list[tuple[object, str]]:
             bars_caption,
         )
     ]
+    drawn += _together_figures(report, colors, intervals)
     own = primary_rows(table)
     points = "dots: one image each (at most 2,000 drawn); " if report.outputs is not None else ""
     means = "the mean output at each sampled value a_k" if report.outputs is None else "the kernel-smoothed mean output"
@@ -292,6 +322,25 @@ def _figures(report: ScoreReport) -> list[tuple[object, str]]:
     return drawn
 
 
+def _together_figures(report: ScoreReport, colors: dict, intervals: str) -> list[tuple[object, str]]:
+    """The features together: what each adds to the others, and the fair shares stacked up to S(all)."""
+    if report.joint is None or (report.joint["status"] != "ok").all():
+        return []
+    own = primary_rows(report.table)
+    added = (
+        figures.added_bars(own, colors, title="What each feature adds to all the others"),
+        f"Added score S(all) − S(all but A) per feature, with {intervals}: what the feature explains beyond all the "
+        "other recorded features. Near 0 for a feature that explains the output only through features correlated "
+        "with it, however high its own score.",
+    )
+    shares = (
+        figures.shapley_stack(own, report.joint, colors, title="Fair shares of what the features explain together"),
+        "Shapley effects stacked: each feature's fair share of the joint score S(all), the variance the recorded "
+        "features explain together; grey: the rest, which the image carries beyond these features. " + SHAPLEY_HONESTY,
+    )
+    return [added, shares]
+
+
 STYLE = (HERE / "report.css").read_text()
 
 
@@ -310,6 +359,8 @@ def html_report(report: ScoreReport) -> str:
     title = f"Eve scores: {model} on {dataset}"
     outputs = ", ".join(report.output_names)
     lead = f"How much of the variance of {outputs} each feature explains: S(A) = Var(E[Y|A]) / Var(Y)."
+    if report.joint is not None:
+        lead += " Also what the features explain together, what each adds to the others, and their fair shares."
     if meta.get("created"):
         lead += f" Created {meta['created']}."
     warning = f'<p class="warning"><b>Warning.</b> {html.escape(meta["warning"])}</p>' if meta.get("warning") else ""
@@ -344,6 +395,13 @@ def html_report(report: ScoreReport) -> str:
         f"<li><b>{html.escape(str(r.feature))} / {html.escape(str(r.output))}</b>: {html.escape(str(r.message))}</li>"
         for r in problems.itertuples()
     )
+    if report.joint is not None:
+        notes += "".join(
+            f"<li><b>all features together / {html.escape(str(r.output))}</b> ({html.escape(str(r.status))}): "
+            f"{html.escape(str(r.message))}</li>"
+            for r in report.joint.itertuples()
+            if r.status != "ok" or r.message
+        )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>

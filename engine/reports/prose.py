@@ -1,6 +1,8 @@
 """A report in words, written from its own metadata and table, so it says what this run did: the phrases
-the HTML page's rows use (`input_phrase`, `ci_words`, ...), the methods paragraphs (`methods_paragraphs`),
-the results (`results_sentences`), and `compare`, which puts other sources' scores beside a report's."""
+the HTML page's rows use (`input_phrase`, `ci_words`, ...), the methods paragraphs (`methods_paragraphs`;
+`joint_method` for the features scored together), the results (`results_sentences`; `through_others` is the
+one rule for "explains the output only through features correlated with it", which the app's words use too),
+and `compare`, which puts other sources' scores beside a report's."""
 
 from __future__ import annotations
 
@@ -310,30 +312,149 @@ def methods_paragraphs(report: ScoreReport) -> list[str]:
         )
     if "truth" in compared:
         paragraphs.append(_truth_method(compared["truth"], report))
+    if report.joint is not None:
+        paragraphs.append(joint_method(meta.get("joint", {}), report.joint))
     return paragraphs
+
+
+# the features together (engine.scores.service.with_joint): what they explain jointly and how it splits
+
+ALONE_HIGH = 0.20  # a first-order score at least this, with an added score at most
+ADDED_NEAR_ZERO = 0.05  # this, is read as "explains the output only through features correlated with it"
+SHAPLEY_HONESTY = (
+    "A Shapley effect is a fair share of what the features explain together, not evidence that the model reads the "
+    "feature: a feature the model never reads that is correlated with one it does keeps a share of the variance they "
+    "explain together, by the definition of a fair share (of two features correlated ρ that explain S together, "
+    "only one of them read, the other's Shapley effect is about ρ²S/2). The added score is the one that is near 0 "
+    "for such a feature."
+)
+
+
+def through_others(row) -> bool:
+    """A (feature, output) row whose feature explains much on its own (`score` >= ALONE_HIGH) but adds almost
+    nothing to the other features (`added` <= ADDED_NEAR_ZERO): what it explains, it explains only through
+    features correlated with it."""
+    return row.status == "ok" and row.joint_status == "ok" and row.score >= ALONE_HIGH and row.added <= ADDED_NEAR_ZERO
+
+
+def _together_how(about: dict) -> str:
+    if about.get("exact", True):
+        subsets = about.get("n_subsets")
+        return (
+            f"every subset of the features was scored ({subsets:,} subsets)" if subsets else "every subset was scored"
+        )
+    return (
+        f"with more than {about.get('max_exact')} features, the Shapley effects were averaged over "
+        f"{about.get('n_perm')} random orders of the features (sampled, not exact; their intervals resample the "
+        "orders too, so they hold the sampling of orders as well as of the images)"
+    )
+
+
+def joint_method(about: dict, joint: pd.DataFrame) -> str:
+    """The methods paragraph of the features scored together: what the joint score, the added score and the
+    Shapley effect are, how they were estimated (`engine.scores.joint`) and what a Shapley effect does not say;
+    or, when they could not be computed, why and that the scores above are one feature at a time."""
+    failed = joint[joint["status"] != "ok"]
+    if len(failed) == len(joint):
+        reason = str(failed["message"].iloc[0]).rstrip(".")
+        return (
+            f"The features were not scored together ({failed['status'].iloc[0]}): {reason}. The scores are each "
+            "feature on its own, and correlated features share the variance they explain."
+        )
+    together = about.get("together") or []
+    draws = about.get("n_boot")
+    level = f"{float(about.get('ci_level', 0.95)):.0%}"
+    cats = about.get("categorical") or []
+    text = (
+        f"The {len(together)} features were also scored together. The joint score S(all) = Var(E[Y | all features]) "
+        "/ Var(Y) is the share of the variance of Y that the recorded features explain together; the image carries "
+        "the rest. The added score of A, S(all) − S(all but A), is what A adds to all the other features: near 0 "
+        "for a feature that explains Y only through features correlated with it. The Shapley effect of A (Owen "
+        "2014; Song, Nelson & Staum 2016) is A's added share averaged over all orders in which the features can "
+        "be added: the effects are at least 0 and add up to S(all), so correlated features split what they "
+        f"explain together instead of each claiming it. {SHAPLEY_HONESTY} "
+        "S(u) of a set u was estimated by a least-squares fit of Y on a restricted cubic spline of each numeric "
+        "feature in u (4 knots; Harrell 2015)"
+        + (" and the pairwise products of their linear terms" if "no pairs" not in about.get("estimator", "") else "")
+        + ", with its adjusted R², plus what the fit missed, from the products of each image's residual with its "
+        "nearest neighbours' in the features of u (Broto, Bachoc & Depecker 2020); "
+        f"{_together_how(about)}."
+    )
+    if cats:
+        text += (
+            f" Categorical feature{'s' if len(cats) > 1 else ''} ({', '.join(cats)}): one column per level but one "
+            "(exact level means), neighbours taken within the same level; an interaction of a level with a numeric "
+            "feature is left to the neighbour step."
+        )
+    if draws:
+        text += (
+            f" The {level} intervals are percentile intervals of {draws} bootstrap resamples of the images (seed "
+            f"{about.get('seed', 0)}), every score of a resample from the same images, so joint, added and Shapley "
+            "intervals are of one set of replicates."
+        )
+    for r in failed.itertuples():
+        text += f" For {r.output} they were not computed ({r.status}): {r.message}"
+    return text
 
 
 def _only(report: ScoreReport, source: str) -> ScoreReport:
     return replace(report, table=report.table[report.table["source"] == source])
 
 
+def _pct(value, low=math.nan, high=math.nan) -> str:
+    return f"{value:.0%}" + ("" if math.isnan(low) else f" ({low:.0%}–{high:.0%})")
+
+
 def results_sentences(report: ScoreReport) -> list[str]:
-    """One sentence per output: the features by score, each with its interval."""
+    """Per output: the features by score, each with its interval; with the features scored together, what
+    they explain together, what each adds to the others, their fair shares, and which features explain the
+    output only through others."""
     table = primary_rows(report.table)
-    sentences = []
+    joint = None if report.joint is None else report.joint.set_index("output")
+    sentences, shared = [], False
     for out in report.output_names:
         ok = ok_rows(table[table["output"] == out]).sort_values("score", ascending=False)
         if ok.empty:
             continue
-        parts = [
-            f"{r.feature} {r.score:.0%}" + ("" if math.isnan(r.ci_low) else f" ({r.ci_low:.0%}–{r.ci_high:.0%})")
-            for r in ok.itertuples()
-        ]
-        sentences.append(f"Share of the variance of {out} explained: {'; '.join(parts)}.")
-    if sentences:
+        parts = [f"{r.feature} {_pct(r.score, r.ci_low, r.ci_high)}" for r in ok.itertuples()]
+        alone = "each feature on its own" if joint is not None else "explained"
+        sentences.append(f"Share of the variance of {out} {alone}: {'; '.join(parts)}.")
+        if joint is None or out not in joint.index or joint.loc[out, "status"] != "ok":
+            shared = True
+            continue
+        sentences += _together_sentences(out, joint.loc[out], ok[ok["joint_status"] == "ok"])
+    if shared:
         sentences.append(
             "Correlated features share explained variance, so the scores need not add up to the total (nor to 100%)."
         )
+    return sentences
+
+
+def _together_sentences(out: str, joint, rows: pd.DataFrame) -> list[str]:
+    total = joint["score"]
+    sentences = [
+        f"Together the recorded features explain {_pct(total, joint['ci_low'], joint['ci_high'])} of the variance "
+        f"of {out}; the image carries the other {1 - total:.0%}, beyond these features."
+    ]
+    added = rows.sort_values("added", ascending=False)
+    big = [
+        f"{r.feature} {_pct(r.added, r.added_ci_low, r.added_ci_high)}" for r in added.itertuples() if r.added >= 0.01
+    ]
+    small = len(added) - len(big)
+    sentences.append(
+        "Added to all the others: "
+        + ("; ".join(big) if big else "no feature adds 1% or more")
+        + (f"; the other {small} add under 1% each." if big and small else ".")
+    )
+    fair = rows.sort_values("shapley", ascending=False)
+    shares = [f"{r.feature} {_pct(r.shapley, r.shapley_ci_low, r.shapley_ci_high)}" for r in fair.itertuples()]
+    sentences.append(f"Fair shares (Shapley effects, adding up to {total:.0%}): {'; '.join(shares)}.")
+    for r in rows.itertuples():
+        if through_others(r):
+            sentences.append(
+                f"{r.feature} explains {r.score:.0%} of {out} on its own but adds {r.added:.0%} to the others: it "
+                "explains the output only through features correlated with it."
+            )
     return sentences
 
 

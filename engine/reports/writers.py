@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import EveInputError, reason
+from engine.paths import output_path
 from engine.scores.service import ScoreReport
 
 
@@ -29,15 +30,18 @@ def plain(x):
 
 
 def report_dict(report: ScoreReport) -> dict:
-    """The JSON document: metadata plus `scores`, one record per feature x output."""
-    return plain({**report.metadata, "outputs": report.output_names, "scores": report.table.to_dict("records")})
+    """The JSON document: metadata plus `scores`, one record per feature x output (with the added score and
+    the Shapley effect beside the first-order score when the features were also scored together), and then
+    `joint`: how they were scored together and S(all) per output (its `scores`)."""
+    document = {**report.metadata, "outputs": report.output_names, "scores": report.table.to_dict("records")}
+    if report.joint is not None:
+        document["joint"] = {**report.metadata.get("joint", {}), "scores": report.joint.to_dict("records")}
+    return plain(document)
 
 
-def writable(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise EveInputError(f"Cannot write {path}: folder {path.parent} does not exist; create it or change --out.")
-    return path
+def writable(path: str | Path, suffixes: tuple[str, ...] = ()) -> Path:
+    """`engine.paths.output_path`: the one --out rule (suffix checked, a missing folder created)."""
+    return output_path(path, suffixes)
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -56,8 +60,16 @@ def json_text(report: ScoreReport) -> str:
 
 
 def csv_text(report: ScoreReport) -> str:
-    """The score table as CSV text (one row per feature x output, with the input contract used)."""
+    """The score table as CSV text (one row per feature x output, with the input contract used). With the
+    features scored together, each row of the report's own method also carries its output's joint score
+    S(all) of all the features (`joint_score`, `joint_ci_low`, `joint_ci_high`): a CSV travels without its JSON."""
     table = report.table
+    if report.joint is not None:
+        joint = report.joint.set_index("output")
+        own = table["source"].eq(table["source"].iloc[0]) if "source" in table.columns and len(table) else None
+        for column, source in (("joint_score", "score"), ("joint_ci_low", "ci_low"), ("joint_ci_high", "ci_high")):
+            values = table["output"].map(joint[source])
+            table = table.assign(**{column: values if own is None else values.where(own)})
     if "input" in report.metadata:  # the input contract, on every row: a CSV travels without its JSON
         table = table.assign(input=report.metadata["input"])
     return table.to_csv(index=False, float_format="%.6g")

@@ -115,8 +115,9 @@ Limits (data problems return a status, never a silent number):
 * a feature with one value explains nothing (exactly: E[Y | A_u, c] = E[Y | A_u]); it is left
   out of every set and its own row says "single_value";
 * the all-feature regression needs ROWS_PER_COLUMN subjects per column: pair columns are
-  dropped first ("no pairs" in `method`), and with fewer than ROWS_PER_COLUMN (1 + columns
-  without pairs) subjects the status is "too_many_features";
+  dropped first ("no pairs" in `method`), then the spline curves ("lines only": a line per
+  numeric feature, the neighbour step then carries the curvature), and with fewer than
+  ROWS_PER_COLUMN (1 + lines and level columns) subjects the status is "too_many_features";
 * all 2^d subsets for d <= MAX_EXACT (1,024 subsets); beyond it Shapley effects come from
   `n_perm` random orders of the features (every prefix of each order is scored). Each order's
   added shares sum to S(all), so the sum stays exact; its interval resamples the orders within
@@ -244,6 +245,7 @@ class _Design:
     n_levels: np.ndarray  # (d,) levels of each categorical feature (1 for numeric ones)
     categorical: np.ndarray  # (d,) bool
     pairs: bool  # pair columns included
+    curves: bool = True  # spline curve columns included (else a line per numeric feature: too few subjects)
 
 
 # ---- the regression columns ----------------------------------------------------------------
@@ -297,6 +299,11 @@ def _design(columns: dict[str, np.ndarray], categorical: set[str], n: int, with_
         blocks.append(block)
         owners.append(np.full(block.shape[1], 1 << j, dtype=np.int64))
     columns_without_pairs = 1 + sum(b.shape[1] for b in blocks)
+    curves = True
+    if with_basis and n < ROWS_PER_COLUMN * columns_without_pairs:  # the curves go before the features do
+        blocks = [b if is_cat[j] else b[:, :1] for j, b in enumerate(blocks)]
+        owners = [o[: blocks[j].shape[1]] for j, o in enumerate(owners)]
+        columns_without_pairs, curves = 1 + sum(b.shape[1] for b in blocks), False
     pair_blocks, pair_owners = [], []
     numeric = [j for j in range(d) if not is_cat[j] and blocks[j].shape[1] > 0]
     for i_, i in enumerate(numeric):
@@ -306,8 +313,8 @@ def _design(columns: dict[str, np.ndarray], categorical: set[str], n: int, with_
     pairs = with_basis and len(pair_blocks) > 0 and n >= ROWS_PER_COLUMN * (columns_without_pairs + len(pair_blocks))
     if with_basis and n < ROWS_PER_COLUMN * columns_without_pairs:
         msg = (
-            f"{d} features need {columns_without_pairs} regression columns (a spline line and curve per numeric "
-            f"feature, a column per level but one per categorical feature); {n} subjects support at most "
+            f"{d} features need {columns_without_pairs} regression columns (a line per numeric feature, a column "
+            f"per level but one per categorical feature); {n} subjects support at most "
             f"{n // ROWS_PER_COLUMN} ({ROWS_PER_COLUMN} subjects a column). Score fewer features, merge rare "
             f"levels or use more subjects."
         )
@@ -321,7 +328,7 @@ def _design(columns: dict[str, np.ndarray], categorical: set[str], n: int, with_
             pairs = False
     basis = np.concatenate(blocks, axis=1) if blocks else np.zeros((n, 0))
     owner = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
-    return _Design(names, basis, owner, ranks, codes, n_levels, is_cat, pairs)
+    return _Design(names, basis, owner, ranks, codes, n_levels, is_cat, pairs, curves)
 
 
 # ---- neighbours ------------------------------------------------------------------------------
@@ -607,7 +614,9 @@ def joint_score(
 
 
 def _method_label(design: _Design, method: str) -> str:
-    return method + (", no pairs" if method != "neighbours" and not design.pairs else "")
+    if method == "neighbours":
+        return method
+    return method + ("" if design.curves else ", lines only") + ("" if design.pairs else ", no pairs")
 
 
 def _joint_results(design, y2, failures, left_out, masks, method, n_boot, seed, ci, index):

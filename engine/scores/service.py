@@ -12,7 +12,10 @@ everywhere. One public function a step:
    with its bootstrap CI (`engine.scores.tvd.score_table`);
 4. `data_scores(...)` runs 1-3 for a model and keeps what a report needs (`ScoreReport`;
    `data_report(...)` does 3-4 on outputs already computed, e.g. the app's cached ones);
-   `diffusion_scores(...)` does the same from conditional diffusion samples.
+   `diffusion_scores(...)` does the same from conditional diffusion samples;
+5. `set_scores(...)` — the features together (`engine.scores.joint`): the joint score S(all), and per
+   feature what it adds to all the others and its Shapley effect; `with_joint(report)` puts them beside a
+   data report's one-at-a-time scores.
 
 Long steps take `progress(done, total)`, a callback the CLI turns into a tqdm bar and the app
 into `st.progress`.
@@ -195,6 +198,7 @@ class ScoreReport:
     metadata: dict  # dataset, model, spec, split, n, method, n_boot, seed, ...
     outputs: np.ndarray | None = None  # (N, K) outputs on the scored rows (data method)
     value_tables: dict = field(default_factory=dict)  # (feature, output) -> per-value table (diffusion)
+    joint: pd.DataFrame | None = None  # one row per output, JOINT_SCORE_COLUMNS: S(all) (`with_joint`)
 
 
 def trained_elsewhere(card: ModelCard, dataset: Dataset) -> str | None:
@@ -616,3 +620,118 @@ def debiased_scores(
     names = [card.output_names[j] for j in columns]
     values = {f: dataset.feature_values(f)[rows] for f in feature_names}
     return ScoreReport(frame, names, values, cats, meta, outputs=y[:, columns])
+
+
+# 6. the features together: joint score, added scores, Shapley effects (issue 36) ------------------
+
+# beside the one-at-a-time score of each (feature, output) row: what it adds to all the others, S(all) - S(all
+# but A), and its Shapley effect (its fair share of S(all)), each with its interval; the status and message of
+# these two (a feature left out, too many features for the subjects, ...)
+JOINT_COLUMNS = (
+    "added",
+    "added_ci_low",
+    "added_ci_high",
+    "shapley",
+    "shapley_ci_low",
+    "shapley_ci_high",
+    "joint_status",
+    "joint_message",
+)
+JOINT_SCORE_COLUMNS = ("output", "score", "ci_low", "ci_high", "n", "status", "message")  # S(all), per output
+
+
+@dataclass(frozen=True)
+class SetScores:
+    """What a set of features explains together and how it splits, per output (`set_scores`)."""
+
+    effects: pd.DataFrame  # one row per (feature, output): feature, output, JOINT_COLUMNS
+    joint: pd.DataFrame  # one row per output, JOINT_SCORE_COLUMNS: S(all) of the features together
+    about: dict  # how: estimator, exact or sampled, subsets, orders, exact limit, draws, seed, level, categorical
+
+
+def _set_scores(y: np.ndarray, values: dict, categorical: tuple, output_names: list[str], n_boot, seed, ci):
+    from engine.scores.joint import MAX_EXACT, N_PERM, shapley_effects
+
+    results = shapley_effects(y, values, categorical=categorical, n_boot=n_boot, seed=seed, ci=ci)
+    rows, joint_rows = [], []
+    for out, r in zip(output_names, results, strict=True):
+        j = r.joint
+        joint_rows.append((out, j.score, j.ci_low, j.ci_high, j.n, j.status, j.message))
+        for e in r.effects:
+            numbers = (e.added, e.added_ci_low, e.added_ci_high, e.shapley, e.shapley_ci_low, e.shapley_ci_high)
+            # a failure of the whole set (too many features, constant output) is every row's
+            status, message = (e.status, e.message) if j.ok else (j.status, j.message)
+            rows.append((e.feature, out, *numbers, status, message))
+    scored = next((r for r in results if r.ok), results[0])
+    about = {
+        "estimator": scored.joint.method or "splines+neighbours",
+        "exact": bool(scored.exact),
+        "n_subsets": int(scored.n_subsets),
+        "n_perm": int(scored.n_perm),
+        "max_exact": MAX_EXACT,
+        "sampled_orders": N_PERM,
+        "together": list(scored.joint.features),
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "ci_level": ci,
+        "categorical": list(categorical),
+    }
+    effects = pd.DataFrame(rows, columns=["feature", "output", *JOINT_COLUMNS])
+    return SetScores(effects, pd.DataFrame(joint_rows, columns=list(JOINT_SCORE_COLUMNS)), about)
+
+
+def set_scores(
+    outputs,
+    dataset: Dataset,
+    features=None,
+    rows=None,
+    output_names=None,
+    *,
+    n_boot: int = SCORE.n_boot,
+    seed: int = SCORE.seed,
+    ci: float = SCORE.ci,
+) -> SetScores:
+    """The features together, from data (`engine.scores.joint.shapley_effects`), with the same arguments as
+    `score_outputs`: the joint score S(all) per output, and per feature and output the added score
+    S(all) - S(all but A) and the Shapley effect, each with a percentile-bootstrap interval.
+
+    All 2^d subsets up to `engine.scores.joint.MAX_EXACT` features, random orders beyond (`about["exact"]`).
+    Data problems come back as statuses: a feature with one value is left out (its row "single_value"), a
+    constant output "constant_output", more features than the subjects support "too_many_features" on every
+    row with the limit and the fix in the message (the one-at-a-time scores are unaffected).
+    """
+    names = resolve_features(dataset, features)
+    rows = np.arange(len(dataset)) if rows is None else np.asarray(rows, dtype=np.int64)
+    y = np.asarray(outputs, dtype=float)
+    y2 = y.reshape(len(y), -1)
+    if len(y2) != len(rows):
+        raise ValueError(f"{len(y2)} outputs for {len(rows)} rows")
+    output_names = list(output_names) if output_names is not None else [f"y{j}" for j in range(y2.shape[1])]
+    values = {f: dataset.feature_values(f)[rows] for f in names}
+    cats = tuple(f for f in names if f in dataset.categorical_features)
+    return _set_scores(y2, values, cats, output_names, n_boot, seed, ci)
+
+
+def with_joint(report: ScoreReport) -> ScoreReport:
+    """A data report with the features together beside its one-at-a-time scores: `JOINT_COLUMNS` on its rows
+    (the rows of its own method when `engine.reports.prose.compare` put other sources beside them), S(all) per
+    output in `joint`, and how they were computed in `metadata["joint"]`; the same outputs, rows, bootstrap
+    draws, seed and level as its scores."""
+    meta = report.metadata
+    if meta.get("method") != "data" or report.outputs is None:
+        raise ValueError(f"with_joint takes a data report (its outputs and features), not a {meta.get('method')!r} one")
+    scored = _set_scores(
+        np.asarray(report.outputs, dtype=float).reshape(len(report.outputs), -1),
+        report.features,
+        report.categorical,
+        list(report.output_names),
+        int(meta.get("n_boot", SCORE.n_boot)),
+        int(meta.get("seed", SCORE.seed)),
+        float(meta.get("ci_level", SCORE.ci)),
+    )
+    table = report.table.drop(columns=[c for c in JOINT_COLUMNS if c in report.table.columns])
+    merged = table.merge(scored.effects, on=["feature", "output"], how="left", sort=False)  # keeps the row order
+    if "source" in table.columns and len(table):  # other sources' rows (generator, truth) have no joint part
+        merged.loc[(table["source"] != table["source"].iloc[0]).to_numpy(), list(JOINT_COLUMNS)] = np.nan
+    merged.index = table.index
+    return replace(report, table=merged, joint=scored.joint, metadata={**meta, "joint": scored.about})
