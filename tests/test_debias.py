@@ -121,7 +121,9 @@ def test_a_linear_gaussian_generator_cross_fitted_on_the_cohort_debiases_its_sco
         )
 
     drawn = cross_fitted_draws(model, fit, dataset.table[features], folds=4, m_generated=400, seed=0)
-    assert drawn.twin.shape == (120, 1) and drawn.gen.shape == (400, 1) and drawn.cross_fitted == 4
+    # each real feature vector conditions one generated subject at most: 400 asked, 120 drawn
+    assert drawn.twin.shape == (120, 1) and drawn.gen.shape == (120, 1) and drawn.cross_fitted == 4
+    assert not drawn.gen_features.duplicated().any()
     assert np.corrcoef(y, drawn.twin[:, 0])[0, 1] > 0.9
     a = dataset.table["a"].to_numpy()
     d = debiased_score(y, drawn.twin[:, 0], a, drawn.gen[:, 0], drawn.gen_features["a"].to_numpy(), n_boot=100)

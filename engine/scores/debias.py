@@ -252,13 +252,21 @@ def draw(
     sampler=None,
     batch_size: int = SCORE.batch_size,
     progress: Callable[[int, int], None] | None = None,
+    pool: pd.DataFrame | None = None,
 ) -> Draws:
     """The twins of the real subjects (`real`: their features, one row each) and `m_generated` generated
-    subjects, with the model's outputs on each. Twin i uses seed (seed, i); generated j (seed + 1, j)."""
+    subjects (at most one per feature vector of the pool, `generated_pool` unless given: fewer when the pool
+    is smaller), with the model's outputs on each. Twin i uses seed (seed, i); generated j (seed + 1, j)."""
     condition, clamped = twin_conditions(generator, real)
-    pool, where = generated_pool(generator, real)
-    rng = np.random.default_rng(seed)
-    picked = pool.iloc[rng.integers(0, len(pool), m_generated)].reset_index(drop=True)
+    if pool is None:
+        pool, where = generated_pool(generator, real)
+    else:
+        where = f"{len(pool)} given subjects' features"
+    # each feature vector once: two subjects generated from one vector share every feature, so their outputs
+    # agree beyond the scored feature, and the estimator (which groups equal values) would read that as
+    # explained variance (measured: S_gen of an unread feature 0.135 against 0.03 with 256 draws from 360 rows)
+    picked = pool.sample(min(m_generated, len(pool)), replace=False, random_state=seed).reset_index(drop=True)
+    m_generated = len(picked)
     gen_condition, _ = twin_conditions(generator, picked)
     total = len(real) + m_generated
 
@@ -298,7 +306,10 @@ def cross_fitted_draws(
     batch_size: int = SCORE.batch_size,
 ) -> Draws:
     """`draw` when the generator learns from the real subjects themselves: K folds, each fold's twins and
-    M/K generated subjects from `fit(rows of the other folds)` (a generator that never saw the fold)."""
+    M/K generated subjects from `fit(rows of the other folds)` (a generator that never saw the fold). Fold k's
+    subjects are generated under the features of fold k - 1's subjects (in its generator's training set), so
+    every real feature vector conditions one generated subject at most (two that share one would share every
+    feature: see `draw`)."""
     n = len(real)
     order = np.random.default_rng(seed).permutation(n)
     parts = np.array_split(order, folds)
@@ -314,6 +325,7 @@ def cross_fitted_draws(
             seed=seed + 7 * k,
             sampler=sampler,
             batch_size=batch_size,
+            pool=real.iloc[parts[k - 1]].reset_index(drop=True),
         )
         if twin is None:
             twin = np.zeros((n, drawn.twin.shape[1]))
@@ -327,6 +339,6 @@ def cross_fitted_draws(
         np.concatenate(gens),
         pd.concat(features, ignore_index=True),
         clamped,
-        f"each fold's generator's training subjects' features ({folds} folds)",
+        f"the real subjects' features, each fold's generated under the previous fold's ({folds} folds)",
         cross_fitted=folds,
     )

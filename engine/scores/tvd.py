@@ -107,6 +107,7 @@ MIN_GROUP = 2  # each group needs 2 outputs for a within-group variance
 MIN_LINE = 3  # a bin needs 3 outputs (and 2 distinct ranks) for a line and its residual variance
 MIN_STEEP = 20  # and 20 for the steep-bin test (its null tail is heavier than Gaussian in smaller bins)
 STEEP_ALPHA = 0.01  # chance that any bin is corrected when no bin is steep (Bonferroni over bins)
+ROUNDING = 1e-20  # a within-bin variance of the standardised output below this is float error, not noise
 STEEP_WINDOW = 9  # bins k-4..k+4 give the local noise level that scales D_k
 STEEP_LAG = stats.norm.isf(0.05)  # and the line's residuals must be autocorrelated at the one-sided 5% level
 STEEP_NOISE = 2.5  # Var(r2_k - d2_k) ~ 2.5 Var(Y|A)^2 / n_k with Gaussian noise (measured 2.45-2.53)
@@ -297,8 +298,9 @@ def _steep_bins(line_var, diff_var, lag1, counts):
     padded = np.pad(line_var, ((half, half), (0, 0)), constant_values=np.nan)
     ref = np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, STEEP_WINDOW, axis=0), axis=-1)  # (G, J)
     ref = np.fmax(ref, diff_var)  # where the noise grows fast across bins (heteroscedastic), d2_k knows it
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where(ref > 0, d * np.sqrt(counts)[:, None] / ref, np.where(d > 0, np.inf, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):  # (variances of the standardised output: below
+        #  ROUNDING they are the float error of a constant stretch, which the rows' order changes)
+        z = np.where(ref > ROUNDING, d * np.sqrt(counts)[:, None] / ref, np.where(d > ROUNDING, np.inf, 0.0))
     z = np.where(np.isnan(z), 0.0, z)  # bins too small for d2_k
     c = np.full(z.shape[1], STEEP_NOISE)
     if g >= 10:
