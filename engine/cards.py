@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.data.bundle import MODEL_FILE as BUNDLE_MODEL
 from engine.data.bundle import is_bundle, read_bundle
-from engine.data.slicing import INPUT_KINDS, ORIENTATIONS, SliceSpec
+from engine.data.slicing import INPUT_KINDS, ORIENTATIONS, PLANES, SliceSpec
 from engine.errors import EveInputError, reason
 
 REQUIRED_KEYS = ("name", "kind", "spec", "output_names", "architecture")
@@ -180,6 +180,12 @@ class ModelCard:
         return f"the model's {'predicted' if predicted else 'output'} {name}{unit}"
 
     @property
+    def output_range(self) -> tuple[float, float] | None:
+        """The range the explained outputs cannot leave: a probability's (0, 1); None where unbounded or unknown."""
+        probability = (self.outputs or "").startswith("probability") or self.output_kind == "probability"
+        return (0.0, 1.0) if probability else None
+
+    @property
     def output_kind(self) -> str | None:
         """ "logit", "probability" or "regression" where the card says (a zoo model by its task, a
         user's by its card's outputs kind); None when nobody said."""
@@ -310,6 +316,22 @@ class UserCard:
         outputs = data.get("outputs", {})
         if not isinstance(given, dict) or not isinstance(outputs, dict):
             raise EveInputError(f"{source}: 'input' and 'outputs' must be objects: {fix}.")
+        for key, value in (("name", data.get("name")), ("intensity", data.get("intensity"))):
+            if value is not None and not isinstance(value, str):
+                raise EveInputError(f"{source}: {key} {value!r:.60} is not a text: {fix}.")
+        for key in ("kind", "plane", "orientation"):
+            if given.get(key) is not None and not isinstance(given[key], str):
+                raise EveInputError(f"{source}: input {key} {given[key]!r:.60} is not a text: {fix}.")
+        typed = given.get("slice")
+        if typed is not None and (isinstance(typed, bool) or not isinstance(typed, (int, str))):
+            raise EveInputError(
+                f"{source}: input slice {typed!r:.60} is neither a voxel index nor a name: give a whole number, "
+                "'middle', or a named MNI slice (e.g. \"hippocampus\")."
+            )
+        if given.get("plane") is not None and given["plane"] not in PLANES:
+            raise EveInputError(
+                f"{source}: input plane {given['plane']!r:.60} is not one of {', '.join(PLANES)}: {fix}."
+            )
         kind = given.get("kind")
         if kind is not None and kind not in INPUT_KINDS:
             raise EveInputError(f"{source}: input kind {kind!r} is not one of {', '.join(INPUT_KINDS)}: {fix}.")
@@ -364,7 +386,7 @@ class UserCard:
     def read(cls, path: str | Path) -> UserCard:
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
             raise EveInputError(
                 f"Model card {path} is not readable JSON ({reason(exc)}): fix it or remove it."
             ) from exc

@@ -10,6 +10,10 @@ heavy tiers out while `make test` (and CI) runs them all.
   (marked in place, plus the modules in `SLOW_MODULES`).
 """
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,12 @@ import torch
 from test_diffusion_toys import linked_table, toy_model, with_table
 
 torch.set_num_threads(2)
+
+# uploads go to a folder of this run's own (set before the app's modules are imported, and inherited by the
+# servers the browser tests start): a folder a server or an earlier run left in the shared default
+# (`<temp>/eve-uploads`, one folder per distinct content) would otherwise be found again, generators and all
+os.environ["EVE_UPLOAD_ROOT"] = tempfile.mkdtemp(prefix="eve-test-uploads-")
+atexit.register(shutil.rmtree, os.environ["EVE_UPLOAD_ROOT"], ignore_errors=True)
 
 # whole modules of the slow tier: the committed generators' scores, registration of real T1 volumes
 SLOW_MODULES = {"test_diffusion_committed", "test_real_t1", "test_diffusion_train", "test_counterfactual"}

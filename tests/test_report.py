@@ -277,6 +277,7 @@ BAD_INPUTS = [
     (["--output", "7"], "Output index 7 is out of range"),
     (["--out", "{tmp}/r.txt"], "is not a .json or .html or .htm file"),  # a missing folder is created (one rule)
     (["--out", "{tmp}/r.csv"], "the CSV's own name"),
+    (["--out", "{tmp}/r.html", "--format", "json"], "names a .html file but --format json asks for JSON"),
     (["--model", "border-mean", "--size", "32"], "--size 32 do not match"),
     (["--model", "border-mean", "--explain", "probability"], "outputs are not stated, not logits"),
     (["--model", "border-mean", "--register", "mni"], "--register mni is for TorchScript models"),

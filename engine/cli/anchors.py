@@ -13,7 +13,7 @@ from engine.reports.writers import plain, writable, write_text
 
 def run_anchors_command(args) -> Path:
     """`python -m engine anchors`: a subject's anchor (--subject) or the cohort's rules, written as JSON."""
-    out = writable(args.out)
+    out = writable(args.out, (".json",))
     config = AnchorConfig(tau=args.tau, beam_width=args.beam_width)
     model, card, ref, device = command_model(args)
     dataset = open_dataset(args.data)

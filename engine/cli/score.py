@@ -29,7 +29,13 @@ from engine.scores.service import (
 def run_score_command(args) -> list[Path]:
     """The `python -m engine score` command (arguments in `engine.cli.main`); returns the files written."""
     out = Path(args.out)
-    fmt = args.format or ("html" if out.suffix.lower() in (".html", ".htm") else "json")
+    named = {".html": "html", ".htm": "html", ".json": "json"}.get(out.suffix.lower())
+    if args.format and named and args.format != named:
+        raise EveInputError(
+            f"--out {out.name} names a .{out.suffix.lower()[1:]} file but --format {args.format} asks for "
+            f"{args.format.upper()}: give the report a .{args.format} name, or leave --format out."
+        )
+    fmt = args.format or named or "json"
     csv_path = out.with_suffix(".csv")
     if csv_path == out:
         raise EveInputError(f"--out {out} is the CSV's own name: give the report a .json or .html name.")

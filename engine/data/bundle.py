@@ -54,6 +54,9 @@ ALLOWED_TRANSFORMS = frozenset(
         "CastToTyped",
     }
 )
+MAX_CHANNELS = 64  # input channels a bundle may state
+MAX_SIDE = 512  # an input's side, in voxels (a 2D slice's largest; Eve's volume cubes go to 256)
+MAX_INPUT_VOXELS = 256**3  # one input's voxels, channels included: what Eve's largest volume cube holds
 _TRUSTED: set[str] = set()  # bundle folders whose configs run unchecked in this process (`trust`)
 
 
@@ -80,7 +83,7 @@ def _read_json(root: Path, name: Path) -> dict:
         )
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python's stack
         raise EveInputError(f"{path} is not readable JSON ({reason(exc)}): fix the bundle's config.") from exc
     if not isinstance(data, dict):
         raise EveInputError(f"{path} is not a JSON object: fix the bundle's config.")
@@ -130,7 +133,9 @@ def _read(root: str, stamp: tuple) -> BundleInfo:
     path = Path(root)
     metadata, inference = _read_json(path, METADATA_FILE), _read_json(path, INFERENCE_FILE)
     data_format = metadata.get("network_data_format", {})
-    image = next(iter(data_format.get("inputs", {}).values()), None)
+    data_format = data_format if isinstance(data_format, dict) else {}
+    inputs, outputs = data_format.get("inputs", {}), data_format.get("outputs", {})
+    image = next(iter(inputs.values()), None) if isinstance(inputs, dict) else None
     if not isinstance(image, dict) or "spatial_shape" not in image:
         raise EveInputError(
             f"{path / METADATA_FILE} does not state its input's network_data_format (inputs: image: num_channels, "
@@ -139,17 +144,33 @@ def _read(root: str, stamp: tuple) -> BundleInfo:
     try:
         spatial = tuple(int(n) for n in image["spatial_shape"])
         shape = (int(image.get("num_channels", 1)), *spatial)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise EveInputError(
             f"{path / METADATA_FILE}: spatial_shape {image['spatial_shape']!r} is not whole numbers: give one size "
             "per axis."
         ) from exc
     if len(spatial) not in (2, 3):
         raise EveInputError(f"{path / METADATA_FILE}: spatial_shape {spatial} is not 2D or 3D: give two or three sizes.")
-    pred = next(iter(data_format.get("outputs", {}).values()), {}) or {}
+    if (
+        not 1 <= shape[0] <= MAX_CHANNELS
+        or not all(2 <= n <= MAX_SIDE for n in spatial)
+        or np.prod(shape) > MAX_INPUT_VOXELS
+    ):
+        raise EveInputError(
+            f"{path / METADATA_FILE}: the input (num_channels, *spatial_shape) = {shape} is out of range: give 1 to "
+            f"{MAX_CHANNELS} channels and sides of 2 to {MAX_SIDE} voxels, at most {MAX_INPUT_VOXELS:,} voxels in all."
+        )
+    pred = next(iter(outputs.values()), {}) if isinstance(outputs, dict) else {}
+    pred = pred if isinstance(pred, dict) else {}
     channels = pred.get("channel_def")
+    if isinstance(channels, dict) and not all(str(k).strip().lstrip("-").isdigit() for k in channels):
+        raise EveInputError(
+            f"{path / METADATA_FILE}: the outputs' channel_def keys {list(channels)[:5]} are not channel numbers: "
+            'use each output\'s channel number as its key, e.g. {"0": "healthy", "1": "disease"}.'
+        )
     names = tuple(str(channels[k]) for k in sorted(channels, key=int)) if isinstance(channels, dict) else None
-    kind = {"probabilities": "probability", "probability": "probability", "logits": "logit"}.get(pred.get("type"))
+    kind = pred.get("type") if isinstance(pred.get("type"), str) else None
+    kind = {"probabilities": "probability", "probability": "probability", "logits": "logit"}.get(kind)
     transforms = tuple(_in_words(r) for r in _preprocessing_records(inference, path))
     digest = hashlib.sha256((path / METADATA_FILE).read_bytes() + (path / INFERENCE_FILE).read_bytes()).hexdigest()
     return BundleInfo(path, str(metadata.get("name", path.name)), shape, names, kind, transforms, digest[:16])
@@ -253,7 +274,13 @@ def bundle_inputs(root: str | Path, paths: list[Path]) -> torch.Tensor:
                 "bundle's transforms."
             ) from exc
         image = item[key] if isinstance(item, dict) else item
-        array = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+        try:
+            array = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as exc:  # a path left unloaded, a dict, text
+            raise EveInputError(
+                f"{path.name}: the bundle's preprocessing made a {type(image).__name__} ({reason(exc)}), not an "
+                "image: add LoadImaged first in its transforms, so that the image is read into an array."
+            ) from exc
         if tuple(array.shape) != info.shape:
             raise EveInputError(
                 f"{path.name}: the bundle's preprocessing made {tuple(array.shape)}, and its metadata says the model "

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,12 +59,32 @@ def read_features_csv(source, name: str = "features.csv") -> pd.DataFrame:
     Shared by folder loading and the app's upload check, so both refuse the same tables the same way.
     """
     try:
-        table = pd.read_csv(source, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():
+            # a row with more values than the header: pandas would take the first column as the index (every value
+            # shifted one column left) or, with index_col=False, drop the extra values with this warning
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(source, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning as exc:
+        raise DatasetError(
+            f"{name} has a row with more values than its header has columns ({reason(exc)}): give every row one "
+            "value per column (a comma inside a value needs quotes)."
+        ) from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(
             f"{name} is not a readable CSV ({reason(exc)}): save it as plain comma-separated text."
         ) from exc
     table.columns = [c.strip() for c in table.columns]
+    doubled = sorted({c for c in table.columns if list(table.columns).count(c) > 1})
+    if doubled:
+        raise DatasetError(
+            f"{name} has two columns named {doubled[0]!r} (spaces around a name do not count): rename or remove one."
+        )
+    separator = next((s for s in (";", "\t", "|") if len(table.columns) == 1 and s in table.columns[0]), None)
+    if "file" not in table.columns and separator:
+        raise DatasetError(
+            f"{name} is separated by {separator!r}, not commas: save it as comma-separated text (a 'file' column "
+            "naming each volume, one column per feature)."
+        )
     if "file" not in table.columns:
         raise DatasetError(
             f"{name} has no 'file' column (columns: {', '.join(table.columns) or 'none'}): "
@@ -123,7 +145,7 @@ def _parse_features(table: pd.DataFrame, csv_path: Path | str) -> tuple[pd.DataF
             row = int(np.flatnonzero(~is_number)[0]) + 2
             raise DatasetError(
                 f"{csv_path}: column {column!r} mixes numbers and text; row {row} has "
-                f"{text.iloc[row - 2]!r}: make every value a number (or every value a category name)."
+                f"{text.iloc[row - 2][:40]!r}: make every value a number (or every value a category name)."
             )
         else:
             converted[column] = text
@@ -147,6 +169,13 @@ def _check_header(path: Path, row: int) -> tuple[int, ...]:
         raise DatasetError(
             f"Row {row}: {path.name} is not a readable NIfTI file ({reason(exc)}): re-export the volume."
         ) from exc
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.isfinite(affine).all() or np.linalg.matrix_rank(affine[:3, :3]) < 3:
+        said = "is not finite" if not np.isfinite(affine).all() else "is singular (it maps the voxels onto a plane)"
+        raise DatasetError(
+            f"Row {row}: {path.name}'s voxel-to-world transform (its header's affine) {said}, so Eve cannot tell "
+            "its orientation: re-export the volume with a valid affine (sform or qform)."
+        )
     return _checked_shape(tuple(int(s) for s in image.shape), path.name, row)
 
 
@@ -411,10 +440,18 @@ class Dataset:
             self._check_mni_space(spec, rows)
         if spec.orientation == "stored":
             self._check_stored_orientation(spec, rows)
+        def read(row) -> tuple[np.ndarray, np.ndarray]:
+            return self.volume(int(row), register=spec.register and self.is_3d, orientation=spec.orientation)
+
+        # the next file is read and decoded (zlib and numpy's casts release the GIL) while this one is cut: one
+        # volume ahead, so at most two are in memory
         slices = []
-        for row in rows:
-            data, affine = self.volume(int(row), register=spec.register and self.is_3d, orientation=spec.orientation)
-            slices.append(model_input(data, affine, spec))
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            ahead = reader.submit(read, rows[0]) if len(rows) else None
+            for i in range(len(rows)):
+                data, affine = ahead.result()
+                ahead = reader.submit(read, rows[i + 1]) if i + 1 < len(rows) else None
+                slices.append(model_input(data, affine, spec))
         return torch.cat(slices)
 
     def _check_stored_orientation(self, spec: SliceSpec, rows: np.ndarray) -> None:

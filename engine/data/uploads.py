@@ -20,17 +20,21 @@ An upload is written once, streamed:
    pins a folder while the object lives; a session keeps its leases in its state, so they go with it).
 
 The limits are `UploadLimits` (one place; the operator overrides them with `EVE_UPLOAD_*`
-environment variables; README "Upload limits").
+environment variables; README "Upload limits"), and beside them `ModelLimits`: what a user's model may take
+when Eve checks it (`engine.models.zoo.check_model`, `zoo.screen`; `EVE_MODEL_*`; README "Security and limits").
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
 import threading
 import time
@@ -61,6 +65,9 @@ CSV_ENV = "EVE_UPLOAD_MAX_CSV_MB"
 SESSION_ENV = "EVE_UPLOAD_SESSION_QUOTA_MB"
 QUOTA_ENV = "EVE_UPLOAD_QUOTA_MB"
 ROOT_ENV = "EVE_UPLOAD_ROOT"
+VOXELS_ENV = "EVE_UPLOAD_MAX_MVOXELS"
+NAME_BYTES = 255  # a file name's longest on Linux and macOS (a longer one cannot be written)
+PATH_BYTES = 1024  # a path inside an upload: well under PATH_MAX (4096) with the store's root in front
 
 
 @dataclass(frozen=True)
@@ -75,25 +82,34 @@ class UploadLimits:
     csv_mb: float = 64  # features.csv, which is read into memory whole
     session_mb: float = 4096  # what one session's uploads hold on disk (its folder, model, generators, caches)
     quota_mb: float = 16384  # what all uploads hold on disk; the least recently used are removed beyond it
+    # voxels of one volume, in millions (2**20), from its header before a byte is written: 128 is 512^3; a
+    # .nii.gz of zeros packs ~1000:1 inside a zip that packs it no further, and reading a volume takes ~3x its
+    # voxels x 4 bytes at its peak (nibabel's read, its scaling, the float32 copy)
+    volume_mvoxels: float = 128
 
     @classmethod
     def from_env(cls, environ=os.environ) -> UploadLimits:
         """The defaults, each overridden by its environment variable when set (raises EveInputError
         naming the variable when its value is not a positive number)."""
-        values = {}
-        for f in fields(cls):
-            name = ENV[f.name]
-            text = environ.get(name, "").strip()
-            if not text:
-                continue
-            try:
-                value = int(text) if f.type == "int" else float(text)
-            except ValueError:
-                value = 0
-            if value <= 0:
-                raise EveInputError(f"{name}={text!r} is not a positive number: set it to one, or unset it.")
-            values[f.name] = value
-        return cls(**values)
+        return _from_env(cls, ENV, environ)
+
+
+def _from_env(cls, names: dict[str, str], environ):
+    """`cls`'s defaults, each field overridden by its environment variable `names[field]` when set."""
+    values = {}
+    for f in fields(cls):
+        name = names[f.name]
+        text = environ.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            value = int(text) if f.type == "int" else float(text)
+        except ValueError:
+            value = 0
+        if not value > 0 or value == float("inf"):
+            raise EveInputError(f"{name}={text!r} is not a positive number: set it to one, or unset it.")
+        values[f.name] = value
+    return cls(**values)
 
 
 ENV = {  # UploadLimits field -> its environment variable
@@ -104,7 +120,30 @@ ENV = {  # UploadLimits field -> its environment variable
     "csv_mb": CSV_ENV,
     "session_mb": SESSION_ENV,
     "quota_mb": QUOTA_ENV,
+    "volume_mvoxels": VOXELS_ENV,
 }
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a user's TorchScript model may take when Eve checks it on a dummy batch: a sibling of
+    `UploadLimits` (bytes on disk, enforced by the store) read the same way, for every door that loads a user
+    model (the app, the CLI, a notebook). Each field's environment variable is `MODEL_ENV[field name]`."""
+
+    check_s: float = 60.0  # wall-clock limit of the check on a dummy batch of two (one forward of 2, one of 1)
+    check_mb: float = 4096  # memory (data segment) of the child process that checks an uploaded model first
+    outputs: int = 10_000  # outputs per image (K) Eve takes from a model
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> ModelLimits:
+        """The defaults, each overridden by its environment variable (raises EveInputError naming a bad one)."""
+        return _from_env(cls, MODEL_ENV, environ)
+
+
+CHECK_S_ENV = "EVE_MODEL_CHECK_S"
+CHECK_MB_ENV = "EVE_MODEL_CHECK_MB"
+OUTPUTS_ENV = "EVE_MODEL_MAX_OUTPUTS"
+MODEL_ENV = {"check_s": CHECK_S_ENV, "check_mb": CHECK_MB_ENV, "outputs": OUTPUTS_ENV}  # field -> its variable
 
 
 def upload_root(environ=os.environ) -> Path:
@@ -313,8 +352,13 @@ def plan_dataset(files: Sequence[tuple[str, BinaryIO]], limits: UploadLimits) ->
             f"features.csv is {_mb(csv.size)}, over Eve's limit of {limits.csv_mb:,.0f} MB "
             f"({CSV_ENV}): keep one row per volume and only the feature columns."
         )
-    with csv.open() as stream:
-        table = read_features_csv(io.BufferedReader(_Bounded(stream, csv.size, csv.shown)))
+    try:
+        with csv.open() as stream:
+            table = read_features_csv(io.BufferedReader(_Bounded(stream, csv.size, csv.shown)))
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise EveInputError(
+            f"{csv.shown} cannot be unpacked ({reason(exc)}): re-create the zip (zip the folder again)."
+        ) from exc
     placed: dict[PurePosixPath, Entry] = {}
     by_path = {e.path: e for es in volumes.values() for e in es}
     for row, name in enumerate(table["file"], start=2):
@@ -341,8 +385,59 @@ def plan_dataset(files: Sequence[tuple[str, BinaryIO]], limits: UploadLimits) ->
         if e.path.parent.name == GENERATORS_DIR and e.path.name.endswith((".json", ".safetensors"))
     ]
     written = [Entry(rel, e.size, e.open, e.shown) for rel, e in placed.items()]
+    for entry in written:
+        _check_name_length(entry)
+        _check_claimed_voxels(entry, limits)
     written.append(Entry(PurePosixPath("features.csv"), csv.size, csv.open, csv.shown))
     return Plan(folder, tuple(sorted([*written, *generators], key=lambda e: str(e.path))))
+
+
+def _check_name_length(entry: Entry) -> None:
+    parts = [part.encode("utf-8", "surrogateescape") for part in entry.path.parts]
+    if max(len(part) for part in parts) > NAME_BYTES or len(b"/".join(parts)) > PATH_BYTES:
+        raise EveInputError(
+            f"{entry.shown[:80]!r}… has a name or folder path too long to write (file names up to {NAME_BYTES} bytes, "
+            f"paths up to {PATH_BYTES}): rename it shorter, in the upload and in features.csv."
+        )
+
+
+def claimed_voxels(head: bytes) -> int | None:
+    """Voxels a NIfTI-1 or NIfTI-2 header (the file's first 540 bytes, uncompressed) says its image holds:
+    the product of dim[1..dim[0]]; None when `head` is no NIfTI header (load_dataset then says why)."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack_from(order + "i", head)[0] == 348:
+            dims = struct.unpack_from(order + "8h", head, 40)  # NIfTI-1: int16 dim[8] at byte 40
+        elif len(head) >= 540 and struct.unpack_from(order + "i", head)[0] == 540:
+            dims = struct.unpack_from(order + "8q", head, 16)  # NIfTI-2: int64 dim[8] at byte 16
+        else:
+            continue
+        if not 1 <= dims[0] <= 7:
+            return None
+        total = 1
+        for n in dims[1 : dims[0] + 1]:
+            total *= max(int(n), 1)
+        return total
+    return None
+
+
+def _check_claimed_voxels(entry: Entry, limits: UploadLimits) -> None:
+    """Refuse a volume whose header claims more voxels than `limits.volume_mvoxels`, before it is written:
+    a few hundred bytes are read (decompressed for .nii.gz); a header that cannot be read is load_dataset's
+    to name."""
+    try:
+        with entry.open() as stream:
+            if entry.path.name.lower().endswith(".gz"):
+                stream = gzip.GzipFile(fileobj=stream)
+            head = stream.read(540)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, NotImplementedError, RuntimeError):
+        return
+    voxels = claimed_voxels(head)
+    if voxels is not None and voxels > limits.volume_mvoxels * MB:
+        raise EveInputError(
+            f"{entry.shown}: its header claims {voxels:,} voxels, over Eve's limit of {limits.volume_mvoxels:,.0f} "
+            f"million for one volume ({VOXELS_ENV}; 128 is 512^3): upload the volume at its real size, or run Eve "
+            "locally on the folder (python -m engine score --data DIR)."
+        )
 
 
 def plan_model(name: str, source: BinaryIO, limits: UploadLimits) -> Plan:
@@ -372,7 +467,12 @@ class _Bounded(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._stream.read(min(len(buffer), self._left + 1))
+        try:
+            data = self._stream.read(min(len(buffer), self._left + 1))
+        except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError) as exc:  # bz2 says OSError
+            raise EveInputError(
+                f"{self._shown} cannot be unpacked ({reason(exc)}): re-create the zip (zip the folder again)."
+            ) from exc
         if len(data) > self._left:
             raise EveInputError(
                 f"{self._shown} holds more bytes than its header declares: re-create the zip (it is damaged or forged)."
@@ -396,14 +496,19 @@ class _HashingWriter:
 
 def _stream(entry: Entry, target: Path) -> bytes:
     """Copy one entry to `target` in CHUNK pieces, never more than it declared; its sha256."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with entry.open() as source, open(target, "wb") as out:
             writer = _HashingWriter(out)
             shutil.copyfileobj(_Bounded(source, entry.size, entry.shown), writer, CHUNK)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise EveInputError(
             f"{entry.shown} cannot be unpacked ({reason(exc)}): re-create the zip (zip the folder again)."
+        ) from exc
+    except OSError as exc:  # the server's side: a full disk, a name its file system refuses
+        raise EveInputError(
+            f"{entry.shown} could not be written on the server ({reason(exc)}): try again later, and tell the "
+            "operator if it persists (the upload space may be full)."
         ) from exc
     if writer.written != entry.size:
         raise EveInputError(
