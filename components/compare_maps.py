@@ -77,26 +77,38 @@ def draw(sel, row: int, subject: str, image, *, signed: bool, plane: str | None,
 
 
 def region_panel(sel, row: int, method: str, found, region_kind: str) -> None:
-    """What each region carries in `method`'s map of the image (`loaders.region_table`)."""
+    """What each region carries in `method`'s map of the image (`loaders.region_table`): shares of the total
+    |attribution| that add up to 100%, the direction each region pushes, and what the map cannot separate."""
     chosen, table, difference = loaders.region_table(
         sel.source, sel.model_ref, sel.device, row, sel.output, found, region_kind
     )
     st.markdown(f"**By region ({chosen.source}), from {method}**")
     st.dataframe(
-        table.head(8),
+        table.head(8)[["region", "share", "direction", "attribution", "of_difference", "pixels"]],
         hide_index=True,
         column_config={
-            "share": st.column_config.NumberColumn("share of f(x) − f(black)", format="percent"),
-            "attribution": st.column_config.NumberColumn(format="%.3g"),
+            "share": st.column_config.ProgressColumn(
+                "share of |attribution|", format="percent", min_value=0, max_value=1
+            ),
+            "direction": st.column_config.TextColumn("pushes the output"),
+            "attribution": st.column_config.NumberColumn(format="%+.3g"),
+            "of_difference": st.column_config.NumberColumn("of f(x) − f(black)", format="percent"),
         },
     )
     top = table.iloc[0]
     how = (
-        "Shapley values add up to it; regions of the opposite sign offset the rest"
+        "Shapley values add up to that difference, so regions pushing opposite ways can each carry more than it"
         if method == "ShapleyValueSampling"
         else "each region blacked out alone, so the parts need not add up to it"
     )
+    small = table[~table["separable"]]["region"].tolist()
     st.caption(
-        f"{top['region'].capitalize()} contributes {top['attribution']:+.3g} ({top['share']:.0%}) of the "
-        f"{difference:+.3g} by which this image's output differs from a black image's ({method}: {how})."
+        f"Shares add up to 100% of the map's total |attribution|, whatever the signs: {top['region']} carries "
+        f"{top['share']:.0%} and {top['direction']} the output ({top['attribution']:+.3g}, against this image's "
+        f"f(x) − f(black) = {difference:+.3g}; {how})."
+        + (
+            f" Too small in the model's input for a map to tell apart from their neighbours: {', '.join(small)}."
+            if small
+            else ""
+        )
     )

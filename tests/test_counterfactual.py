@@ -206,8 +206,10 @@ def test_the_command_writes_the_numbers_and_three_pngs(tmp_path, capsys):
     assert report["images"] == ["whatif-original.png", "whatif-counterfactual.png", "whatif-difference.png"]
     from PIL import Image
 
-    for name in report["images"]:
-        assert Image.open(tmp_path / name).size == (64, 64)
+    for name in report["images"][:2]:  # the model's 64 px at 256 px: readable in a report or a slide
+        assert Image.open(tmp_path / name).size == (256, 256)
+    difference = Image.open(tmp_path / report["images"][2])
+    assert difference.size[0] > 256 and difference.size[1] > 256 and difference.mode == "RGB"  # with its colour bar
     printed = capsys.readouterr().out
     assert "the probe reads" in printed and "round trip" in printed and "hippocampi" in printed
     assert main([*args, "--feature", "age", "--value", "70", "--change", "+1", "--out", str(out)]) == 2

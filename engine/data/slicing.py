@@ -194,11 +194,53 @@ class SliceSpec:
         )
 
 
+P99_STRIDE = 16  # every 16th voxel brackets the 99th percentile before the exact selection
+
+
+def _numpy_lerp(a, b, t: float):
+    """numpy's own interpolation between two order statistics (`np.percentile`, method "linear"), so the
+    result is np.percentile's to the bit: a + (b - a) t below t = 0.5, b - (b - a)(1 - t) from there."""
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
 def intensity_scale(volume: np.ndarray) -> float:
-    """The 99th percentile of the non-zero voxels (float32), 0 for an empty volume."""
-    volume = np.asarray(volume, dtype=np.float32)
-    foreground = volume[volume > 0]
-    return float(np.percentile(foreground, 99)) if foreground.size else 0.0
+    """The 99th percentile of the positive voxels (float32), 0 for an empty volume: `np.percentile`'s value
+    to the bit, in about a fifth of its time on a 1 mm head (`benchmarks/bench_cohort_1mm.py`).
+
+    1. n positive voxels, and the two order statistics np.percentile interpolates (its virtual index);
+    2. a bracket [a, b] around them from every `P99_STRIDE`-th voxel (widened by 5 sampling sd);
+    3. exact: count the positives below a, select the voxels in [a, b] and partition that small set; if the
+       bracket missed the ranks, partition every positive voxel (np.percentile's own way)."""
+    flat = np.asarray(volume, dtype=np.float32).ravel(order="K")  # memory order: no copy of a NIfTI array
+    n = int(np.count_nonzero(flat > 0))
+    if n == 0:
+        return 0.0
+    q = np.true_divide(99, 100.0)
+    virtual = n * q + (1 + q * (1 - 1 - 1)) - 1  # numpy's virtual index for method "linear"
+    previous = np.floor(virtual)
+    gamma = float(virtual - previous)
+    lo, hi = int(np.clip(previous, 0, n - 1)), int(np.clip(previous + 1, 0, n - 1))
+    found = None
+    sample = flat[::P99_STRIDE]
+    sample = sample[sample > 0]
+    if sample.size >= 1000:
+        m = sample.size
+        rank, width = lo / max(n - 1, 1) * (m - 1), 5 * np.sqrt(m * 0.01) + 16
+        ends = [int(max(0, np.floor(rank - width))), int(min(m - 1, np.ceil(rank + width)))]
+        part = np.partition(sample, ends)
+        a, b = part[ends[0]], part[ends[1]]
+        below = int(np.count_nonzero(flat < a)) - (flat.size - n)  # a > 0: every non-positive voxel is below it
+        if below <= lo:
+            inside = flat[(flat >= a) & (flat <= b)]
+            if hi < below + inside.size:
+                inside.partition([lo - below, hi - below])
+                found = inside[lo - below], inside[hi - below]
+    if found is None:
+        foreground = flat[flat > 0]
+        foreground.partition([lo, hi])
+        found = foreground[lo], foreground[hi]
+    return float(_numpy_lerp(found[0], found[1], gamma))
 
 
 def normalise_intensity(volume: np.ndarray) -> np.ndarray:
@@ -207,7 +249,8 @@ def normalise_intensity(volume: np.ndarray) -> np.ndarray:
     scale = intensity_scale(volume)
     if scale <= 0:
         return np.zeros_like(volume)
-    return np.clip(volume / scale, 0.0, 1.0)
+    scaled = np.divide(volume, np.float32(scale))  # one new array, clipped in place: volume / scale's values
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
 
 
 # MNI152's brain (mm, RAS): a volume in MNI space covers this box, give or take MNI_MARGIN_MM

@@ -42,6 +42,7 @@ from engine.diffusion.pipeline import ConditionalDiffusion
 from engine.diffusion.sampler import TRAIN_SCHEDULE
 from engine.errors import EveInputError
 from engine.models.zoo import forward
+from engine.paths import output_path
 from engine.scores.generator import check_compatible
 
 INVERSION_STEPS = 50  # DDIM steps each way; the no-change RMS each edit reports says how close this is
@@ -345,14 +346,40 @@ def edit_locality(codec, z0: torch.Tensor, z_edit: torch.Tensor, spec, feature: 
     }
 
 
-def _png(image: np.ndarray, path, signed: bool = False) -> None:
-    """An (S, S) image as an 8-bit greyscale PNG: [0, 1] as is, or a difference with 0 at mid-grey."""
-    from PIL import Image
+PNG_SCALE = 4  # the model's 64 px shown at 256 px, each pixel a 4 x 4 block (nearest: no invented detail)
 
-    if signed:
-        bound = float(np.abs(image).max()) or 1.0
-        image = 0.5 + 0.5 * image / bound
-    Image.fromarray((np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)).save(path)
+
+def _diverging(values: np.ndarray) -> np.ndarray:
+    """Values in [-1, 1] as RGB (..., 3) uint8: blue below 0, white at 0, red above (RdBu reversed)."""
+    t = np.clip(values, -1.0, 1.0)[..., None]
+    blue, white, red = np.array([33, 102, 172.0]), np.array([255, 255, 255.0]), np.array([178, 24, 43.0])
+    rgb = np.where(t < 0, white + (blue - white) * -t, white + (red - white) * t)
+    return rgb.round().astype(np.uint8)
+
+
+def _png(image: np.ndarray, path, signed: bool = False, title: str = "") -> None:
+    """An (S, S) image as a PNG a report can show, S x PNG_SCALE px (nearest-neighbour upscaling): [0, 1] in
+    greys, or a difference in a diverging map with 0 white, beside a colour bar titled `title` that names its
+    ends in the image's units."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    big = np.kron(np.asarray(image, float), np.ones((PNG_SCALE, PNG_SCALE)))
+    if not signed:
+        Image.fromarray((np.clip(big, 0.0, 1.0) * 255).round().astype(np.uint8)).save(path)
+        return
+    bound = float(np.abs(image).max()) or 1.0
+    side, font = big.shape[0], ImageFont.load_default(size=13)
+    canvas = Image.new("RGB", (side + 150, side + 40), "white")
+    canvas.paste(Image.fromarray(_diverging(big / bound)), (0, 28))
+    bar = np.linspace(1.0, -1.0, side)[:, None].repeat(18, 1)  # top: the largest increase
+    canvas.paste(Image.fromarray(_diverging(bar)), (side + 14, 28))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 6), title, fill="black", font=font)
+    for y, label in ((28, f"+{bound:.3g}"), (28 + side // 2 - 7, "0"), (side + 28 - 10, f"-{bound:.3g}")):
+        draw.text((side + 38, y), label, fill="black", font=font)
+    draw.text((side + 38, 28 + side // 4), "brighter", fill="#b2182b", font=font)
+    draw.text((side + 38, 28 + 3 * side // 4 - 14), "darker", fill="#2166ac", font=font)
+    canvas.save(path)
 
 
 def write_counterfactual(result: Counterfactual, out) -> list:
@@ -361,17 +388,14 @@ def write_counterfactual(result: Counterfactual, out) -> list:
     import json
     from pathlib import Path
 
-    out = Path(out)
-    if out.suffix.lower() != ".json":
-        raise EveInputError(f"--out {out} is not a .json file: give a path ending in .json (the PNGs go beside it).")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_path(out, (".json",))
     stem = out.with_suffix("")
     paths = []
     for kind, image in (("original", result.original), ("counterfactual", result.counterfactual)):
         paths.append(Path(f"{stem}-{kind}.png"))
         _png(image, paths[-1])
     paths.append(Path(f"{stem}-difference.png"))
-    _png(result.difference, paths[-1], signed=True)
+    _png(result.difference, paths[-1], signed=True, title="counterfactual - original (intensity, 0-1 scale)")
     out.write_text(json.dumps(result.to_json() | {"images": [p.name for p in paths]}, indent=2) + "\n")
     return [out, *paths]
 

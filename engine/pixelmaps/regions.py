@@ -149,21 +149,39 @@ def regions_for(kind: str, spec: SliceSpec) -> Regions:
     raise EveInputError(f"Unknown regions {kind!r}: use one of {', '.join(REGION_KINDS)}.")
 
 
+MIN_SEPARABLE_PIXELS = 16  # a region smaller than this in the model's input is below a map's resolution
+
+
 def region_shares(amap, regions: Regions, *, regional: bool = False, whole: float | None = None) -> pd.DataFrame:
-    """Per region: its pixels, its attribution and that attribution's share of `whole` (default: the
-    map's total), largest |share| first. A pixel map's region attribution is the sum over its pixels;
-    a region method's map (`regional`: one value copied to each pixel of a region) is that value. With
-    `whole` = f(x) − f(baseline) a share says how much of that difference the region carries (Shapley
-    values add up to it exactly; feature ablation's parts need not)."""
+    """Per region, largest |attribution| first: its pixels, its attribution (a pixel map's sum over its
+    pixels; a region method's map, `regional`: one value copied to each pixel of a region, that value), the
+    direction it pushes the output ("raises" / "lowers"), and `share`: its part of the total |attribution|,
+    so the shares are all positive and add up to 100% whatever the signs. With `whole` = f(x) − f(baseline),
+    `of_difference` is the signed attribution over it (Shapley values over regions add up to it exactly;
+    parts of opposite signs can each exceed it). `separable` is False for a region with fewer than
+    `MIN_SEPARABLE_PIXELS` pixels in the input: too small for a map to tell from its neighbours."""
     amap = np.asarray(amap, dtype=np.float64).reshape(regions.labels.shape)
     n = len(regions.names)
     pixels = np.bincount(regions.labels.ravel(), minlength=n)
     sums = np.bincount(regions.labels.ravel(), weights=amap.ravel(), minlength=n)
     values = sums / np.maximum(pixels, 1) if regional else sums
+    magnitude = np.abs(values).sum()
+    share = np.abs(values) / magnitude if magnitude > 1e-12 else np.full_like(values, np.nan)
     whole = values.sum() if whole is None else float(whole)
-    share = values / whole if abs(whole) > 1e-12 else np.full_like(values, np.nan)
-    table = pd.DataFrame({"region": regions.names, "pixels": pixels, "attribution": values, "share": share})
-    return table.iloc[np.argsort(-np.abs(values), kind="stable")].reset_index(drop=True)
+    of_difference = values / whole if abs(whole) > 1e-12 else np.full_like(values, np.nan)
+    table = pd.DataFrame(
+        {
+            "region": regions.names,
+            "pixels": pixels,
+            "attribution": values,
+            "direction": np.where(values > 0, "raises", np.where(values < 0, "lowers", "none")),
+            "share": share,
+            "of_difference": of_difference,
+            "separable": pixels >= MIN_SEPARABLE_PIXELS,
+        }
+    )
+    present = table[table["pixels"] > 0]
+    return present.iloc[np.argsort(-np.abs(present["attribution"].to_numpy()), kind="stable")].reset_index(drop=True)
 
 
 def with_regions(params: dict, regions: Regions | None) -> dict:

@@ -26,6 +26,7 @@ from engine.data import Dataset
 from engine.errors import EveInputError
 from engine.models import xtrain
 from engine.models.zoo import forward
+from engine.paths import output_path
 from engine.pixelmaps import methods, quality
 from engine.pixelmaps.regions import region_shares, regions_for
 from engine.progress import Progress
@@ -103,7 +104,18 @@ def map_report(
         for b, row in enumerate(rows):
             table = region_shares(found[b, 0].numpy(), chosen, regional=regional, whole=float(difference[b]))
             shares.append(table.assign(method=method, subject=dataset.subjects[row]))
-    regions = pd.concat(shares, ignore_index=True)[["method", "subject", "region", "pixels", "attribution", "share"]]
+    columns = [
+        "method",
+        "subject",
+        "region",
+        "pixels",
+        "attribution",
+        "direction",
+        "share",
+        "of_difference",
+        "separable",
+    ]
+    regions = pd.concat(shares, ignore_index=True)[columns]
     metadata = {
         "model": card.name,
         "dataset": dataset.name,
@@ -234,10 +246,7 @@ def _random_logit(model, images, method: str, target: int, card: ModelCard, seed
 
 def write_map_report(report: MapReport, out: str | Path) -> list[Path]:
     """The quality table as CSV at `out`; beside it `<stem>-regions.csv` and the maps, `<stem>-maps.npz`."""
-    out = Path(out)
-    if out.suffix != ".csv":
-        raise EveInputError(f"--out {out}: give a .csv path for the quality table (the maps go beside it).")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_path(out, (".csv",))
     regions = out.with_name(f"{out.stem}-regions.csv")
     arrays = out.with_name(f"{out.stem}-maps.npz")
     report.quality.to_csv(out, index=False)
