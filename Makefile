@@ -6,7 +6,11 @@ STAMP := .make
 
 .PHONY: run test test-fast lint setup setup-dev data
 
-run: setup data
+# the app opens on Shapes (built in seconds) while SynthBrain and the explorer's banks are drawn in the
+# background (log: data/build.log); SynthBrain's sidebar entry shows its progress until it is ready
+run: setup
+	$(PY) -m engine build-data shapes
+	$(PY) -m engine build-data --banks --background
 	$(PY) -m streamlit run app.py
 
 # every tier (CI runs this), the 25 slowest tests listed at the end

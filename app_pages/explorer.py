@@ -19,8 +19,7 @@ from components import (
     sidebar,
     state,
 )
-
-STEPS = 41  # slider positions across the feature's training range (each one cached once drawn)
+from engine.diffusion.banks import positions
 
 sel = sidebar.page_with_dataset("Feature explorer (live)")
 if loaders.diffusion_unavailable(sel) is not None:
@@ -36,7 +35,7 @@ if dm is None:
 palette = colors.feature_colors(ds.features)
 
 # -- 1. controls -------------------------------------------------------------------------
-c = st.columns([2, 1, 1, 1, 1], vertical_alignment="bottom")
+c = st.columns([2, 1, 1, 1, 1.4], vertical_alignment="bottom")
 feature = c[0].selectbox("Feature", dm.features, key=state.keyed(state.EXPLORER_FEATURE, sel.source))
 n = c[1].select_slider("Samples", [4, 8, 12, 16], key=state.EXPLORER_N)
 seed = int(c[2].number_input("Seed", 0, 9999, key=state.EXPLORER_SEED, help="Same seed, same subjects."))
@@ -56,12 +55,8 @@ live = c[4].toggle(
 
 info = dm.feature(feature)
 categorical = info.is_categorical
-if categorical:
-    options = list(dm.feature_range(feature))
-else:
-    lo, hi = dm.feature_range(feature)
-    # rounded for readable labels and stable cache keys, kept inside the training range (no clamping)
-    options = [float(np.clip(float(f"{v:.4g}"), lo, hi)) for v in np.linspace(lo, hi, STEPS)]
+options = positions(dm, feature)  # the banks' positions (each one cached once drawn)
+lo, hi = (None, None) if categorical else dm.feature_range(feature)
 value_key = state.keyed(state.EXPLORER_VALUE, sel.source, feature)
 value_b_key = state.keyed(state.EXPLORER_VALUE_B, sel.source, feature)
 
@@ -74,7 +69,7 @@ def _nearest(percentile: int):
     return min(options, key=lambda v: abs(v - target))
 
 
-asked = share.pending_value(feature, options, *(None, None) if categorical else (lo, hi))
+asked = share.pending_value(feature, options, lo, hi)
 if asked is not None:  # a shared link's value, at the nearest slider position
     st.session_state[value_key] = asked
 # start at the data's median, and compare with its 95th percentile (the range ends are rare)

@@ -1,21 +1,29 @@
-"""Overview: what Eve does, the current dataset and model card, where to go next. Kept light:
-it reads the feature table and the model card only (no model outputs, no sampling)."""
+"""Overview: the answer at a glance (the default model's top features with their intervals, the reading in
+one sentence, one generated subject morphing across the strongest feature), then the dataset and model card
+and where to go next."""
 
 import streamlit as st
 
-from components import errors, loaders, sidebar
+from components import errors, loaders, overview_panels, sidebar
 
 sel = sidebar.current()
 
 st.title("Eve — the Explained-Variance Explorer")
 st.markdown(
-    "**How much of this model's decision is explained by a feature people understand?** "
-    "Eve splits the variance of a classifier's output into the part explained by one feature "
-    "(ventricle volume, hippocampal volume, head size, age...) and the rest. "
-    "The score is estimated from real images when they are plentiful and from a conditional "
-    "diffusion model when they are scarce, and it is shown beside the usual pixel-attribution maps."
+    "**How much of this model's decision is explained by a feature people understand?** Eve scores each feature "
+    "by the share of the variation in the model's output that it explains, S(A) = Var(E[f(X) | A]) / Var(f(X)), "
+    "from real images (or a conditional diffusion model when they are few), beside the usual pixel-attribution maps."
 )
-st.latex(r"S(A) = \frac{\operatorname{Var}(\mathbb{E}[f(X) \mid A])}{\operatorname{Var}(f(X))} \in [0, 1]")
+
+scores = None if sel.source is None else overview_panels.top_scores(sel)
+if scores is not None:
+    st.markdown(f"##### {overview_panels.reading(scores, sel)}")
+    answer, morph = st.columns([3, 2])
+    with answer:
+        split = loaders.default_split(sel.source)
+        overview_panels.bars(scores, sel, f"{len(loaders.split_rows(sel.source, split))} {split} images")
+    with morph:
+        overview_panels.morph(sel, scores)
 
 left, right = st.columns(2)
 with left:

@@ -1,11 +1,14 @@
 """The feature explorer's live scrubbing (`components.scrubber`) in a real browser: Playwright drives Debian's
 Chromium against `streamlit run app.py`.
 
-For 8 and 16 samples (a seed no earlier run drew, so nothing is cached; the server warmed first on other
-seeds), on SynthBrain's first feature:
+Live scrubbing is on by default. For 8 and 16 samples (a seed no earlier run drew, so nothing is cached; the
+server warmed first on other seeds), on SynthBrain's first feature:
 
-* the time from switching "Live scrubbing" on to a full bank (every slider position's samples in the browser),
-  and the bytes of that bank (the WebP data URLs as sent);
+* the time from opening the explorer (or, for 16, from choosing 16 samples) to the first frame in the browser
+  and to a full bank (every slider position's samples in the browser), and the bytes of that bank (the WebP
+  data URLs as sent);
+* the same at the explorer's defaults (seed 0, 8 samples) when `make run`'s background build has drawn the
+  bank beforehand (`python -m engine build-data synthbrain --banks`; drawn here first if missing);
 * the browser's CPU-idle check of a disconnect: a session closed mid-bank, then the server's CPU seconds over
   the next few seconds (the fragment's timer lives in the browser, so the filling should stop);
 * once the bank is full, a drag back and forth across the slider's range, with the frames the page displays
@@ -64,26 +67,30 @@ def settle(page) -> None:
     page.wait_for_function(SETTLED_JS, timeout=TIMEOUT_MS)
 
 
-def open_explorer(page, url: str, n: int, seed: int) -> None:
-    """The explorer with n samples and `seed`, live scrubbing off (a URL carries the seed)."""
+def open_explorer(page, url: str, n: int, seed: int) -> float:
+    """The explorer with n samples and `seed` (a URL carries the seed), live scrubbing on as by default;
+    the time (perf_counter) its bank started: the explorer's opening, or the choice of n samples."""
     page.goto(url)
     settle(page)
+    t0 = time.perf_counter()
     page.goto(f"{url}/explorer?dataset=synthbrain&seed={seed}")
     settle(page)
     main = page.locator('[data-testid="stMain"]')
     if n != 8:
         samples = main.locator('[data-testid="stSlider"]').filter(has_text="Samples").get_by_role("slider")
         samples.focus()
+        t0 = time.perf_counter()
         for _ in range([4, 8, 12, 16].index(n) - 1):
             page.keyboard.press("ArrowRight")
-        settle(page)
-
-
-def switch_live_on(page) -> float:
-    """Click "Live scrubbing"; the time of the click (perf_counter)."""
-    t0 = time.perf_counter()
-    page.locator('[data-testid="stMain"] [data-testid="stCheckbox"]').filter(has_text="Live scrubbing").click()
     return t0
+
+
+def first_frame(page, n: int) -> None:
+    page.wait_for_function(
+        f"() => window.eveScrubber && window.eveScrubber.n === {n} && window.eveScrubber.ready > 0",
+        timeout=TIMEOUT_MS,
+        polling=50,
+    )
 
 
 def wait_full_bank(page, timeout_s: float = 600) -> dict:
@@ -171,6 +178,14 @@ def play(page, speed: int = 40, seconds: float = 3.0) -> dict:
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
+    from engine.diffusion import load_diffusion
+    from engine.diffusion.banks import draw_bank, is_drawn
+
+    generator = load_diffusion("synthbrain")
+    t = time.perf_counter()
+    drawn = is_drawn(generator, generator.features[0], 8, 0, 1.0)
+    draw_bank(generator, generator.features[0])
+    drawn_s = None if drawn else round(time.perf_counter() - t, 1)  # None: drawn by an earlier run
     proc, url = start_server()
     # other work on the machine slows the banks (2 cores): the load when this run started says how much
     results: dict = {"machine": describe(load_average_1_min=os.getloadavg()[0]), "feature": None, "banks": {}}
@@ -182,14 +197,12 @@ def main() -> None:
             for n in SAMPLES:
                 context, page, _ = new_page(browser)
                 open_explorer(page, url, n, rng.randrange(1000, 9999))
-                switch_live_on(page)
                 page.wait_for_function("() => window.eveScrubber && window.eveScrubber.ready >= 8", timeout=TIMEOUT_MS)
                 context.close()
             # 1. a session closed mid-bank: does the server stop drawing?
             context, page, _ = new_page(browser)
             seed = rng.randrange(1000, 9999)
             open_explorer(page, url, 16, seed)
-            switch_live_on(page)
             page.wait_for_function("() => window.eveScrubber && window.eveScrubber.ready >= 3", timeout=TIMEOUT_MS)
             ready_at_close = page.evaluate("() => window.eveScrubber.ready")
             context.close()
@@ -200,7 +213,6 @@ def main() -> None:
             # a new session on the same bank: the shared cache holds what the closed one drew, and one more
             context, page, _ = new_page(browser)
             open_explorer(page, url, 16, seed)
-            switch_live_on(page)
             page.wait_for_function("() => window.eveScrubber && window.eveScrubber.ready > 0", timeout=TIMEOUT_MS)
             results["disconnect"] = {
                 "positions_ready_when_closed": ready_at_close,
@@ -213,8 +225,9 @@ def main() -> None:
             for n in SAMPLES:
                 context, page, sent = new_page(browser)
                 seed = rng.randrange(1000, 9999)
-                open_explorer(page, url, n, seed)
-                t0 = switch_live_on(page)
+                t0 = open_explorer(page, url, n, seed)
+                first_frame(page, n)
+                first = time.perf_counter() - t0
                 stats = wait_full_bank(page)
                 seconds = time.perf_counter() - t0
                 settle(page)
@@ -227,6 +240,7 @@ def main() -> None:
                 results["banks"][str(n)] = {
                     "seed": seed,
                     "positions": stats["k"],
+                    "first_frame_s": round(first, 2),
                     "full_bank_s": round(seconds, 1),
                     "bank_bytes": size,
                     "bytes_per_frame": round(size / (stats["k"] * n)),
@@ -236,6 +250,23 @@ def main() -> None:
                 results["feature"] = page.locator(".eve-scrubber .feature").inner_text()
                 print(f"{n} samples:", results["banks"][str(n)])
                 context.close()
+            # 3. the defaults, with the bank drawn beforehand (make run's background build)
+            context, page, sent = new_page(browser)
+            t0 = open_explorer(page, url, 8, 0)
+            first_frame(page, 8)
+            first = time.perf_counter() - t0
+            stats = wait_full_bank(page)
+            results["drawn_beforehand"] = {
+                "seed": 0,
+                "first_frame_s": round(first, 2),
+                "full_bank_s": round(time.perf_counter() - t0, 2),
+                "positions": stats["k"],
+                "draw_bank_s": drawn_s,
+            }
+            settle(page)
+            results["drawn_beforehand"]["drag"] = drag(page, sent, sweeps=2)
+            print("drawn beforehand:", results["drawn_beforehand"])
+            context.close()
             browser.close()
     finally:
         proc.terminate()
@@ -245,11 +276,12 @@ def main() -> None:
             proc.kill()
     results["frames_per_second"] = min(b["drag"]["frames_per_second"] for b in results["banks"].values())
     results["full_bank_s"] = {n: b["full_bank_s"] for n, b in results["banks"].items()}
+    results["first_frame_s"] = {n: b["first_frame_s"] for n, b in results["banks"].items()}
     results["bank_bytes"] = {n: b["bank_bytes"] for n, b in results["banks"].items()}
     results["encoding"] = "WebP, quality 90, grey 8-bit, base64 data URLs in the component's JSON"
     out = ROOT / "benchmarks" / "results" / "live.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("frames_per_second", "full_bank_s", "bank_bytes")}))
+    print(json.dumps({k: results[k] for k in ("frames_per_second", "first_frame_s", "full_bank_s", "bank_bytes")}))
     print(f"wrote {out.relative_to(ROOT)}")
 
 

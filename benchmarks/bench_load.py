@@ -4,21 +4,22 @@
 
 Starts `streamlit run app.py` on a free localhost port and waits for its health check; one warm-up
 session opens the explorer and closes (what a server that has been up a while has done; the server's
-memory is read after it: "before"). Then `--sessions` Chromium sessions (one browser, a context each: a
-Streamlit session each) open the explorer at the same moment, and each, once drawn, moves the
-explorer's value `--moves` times to values no session has drawn yet and back. Printed, and written to
-`benchmarks/results/load.json`:
+memory is read after it: "before"). Then `--sessions` sessions (a context each: a Streamlit session each)
+open the explorer at the same moment, each at its own seed (nothing shared), with live scrubbing on as by
+default, and each, once drawn, moves the explorer's value `--moves` times to values no session has drawn yet
+and back. Printed, and written to `benchmarks/results/load.json`:
 
 * first page: from `goto` to the page fully drawn (no spinner, the script not running), per session;
-* a value move: from the key press to the end of the rerun it triggers, per move;
+* a value move, per move: the light client lets go of the scrubber at the next position (the `released`
+  trigger a browser sends after a drag or an arrow key), timed from sending it to the end of the page run it
+  starts; meanwhile it runs the scrubber's fill timer as a browser does, and the time to each session's full
+  bank is recorded. The Chromium sessions switch live scrubbing off after their first page and press the
+  plain slider's arrow keys (with the fill timer on, the page's script state no longer tells a move's end);
 * light interactions while heavy work runs: the Browse slice slider in one session while another
   computes diffusion scores (the Scores page's button);
 * errors: Streamlit exception boxes and page errors in any session;
 * the server's resident memory (VmRSS of the streamlit process) before, at the peak, and 20 s after the
   sessions closed;
-* live scrubbing (light client only): `--sessions` more sessions turn it on at once and run the scrubber's
-  fragment timer as their browsers would until each bank is full (the time to a full bank), while one more
-  session moves the explorer's value the plain way (what the fills cost it).
 
 Two kinds of client: Chromium (`browser`), and a light one (`protocol`) that loads the server as a browser
 does without rendering: it GETs every URL the warm-up browser fetched from the server (the page, its scripts,
@@ -96,6 +97,9 @@ async def _session(browser, url: str, index: int, moves: int, start: asyncio.Eve
     await _settled(page)
     first = time.perf_counter() - t0
     times = []
+    # live scrubbing is on by default; off, the plain slider's moves end with the page's script state
+    await page.locator('[data-testid="stMain"] [data-testid="stCheckbox"]').filter(has_text="Live scrubbing").click()
+    await _settled(page)
     sliders = page.locator('[data-testid="stSlider"]').filter(has_text=VALUE_SLIDER).locator('input[type="range"]')
     if await sliders.count():
         await page.evaluate(WATCH_JS)
@@ -118,6 +122,8 @@ class ProtocolSession:
         self.errors: list[str] = []
         self.positions: dict[str, int] = {}  # a moved slider's option index
         self.auto_rerun = None  # (interval s, fragment id) of a fragment whose timer the browser would run
+        self.scrubber = None  # (component id, fragment id, its last data) of the explorer's live scrubber
+        self.lock = asyncio.Lock()  # one run at a time on the websocket, as a browser queues them
 
     async def __aenter__(self):
         import websockets
@@ -131,6 +137,10 @@ class ProtocolSession:
     async def run(self, page: str, query: str = "", widgets=(), fragment: str = "") -> float:
         """Seconds from sending the rerun (of `fragment` only, as its timer does, if given) to its
         script_finished (a rerun the script asks for included)."""
+        async with self.lock:
+            return await self._run(page, query, widgets, fragment)
+
+    async def _run(self, page: str, query: str, widgets, fragment: str) -> float:
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -158,6 +168,9 @@ class ProtocolSession:
                     self.widgets[element.slider.label] = element.slider
                 elif which == "checkbox":
                     self.widgets[element.checkbox.label] = element.checkbox
+                elif which == "bidi_component":
+                    data = json.loads(element.bidi_component.json or "{}")
+                    self.scrubber = (element.bidi_component.id, forward.delta.fragment_id, data)
             elif kind == "auto_rerun":
                 registered = (forward.auto_rerun.interval, forward.auto_rerun.fragment_id)
             elif (
@@ -186,6 +199,31 @@ class ProtocolSession:
         state = WidgetState(id=slider.id)
         state.string_array_value.data.append(slider.options[self.positions[slider.id]])
         return state
+
+    def release(self, step: int) -> tuple[list, str]:
+        """(the WidgetStates of letting go of the scrubber `step` positions from where it stands, its fragment):
+        the component's own (empty) state and the `released` trigger it sends (`components.scrubber`)."""
+        from streamlit.components.v2.bidi_component.main import _make_trigger_id
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        component, fragment, data = self.scrubber
+        index = min(max(int(data["index"]) + step, 0), len(data["labels"]) - 1)
+        trigger = WidgetState(id=_make_trigger_id(component, "events"))
+        trigger.json_trigger_value = json.dumps({"event": "released", "value": index})
+        return [WidgetState(id=component, json_value="{}"), trigger], fragment
+
+    async def follow_timer(self, page: str, query: str, done: asyncio.Event) -> tuple[float | None, int]:
+        """Run the scrubber's fill timer as the browser does (its interval after each run) until the page stops
+        it (the bank is full) or `done`; (seconds to the full bank or None, fragment runs)."""
+        t0, runs = time.perf_counter(), 0
+        while self.auto_rerun is not None and not done.is_set():
+            interval, fragment = self.auto_rerun
+            await asyncio.sleep(interval)
+            if done.is_set() or self.auto_rerun is None:
+                break
+            await self.run(page, query, fragment=fragment)
+            runs += 1
+        return (time.perf_counter() - t0 if self.auto_rerun is None else None), runs
 
     def toggle(self, label: str, value: bool):
         """The WidgetState that sets a toggle."""
@@ -225,68 +263,38 @@ _LANES = ThreadPoolExecutor(max_workers=64)  # every light session's connections
 
 
 async def _protocol_session(url: str, index: int, moves: int, start: asyncio.Event, assets: list[str]) -> dict:
+    """Open the explorer (live scrubbing on, by default), follow its fill timer as the browser does, and let go of
+    the scrubber `moves` positions up and back down; the first page, the moves, the time to the full bank."""
     async with ProtocolSession(url) as session:
         await start.wait()
         query = f"seed={index}"
         t0 = time.perf_counter()
         await _fetch_as_a_browser(assets)  # the page and its bundle come before a browser opens the websocket
         first = time.perf_counter() - t0 + await session.run("explorer", query)
+        done = asyncio.Event()
+        timer = asyncio.create_task(session.follow_timer("explorer", query, done))
         times = []
-        if any(VALUE_SLIDER in label for label in session.widgets):
+        if session.scrubber is None:
+            session.errors.append("no live scrubber on the explorer")
+        else:
             for step in [1] * moves + [-1] * moves:
-                times.append(await session.run("explorer", query, [session.slider_move(VALUE_SLIDER, step)]))
-        return {"first_page_s": first, "move_s": times, "errors": session.errors}
-
-
-LIVE_TOGGLE = "Live scrubbing"
-
-
-async def _live_session(url: str, index: int, start: asyncio.Event, assets: list[str]) -> dict:
-    """Open the explorer, turn live scrubbing on and run the scrubber fragment's timer as the browser does (its
-    interval, after each run ends) until the page stops it, which it does once every position is drawn."""
-    async with ProtocolSession(url) as session:
-        await start.wait()
-        query = f"seed={index}"
-        await _fetch_as_a_browser(assets)
-        await session.run("explorer", query)
-        t0 = time.perf_counter()
-        live = [session.toggle(LIVE_TOGGLE, True)]
-        await session.run("explorer", query, live)
-        runs = 0
-        while session.auto_rerun is not None and time.perf_counter() - t0 < 300:
-            interval, fragment = session.auto_rerun
-            await asyncio.sleep(interval)
-            await session.run("explorer", query, live, fragment=fragment)
-            runs += 1
-        if session.auto_rerun is not None:
+                states, fragment = session.release(step)
+                times.append(await session.run("explorer", query, states, fragment=fragment))
+        finished, _ = await asyncio.wait({timer}, timeout=300)
+        if finished:
+            full_bank, runs = timer.result()
+        else:
+            done.set()
+            await timer
+            full_bank, runs = None, None
             session.errors.append("the bank was not full after 300 s")
         return {
-            "full_bank_s": time.perf_counter() - t0,
-            "fragment_runs": runs,
+            "first_page_s": first,
+            "move_s": times,
             "errors": session.errors,
+            "full_bank_s": full_bank,
+            "fragment_runs": runs,
         }
-
-
-async def _live_under_load(url: str, sessions: int, moves: int, assets: list[str]) -> dict:
-    """`sessions` sessions fill their scrubbing banks at once (own seeds) while one more moves the explorer's value
-    the plain way: the time to a full bank, and what the fills cost that session's moves."""
-    start = asyncio.Event()
-    fills = [asyncio.create_task(_live_session(url, 100 + i, start, assets)) for i in range(sessions)]
-    mover = asyncio.create_task(_protocol_session(url, 200, moves, start, assets))
-    await asyncio.sleep(1.0)
-    start.set()
-    filled, moved = await asyncio.gather(asyncio.gather(*fills), mover)
-    banks = [r["full_bank_s"] for r in filled]
-    return {
-        "sessions_filling": sessions,
-        "full_bank_s": banks,
-        "full_bank_p50_s": statistics.median(banks),
-        "full_bank_p90_s": _quantile(banks, 0.9),
-        "fragment_runs": [r["fragment_runs"] for r in filled],
-        "other_session_move_s": moved["move_s"],
-        "other_session_move_p90_s": _quantile(moved["move_s"], 0.9) if moved["move_s"] else None,
-        "errors": len([e for r in filled for e in r["errors"]]) + len(moved["errors"]),
-    }
 
 
 async def _server_cpu_per_first_page(browser, url: str, pid: int, assets: list[str]) -> dict:
@@ -320,8 +328,8 @@ async def _light_while_heavy(browser, url: str) -> dict:
     heavy = await (await browser.new_context(viewport={"width": 1440, "height": 1400})).new_page()
     await heavy.goto(f"{url}/scores")
     await _settled(heavy)
-    await heavy.get_by_text("Diffusion-based scores (for scarce data)").first.click()  # the expander holds it
-    button = heavy.get_by_role("button", name="Compute diffusion-based scores")
+    await heavy.get_by_text("Generator-based scores (for scarce data)").first.click()  # the expander holds it
+    button = heavy.get_by_role("button", name="Compute generator-based scores")
     await button.first.wait_for(timeout=60_000)
     busy: list[float] = []
     if await button.count():
@@ -369,11 +377,6 @@ async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> di
         await asyncio.sleep(20)
         after = _rss_mb(pid)
         contention = await _light_while_heavy(browser, url)
-        live = None
-        if client == "protocol":
-            live = await _live_under_load(url, sessions, moves, assets)
-            await asyncio.sleep(20)
-            live["memory_mb_20s_after"] = _rss_mb(pid)
         await browser.close()
     firsts = [r["first_page_s"] for r in results]
     moves_s = [m for r in results for m in r["move_s"]]
@@ -395,7 +398,22 @@ async def _run(url: str, sessions: int, moves: int, pid: int, client: str) -> di
         "memory_mb": {"before": before, "peak": peak[0], "after_close_20s": after},
         "memory_after_over_before": after / before,
         "light_while_heavy": contention,
-        **({"live_scrubbing": live} if live else {}),
+        **_banks(results),
+    }
+
+
+def _banks(results: list[dict]) -> dict:
+    """The light client's fills: every session's time to its full bank (None: not full within the limit)."""
+    banks = [r.get("full_bank_s") for r in results if "full_bank_s" in r]
+    if not banks:
+        return {}
+    full = [b for b in banks if b is not None]
+    return {
+        "live_scrubbing": "on (the default): fills follow the timer, moves let go of the scrubber",
+        "full_bank_s": banks,
+        "full_bank_p50_s": statistics.median(full) if full else None,
+        "full_bank_p90_s": _quantile(full, 0.9) if full else None,
+        "fragment_runs": [r.get("fragment_runs") for r in results],
     }
 
 

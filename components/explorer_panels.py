@@ -44,6 +44,7 @@ def model_at_value(sel, feature: str, value, n: int, seed: int, guidance: float,
                 color=color,
                 mean_line=_data_mean(curve, value, categorical),
                 height=260,
+                bounds=loaders.card(sel.model_ref, sel.device).output_range,
             ),
             key="explorer_violin",
         )

@@ -18,6 +18,7 @@ import torch
 
 from engine.cards import ModelCard, ModelRef
 from engine.data.defaults import BUILDERS, open_dataset
+from engine.data.defaults import building as _building
 from engine.data.defaults import is_built as _is_built
 from engine.data.slicing import SliceSpec, normalise_intensity
 from engine.errors import EveInputError
@@ -38,6 +39,12 @@ RAY_ENV = "EVE_RAY"  # "local", or a Ray cluster's address: the model's outputs 
 def is_built(source: str) -> bool:
     """False only for an embedded dataset that still has to be generated (minutes)."""
     return source not in EMBEDDED or _is_built(source)
+
+
+def building(source: str) -> tuple[int, int] | None:
+    """(subjects written, subjects) while another process builds an embedded dataset (`make run`'s
+    background build); None otherwise."""
+    return None if source not in EMBEDDED else _building(source)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -185,8 +192,17 @@ def curve_figure(
     changed (`curves.marked` copies what it adds for each value)."""
     found, y, a = curve(source, ref, device, output, split, feature)
     categorical = feature in dataset(source).categorical_features
+    bounds = card(ref, device).output_range
     return conditional_curve_figure(
-        found, y, a, feature=feature, output_name=output_name, color=color, categorical=categorical, height=280
+        found,
+        y,
+        a,
+        feature=feature,
+        output_name=output_name,
+        color=color,
+        categorical=categorical,
+        height=280,
+        bounds=bounds,
     ).to_dict()
 
 
@@ -283,11 +299,15 @@ def contrasting_model(like: ModelRef, names: list[str]) -> str:
 
 
 def display_maps(maps: dict[str, np.ndarray], signed: bool) -> dict[str, np.ndarray]:
-    """Each map scaled by its own 99th percentile of |value| (engine.pixelmaps.methods.display_normalise)."""
-    if not maps:
-        return {}
-    stacked = methods.display_normalise(torch.from_numpy(np.stack(list(maps.values()))), signed=signed).numpy()
-    return dict(zip(maps, stacked, strict=True))
+    """Each map scaled for display (`engine.pixelmaps.methods.display_normalise`): a pixel map by its own 99th
+    percentile of |value|; a region method's by its largest region, since one region covering most of the
+    image would otherwise be the 99th percentile and every region would show at full brightness."""
+    shown = {}
+    for method, amap in maps.items():
+        percentile = 100.0 if method in methods.METHODS and methods.method_info(method).regional else 99.0
+        tensor = torch.from_numpy(np.asarray(amap)[None])
+        shown[method] = methods.display_normalise(tensor, signed=signed, percentile=percentile).numpy()[0]
+    return shown
 
 
 # the quality table's columns as the compare page heads them (what each is: `QUALITY_COLUMNS`)
@@ -420,17 +440,20 @@ def score_sampler(generator: str):
 def conditional_samples(
     generator: str, feature: str, value, n: int, seed: int, guidance: float
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """((n, S, S) samples of p(x | feature = value), (n,) probe-measured feature or None).
+    """((n, S, S) samples of p(x | feature = value), (n,) probe-measured feature or None): from a bank
+    drawn beforehand when one holds them, else drawn now (`engine.diffusion.banks`)."""
+    from engine.diffusion import banks
 
-    Sample i has its own noise seeded from (seed, i), the same at every value: moving the
-    value morphs each "subject" smoothly.
-    """
     dm = diffusion(generator)
-    images = dm.sample({feature: value}, n, seed, explorer_sampler(guidance))  # (n, 1, S, S)
-    measured = None
-    if feature in dm.card.probe_features:
-        measured = np.asarray(dm.measure_features(images)[feature], dtype=np.float32)
-    return images[:, 0].cpu().numpy().astype(np.float32), measured
+    found = banks.stored(dm, feature, value, n, seed, guidance)
+    return found if found is not None else banks.conditional(dm, feature, value, n, seed, guidance)
+
+
+def bank_drawn(generator: str, feature: str, n: int, seed: int, guidance: float) -> bool:
+    """Whether the explorer's whole bank at these settings was drawn beforehand (`make run`'s background build)."""
+    from engine.diffusion import banks
+
+    return banks.is_drawn(diffusion(generator), feature, n, seed, guidance)
 
 
 @st.cache_data(show_spinner=False, max_entries=2048)
@@ -559,3 +582,24 @@ def score_report(sel, split: str, features: tuple[str, ...], n_boot: int, diffus
         truth=None if truth is None else truth[0],
         truth_definition=None if truth is None else truth[1],
     )
+
+
+# -- the features together (issue 36) ------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def set_scores(
+    source: str, ref: ModelRef, device: str, output: int, split: str, features: tuple[str, ...], n_boot: int
+) -> service.SetScores:
+    """The joint score of the features, and what each adds to the others and its Shapley effect, for one output on
+    a split (`engine.scores.service.set_scores`): the same outputs, rows, output name and seed as `data_scores`,
+    so its rows sit beside that table's."""
+    rows = split_rows(source, split)
+    y = model_outputs(source, ref, device)[rows, output]
+    return service.set_scores(y, dataset(source), features, rows, [str(output)], n_boot=n_boot, seed=SCORE.seed)
+
+
+def score_report_with_joint(sel, split: str, features: tuple[str, ...], n_boot: int, diffusion_rows=None):
+    """`score_report` with the features scored together beside its data scores (`engine.scores.service.with_joint`),
+    so the downloads carry the joint score, the added scores and the Shapley effects as the CLI's files do."""
+    return service.with_joint(score_report(sel, split, features, n_boot, diffusion_rows))

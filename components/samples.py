@@ -98,6 +98,15 @@ def encoded_frames(images: np.ndarray, quality: int = WEBP_QUALITY) -> list[str]
     return urls
 
 
+def morph_image(images: np.ndarray, frame_ms: int = 180) -> str:
+    """(k, S, S) images in [0, 1] as one looping animated WebP data URL, played forward then back."""
+    frames = [Image.fromarray((image * 255 + 0.5).astype(np.uint8)) for image in np.clip(images, 0, 1)]
+    frames = frames + frames[-2:0:-1]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "WEBP", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, quality=90)
+    return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def decoded_frame(url: str) -> np.ndarray:
     """A data URL from `encoded_frames` back to an (S, S) array in [0, 1]."""
     data = base64.b64decode(url.split(",", 1)[1])

@@ -10,10 +10,11 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.cards import USER_DEFAULT
-from engine.options import SCORE
+from engine.options import EXPLORER, SCORE
 
 # -- sidebar widgets ---------------------------------------------------------------------
 DATASET = "sidebar_dataset"  # "synthbrain" | "shapes" | "upload"
+DATASET_FALLBACK = "sidebar_dataset_fallback"  # True once a session opened on another set while the default built
 DATASET_UPLOAD = "sidebar_dataset_upload"  # file uploader: features.csv + NIfTI files, or a .zip
 MODEL = "sidebar_model"  # prefix: + dataset; a zoo card name, or UPLOADED_MODEL
 MODEL_UPLOAD = "sidebar_model_upload"  # file uploader: TorchScript .pt
@@ -63,6 +64,7 @@ BROWSE_WHATIF_VALUE = "browse_whatif_value"  # prefix: + dataset + subject + fea
 SCORES_FEATURES = "scores_features"  # prefix: + dataset
 SCORES_SPLIT = "scores_split"  # prefix: + dataset (its splits)
 SCORES_N_BOOT = "scores_n_boot"
+SCORES_VIEW = "scores_view"  # one feature on its own, added to the others, or its fair share (components.feature_sets)
 SCORES_CURVE_FEATURE = "scores_curve_feature"  # prefix: + dataset
 SCORES_DIFFUSION_RUN = "scores_diffusion_run"
 SCORES_ANCHORS_RUN = "scores_anchors_run"  # the button that finds the cohort's rules (anchors)
@@ -127,10 +129,10 @@ DEFAULTS: dict = {
     SCORES_N_BOOT: SCORE.n_boot,
     SCORES_DIFFUSION_N: SCORE.n_per_value,
     SCORES_DIFFUSION_K: SCORE.k_values,
-    EXPLORER_N: 8,
-    EXPLORER_SEED: 0,
-    EXPLORER_GUIDANCE: 1.0,
-    EXPLORER_LIVE: False,
+    EXPLORER_N: EXPLORER.n,
+    EXPLORER_SEED: EXPLORER.seed,
+    EXPLORER_GUIDANCE: EXPLORER.guidance,
+    EXPLORER_LIVE: True,
     EXPLORER_BANK: {},
     EXPLORER_RELEASED: False,
     COMPARE_SIGNED: "absolute",

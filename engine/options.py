@@ -29,5 +29,16 @@ class RuleOptions:
     n_rules: int = 5  # rules picked at most (submodular pick)
 
 
+@dataclass(frozen=True)
+class ExplorerOptions:
+    """What the feature explorer shows when nobody says otherwise (its banks are drawn at these)."""
+
+    n: int = 8  # samples per slider position
+    seed: int = 0  # the samples' seed: same seed, same "subjects" at every value
+    guidance: float = 1.0  # classifier-free guidance for display
+    steps: int = 41  # slider positions across a numeric feature's training range
+
+
 SCORE = ScoreOptions()
 RULES = RuleOptions()
+EXPLORER = ExplorerOptions()

@@ -18,7 +18,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from components import state
+from components import loaders, state
 from engine.cards import ModelRef
 from engine.models import list_cards
 
@@ -189,6 +189,7 @@ def test_switching_overlay_method_changes_the_map():
 @pytest.mark.parametrize("dataset", ["synthbrain", "shapes"])
 def test_moving_the_feature_slider_changes_the_samples(dataset):
     at = _app(dataset)
+    at.session_state[state.EXPLORER_LIVE] = False  # the server-drawn path (live scrubbing: test_scrubber.py)
     at.switch_page("app_pages/explorer.py").run()
     _no_exception(at)
     assert "not ready" not in _texts(at)
@@ -202,6 +203,7 @@ def test_moving_the_feature_slider_changes_the_samples(dataset):
 
 def test_step_buttons_move_the_feature_value():
     at = _app()
+    at.session_state[state.EXPLORER_LIVE] = False
     at.switch_page("app_pages/explorer.py").run()
     feature = at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "synthbrain")).value
     key = state.keyed(state.EXPLORER_VALUE, "synthbrain", feature)
@@ -754,9 +756,9 @@ def test_compare_shows_every_family_lists_what_does_not_apply_and_reads_the_map_
     assert {"ShapleyValueSampling", "Lime", "KernelShap"} <= set(tiles())
     [regions] = [d.value for d in at.dataframe if "region" in d.value.columns]
     assert {"grey matter", "white matter"} <= set(regions["region"])
-    assert any(
-        "contributes" in c.value and "ShapleyValueSampling: Shapley values add up" in c.value for c in at.caption
-    )
+    assert regions["share"].between(0, 1).all() and regions["share"].sum() <= 1 + 1e-6  # shares one can add up
+    assert set(regions["direction"]) <= {"raises", "lowers", "none"}
+    assert any("Shares add up to 100%" in c.value and "Shapley values add up to that" in c.value for c in at.caption)
 
 
 def test_compare_quality_table_has_faithfulness_completeness_and_complexity():
@@ -810,7 +812,7 @@ def test_a_shared_explorer_url_sets_feature_value_and_seed():
     at = _opened({"dataset": "shapes", "feature": "size", "value": "11.3", "seed": "7"}, "app_pages/explorer.py")
     assert at.selectbox(key=state.keyed(state.EXPLORER_FEATURE, "shapes")).value == "size"
     assert at.number_input(key=state.EXPLORER_SEED).value == 7
-    value = at.select_slider(key=state.keyed(state.EXPLORER_VALUE, "shapes", "size")).value
+    value = at.session_state[state.keyed(state.EXPLORER_VALUE, "shapes", "size")]  # live: the scrubber's
     assert abs(value - 11.3) <= 0.1  # the nearest of the slider's 41 positions, 0.2 apart
     assert at.query_params["seed"] == "7" and at.query_params["feature"] == "size"
 
@@ -843,3 +845,25 @@ def test_the_contrast_window_sets_black_and_white_on_every_plane():
         if t.get("type") == "heatmap" and str(t.get("hovertemplate", "")).startswith("intensity")
     ]
     assert len(planes) == 3 and all((t["zmin"], t["zmax"]) == (0.2, 0.6) for t in planes)
+
+
+def test_a_session_opens_on_a_ready_dataset_while_the_default_builds_in_the_background(monkeypatch):
+    """`make run` opens the app while SynthBrain is built in the background: a new session starts on
+    Shapes with the build's progress in the sidebar, SynthBrain asked for meanwhile says when it opens, and
+    the session finds it once the build is done."""
+    progress = {"synthbrain": (120, 400)}
+    monkeypatch.setattr(loaders, "building", lambda name: progress.get(name))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    _no_exception(at)
+    assert at.sidebar.radio(key=state.DATASET).value == "shapes"
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any("is being built in the background: 120 of 400" in t for t in bars), bars
+    assert "Shapes" in _texts(at)  # the Overview shows the ready set
+    at.sidebar.radio(key=state.DATASET).set_value("synthbrain").run()
+    _no_exception(at)
+    assert any("opens here when its build is done" in i.value for i in at.sidebar.info)
+    progress.clear()  # the build is done
+    at.run()
+    _no_exception(at)
+    assert at.sidebar.radio(key=state.DATASET).value == "synthbrain" and not at.get("progress")
+    assert "SynthBrain" in _texts(at)

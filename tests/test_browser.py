@@ -135,6 +135,9 @@ def test_feature_slider_moves_without_exception(server, app_page):
     page = app_page
     page.goto(f"{server}/explorer")
     _settle(page)
+    # live scrubbing is on by default: switched off, the page's own slider draws on the server
+    page.locator('[data-testid="stMain"] [data-testid="stCheckbox"]').filter(has_text="Live scrubbing").click()
+    _settle(page)
     # the feature-value slider is labelled "<feature> = a"
     sliders = page.locator('[data-testid="stSlider"]').filter(has_text=" = a").locator('input[type="range"]')
     if not sliders.count():
@@ -158,9 +161,8 @@ def test_explorer_scrubbing_swaps_frames_in_the_browser_without_a_rerun(server, 
     page = app_page
     sent = []  # WebSocket messages to the server: every rerun is one
     page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(time.monotonic())))
-    page.goto(f"{server}/explorer?dataset=shapes&feature=size&seed=3")
-    _settle(page)
-    page.locator('[data-testid="stMain"] [data-testid="stCheckbox"]').filter(has_text="Live scrubbing").click()
+    page.goto(f"{server}/explorer?dataset=shapes&feature=size&seed=3")  # a seed no bank was drawn at
+    _settle(page)  # live scrubbing is on by default: the bank fills from the page's value outwards
     page.wait_for_function(
         "() => window.eveScrubber && window.eveScrubber.k > 0 && window.eveScrubber.ready === window.eveScrubber.k",
         timeout=PAGE_TIMEOUT_MS,
@@ -195,6 +197,59 @@ def test_explorer_scrubbing_swaps_frames_in_the_browser_without_a_rerun(server, 
     assert len(sent) > quiet
     _settle(page)
     _no_exception(page, "explorer after letting go of the scrubber")
+
+
+def test_live_scrubbing_works_from_the_first_drag_on_a_fresh_server(page):
+    """What a person demoing Eve meets: `make run` draws the explorer's banks at its defaults (here: the
+    default feature's, as its background build does); a fresh server's explorer then has live scrubbing
+    on, the whole bank in the browser once the page settles, and a drag within a second swaps frames with
+    nothing sent to the server."""
+    from engine.diffusion import load_diffusion
+    from engine.diffusion.banks import draw_bank
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    generator = load_diffusion("synthbrain")
+    draw_bank(generator, generator.features[0])  # the explorer's default feature, at its defaults
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "streamlit-fresh.log", "w") as log:
+        proc = launch_server(port, log)  # its own server: nothing cached in it yet
+        context = page.context.browser.new_context(viewport={"width": 1366, "height": 900})
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_healthy(proc, url)
+            page = context.new_page()
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            sent = []
+            page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(time.monotonic())))
+            page.goto(f"{url}/explorer")
+            page.wait_for_selector('[data-testid="stApp"]')
+            page.wait_for_function(SETTLED_JS, timeout=PAGE_TIMEOUT_MS, polling=50)
+            settled = time.monotonic()
+            page.wait_for_function("() => window.eveScrubber && window.eveScrubber.k > 0", timeout=1000, polling=50)
+            stats = page.evaluate("({...window.eveScrubber})")
+            assert stats["ready"] == stats["k"] == 41, stats  # every position is in the browser
+            quiet = len(sent)
+            slider = page.locator(".eve-scrubber input.range")
+            tile = page.locator(".eve-scrubber canvas").first
+            box = slider.bounding_box()
+            y = box["y"] + box["height"] / 2
+            before = tile.evaluate("c => c.toDataURL()")
+            page.mouse.move(box["x"] + 8, y)
+            page.mouse.down()
+            for f in np.linspace(0, 0.9, 12):
+                page.mouse.move(box["x"] + 8 + f * (box["width"] - 16), y)
+            changed = tile.evaluate("c => c.toDataURL()") != before
+            elapsed = time.monotonic() - settled
+            assert changed and len(sent) == quiet, (changed, len(sent) - quiet)  # swapped in the browser alone
+            assert elapsed < 1.0, f"the first drag's frames came {elapsed:.2f} s after the page settled"
+            page.screenshot(path=str(ARTIFACTS / "12-explorer-first-drag.png"))
+            page.mouse.up()
+        finally:
+            context.close()
+            proc.terminate()
+            proc.wait(10)
 
 
 def test_what_if_shows_a_subjects_counterfactual(server, app_page):
@@ -288,6 +343,9 @@ def test_shapes_explorer_slider_moves_without_exception(server, app_page):
     _settle(page)
     page.locator('[data-testid="stMain"]').get_by_text("Feature explorer").first.wait_for()
     _no_exception(page, "shapes explorer")
+    # live scrubbing is on by default: switched off, the page's own slider draws on the server
+    page.locator('[data-testid="stMain"] [data-testid="stCheckbox"]').filter(has_text="Live scrubbing").click()
+    _settle(page)
     sliders = page.locator('[data-testid="stSlider"]').filter(has_text=" = a").locator('input[type="range"]')
     if not sliders.count():
         pytest.fail("no shapes explorer slider: is the committed shapes generator missing?")

@@ -207,11 +207,13 @@ def test_shapes_features_are_independent_uniforms(shapes):
 # ---------------------------------------------------------------- synthbrain
 
 
-def test_synthbrain_is_deterministic_by_seed(tmp_path):
-    a = load_dataset(synthbrain_generator.build(tmp_path / "a", n=2, seed=5))
-    b = load_dataset(synthbrain_generator.build(tmp_path / "b", n=2, seed=5))
+def test_synthbrain_is_deterministic_by_seed_whatever_the_worker_count(tmp_path):
+    a = load_dataset(synthbrain_generator.build(tmp_path / "a", n=3, seed=5, workers=1))
+    b = load_dataset(synthbrain_generator.build(tmp_path / "b", n=3, seed=5, workers=2))
     pd.testing.assert_frame_equal(a.table, b.table)
-    assert np.array_equal(a.volume(1)[0], b.volume(1)[0])
+    assert (tmp_path / "a" / "truth.json").read_text() == (tmp_path / "b" / "truth.json").read_text()
+    for i in range(3):
+        assert np.array_equal(a.volume(i)[0], b.volume(i)[0])
 
 
 def test_synthbrain_nifti_round_trip(synthbrain):
@@ -518,3 +520,43 @@ def test_empty_csv_file(small_folder):
     (small_folder / "features.csv").write_text("")
     with pytest.raises(DatasetError, match="is not a readable CSV"):
         load_dataset(small_folder)
+
+
+# ---------------------------------------------------------------- builds in the background (`make run`)
+
+
+def test_a_build_another_process_holds_is_reported_and_waited_for_not_repeated(tmp_path, monkeypatch):
+    """`make run` builds SynthBrain in a detached process while the app opens: the app reads its
+    progress (`building`) and, asked for the set, waits for that build instead of starting its own."""
+    import threading
+
+    from engine.data import defaults
+
+    monkeypatch.setenv("EVE_DATA_DIR", str(tmp_path))
+    monkeypatch.setitem(defaults.DEFAULT_SIZES, "shapes", 10)
+    started, release = threading.Event(), threading.Event()
+
+    def other_builder():
+        with defaults.build_lock("shapes"):
+            volumes = tmp_path / "shapes.partial" / "volumes"
+            volumes.mkdir(parents=True)
+            for i in range(4):
+                (volumes / f"{i}.nii.gz").write_bytes(b"")
+            started.set()
+            release.wait(10)
+            shapes.build(tmp_path / "shapes", n=10)
+
+    thread = threading.Thread(target=other_builder)
+    thread.start()
+    started.wait(10)
+    assert defaults.building("shapes") == (4, 10)
+    assert defaults.building("synthbrain") is None  # nobody builds it
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("a second build started")
+
+    monkeypatch.setitem(defaults.BUILDERS, "shapes", must_not_build)
+    threading.Timer(0.3, release.set).start()
+    assert defaults.build_default("shapes") == tmp_path / "shapes"  # waited for the other one
+    thread.join()
+    assert defaults.is_built("shapes") and defaults.building("shapes") is None

@@ -29,6 +29,7 @@ def fake_frames(monkeypatch):
         return tuple(f"data:image/webp;base64,{value}/{i}" for i in range(n)), tuple(value + i for i in range(n))
 
     monkeypatch.setattr(scrubber.loaders, "conditional_frames", frames)
+    monkeypatch.setattr(scrubber.loaders, "bank_drawn", lambda *a: False)
     return calls
 
 
@@ -47,6 +48,23 @@ def test_fill_draws_the_nearest_positions_first_and_stops_at_its_budget(fake_fra
     assert ready == set(range(41))
     assert fake_frames[1:4] == [spec.options[11], spec.options[8], spec.options[12]]  # 9 and 10 not redrawn
     assert len(fake_frames) == 1 + 39
+
+
+def test_while_another_session_fills_a_run_takes_only_the_pages_position(fake_frames):
+    spec = _spec()
+    assert scrubber._FILLING.acquire(blocking=False)  # another session is sampling
+    try:
+        assert scrubber.fill(spec, 10, set(), budget_s=60.0) == {10}
+        assert scrubber.fill(spec, 10, {10}, budget_s=60.0) == {10}  # nothing more until its turn
+    finally:
+        scrubber._FILLING.release()
+    assert len(scrubber.fill(spec, 10, {10}, budget_s=60.0)) == 41  # its turn: the rest
+
+
+def test_a_bank_drawn_beforehand_is_read_whole_in_one_run(fake_frames, monkeypatch):
+    monkeypatch.setattr(scrubber.loaders, "bank_drawn", lambda *a: True)
+    spec = _spec()
+    assert scrubber.fill(spec, 10, set(), budget_s=0.0) == set(range(41))
 
 
 def test_payload_sends_every_ready_position_with_n_frames_and_their_measured_values(fake_frames):
@@ -96,6 +114,10 @@ def _scrubber_data(at) -> dict:
 def test_the_live_explorer_sends_the_values_frames_and_follows_a_release():
     at = _app("shapes")
     at.switch_page("app_pages/explorer.py").run()
+    _no_exception(at)
+    assert at.toggle(key=state.EXPLORER_LIVE).value  # on by default
+    assert _scrubber_data(at)["frames"]  # the first page run sent frames already
+    at.toggle(key=state.EXPLORER_LIVE).set_value(False).run()
     value_key = state.keyed(state.EXPLORER_VALUE, "shapes", "size")
     start = at.select_slider(key=value_key).value
     slider = at.select_slider(key=value_key)

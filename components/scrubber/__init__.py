@@ -7,6 +7,7 @@ value) and swaps them client-side while the user drags its own range input, with
   re-send the bank; the component shows which positions are ready and falls back to the nearest one.
 * Releasing the slider (or pausing Play) sends the position back as a trigger value (`released`): the
   page's value moves there and the whole page reruns, so the model's panels follow.
+* Sessions' fills take turns (`FILL_SLOTS` at once on the whole server), so page runs keep a core.
 * The fragment's timer lives in the browser (Streamlit's auto-rerun): a session whose browser has gone
   sends no more runs, so at most one run's budget is spent after a disconnect; the full bank ends the
   timer (a whole-page rerun re-registers the fragment without `run_every`).
@@ -16,6 +17,8 @@ The front end is plain JS, CSS and HTML in this folder (no build step); `scrubbe
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,8 @@ HERE = Path(__file__).parent
 FILL_EVERY_S = 0.5  # the fragment's auto-rerun interval while the bank is incomplete
 FILL_BUDGET_S = 0.4  # sampling time one run may spend before it sends what it has (a release waits at most this)
 SPEEDS = (5, 10, 20, 40)  # Play's speeds, slider positions per second
+FILL_SLOTS = max(1, (os.cpu_count() or 2) - 1)  # sessions' fills sampling at once, server-wide
+_FILLING = threading.BoundedSemaphore(FILL_SLOTS)
 
 _component = st.components.v2.component(
     "eve_scrubber",
@@ -62,20 +67,35 @@ def fill_order(k: int, center: int) -> list[int]:
 def fill(spec: BankSpec, center: int, ready: set[int], budget_s: float | None = None) -> set[int]:
     """`ready` plus the positions drawn now, nearest `center` first, until `budget_s` (default
     FILL_BUDGET_S) of sampling is spent; one position at least. Drawn positions are cached
-    (`loaders.conditional_frames`), so one another session drew cost nothing here."""
+    (`loaders.conditional_frames`), so one another session drew cost nothing here; a bank drawn
+    beforehand (`loaders.bank_drawn`) is read whole, with no sampling.
+
+    Sessions' fills take turns (FILL_SLOTS at once, server-wide): while another one samples, this run
+    takes only the page's own position (its panels need it anyway) and the next run tries again, so the
+    fills never hold more than FILL_SLOTS cores and page runs keep the rest."""
     budget_s = FILL_BUDGET_S if budget_s is None else budget_s
     ready = set(ready)
-    drawn = 0
+    if loaders.bank_drawn(spec.generator, spec.feature, spec.n, spec.seed, spec.guidance):
+        return ready | set(_draw(spec, fill_order(len(spec.options), center), ready, float("inf")))
+    if not _FILLING.acquire(blocking=False):
+        return ready | set(_draw(spec, [center], ready, 0.0))
+    try:
+        return ready | set(_draw(spec, fill_order(len(spec.options), center), ready, budget_s))
+    finally:
+        _FILLING.release()
+
+
+def _draw(spec: BankSpec, order: list[int], ready: set[int], budget_s: float) -> list[int]:
+    drawn = []
     t0 = time.perf_counter()
-    for i in fill_order(len(spec.options), center):
+    for i in order:
         if i in ready:
             continue
         if drawn and time.perf_counter() - t0 >= budget_s:
             break
         loaders.conditional_frames(spec.generator, spec.feature, spec.options[i], spec.n, spec.seed, spec.guidance)
-        ready.add(i)
-        drawn += 1
-    return ready
+        drawn.append(i)
+    return drawn
 
 
 def label(value) -> str:

@@ -44,7 +44,7 @@ class Scrubber {
     this.pyIndex = null; // the page's position, as Python last sent it
     this.sent = []; // positions released and not yet echoed back by Python
     this.trigger = null;
-    this.stats = { swaps: 0, shown: -1, want: 0, ready: 0, k: 0, ticks: 0, playing: false, released: 0, updates: 0 };
+    this.stats = { swaps: 0, shown: -1, want: 0, ready: 0, k: 0, n: 0, ticks: 0, playing: false, released: 0, updates: 0 };
 
     const { range } = this.el;
     range.addEventListener("input", () => {
@@ -120,6 +120,7 @@ class Scrubber {
       for (const s of data.speeds) speed.append(new Option(`${s} values/s`, String(s), s === 10, s === 10));
     }
     this.stats.k = k;
+    this.stats.n = data.n;
     this.paintStrip();
   }
 

@@ -15,11 +15,53 @@ from engine.errors import EveInputError
 
 
 def build_data(args) -> None:
-    from engine.data.defaults import BUILDERS, build_default
+    """Build the embedded datasets that are missing; with `--banks`, then draw the explorer's banks of
+    their generators (every feature at the explorer's defaults); with `--background`, do it all in a
+    detached process that logs to `<data dir>/build.log` and return at once (`make run` opens the app
+    on what is ready meanwhile)."""
+    from engine.data.defaults import BUILDERS, build_default, build_lock, data_dir
 
-    for name in args.names or list(BUILDERS):
-        path = build_default(name, force=args.force)
-        print(f"{name}: {path}")
+    names = args.names or list(BUILDERS)
+    if args.background:
+        import os
+        import subprocess
+        import sys
+
+        log = data_dir() / "build.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "engine", "build-data", *names] + (["--banks"] if args.banks else [])
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # its sampling leaves a core to the app's sessions
+        with open(log, "a") as out:
+            subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        print(f"building {', '.join(names)}{' and the explorer banks' if args.banks else ''} in the background: {log}")
+        return
+    with build_lock("build-data", wait=False) as free:
+        if not free:
+            print("another build-data is running: it builds what is missing")
+            return
+        for name in names:
+            print(f"{name}: {build_default(name, force=args.force)}", flush=True)
+        if args.banks:
+            draw_banks(names)
+
+
+def draw_banks(names: list[str]) -> None:
+    """The explorer's bank of every feature of each named generator, at the explorer's defaults: each
+    one's first feature (what its explorer opens on) before the others."""
+    from tqdm import tqdm
+
+    from engine.diffusion import load_diffusion
+    from engine.diffusion.banks import draw_bank, positions
+
+    models = {name: load_diffusion(name) for name in names}
+    order = [(n, m.features[0]) for n, m in models.items()] + [
+        (n, f) for n, m in models.items() for f in m.features[1:]
+    ]
+    for name, feature in order:
+        model = models[name]
+        with tqdm(total=len(positions(model, feature)), desc=f"bank {name}/{feature}", unit="value") as bar:
+            folder = draw_bank(model, feature, progress=lambda i, n: bar.update(i - bar.n))
+        print(f"{name}/{feature}: {folder}", flush=True)
 
 
 def train_diffusion(args) -> None:

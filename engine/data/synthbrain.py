@@ -25,7 +25,9 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -267,30 +269,48 @@ def draw_labels(probabilities: np.ndarray, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).random(len(probabilities)) < probabilities).astype(int)
 
 
+def _write_subject(out: Path, seed: int, i: int, latent: dict) -> dict:
+    """Subject i's volume into `out/volumes/` (noise from default_rng([seed, i])); its table row."""
+    template = load_template()
+    t1, volumes = synthesize_subject(template, latent, np.random.default_rng([seed, i]))
+    name = f"volumes/sub-{i:04d}_T1w.nii.gz"
+    image = nib.Nifti1Image(t1, template.affine)
+    image.header.set_xyzt_units("mm")
+    image.set_data_dtype(np.int16)  # nibabel stores a scale factor; halves the files
+    nib.save(image, out / name)
+    return {"subject": f"sub-{i:04d}", "file": name, **volumes}
+
+
 def build(
     out_dir: str | Path,
     n: int = 400,
     seed: int = 0,
     test_fraction: float = 0.3,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Path:
-    """Write `n` subjects' NIfTI volumes, `features.csv` and `truth.json`. Deterministic by seed."""
+    """Write `n` subjects' NIfTI volumes, `features.csv` and `truth.json`. Deterministic by seed: each
+    subject's noise is its own (`default_rng([seed, i])`), so the files do not depend on `workers`
+    (processes; default one a core)."""
     out = Path(out_dir)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
     trends, label_model = Trends(), LabelModel()
-    template = load_template()
+    load_template()  # built before the workers start, so forked ones share it
     latents = sample_latents(n, trends, np.random.default_rng(seed))
+    records = latents.to_dict("records")
+    workers = min(n, workers or os.cpu_count() or 1)
     rows = []
-    for i, latent in enumerate(latents.to_dict("records")):
-        t1, volumes = synthesize_subject(template, latent, np.random.default_rng([seed, i]))
-        name = f"volumes/sub-{i:04d}_T1w.nii.gz"
-        image = nib.Nifti1Image(t1, template.affine)
-        image.header.set_xyzt_units("mm")
-        image.set_data_dtype(np.int16)  # nibabel stores a scale factor; halves the files
-        nib.save(image, out / name)
-        rows.append({"subject": f"sub-{i:04d}", "file": name, **volumes})
-        if progress:
-            progress(i + 1, n)
+    if workers <= 1:
+        for i, latent in enumerate(records):
+            rows.append(_write_subject(out, seed, i, latent))
+            if progress:
+                progress(i + 1, n)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for row in pool.map(_write_subject, [out] * n, [seed] * n, range(n), records):
+                rows.append(row)
+                if progress:
+                    progress(len(rows), n)
     table = pd.DataFrame(rows)
     n_test = int(round(n * test_fraction))
     table.insert(2, "split", ["train"] * (n - n_test) + ["test"] * n_test)
