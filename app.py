@@ -15,9 +15,10 @@ if "torch" not in sys.modules:
 
 import streamlit as st  # noqa: E402
 
-from components import share, sidebar, state  # noqa: E402
+from components import housekeeping, share, sidebar, state  # noqa: E402
 
 st.set_page_config(page_title="Eve: Explained-Variance Explorer", page_icon=":material/insights:", layout="wide")
+housekeeping.start()  # a full garbage collection whenever sessions end (their objects are cycles)
 state.init_state()
 share.apply_url()  # a shared link's view, before any widget is drawn
 

@@ -616,6 +616,8 @@ def attribution_map(
     images = check_images(images)
     home, images = images.device, placed(model, images)  # computed where the model is, returned where asked
     target_t = check_outputs(model, images, target)
+    if info.hooks:
+        model, p = _own_copy(model, p)
     result = _compute_batched(model, images, method, target_t, p, int(batch_size), return_delta)
     result = (result[0].to(home), result[1].to(home)) if return_delta else result.to(home)
     maps = result[0] if return_delta else result
@@ -625,6 +627,19 @@ def attribution_map(
             "try another method or check the model."
         )
     return result
+
+
+def _own_copy(model: nn.Module, p: dict) -> tuple[nn.Module, dict]:
+    """A hook-based method's own copy of the model (and its parameters, a layer named rather than held). captum
+    attaches hooks to the modules (LRP its rules too) while it runs, and the app's models are shared by every
+    session's thread: another thread's forward pass through a hooked module breaks both (measured: two sessions'
+    Compare pages at once raised IndexError inside captum). A copy of a zoo model takes about a millisecond."""
+    layer = p.get("layer")
+    if isinstance(layer, nn.Module):
+        names = {id(m): name for name, m in model.named_modules()}
+        if id(layer) in names:
+            p = {**p, "layer": names[id(layer)]}
+    return copy.deepcopy(model), p
 
 
 def display_normalise(maps: torch.Tensor, signed: bool = True, percentile: float = 99.0) -> torch.Tensor:
