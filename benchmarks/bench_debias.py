@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from benchmarks.machine import describe  # noqa: E402
-from engine.data import load_dataset  # noqa: E402
+from engine.data.defaults import open_dataset  # noqa: E402
 from engine.diffusion import SamplerConfig, load_diffusion  # noqa: E402
 from engine.models.zoo import load_model  # noqa: E402
 from engine.options import SCORE  # noqa: E402
@@ -47,7 +47,7 @@ def data_path(n: int = 20_000, features: int = 9, n_boot: int = SCORE.n_boot) ->
 
 
 def debiased(n_real: int = 100, k: int = 8, per_value: int = 32, feature: str = "ventricle_volume") -> dict:
-    dataset = load_dataset("synthbrain")
+    dataset = open_dataset("synthbrain")
     model, card = load_model("synthbrain-diagnosis")
     generator = load_diffusion("synthbrain")
     rows = split_rows(dataset, "test")[:n_real]

@@ -27,6 +27,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, start_server  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 
-TIMEOUT_MS = 240_000
+TIMEOUT_MS = 120_000
 SAMPLES = (8, 16)
 SWEEPS = 6  # drags across the whole range, alternating direction
 SWEEP_S = 1.0  # seconds a sweep takes: 41 positions a second, a brisk human drag
@@ -186,7 +187,7 @@ def main() -> None:
     drawn = is_drawn(generator, generator.features[0], 8, 0, 1.0)
     draw_bank(generator, generator.features[0])
     drawn_s = None if drawn else round(time.perf_counter() - t, 1)  # None: drawn by an earlier run
-    proc, url = start_server()
+    proc, url = start_server(open(Path(tempfile.gettempdir()) / "bench-live-server.log", "w"))  # kept for a failed run
     # other work on the machine slows the banks (2 cores): the load when this run started says how much
     results: dict = {"machine": describe(load_average_1_min=os.getloadavg()[0]), "feature": None, "banks": {}}
     try:
@@ -197,13 +198,22 @@ def main() -> None:
             for n in SAMPLES:
                 context, page, _ = new_page(browser)
                 open_explorer(page, url, n, rng.randrange(1000, 9999))
-                page.wait_for_function("() => window.eveScrubber && window.eveScrubber.ready >= 8", timeout=TIMEOUT_MS)
+                page.wait_for_function(
+                    "() => window.eveScrubber && window.eveScrubber.ready >= 8", timeout=TIMEOUT_MS, polling=200
+                )
                 context.close()
             # 1. a session closed mid-bank: does the server stop drawing?
             context, page, _ = new_page(browser)
             seed = rng.randrange(1000, 9999)
             open_explorer(page, url, 16, seed)
-            page.wait_for_function("() => window.eveScrubber && window.eveScrubber.ready >= 3", timeout=TIMEOUT_MS)
+            try:
+                page.wait_for_function(
+                    "() => window.eveScrubber && window.eveScrubber.ready >= 3", timeout=TIMEOUT_MS, polling=200
+                )
+            except Exception:
+                page.screenshot(path=str(Path(tempfile.gettempdir()) / "bench-live-failed.png"), full_page=True)
+                print("scrubber:", page.evaluate("() => window.eveScrubber && JSON.stringify(window.eveScrubber)"))
+                raise
             ready_at_close = page.evaluate("() => window.eveScrubber.ready")
             context.close()
             time.sleep(1.0)  # the run in flight finishes (one FILL_BUDGET_S of sampling at most)

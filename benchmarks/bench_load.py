@@ -11,10 +11,11 @@ and back. Printed, and written to `benchmarks/results/load.json`:
 
 * first page: from `goto` to the page fully drawn (no spinner, the script not running), per session;
 * a value move, per move: the light client lets go of the scrubber at the next position (the `released`
-  trigger a browser sends after a drag or an arrow key), timed from sending it to the end of the page run it
-  starts; meanwhile it runs the scrubber's fill timer as a browser does, and the time to each session's full
-  bank is recorded. The Chromium sessions switch live scrubbing off after their first page and press the
-  plain slider's arrow keys (with the fill timer on, the page's script state no longer tells a move's end);
+  trigger a browser sends after a drag or an arrow key, sent as a page run: `ProtocolSession.release`),
+  timed from sending it to the end of the page run it starts; meanwhile it runs the scrubber's fill timer as
+  a browser does, and the time to each session's full bank is recorded. The Chromium sessions switch live
+  scrubbing off after their first page and press the plain slider's arrow keys (with the fill timer on, the
+  page's script state no longer tells a move's end);
 * light interactions while heavy work runs: the Browse slice slider in one session while another
   computes diffusion scores (the Scores page's button);
 * errors: Streamlit exception boxes and page errors in any session;
@@ -34,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import builtins
 import json
 import statistics
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -157,7 +160,11 @@ class ProtocolSession:
         await self.ws.send(message.SerializeToString())
         while True:
             forward = ForwardMsg()
-            forward.ParseFromString(await self.ws.recv())
+            try:
+                forward.ParseFromString(await asyncio.wait_for(self.ws.recv(), RUN_TIMEOUT_S))
+            except builtins.TimeoutError:  # (the module's TimeoutError is playwright's)
+                self.errors.append(f"no end of the run in {RUN_TIMEOUT_S} s ({'fragment' if fragment else 'page'})")
+                return time.perf_counter() - t0
             kind = forward.WhichOneof("type")
             if kind == "delta" and forward.delta.WhichOneof("type") == "new_element":
                 element = forward.delta.new_element
@@ -206,11 +213,15 @@ class ProtocolSession:
         from streamlit.components.v2.bidi_component.main import _make_trigger_id
         from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-        component, fragment, data = self.scrubber
+        component, _fragment, data = self.scrubber
         index = min(max(int(data["index"]) + step, 0), len(data["labels"]) - 1)
         trigger = WidgetState(id=_make_trigger_id(component, "events"))
         trigger.json_trigger_value = json.dumps({"event": "released", "value": index})
-        return [WidgetState(id=component, json_value="{}"), trigger], fragment
+        # sent as a page run, not as the fragment's: a browser reruns the fragment, whose id changes when a page
+        # run re-registers it (its timer stopped), and a rerun of a stale fragment id is dropped by the server
+        # without an answer; the page run does the fragment's work and the page's (the server's cost is >= a
+        # browser's), and the component's trigger is read the same way
+        return [WidgetState(id=component, json_value="{}"), trigger], ""
 
     async def follow_timer(self, page: str, query: str, done: asyncio.Event) -> tuple[float | None, int]:
         """Run the scrubber's fill timer as the browser does (its interval after each run) until the page stops
@@ -259,6 +270,7 @@ async def _fetch_as_a_browser(assets: list[str], lanes: int = 6) -> None:
     await asyncio.gather(*(loop.run_in_executor(_LANES, lane, assets[i::lanes]) for i in range(lanes)))
 
 
+RUN_TIMEOUT_S = 120  # a run whose end never comes is an error, not a hang
 _LANES = ThreadPoolExecutor(max_workers=64)  # every light session's connections at once, as 8 browsers
 
 
@@ -427,6 +439,7 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "load.json"
     results = json.loads(out.read_text()) if out.is_file() else {}  # the other client's last run is kept
     results["machine"] = describe()
+    results.pop("live_scrubbing", None)  # the old live-on-demand scenario: live scrubbing is now every session's
     for client in clients:
         results[client] = _serve_and_run(args.sessions, args.moves, client)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -438,7 +451,7 @@ def main() -> None:
 
 def _serve_and_run(sessions: int, moves: int, client: str) -> dict:
     """A fresh server for one kind of client: start it, run the sessions, stop it."""
-    server, url = start_server()
+    server, url = start_server(open(Path(tempfile.gettempdir()) / f"bench-load-{client}-server.log", "w"))
     try:
         return asyncio.run(_run(url, sessions, moves, server.pid, client))
     finally:

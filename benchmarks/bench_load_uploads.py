@@ -39,8 +39,9 @@ Each scenario has a fresh `streamlit run app.py` on a free localhost port with i
 4. The contexts stay open until every session is done ("all_done_open"), then all close: the server's RSS 2 s
    after ("after_close") and `--after` s after; then, unless `--no-expire`, once Streamlit has dropped the
    closed sessions (it keeps a closed session 2 minutes for reconnection, and drops the expired ones when a
-   later connection comes: one more page load 130 s after the close, RSS read 5 s after it). With `--trim`,
-   last, a full garbage collection and then `malloc_trim(0)` in the server (`bench_upload_memory.TRIM_HOOK`):
+   later connection comes: one more page load 130 s after the close, RSS read 40 s after it, once the
+   server's housekeeping thread (`components/housekeeping.py`) has had its look). With `--trim`, last, a full
+   garbage collection and then `malloc_trim(0)` in the server (`bench_upload_memory.TRIM_HOOK`):
    what each gives back was held by reference cycles / kept by the allocator; what stays is live objects.
 
 The server's VmRSS is sampled every 0.2 s from before the sessions open until the end (peak, the peak during
@@ -86,6 +87,7 @@ COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")  # as bench_cohort_1mm
 RESULTS = ROOT / "benchmarks" / "results" / "load.json"
 TINY_OUT = Path("/tmp/bench_load_uploads.json")
 KEY = "uploads"
+EXPIRED_WAIT_S = 40  # after the expired sessions are dropped: components.housekeeping.CHECK_S (30 s) and a margin
 PAGES = ["Browse MRIs", "Attribution scores", "Compare", "Overview"]  # after the upload the app is on Overview
 ALL_PAGES = ["Overview", "Browse MRIs", "Attribution scores", "Feature explorer (live)", "Compare", "Ground truth"]
 NAV = '[data-testid="stSidebar"] [data-testid="stSidebarNav"] a'
@@ -286,7 +288,10 @@ async def exceptions(page) -> list[str]:
     found = []
     for i in range(await boxes.count()):
         box = boxes.nth(i)
-        found.append((await box.inner_text()).strip()[:300] or (await box.inner_html())[:300])
+        text = (await box.inner_text()).strip() or (
+            await box.text_content() or ""
+        ).strip()  # a folded box: no inner text
+        found.append(text[:600] or (await box.inner_html())[:300])
     return found
 
 
@@ -466,7 +471,7 @@ async def drive(
             await page.goto(url)
             await settled(page)
             await context.close()
-            await asyncio.sleep(5)
+            await asyncio.sleep(EXPIRED_WAIT_S)  # the server's housekeeping collects within CHECK_S of the drop
             rss["after_sessions_expired"] = rss_mb(pid)
             log(f"closed sessions dropped: server RSS {rss['after_sessions_expired']:.0f} MB")
             streamlit_held["after_sessions_expired"] = held(url)

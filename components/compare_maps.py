@@ -84,7 +84,9 @@ def region_panel(sel, row: int, method: str, found, region_kind: str) -> None:
     )
     st.markdown(f"**By region ({chosen.source}), from {method}**")
     st.dataframe(
-        table.head(8)[["region", "share", "direction", "attribution", "of_difference", "pixels"]],
+        # (the share of f(x) - f(black) stays in the CLI's CSV: regions pushing opposite ways each carry more than
+        # 100% of it, which reads as an error on a page)
+        table.head(8)[["region", "share", "direction", "attribution", "pixels"]],
         hide_index=True,
         column_config={
             "share": st.column_config.ProgressColumn(
@@ -92,7 +94,6 @@ def region_panel(sel, row: int, method: str, found, region_kind: str) -> None:
             ),
             "direction": st.column_config.TextColumn("pushes the output"),
             "attribution": st.column_config.NumberColumn(format="%+.3g"),
-            "of_difference": st.column_config.NumberColumn("of f(x) − f(black)", format="percent"),
         },
     )
     top = table.iloc[0]
