@@ -182,7 +182,7 @@ def uploaded_models(root: Path, sampler: Sampler, repeat: int) -> dict:
     from engine.models.zoo import load
 
     os.environ["EVE_MODEL_CHECK_S"], os.environ["EVE_MODEL_CHECK_MB"] = "5", "2048"
-    models = [*fz.MODELS, *[m for m in (SpinsForever, Hoards)]] * repeat
+    models = [*fz.MODELS, fz.SpinsForever, fz.Hoards] * repeat
     tally = Tally("uploaded-model")
     for model in models:
         path = root / f"{model.__name__}.pt"
@@ -193,22 +193,6 @@ def uploaded_models(root: Path, sampler: Sampler, repeat: int) -> dict:
     report["limits"] = {"EVE_MODEL_CHECK_S": 5, "EVE_MODEL_CHECK_MB": 2048}
     del os.environ["EVE_MODEL_CHECK_S"], os.environ["EVE_MODEL_CHECK_MB"]
     return report
-
-
-class SpinsForever(torch.nn.Module):
-    def forward(self, x):
-        y = x.mean((1, 2, 3))
-        for _ in range(1 << 40):
-            y = y + 0.0
-        return y
-
-
-class Hoards(torch.nn.Module):
-    def forward(self, x):
-        kept = []
-        for i in range(1 << 20):
-            kept.append(torch.ones(1 << 25) + float(i))
-        return x.mean((1, 2, 3)) + kept[-1][0] * 0.0
 
 
 def screen_cost(root: Path, repeat: int = 5) -> dict:
@@ -272,8 +256,8 @@ def survival() -> dict:
             state.DATASET_UPLOAD,
             [("features.csv", b"file,size\nbig.nii.gz,1\n", "x"), ("big.nii.gz", sv._claims_a_billion_voxels(), "x")],
         ),
-        "model that spins forever": (uploader, state.MODEL_UPLOAD, ("s.pt", sv._torchscript(SpinsForever()), "x")),
-        "model that hoards memory": (uploader, state.MODEL_UPLOAD, ("h.pt", sv._torchscript(Hoards()), "x")),
+        "model that spins forever": (uploader, state.MODEL_UPLOAD, ("s.pt", sv._torchscript(fz.SpinsForever()), "x")),
+        "model that hoards memory": (uploader, state.MODEL_UPLOAD, ("h.pt", sv._torchscript(fz.Hoards()), "x")),
     }
     for name, (at, key, files) in cases.items():
         before = sv._state_of(worker)

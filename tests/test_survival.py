@@ -21,6 +21,7 @@ import zipfile
 import pytest
 import torch
 from test_app import _app, _no_exception
+from test_fuzz import Hoards, SpinsForever
 
 from components import state
 from engine.data.uploads import MB
@@ -28,22 +29,6 @@ from engine.data.uploads import MB
 CHECK_S = 3  # the model check's limit in these tests (EVE_MODEL_CHECK_S; 60 s by default)
 CHECK_MB = 1024  # the checking child's memory (EVE_MODEL_CHECK_MB; 4096 MB by default)
 ANSWER_S = 20  # the other session's rerun must answer within this while the first misbehaves (alone: ~1 s)
-
-
-class SpinsForever(torch.nn.Module):
-    def forward(self, x):
-        y = x.mean((1, 2, 3))
-        for _ in range(1 << 40):
-            y = y + 0.0
-        return y
-
-
-class Hoards(torch.nn.Module):
-    def forward(self, x):
-        kept = []
-        for i in range(1 << 20):
-            kept.append(torch.ones(1 << 25) + float(i))  # 128 MB a turn, all kept
-        return x.mean((1, 2, 3)) + kept[-1][0] * 0.0
 
 
 def _torchscript(module: torch.nn.Module) -> bytes:
