@@ -34,10 +34,12 @@ from engine.scores.service import model_outputs  # noqa: E402
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 
 
-def write_cohort(folder: Path, n: int) -> None:
+def write_cohort(folder: Path, n: int, seed: int = 0) -> None:
+    """n copies of Colin27 in `folder`, each with an intensity gain from `seed`'s generator, and their features.csv
+    (`file`, `gain`)."""
     template = nib.load(COLIN)
     data = np.asarray(template.dataobj, np.float32)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         gain = rng.uniform(0.8, 1.2)

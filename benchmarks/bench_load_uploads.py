@@ -29,9 +29,9 @@ Each scenario has a fresh `streamlit run app.py` on a free localhost port with i
    images)", then chooses the built-in model `--model` (synthbrain-diagnosis; '' keeps the folder's default, the
    user's own model, none uploaded: the pages then run no model, as in `bench_upload_memory.py`) in the sidebar, so
    the Attribution scores page runs it over every volume. Scenario "own": each session its own cohort
-   (`write_cohort`: copies of Colin27 at 1 mm, each with its own intensity gain, from the session's own seed, so
-   no two cohorts are alike); "same": every session the same zip, which the store must keep once on disk (a
-   folder per distinct upload, named by its digest).
+   (`bench_cohort_1mm.write_cohort`: copies of Colin27 at 1 mm, each with its own intensity gain, from the
+   session's own seed, so no two cohorts are alike); "same": every session the same zip, which the store must
+   keep once on disk (a folder per distinct upload, named by its digest).
 3. When every session's upload has loaded (the server's RSS then: "after_uploads"), each makes `--views` page
    views (clicking the sidebar's pages in turn; a view's time is from the click to the end of the last script
    run it caused, read from the server's `script_finished` message on the page's websocket, then the page fully
@@ -78,12 +78,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_cohort_1mm import write_cohort  # noqa: E402
 from benchmarks.bench_live import cpu_seconds  # noqa: E402
 from benchmarks.bench_upload_memory import TRIM_HOOK, live_mb  # noqa: E402
 from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, SETTLED_JS, start_server  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 
-COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")  # as bench_cohort_1mm
 RESULTS = ROOT / "benchmarks" / "results" / "load.json"
 TINY_OUT = Path("/tmp/bench_load_uploads.json")
 KEY = "uploads"
@@ -122,25 +122,6 @@ def quantile(values: list[float], q: float) -> float | None:
 
 
 # -- the cohorts -------------------------------------------------------------------------------------------
-
-
-def write_cohort(folder: Path, n: int, seed: int) -> None:
-    """`bench_cohort_1mm.write_cohort` with its own seed: n copies of Colin27, each with a gain from `seed`'s
-    generator, and their features.csv (`file`, `gain`)."""
-    import nibabel as nib
-    import numpy as np
-    import pandas as pd
-
-    template = nib.load(COLIN)
-    data = np.asarray(template.dataobj, np.float32)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        gain = rng.uniform(0.8, 1.2)
-        image = nib.Nifti1Image(np.clip(data * gain, 0, 255).astype(np.uint8), template.affine, template.header)
-        nib.save(image, folder / f"sub-{i:03d}.nii.gz")
-        rows.append({"file": f"sub-{i:03d}.nii.gz", "gain": gain})
-    pd.DataFrame(rows).to_csv(folder / "features.csv", index=False)
 
 
 def cohort_zip(where: Path, n: int, seed: int) -> Path:
