@@ -39,6 +39,7 @@ import torch  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
+from engine.models.zoo import wait_for_model_checks  # noqa: E402
 
 EXAMPLES = {"nifti": 1500, "csv": 1500, "zip": 1000, "torchscript": 600, "card": 3000, "bundle": 300, "cli": 300}
 OUT = ROOT / "benchmarks" / "results" / "fuzz.json"
@@ -314,9 +315,7 @@ def main() -> None:
             report["doors"]["app"] = app_door(sampler)
             print("survival", flush=True)
             report["survival"] = survival()
-    for thread in threading.enumerate():  # checks past their limit run on: the interpreter must not exit under them
-        if thread.name == "eve-model-check":
-            thread.join(60)
+    wait_for_model_checks()  # checks past their limit run on: the interpreter must not exit under them
     doors = report["doors"]
     report["total"] = {
         "inputs": sum(d["inputs"] for d in doors.values()),

@@ -28,6 +28,17 @@ torch.set_num_threads(2)
 os.environ["EVE_UPLOAD_ROOT"] = tempfile.mkdtemp(prefix="eve-test-uploads-")
 atexit.register(shutil.rmtree, os.environ["EVE_UPLOAD_ROOT"], ignore_errors=True)
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_model_check_left_running():
+    """A model check past its limit runs on in its thread (`zoo._within`): let a module's end before the next
+    (and the interpreter's exit: torch's C++ would abort the process)."""
+    yield
+    from engine.models.zoo import wait_for_model_checks
+
+    wait_for_model_checks()
+
+
 # whole modules of the slow tier: the committed generators' scores, registration of real T1 volumes
 SLOW_MODULES = {"test_diffusion_committed", "test_real_t1", "test_diffusion_train", "test_counterfactual"}
 _USES_APPTEST: dict[Path, bool] = {}

@@ -37,7 +37,6 @@ import shutil
 import stat
 import struct
 import sys
-import threading
 import traceback
 import uuid
 import warnings
@@ -1155,16 +1154,6 @@ STRATEGIES = {
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_check_left_running():
-    """A model check past its limit runs on in its thread (`zoo._within`): let those of this module end
-    before the interpreter exits under them (torch's C++ would abort the process: exit status 134)."""
-    yield
-    for thread in threading.enumerate():
-        if thread.name == "eve-model-check":
-            thread.join(60)
 
 
 def fuzz(kind: str):

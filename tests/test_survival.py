@@ -25,6 +25,7 @@ from test_fuzz import Hoards, SpinsForever
 
 from components import state
 from engine.data.uploads import MB
+from engine.models.zoo import model_checks_running
 
 CHECK_S = 3  # the model check's limit in these tests (EVE_MODEL_CHECK_S; 60 s by default)
 CHECK_MB = 1024  # the checking child's memory (EVE_MODEL_CHECK_MB; 4096 MB by default)
@@ -145,16 +146,6 @@ def _limits(monkeypatch):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _no_check_left_running():
-    """A model check past its limit runs on in its thread (`zoo._within`): let those of this module end
-    before the interpreter exits under them (torch's C++ would abort the process: exit status 134)."""
-    yield
-    for thread in threading.enumerate():
-        if thread.name == "eve-model-check":
-            thread.join(60)
-
-
-@pytest.fixture(scope="module", autouse=True)
 def _clean_uploads():
     yield
     import shutil
@@ -223,8 +214,7 @@ def test_a_model_that_never_answers_or_hoards_memory_gets_a_message_while_anothe
     assert _state_of(worker) == before, "the other session lost its state"
     assert uploader.session_state[state.RESULTS] == {"theirs": 1} and uploader.session_state[state.USER_MODEL] is None
     assert peak.peak - rss < 200, f"the server grew {peak.peak - rss:.0f} MB: the model ran in it"
-    running = [t for t in threading.enumerate() if t.name == "eve-model-check"]
-    assert not running, "the model was run in the server process"
+    assert not model_checks_running(), "the model was run in the server process"
 
 
 def test_a_model_checked_in_the_server_process_is_refused_at_its_limit_and_its_thread_runs_on(tmp_path):
@@ -248,9 +238,7 @@ def test_a_model_checked_in_the_server_process_is_refused_at_its_limit_and_its_t
     with pytest.raises(EveInputError, match="took longer than 0.5 s"):
         load_torchscript(_torchscript(SpinsAWhile()), spec, device="cpu", limits=ModelLimits(check_s=0.5))
     assert time.perf_counter() - started < 3
-    assert [t for t in threading.enumerate() if t.name == "eve-model-check"], (
-        "the thread runs on: Python cannot stop it"
-    )
+    assert model_checks_running(), "the thread runs on: Python cannot stop it"
     ticks, until = 0, time.perf_counter() + 0.5
     while time.perf_counter() < until:  # and this process's Python keeps running meanwhile (the forward freed the GIL)
         ticks += 1

@@ -172,6 +172,21 @@ class ModelTooSlow(EveInputError):
     """A model's check on a dummy batch ran past `ModelLimits.check_s`."""
 
 
+CHECK_THREAD = "eve-model-check"  # the name of `_within`'s threads
+
+
+def model_checks_running() -> list[threading.Thread]:
+    """The model checks still running in this process (past their limit, a check's thread runs on)."""
+    return [t for t in threading.enumerate() if t.name == CHECK_THREAD]
+
+
+def wait_for_model_checks(timeout_s: float = 60) -> None:
+    """Let the model checks still running end (at most `timeout_s` each): the interpreter must not exit under one
+    (torch's C++ would abort the process, exit status 134)."""
+    for thread in model_checks_running():
+        thread.join(timeout_s)
+
+
 def _within(seconds: float, run):
     """`run()` in a thread of its own, its result or its exception; `TimeoutError` past `seconds` (the thread
     is left to finish on its own: Python cannot stop it; a TorchScript forward releases the GIL meanwhile)."""
@@ -184,7 +199,7 @@ def _within(seconds: float, run):
         except BaseException as exc:  # handed to the caller
             done["error"] = exc
 
-    thread = threading.Thread(target=target, name="eve-model-check", daemon=True)
+    thread = threading.Thread(target=target, name=CHECK_THREAD, daemon=True)
     thread.start()
     thread.join(seconds)
     if thread.is_alive():

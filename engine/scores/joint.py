@@ -151,7 +151,14 @@ except ImportError:  # pragma: no cover
     threadpool_limits = None
 
 from engine.options import SCORE
-from engine.scores.tvd import CONSTANT_MESSAGE, MIN_GROUP, MIN_SAMPLES, non_finite_message, percentile_ci
+from engine.scores.tvd import (
+    CONSTANT_MESSAGE,
+    MIN_GROUP,
+    MIN_SAMPLES,
+    non_finite_message,
+    output_columns,
+    percentile_ci,
+)
 
 METHODS = ("splines+neighbours", "splines", "neighbours")
 KNOTS = (0.05, 0.35, 0.65, 0.95)  # quantiles of the restricted cubic spline's knots (Harrell's 4)
@@ -812,14 +819,7 @@ def score_table(
     shapley_ci_low, shapley_ci_high, status, message. `attrs["joint"]` holds the joint score of
     all features, one row per output: output, score, ci_low, ci_high, status, message.
     """
-    if output_names is None and isinstance(outputs, pd.DataFrame):
-        output_names = [str(c) for c in outputs.columns]
-    y = np.asarray(outputs)
-    y2 = y.reshape(len(y), -1)
-    if output_names is None:
-        output_names = ["y"] if y.ndim == 1 else [f"y{j}" for j in range(y2.shape[1])]
-    if len(output_names) != y2.shape[1]:
-        raise ValueError(f"{len(output_names)} output names for {y2.shape[1]} output columns")
+    y2, output_names = output_columns(outputs, output_names)
     results = shapley_effects(y2, features, categorical=categorical, **kw)
     rows, joint_rows = [], []
     for out, r in zip(output_names, results, strict=True):

@@ -630,6 +630,20 @@ def conditional_curve(
     return CurveResult(grid, mean, mean - half, mean + half, var, count, float(bandwidth))
 
 
+def output_columns(outputs, output_names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(n, K) outputs and their K names: the given names, else a DataFrame's columns, "y" for one output, or
+    "y0".."y{K-1}"; ValueError when the count of names does not match."""
+    if output_names is None and isinstance(outputs, pd.DataFrame):
+        output_names = [str(c) for c in outputs.columns]
+    y = np.asarray(outputs)
+    y2 = y.reshape(len(y), -1)
+    if output_names is None:
+        output_names = ["y"] if y.ndim == 1 else [f"y{j}" for j in range(y2.shape[1])]
+    if len(output_names) != y2.shape[1]:
+        raise ValueError(f"{len(output_names)} output names for {y2.shape[1]} output columns")
+    return y2, list(output_names)
+
+
 def score_table(
     outputs,
     features: dict[str, np.ndarray],
@@ -650,14 +664,7 @@ def score_table(
     Columns: feature, output, score, ci_low, ci_high, unexplained (1 - score), n,
     n_groups, status, message.
     """
-    if output_names is None and isinstance(outputs, pd.DataFrame):
-        output_names = [str(c) for c in outputs.columns]
-    y = np.asarray(outputs)
-    y2 = y.reshape(len(y), -1)
-    if output_names is None:
-        output_names = ["y"] if y.ndim == 1 else [f"y{j}" for j in range(y2.shape[1])]
-    if len(output_names) != y2.shape[1]:
-        raise ValueError(f"{len(output_names)} output names for {y2.shape[1]} output columns")
+    y2, output_names = output_columns(outputs, output_names)
     unknown = set(categorical) - set(features)
     if unknown:
         raise ValueError(f"categorical names {sorted(unknown)} are not among the features")
