@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 
 CHECK_S = 30.0  # how often the thread looks (a collection costs ~0.25 s of the GIL, only when sessions ended)
 
@@ -34,10 +33,9 @@ def sessions() -> int | None:
 def collect_when_sessions_end(check_s: float = CHECK_S, stop: threading.Event | None = None) -> int:
     """Every `check_s`, a full collection when the server holds fewer sessions than at the last look; runs until
     `stop` is set (forever in the server). Returns the collections made."""
+    stop = stop or threading.Event()
     last, collections = sessions(), 0
-    while not (stop is not None and stop.wait(check_s)):
-        if stop is None:
-            time.sleep(check_s)
+    while not stop.wait(check_s):
         now = sessions()
         if now is not None and last is not None and now < last:
             gc.collect()
