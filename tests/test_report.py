@@ -499,9 +499,40 @@ def test_cli_diffusion_method_debiases_by_the_real_images_by_default(preloaded, 
     assert abs(scores.loc["size", "score"] - 0.50) < 0.05 and scores.loc["background", "score"] < 0.1
     assert {"generator_score", "lam", "twin_correlation"} <= set(scores.columns)
     assert (scores["twin_correlation"] > 0.5).all()  # twins track the real outputs
-    assert "generator alone, model-based" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "generator alone, model-based" in printed
     page = prose.methods_paragraphs(writers_report(doc))
     assert any("debiased by the" in p and "prediction-powered" in p for p in page)
+    # the features together, from the same draws, debiased the same way (issue 36), the generator's own beside
+    assert doc["joint"]["path"] == "debiased" and doc["joint"]["exact"] and doc["joint"]["n_subsets"] == 4
+    joint = doc["joint"]["scores"][0]
+    assert joint["status"] == "ok" and 0 <= joint["lam"] <= 1 and joint["generator_score"] >= 0
+    assert scores["shapley"].sum() == pytest.approx(joint["score"])
+    assert {"added", "added_ci_low", "generator_added", "generator_shapley"} <= set(scores.columns)
+    assert scores.loc["background", "added"] < 0.05 and abs(scores.loc["size", "added"] - 0.5) < 0.1
+    assert "S(all) = " in printed and "debiased by the real images" in printed
+    together = prose.joint_method(doc["joint"], pd.DataFrame(doc["joint"]["scores"]))
+    assert "S_real(u) + λ (S_gen(u) − S_twin(u))" in together
+
+
+def test_cli_generator_only_scores_the_features_together_from_generated_subjects(preloaded, tmp_path, capsys):
+    """--generator-only: K x N generated subjects, each under one training subject's features, scored together;
+    model-based, and said so."""
+    out = tmp_path / "alone.json"
+    argv = ["score", "--data", "shapes", "--model", "shapes-size-texture", "--features", "size,texture,background"]
+    argv += ["--method", "diffusion", "--generator-only", "--k-values", "4", "--n-per-value", "10", "--n-boot", "20"]
+    assert main([*argv, "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    about, joint = doc["joint"], doc["joint"]["scores"][0]
+    assert about["path"] == "generator" and about["generated"] == 40 and "training subjects" in about["generated_from"]
+    assert joint["status"] == "ok" and joint["score"] > 0.5  # size and texture are what the model reads
+    scores = pd.DataFrame(doc["scores"]).set_index("feature")
+    assert scores["shapley"].sum() == pytest.approx(joint["score"]) and scores.loc["background", "shapley"] < 0.15
+    assert "the generator alone (model-based)" in capsys.readouterr().out
+    together = prose.joint_method(about, pd.DataFrame(doc["joint"]["scores"]))
+    assert "model-based" in together and "sampling noise only" in together
+    assert main([*argv, "--no-joint", "--out", str(tmp_path / "none.json")]) == 0
+    assert "joint" not in json.loads((tmp_path / "none.json").read_text())
 
 
 def writers_report(doc: dict):

@@ -160,10 +160,11 @@ def _score(commands) -> None:
     score.add_argument(
         "--no-joint",
         action="store_true",
-        help="leave out the features scored together (data path): by default the report also has the joint score "
-        "of all the features, and per feature what it adds to all the others and its Shapley effect (its fair "
-        "share of the joint score), each with its CI; exact over every subset up to 10 features "
-        "(engine.scores.joint.MAX_EXACT), from random orders of them beyond",
+        help="leave out the features scored together: by default the report also has the joint score of all the "
+        "features, and per feature what it adds to all the others and its Shapley effect (its fair share of the "
+        "joint score), each with its CI; exact over every subset up to 10 features (engine.scores.joint.MAX_EXACT), "
+        "from random orders of them beyond. With --method diffusion, from the same generated subjects, debiased "
+        "by the real images (the generator's own beside them), or the generator's own with --generator-only",
     )
     score.add_argument(
         "--method",

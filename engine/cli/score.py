@@ -1,6 +1,6 @@
 """`python -m engine score`: explained-variance scores of a model's outputs for each feature, written as
-JSON or HTML with a CSV beside it; on the data path also the features together (unless --no-joint): the joint
-score of all of them, and per feature what it adds to the others and its Shapley effect."""
+JSON or HTML with a CSV beside it, and the features together (unless --no-joint): the joint score of all of
+them, and per feature what it adds to the others and its Shapley effect."""
 
 from __future__ import annotations
 
@@ -60,11 +60,8 @@ def run_score_command(args) -> list[Path]:
     finally:
         if cluster is not None:
             cluster.shutdown()
-    if not args.no_joint:
-        if report.metadata["method"] == "data":
-            report = with_joint(report)
-        else:
-            print("note: the features are scored together on the data path only (--method data)")
+    if not args.no_joint and report.metadata["method"] == "data":
+        report = with_joint(report)  # the generator paths score the features together as they draw
     arguments = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
     if is_remote(arguments.get("data")):  # an object-store URI's query may hold an endpoint or keys
         arguments["data"] = dataset.location
@@ -116,6 +113,7 @@ def _scores(args, ref: ModelRef, model, card, dataset, device, cluster) -> Score
                 folds=args.folds,
                 sampler=sampler,
                 progress=progress,
+                joint=not args.no_joint,
                 **common,
             )
     progress, shown = progress_bar("generator scores", "score")
@@ -135,6 +133,7 @@ def _scores(args, ref: ModelRef, model, card, dataset, device, cluster) -> Score
             sampler=sampler,
             runner=runner,
             where=where,
+            joint=not args.no_joint,
             **common,
         )
 
@@ -166,6 +165,9 @@ def _print_joint(report: ScoreReport, width: int) -> None:
     """S(all) per output, then each feature's added score and Shapley effect (`with_joint`)."""
     about = report.metadata.get("joint", {})
     how = "all subsets" if about.get("exact") else f"{about.get('n_perm')} random orders (sampled)"
+    how += {"debiased": ", debiased by the real images", "generator": ", the generator alone (model-based)"}.get(
+        about.get("path"), ""
+    )
     for j in report.joint.itertuples():
         if j.status != "ok":
             print(f"  together, {j.output}:  {j.status} — {j.message} (--features, or more rows: --split all)")
@@ -177,4 +179,9 @@ def _print_joint(report: ScoreReport, width: int) -> None:
                 continue
             added = f"added = {r.added:.3f}{_interval(r.added_ci_low, r.added_ci_high)}"
             shapley = f"Shapley = {r.shapley:.3f}{_interval(r.shapley_ci_low, r.shapley_ci_high)}"
-            print(f"    {r.feature:<{width}}  {added}   {shapley}")
+            alone = (
+                f"  (generator alone, model-based: added {r.generator_added:.3f}, Shapley {r.generator_shapley:.3f})"
+                if hasattr(r, "generator_added")
+                else ""
+            )
+            print(f"    {r.feature:<{width}}  {added}   {shapley}{alone}")

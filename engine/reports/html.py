@@ -207,7 +207,11 @@ def _together_words(about: dict, joint: pd.DataFrame) -> str:
         if about.get("exact", True) and about.get("n_subsets")
         else f"{about.get('n_perm')} random orders (sampled)"
     )
-    return f"joint score, added scores and Shapley effects: {how}; estimator {about.get('estimator')}"
+    path = {"debiased": "; debiased by the real images", "generator": "; the generator alone (model-based)"}
+    return (
+        f"joint score, added scores and Shapley effects: {how}; estimator {about.get('estimator')}"
+        f"{path.get(about.get('path'), '')}"
+    )
 
 
 def _software_rows(meta: dict) -> list[tuple[str, object]]:

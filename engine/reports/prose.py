@@ -386,15 +386,45 @@ def joint_method(about: dict, joint: pd.DataFrame) -> str:
             "(exact level means), neighbours taken within the same level; an interaction of a level with a numeric "
             "feature is left to the neighbour step."
         )
+    text += _together_path(about, joint)
     if draws:
+        resampled = (
+            "the real images with their twins, and of the generated subjects apart"
+            if about.get("path") == "debiased"
+            else "the images"
+        )
         text += (
-            f" The {level} intervals are percentile intervals of {draws} bootstrap resamples of the images (seed "
+            f" The {level} intervals are percentile intervals of {draws} bootstrap resamples of {resampled} (seed "
             f"{about.get('seed', 0)}), every score of a resample from the same images, so joint, added and Shapley "
             "intervals are of one set of replicates."
         )
+        if about.get("path") == "generator":
+            text += " They hold the sampling noise only, not the generator's own error."
     for r in failed.itertuples():
         text += f" For {r.output} they were not computed ({r.status}): {r.message}"
     return text
+
+
+def _together_path(about: dict, joint: pd.DataFrame) -> str:
+    """Where the features-together numbers come from when a generator drew them (`engine.scores.debias`)."""
+    if about.get("path") == "debiased":
+        lams = ", ".join(f"{x:.2f}" for x in joint.get("lam", pd.Series(dtype=float)).dropna())
+        return (
+            " Every S(u) was estimated three times, on the real images, on their twins (each generated under its "
+            "image's recorded features) and on the generated subjects, and combined as S_real(u) + λ (S_gen(u) − "
+            f"S_twin(u)) with one λ per output ({lams or 'none scored'}), tuned to the smallest variance of the "
+            "joint, first-order and added scores (prediction-powered inference; Angelopoulos et al. 2023): the real "
+            "images keep the numbers honest where the generator is wrong, and with one λ for every subset the "
+            "Shapley effects still add up to the joint score. The generator's own numbers beside them are "
+            "model-based."
+        )
+    if about.get("path") == "generator":
+        return (
+            f" They come from {about.get('generated', 'the')} generated subjects alone, each conditioned on one "
+            f"feature vector of {about.get('generated_from', 'the generator')}: they describe the generator's "
+            "world (model-based), not the model on real images."
+        )
+    return ""
 
 
 def _only(report: ScoreReport, source: str) -> ScoreReport:

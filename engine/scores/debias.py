@@ -32,6 +32,17 @@ S_gen - S_twin carries its error and the rectifier takes it out.
 When the generator was trained on the same subjects, its twins reproduce them too well and the rectifier
 under-corrects: the twins and generated samples of each of K folds then come from a generator trained on
 the other folds (`cross_fitted_draws`, cross-fitting as in PPI's cross-prediction).
+
+Features together (`debiased_effects`, issue 36): the same combination for every subset u of the features,
+
+    S_pp(u) = S_real(u) + lambda (S_gen(u) - S_twin(u)),
+
+each S(u) by `engine.scores.joint` (real subjects and their twins scored as two outputs of one bootstrap, the
+generated subjects on their own, over the same subsets). One lambda per output for all subsets, so the joint,
+first-order, added and Shapley numbers are those of one set function S_pp and the Shapley effects still add up
+to S_pp(all); lambda minimises the summed variance of the joint, first-order and added scores (PPI++'s trace
+rule over the reported numbers). The draws are combined subset by subset, centred on the estimate as above, and
+the effects read from them with `engine.scores.joint`'s clipping.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ import pandas as pd
 
 from engine.errors import EveInputError
 from engine.options import SCORE
+from engine.scores.joint import MAX_EXACT, N_PERM, ShapleyResult, effects_from_draws, subset_draws
 from engine.scores.tvd import ScoreResult, explained_variance
 
 MIN_REAL = 30  # fewer real subjects than this: no debiased score (its bootstrap would not hold)
@@ -172,6 +184,126 @@ def debiased_score(
     return Debiased(result, lam, float(s_real), float(s_twin), gen_result, corr)
 
 
+@dataclass(frozen=True)
+class DebiasedSets:
+    """The features together, debiased (`debiased_effects`), one entry per output."""
+
+    results: list[ShapleyResult]  # S_pp: joint score of all, and per feature first-order, added and Shapley
+    generator: list[ShapleyResult]  # the generated subjects' own: model-based (sampling noise only)
+    lam: list[float]  # lambda per output (NaN where the output was not scored)
+    twin_correlation: list[float]  # corr(y, twin) per output
+
+
+def _single_valued(features: dict) -> set[str]:
+    return {name for name, a in features.items() if pd.Series(np.asarray(a)).nunique() < 2}
+
+
+def _trace_lambda(real: np.ndarray, twin: np.ndarray, gen: np.ndarray, found) -> float:
+    """lambda minimising the summed variance of the joint, first-order and added scores (draws (B, M) of each
+    part, the subsets of `found`): sum_q Cov(real_q, twin_q) / sum_q (Var(twin_q) + Var(gen_q)), in [0, 1]."""
+    d = len(found.design.names)
+    full = (1 << d) - 1
+    where = {int(m): i for i, m in enumerate(found.masks)}
+    ones = [where[1 << k] for k in range(d)]
+    rests = [where[full & ~(1 << k)] for k in range(d)]
+
+    def reported(v):  # (B, M) -> (B, 1 + 2d)
+        s_all = v[:, where[full]]
+        return np.column_stack([s_all, v[:, ones], s_all[:, None] - v[:, rests]])
+
+    r, t, g = reported(real), reported(twin), reported(gen)
+    keep = np.isfinite(r).all(1) & np.isfinite(t).all(1)
+    r, t, g = r[keep], t[keep], g[np.isfinite(g).all(1)]
+    if len(r) < 10 or len(g) < 10:
+        return 1.0
+    covariance = ((r - r.mean(0)) * (t - t.mean(0))).sum(0) / (len(r) - 1)
+    denominator = t.var(0, ddof=1).sum() + g.var(0, ddof=1).sum()
+    return float(np.clip(covariance.sum() / denominator, 0.0, 1.0)) if denominator > 0 else 0.0
+
+
+def debiased_effects(
+    y,
+    twin,
+    features: dict,
+    gen,
+    gen_features: dict,
+    *,
+    categorical: tuple[str, ...] = (),
+    n_boot: int = SCORE.n_boot,
+    seed: int = 0,
+    ci: float = 0.95,
+    lam: float | None = None,
+    max_exact: int = MAX_EXACT,
+    n_perm: int = N_PERM,
+) -> DebiasedSets:
+    """S_pp(u) = S_real(u) + lam (S_gen(u) - S_twin(u)) over the subsets of `features`, read as the joint score
+    of all and each feature's first-order, added and Shapley scores (module docstring), per output.
+
+    Args:
+        y, twin: (N,) or (N, J) the real outputs and their twins', in the same subject order.
+        features: name -> (N,) the real subjects' values; gen_features the same names -> (M,) the generated
+            subjects' (the feature vectors they were conditioned on).
+        gen: (M,) or (M, J) the generated subjects' outputs.
+        lam: fix lambda for every output (1: plain debiased, 0: the data path); None: tuned per output.
+        max_exact, n_perm: as `engine.scores.joint.shapley_effects`.
+    """
+    y2, twin2, gen2 = (np.asarray(v, float).reshape(len(v), -1) for v in (y, twin, gen))
+    if y2.shape != twin2.shape or gen2.shape[1] != y2.shape[1]:
+        raise ValueError(f"y {y2.shape}, twin {twin2.shape} and gen {gen2.shape} must share their outputs")
+    if set(features) != set(gen_features):
+        raise ValueError("features and gen_features must name the same features")
+    n, n_out = y2.shape
+    names = tuple(str(k) for k in features)
+    gen_features = {k: np.asarray(gen_features[k]) for k in features}  # the real subjects' order of the names
+    options = dict(categorical=categorical, n_boot=n_boot, ci=ci, max_exact=max_exact, n_perm=n_perm)
+    # a feature single-valued among the real subjects explains nothing there: left out of the generated set too
+    for name in _single_valued({k: features[k] for k in names}) - _single_valued(gen_features):
+        gen_features[name] = np.full(len(gen2), gen_features[name][0])
+    lost = sorted(_single_valued(gen_features) - _single_valued({k: features[k] for k in names}))
+    real = subset_draws(np.hstack([y2, twin2]), features, seed=seed, **options)
+    same = real if real.scored and not lost else None  # the generated set scores the real set's subsets
+    made = subset_draws(gen2, gen_features, seed=seed + 1, subsets_of=same, **options)
+    failures: list = [None] * n_out
+    if n < MIN_REAL:
+        message = f"{n} real subjects: a debiased score needs at least {MIN_REAL}; score from data instead."
+        failures = [("too_few_samples", message)] * n_out
+    elif not real.scored:
+        failures = [real.fail or f or real.failures[j + n_out] for j, f in enumerate(real.failures[:n_out])]
+    elif lost:
+        them = "it" if len(lost) == 1 else "them"
+        message = (
+            f"The generated subjects' {', '.join(lost)} take a single value, so the generator cannot speak to {them}: "
+            f"deselect {them}, or score the features together from data."
+        )
+        failures = [("single_value", message)] * n_out
+    elif not made.scored:
+        why = made.fail or next(f for f in made.failures if f)
+        failures = [(why[0], f"The generated subjects could not be scored together: {why[1]}")] * n_out
+    else:
+        for j in range(n_out):
+            failures[j] = real.failures[j] or real.failures[n_out + j] or made.failures[j]
+    todo = [j for j, f in enumerate(failures) if f is None]
+    lams, corr = [np.nan] * n_out, [np.nan] * n_out
+    combined = None
+    if todo:
+        column = {j: i for i, j in enumerate(real.todo)}  # real.values holds the scored outputs of [y, twin]
+        made_column = {j: i for i, j in enumerate(made.todo)}
+        parts = []
+        for j in todo:
+            v_real, v_twin = real.values[..., column[j]], real.values[..., column[n_out + j]]
+            v_gen = made.values[..., made_column[j]]
+            lams[j] = float(lam) if lam is not None else _trace_lambda(v_real[1:], v_twin[1:], v_gen[1:], real)
+            corr[j] = float(np.corrcoef(y2[:, j], twin2[:, j])[0, 1]) if np.std(twin2[:, j]) > 0 else 0.0
+            v = v_real + lams[j] * (v_gen - v_twin)  # (1 + B, M)
+            if len(v) > 1:  # centred on the estimate, as debiased_score's draws
+                with np.errstate(invalid="ignore"):
+                    v[1:] += v[0] - np.nanmean(v[1:], axis=0)
+            parts.append(v)
+        combined = np.stack(parts, -1)  # (1 + B, M, J')
+    results = effects_from_draws(replace(real, failures=failures, fail=None), combined)
+    return DebiasedSets(results, effects_from_draws(made), lams, corr)
+
+
 # -- drawing the twins and the generated subjects ---------------------------------------------------
 
 
@@ -242,6 +374,40 @@ def generated_pool(generator, real: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return real.reset_index(drop=True), f"the {len(real)} real subjects' features (the generator kept none)"
 
 
+def _generated_conditions(generator, real: pd.DataFrame, m_generated: int, seed: int, pool=None):
+    """(feature vectors picked, the generator's condition for them, where they came from in words)."""
+    if pool is None:
+        pool, where = generated_pool(generator, real)
+    else:
+        where = f"{len(pool)} given subjects' features"
+    # each feature vector once: two subjects generated from one vector share every feature, so their outputs
+    # agree beyond the scored feature, and the estimator (which groups equal values) would read that as
+    # explained variance (measured: S_gen of an unread feature 0.135 against 0.03 with 256 draws from 360 rows)
+    picked = pool.sample(min(m_generated, len(pool)), replace=False, random_state=seed).reset_index(drop=True)
+    condition, _ = twin_conditions(generator, picked)
+    return picked, condition, where
+
+
+def draw_generated(
+    model,
+    generator,
+    real: pd.DataFrame,
+    *,
+    m_generated: int = DEFAULT_GENERATED,
+    seed: int = 0,
+    sampler=None,
+    batch_size: int = SCORE.batch_size,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, pd.DataFrame, str]:
+    """`draw`'s generated subjects alone (no twins): the model's outputs (M, K) on them, the feature vectors they
+    were conditioned on, and where those came from in words; subject j seeded (seed + 1, j), as in `draw`."""
+    picked, condition, where = _generated_conditions(generator, real, m_generated, seed)
+    outputs = draw_outputs(
+        model, generator, condition, len(picked), seed + 1, sampler=sampler, batch_size=batch_size, progress=progress
+    )
+    return outputs, picked, where
+
+
 def draw(
     model,
     generator,
@@ -258,16 +424,8 @@ def draw(
     subjects (at most one per feature vector of the pool, `generated_pool` unless given: fewer when the pool
     is smaller), with the model's outputs on each. Twin i uses seed (seed, i); generated j (seed + 1, j)."""
     condition, clamped = twin_conditions(generator, real)
-    if pool is None:
-        pool, where = generated_pool(generator, real)
-    else:
-        where = f"{len(pool)} given subjects' features"
-    # each feature vector once: two subjects generated from one vector share every feature, so their outputs
-    # agree beyond the scored feature, and the estimator (which groups equal values) would read that as
-    # explained variance (measured: S_gen of an unread feature 0.135 against 0.03 with 256 draws from 360 rows)
-    picked = pool.sample(min(m_generated, len(pool)), replace=False, random_state=seed).reset_index(drop=True)
+    picked, gen_condition, where = _generated_conditions(generator, real, m_generated, seed, pool)
     m_generated = len(picked)
-    gen_condition, _ = twin_conditions(generator, picked)
     total = len(real) + m_generated
 
     def twins_progress(done, _):

@@ -672,7 +672,38 @@ def _masks_for(d: int, max_exact: int, n_perm: int, rng):
     return masks, inverse[: prefixes.size].reshape(prefixes.shape), orders
 
 
-def shapley_effects(
+@dataclass
+class SubsetDraws:
+    """S(u) of every subset that the effects are read from, per output: the estimate and the bootstrap draws
+    (`subset_draws`), for `effects_from_draws`. `values` of several SubsetDraws on the same masks can be
+    combined before the effects are read (`engine.scores.debias.debiased_effects`)."""
+
+    names: tuple[str, ...]  # the features asked, in order
+    n: int  # subjects
+    n_boot: int
+    ci: float
+    method: str
+    failures: list  # per output: None, or (status, message) of an output that cannot be scored
+    left_out: tuple[str, ...]  # single-valued features
+    fail: tuple[str, str] | None = None  # (status, message) of the whole set; then nothing else is set
+    design: _Design | None = None
+    masks: np.ndarray | None = None  # (M,) the subsets scored
+    prefix_index: np.ndarray | None = None  # (n_perm, d + 1) when sampled (`_masks_for`), else None
+    orders: np.ndarray | None = None
+    values: np.ndarray | None = None  # (1 + B, M, J') S(u) of the outputs scored: estimate, then draws
+    rng: np.random.Generator | None = None  # the generator after the draws (the orders' resampling uses it)
+
+    @property
+    def todo(self) -> list[int]:
+        """The outputs scored (the others failed: `failures`)."""
+        return [j for j, f in enumerate(self.failures) if f is None]
+
+    @property
+    def scored(self) -> bool:
+        return self.fail is None and bool(self.todo)
+
+
+def subset_draws(
     outputs,
     features: dict[str, np.ndarray],
     *,
@@ -683,48 +714,49 @@ def shapley_effects(
     method: str = "splines+neighbours",
     max_exact: int = MAX_EXACT,
     n_perm: int = N_PERM,
-) -> ShapleyResult | list[ShapleyResult]:
-    """First-order, added and Shapley scores of each feature, and the joint score of all.
-
-    Args:
-        outputs: (n,) or (n, K) model outputs Y; (n, K) gives a list of K results.
-        features: name -> (n,) values A_1..A_d.
-        categorical: names of the features to treat as labels (exact levels).
-        n_boot: bootstrap draws over subjects for the CIs (0: no CI); every score of a draw
-            comes from the same resampled subjects.
-        seed: seed of the generator (neighbour queries, tie order, orders, bootstrap).
-        ci: confidence level of the intervals.
-        method: estimator of Var(E[Y | A_u]) (module docstring).
-        max_exact: largest d scored over all 2^d subsets; beyond, `n_perm` random orders.
-        n_perm: random orders of the features when d > max_exact (Song, Nelson & Staum 2016).
-
-    Shapley effects are >= 0 and sum to `joint.score` exactly (module docstring, Clipping).
-    """
+    subsets_of: SubsetDraws | None = None,
+) -> SubsetDraws:
+    """S(u) with its bootstrap draws for every subset `shapley_effects` reads (arguments as there);
+    `subsets_of` scores the subsets (and random orders) of another SubsetDraws of the same features."""
     if not 1 <= max_exact <= 20 or n_perm < 2:
         raise ValueError(f"max_exact must lie in [1, 20] and n_perm be >= 2, got {max_exact} and {n_perm}")
     y2, design, failures, left_out, fail = _prepare(outputs, features, categorical, method)
-    single = np.asarray(outputs).ndim == 1
-    names = [str(k) for k in features]
-    n = len(y2)
+    names = tuple(str(k) for k in features)
+    found = SubsetDraws(names, len(y2), n_boot, ci, method, failures, left_out, fail)
+    if not found.scored:
+        return found
+    rng = np.random.default_rng(seed)
+    if subsets_of is not None:
+        if not subsets_of.scored or subsets_of.design.names != design.names:
+            raise ValueError("subsets_of must score the same features")
+        masks, prefix_index, orders = subsets_of.masks, subsets_of.prefix_index, subsets_of.orders
+    else:
+        masks, prefix_index, orders = _masks_for(len(design.names), max_exact, n_perm, rng)
+    estimate, draws = _subset_scores(design, y2[:, found.todo], masks, method, n_boot, rng)
+    found.design, found.masks, found.prefix_index, found.orders = design, masks, prefix_index, orders
+    found.values, found.rng = np.concatenate([estimate[None], draws]), rng
+    return found
+
+
+def effects_from_draws(found: SubsetDraws, values: np.ndarray | None = None) -> list[ShapleyResult]:
+    """First-order, added and Shapley scores and the joint score per output (a list over all outputs) from
+    the S(u) of `found`, or from `values` (its shape) when given: estimates and percentile intervals of the
+    same draws, clipped as the module docstring says."""
+    n, ci, n_boot, names, left_out = found.n, found.ci, found.n_boot, found.names, found.left_out
 
     def failed(status, message):
         joint = JointResult(np.nan, np.nan, np.nan, n, status, message, ci_level=ci)
         effects = tuple(_nan_effect(name, status, message) for name in names)
         return ShapleyResult(joint, effects, True, 0)
 
-    if fail is not None:
-        results = [failed(*(f or fail)) for f in failures]
-        return results[0] if single else results
-    todo = [j for j, f in enumerate(failures) if f is None]
-    if not todo:
-        results = [failed(*f) for f in failures]
-        return results[0] if single else results
+    if found.fail is not None:
+        return [failed(*(f or found.fail)) for f in found.failures]
+    if not found.todo:
+        return [failed(*f) for f in found.failures]
+    design, masks, prefix_index, orders = found.design, found.masks, found.prefix_index, found.orders
+    values = found.values if values is None else values  # (1 + B, M, J)
     d = len(design.names)
-    rng = np.random.default_rng(seed)
-    masks, prefix_index, orders = _masks_for(d, max_exact, n_perm, rng)
-    estimate, draws = _subset_scores(design, y2[:, todo], masks, method, n_boot, rng)
     # 1. the values of each S(u) the effects are read from: the estimate first, then the draws
-    values = np.concatenate([estimate[None], draws])  # (1 + B, M, J)
     position = {int(m): i for i, m in enumerate(masks)}
     full = (1 << d) - 1
     s_all = values[:, position[full]]  # (1 + B, J)
@@ -736,11 +768,13 @@ def shapley_effects(
         phi = np.einsum("bmj,dm->bjd", values, _shapley_weights(d))
         n_perm_used = 0
     else:
+        n_perm = len(orders)
         steps = values[:, prefix_index[:, 1:]] - values[:, prefix_index[:, :-1]]  # (1 + B, N, d, J)
         step_of = np.argsort(orders, axis=1)  # (N, d): the step at which each feature is added
         contrib = steps[:, np.arange(n_perm)[:, None], step_of]  # (1 + B, N, d, J), by feature
         weights = np.ones((1, n_perm))  # the estimate uses every order once; each draw resamples them
         if n_boot:
+            rng = found.rng
             resampled = np.stack(
                 [np.bincount(rng.integers(0, n_perm, n_perm), minlength=n_perm) for _ in range(n_boot)]
             )
@@ -749,14 +783,14 @@ def shapley_effects(
         n_perm_used = n_perm
     phi = _clip_shares(phi, s_all)
     # 3. one result per output: estimate and percentile intervals of the same draws
-    results = [None if f is None else failed(*f) for f in failures]
-    p = design.basis.shape[1] + 1 if method != "neighbours" else 1
-    label = _method_label(design, method)
+    results = [None if f is None else failed(*f) for f in found.failures]
+    p = design.basis.shape[1] + 1 if found.method != "neighbours" else 1
+    label = _method_label(design, found.method)
 
     def interval(x):  # x (1 + B,): estimate, then draws
         return percentile_ci(x[1:], 0.0, ci) if n_boot else (np.nan, np.nan)
 
-    for i, j in enumerate(todo):
+    for i, j in enumerate(found.todo):
         raw = float(values[0, position[full], i])
         joint = JointResult(
             float(np.clip(raw, 0, 1)),
@@ -791,7 +825,50 @@ def shapley_effects(
                 )
             )
         results[j] = ShapleyResult(joint, tuple(effects), prefix_index is None, masks.size, n_perm_used)
-    return results[0] if single else results
+    return results
+
+
+def shapley_effects(
+    outputs,
+    features: dict[str, np.ndarray],
+    *,
+    categorical: tuple[str, ...] = (),
+    n_boot: int = SCORE.n_boot,
+    seed: int = 0,
+    ci: float = 0.95,
+    method: str = "splines+neighbours",
+    max_exact: int = MAX_EXACT,
+    n_perm: int = N_PERM,
+) -> ShapleyResult | list[ShapleyResult]:
+    """First-order, added and Shapley scores of each feature, and the joint score of all.
+
+    Args:
+        outputs: (n,) or (n, K) model outputs Y; (n, K) gives a list of K results.
+        features: name -> (n,) values A_1..A_d.
+        categorical: names of the features to treat as labels (exact levels).
+        n_boot: bootstrap draws over subjects for the CIs (0: no CI); every score of a draw
+            comes from the same resampled subjects.
+        seed: seed of the generator (neighbour queries, tie order, orders, bootstrap).
+        ci: confidence level of the intervals.
+        method: estimator of Var(E[Y | A_u]) (module docstring).
+        max_exact: largest d scored over all 2^d subsets; beyond, `n_perm` random orders.
+        n_perm: random orders of the features when d > max_exact (Song, Nelson & Staum 2016).
+
+    Shapley effects are >= 0 and sum to `joint.score` exactly (module docstring, Clipping).
+    """
+    found = subset_draws(
+        outputs,
+        features,
+        categorical=categorical,
+        n_boot=n_boot,
+        seed=seed,
+        ci=ci,
+        method=method,
+        max_exact=max_exact,
+        n_perm=n_perm,
+    )
+    results = effects_from_draws(found)
+    return results[0] if np.asarray(outputs).ndim == 1 else results
 
 
 def _nan_effect(name: str, status: str, message: str) -> FeatureEffect:

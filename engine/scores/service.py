@@ -391,6 +391,7 @@ def diffusion_scores(
     sampler=None,
     runner=None,
     where: str | None = None,
+    joint: bool = False,
 ) -> ScoreReport:
     """Scores from a conditional diffusion model (`engine.diffusion.diffusion_score`) instead of data:
     one score per feature x output; `progress(scores done, total)` after each.
@@ -400,6 +401,10 @@ def diffusion_scores(
     default `SamplerConfig.for_scores` of that model). `runner(todo, card, generator, settings)`
     computes the (feature, output column) pairs of `todo` elsewhere and returns `diffusion_score`'s
     results in order (`engine.compute.cluster.Cluster.diffusion_runner`); default here, one after another.
+
+    joint=True also scores the features the generator conditions on together (model-based, like every number
+    here): K x N generated subjects, each conditioned on one feature vector of `engine.scores.debias.generated_pool`,
+    scored by `engine.scores.joint.shapley_effects` (its interval holds the sampling noise only).
     """
     # engine.diffusion loads diffusers (~3 s): imported when a diffusion score is asked for, not with the service
     from engine.diffusion import SamplerConfig, load_diffusion
@@ -442,7 +447,39 @@ def diffusion_scores(
     scored = [card.output_names[j] for j in columns]
     values = {f: dataset.feature_values(f) for f in feature_names}
     table = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
-    return ScoreReport(table, scored, values, cats, meta, value_tables=tables)
+    report = ScoreReport(table, scored, values, cats, meta, value_tables=tables)
+    if not joint:
+        return report
+    from engine.scores.debias import draw_generated
+
+    gen, picked, pool = draw_generated(
+        model,
+        generator,
+        dataset.table,
+        m_generated=k_values * n_per_value,
+        seed=seed,
+        sampler=sampler,
+        batch_size=batch_size,
+    )
+    usable = [f for f in feature_names if f in picked.columns]
+    missing = [f for f in feature_names if f not in usable]
+    usable_cats = tuple(f for f in usable if f in cats)
+    together = (
+        _set_scores(
+            gen[:, columns], {f: picked[f].to_numpy() for f in usable}, usable_cats, scored, n_boot, seed, SCORE.ci
+        )
+        if usable
+        else SetScores(*_set_rows([], []), {"together": []})
+    )
+    about = together.about | {
+        "path": "generator",
+        "generated": int(len(gen)),
+        "generated_from": pool,
+        "model_based": "the generated subjects' numbers: intervals of the sampling only, not of the generator's bias",
+    }
+    if missing:
+        about["not_conditioned"] = missing
+    return _joined(report, SetScores(_left_out_rows(together.effects, missing, scored), together.joint, about))
 
 
 # 5. generator scores debiased by the real subjects ---------------------------------------------------
@@ -478,6 +515,7 @@ def debiased_scores(
     batch_size: int = SCORE.batch_size,
     sampler=None,
     progress: Progress | None = None,
+    joint: bool = False,
 ) -> ScoreReport:
     """Generator scores debiased by the real subjects of a split (`engine.scores.debias`): the model's outputs
     on the real images, on each one's twin (generated under its recorded features) and on `n_generated`
@@ -490,6 +528,10 @@ def debiased_scores(
     them: by default (`SCORE.folds`) for a linear-Gaussian one (a second each); a diffusion one needs
     `folds` said (each fold retrains it), else the rows are refused with the fix.
     `progress(done, total)` counts the images drawn.
+
+    joint=True scores the features the generator conditions on together from the same draws, debiased the same
+    way (`engine.scores.debias.debiased_effects`): `JOINT_COLUMNS` on the rows with the generator's own beside
+    them (`GENERATOR_JOINT_COLUMNS`, model-based), S(all) per output in `joint` (with lambda), as `with_joint`.
     """
     from engine.diffusion import SamplerConfig, load_diffusion
     from engine.diffusion.cohort import CohortRecipe, train_on_cohort
@@ -619,7 +661,11 @@ def debiased_scores(
     )
     names = [card.output_names[j] for j in columns]
     values = {f: dataset.feature_values(f)[rows] for f in feature_names}
-    return ScoreReport(frame, names, values, cats, meta, outputs=y[:, columns])
+    report = ScoreReport(frame, names, values, cats, meta, outputs=y[:, columns])
+    if not joint:
+        return report
+    together = _generator_set_scores(drawn, y, real, feature_names, cats, columns, names, n_boot, seed)
+    return _joined(report, together)
 
 
 # 6. the features together: joint score, added scores, Shapley effects (issue 36) ------------------
@@ -649,10 +695,8 @@ class SetScores:
     about: dict  # how: estimator, exact or sampled, subsets, orders, exact limit, draws, seed, level, categorical
 
 
-def _set_scores(y: np.ndarray, values: dict, categorical: tuple, output_names: list[str], n_boot, seed, ci):
-    from engine.scores.joint import MAX_EXACT, N_PERM, shapley_effects
-
-    results = shapley_effects(y, values, categorical=categorical, n_boot=n_boot, seed=seed, ci=ci)
+def _set_rows(results, output_names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(effects, joint) tables of `SetScores` from `engine.scores.joint` results, one per output."""
     rows, joint_rows = [], []
     for out, r in zip(output_names, results, strict=True):
         j = r.joint
@@ -662,8 +706,15 @@ def _set_scores(y: np.ndarray, values: dict, categorical: tuple, output_names: l
             # a failure of the whole set (too many features, constant output) is every row's
             status, message = (e.status, e.message) if j.ok else (j.status, j.message)
             rows.append((e.feature, out, *numbers, status, message))
+    effects = pd.DataFrame(rows, columns=["feature", "output", *JOINT_COLUMNS])
+    return effects, pd.DataFrame(joint_rows, columns=list(JOINT_SCORE_COLUMNS))
+
+
+def _set_about(results, categorical: tuple, n_boot: int, seed: int, ci: float) -> dict:
+    from engine.scores.joint import MAX_EXACT, N_PERM
+
     scored = next((r for r in results if r.ok), results[0])
-    about = {
+    return {
         "estimator": scored.joint.method or "splines+neighbours",
         "exact": bool(scored.exact),
         "n_subsets": int(scored.n_subsets),
@@ -676,8 +727,14 @@ def _set_scores(y: np.ndarray, values: dict, categorical: tuple, output_names: l
         "ci_level": ci,
         "categorical": list(categorical),
     }
-    effects = pd.DataFrame(rows, columns=["feature", "output", *JOINT_COLUMNS])
-    return SetScores(effects, pd.DataFrame(joint_rows, columns=list(JOINT_SCORE_COLUMNS)), about)
+
+
+def _set_scores(y: np.ndarray, values: dict, categorical: tuple, output_names: list[str], n_boot, seed, ci):
+    from engine.scores.joint import shapley_effects
+
+    results = shapley_effects(y, values, categorical=categorical, n_boot=n_boot, seed=seed, ci=ci)
+    effects, joint = _set_rows(results, output_names)
+    return SetScores(effects, joint, _set_about(results, categorical, n_boot, seed, ci) | {"path": "data"})
 
 
 def set_scores(
@@ -716,10 +773,14 @@ def with_joint(report: ScoreReport) -> ScoreReport:
     """A data report with the features together beside its one-at-a-time scores: `JOINT_COLUMNS` on its rows
     (the rows of its own method when `engine.reports.prose.compare` put other sources beside them), S(all) per
     output in `joint`, and how they were computed in `metadata["joint"]`; the same outputs, rows, bootstrap
-    draws, seed and level as its scores."""
+    draws, seed and level as its scores. (The generator paths score the features together as they draw:
+    `debiased_scores` and `diffusion_scores` with joint=True.)"""
     meta = report.metadata
     if meta.get("method") != "data" or report.outputs is None:
-        raise ValueError(f"with_joint takes a data report (its outputs and features), not a {meta.get('method')!r} one")
+        raise ValueError(
+            f"with_joint takes a data report (its outputs and features), not a {meta.get('method')!r} one: "
+            "ask debiased_scores or diffusion_scores for joint=True"
+        )
     scored = _set_scores(
         np.asarray(report.outputs, dtype=float).reshape(len(report.outputs), -1),
         report.features,
@@ -729,9 +790,74 @@ def with_joint(report: ScoreReport) -> ScoreReport:
         int(meta.get("seed", SCORE.seed)),
         float(meta.get("ci_level", SCORE.ci)),
     )
-    table = report.table.drop(columns=[c for c in JOINT_COLUMNS if c in report.table.columns])
+    return _joined(report, scored)
+
+
+def _joined(report: ScoreReport, scored: SetScores) -> ScoreReport:
+    """`report` with the set scores' columns on its rows (same feature and output), `joint` and metadata["joint"]."""
+    table = report.table.drop(columns=[c for c in scored.effects.columns[2:] if c in report.table.columns])
     merged = table.merge(scored.effects, on=["feature", "output"], how="left", sort=False)  # keeps the row order
     if "source" in table.columns and len(table):  # other sources' rows (generator, truth) have no joint part
-        merged.loc[(table["source"] != table["source"].iloc[0]).to_numpy(), list(JOINT_COLUMNS)] = np.nan
+        merged.loc[(table["source"] != table["source"].iloc[0]).to_numpy(), list(scored.effects.columns[2:])] = np.nan
     merged.index = table.index
-    return replace(report, table=merged, joint=scored.joint, metadata={**meta, "joint": scored.about})
+    return replace(report, table=merged, joint=scored.joint, metadata={**report.metadata, "joint": scored.about})
+
+
+GENERATOR_JOINT_COLUMNS = tuple(f"generator_{c}" for c in JOINT_COLUMNS[:6])  # the generator's own, beside
+NOT_CONDITIONED = "The generator does not condition on {feature}: it is left out of the features scored together."
+
+
+def _left_out_rows(effects: pd.DataFrame, missing: list[str], output_names: list[str]) -> pd.DataFrame:
+    """`effects` with a row per (feature the generator does not condition on, output), status not_conditioned."""
+    rows = [
+        {
+            "feature": f,
+            "output": out,
+            "joint_status": "not_conditioned",
+            "joint_message": NOT_CONDITIONED.format(feature=f),
+        }
+        for f in missing
+        for out in output_names
+    ]
+    return pd.concat([effects, pd.DataFrame(rows, columns=effects.columns)], ignore_index=True) if rows else effects
+
+
+def _generator_set_scores(
+    drawn, y, real: pd.DataFrame, feature_names, categorical, columns, output_names, n_boot, seed
+) -> SetScores:
+    """The features the generator conditions on scored together, debiased by the real subjects
+    (`engine.scores.debias.debiased_effects`), with the generator's own numbers beside them."""
+    from engine.scores.debias import debiased_effects
+
+    usable = [f for f in feature_names if f in drawn.gen_features.columns]
+    missing = [f for f in feature_names if f not in usable]
+    cats = tuple(f for f in usable if f in categorical)
+    if not usable:
+        effects, joint = _set_rows([], [])
+        return SetScores(_left_out_rows(effects, missing, output_names), joint, {"path": "debiased", "together": []})
+    found = debiased_effects(
+        y[:, columns],
+        drawn.twin[:, columns],
+        {f: real[f].to_numpy() for f in usable},
+        drawn.gen[:, columns],
+        {f: drawn.gen_features[f].to_numpy() for f in usable},
+        categorical=cats,
+        n_boot=n_boot,
+        seed=seed,
+        ci=SCORE.ci,
+    )
+    effects, joint = _set_rows(found.results, output_names)
+    own_effects, own_joint = _set_rows(found.generator, output_names)
+    effects[list(GENERATOR_JOINT_COLUMNS)] = own_effects[list(JOINT_COLUMNS[:6])].to_numpy()
+    joint[["generator_score", "generator_ci_low", "generator_ci_high"]] = own_joint[
+        ["score", "ci_low", "ci_high"]
+    ].to_numpy()
+    joint["lam"], joint["twin_correlation"] = found.lam, found.twin_correlation
+    about = _set_about(found.results, cats, n_boot, seed, SCORE.ci) | {
+        "path": "debiased",
+        "combination": "S_real(u) + lambda (S_gen(u) - S_twin(u)) for every subset u, one lambda per output",
+        "generator_columns": "the generated subjects' own numbers: model-based, their intervals hold the sampling only",
+    }
+    if missing:
+        about["not_conditioned"] = missing
+    return SetScores(_left_out_rows(effects, missing, output_names), joint, about)
