@@ -72,7 +72,8 @@ if combined is not None:
 images = f"{len(rows)} images" if split == "all" else f"{len(rows)} {split} images"
 draws = f"95% bootstrap intervals ({int(n_boot)} bootstrap draws)" if n_boot else "no intervals (0 bootstrap draws)"
 with left:
-    feature_sets.draw(chosen, sel, combined, together, palette, f"{draws} on {images}")
+    other = feature_sets.generated(diffusion_scores)
+    feature_sets.draw(chosen, sel, combined, together, palette, f"{draws} on {images}", other)
 with right:
     st.subheader("Feature correlation")
     corr = correlation.correlation_matrix(table.iloc[rows], features)
@@ -83,7 +84,7 @@ with right:
 joined = None if scores is None else feature_sets.joined(scores, together)
 if scores is not None:
     st.subheader("In words")
-if scores is not None and not feature_sets.write_words(chosen, joined, together, sel.output_name):
+if scores is not None and not feature_sets.write_words(chosen, joined, together, sel.output_name, other):
     for _, row in scores.iterrows():
         diff = None
         if diffusion_scores is not None:

@@ -67,8 +67,45 @@ def failure(scored: service.SetScores | None) -> str | None:
     )
 
 
-def draw(chosen: str, sel, combined: pd.DataFrame | None, scored, palette: dict, intervals: str) -> None:
-    """The bars of the chosen view with their caption; `combined` holds the one-at-a-time rows of every source."""
+def generated(rows: pd.DataFrame | None) -> service.SetScores | None:
+    """The generator path's features together, debiased, read back from its rows (`loaders.generator_scores`:
+    the set columns and the joint score on every row), or None before it was computed."""
+    if rows is None or "joint_score" not in rows.columns:
+        return None
+    part = rows[rows["source"] == "debiased"]
+    if part.empty:
+        return None
+    first = part.iloc[0]
+    ok = not math.isnan(first["joint_score"])
+    joint = pd.DataFrame(
+        [
+            {
+                "output": first["output"],
+                "score": first["joint_score"],
+                "ci_low": first["joint_ci_low"],
+                "ci_high": first["joint_ci_high"],
+                "n": first["n"],
+                "status": "ok" if ok else first["joint_status"],
+                "message": "" if ok else first["joint_message"],
+            }
+        ]
+    )
+    return service.SetScores(part[["feature", "output", *service.JOINT_COLUMNS]], joint, {"path": "debiased"})
+
+
+def _beside(scored: service.SetScores, other: service.SetScores | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(effects, joint) of the data and, when computed, the debiased generator path, the output named by source."""
+    parts = [("data", scored)] + ([("debiased", other)] if other is not None else [])
+    effects = pd.concat(
+        [s.effects.assign(source=k, output=figures.SOURCE_LABELS[k]) for k, s in parts], ignore_index=True
+    )
+    joint = pd.concat([s.joint.assign(output=figures.SOURCE_LABELS[k]) for k, s in parts], ignore_index=True)
+    return effects, joint
+
+
+def draw(chosen: str, sel, combined: pd.DataFrame | None, scored, palette: dict, intervals: str, other=None) -> None:
+    """The bars of the chosen view with their caption; `combined` holds the one-at-a-time rows of every source,
+    `other` the generator path's features together (`generated`), drawn beside the data's."""
     st.subheader(f"How much of the variation in {sel.output_name} each feature explains")
     if chosen == VIEWS[0]:
         if combined is None or combined.empty:
@@ -85,19 +122,25 @@ def draw(chosen: str, sel, combined: pd.DataFrame | None, scored, palette: dict,
     if (why := failure(scored)) is not None:
         st.warning(why)
         return
-    effects, joint = scored.effects, scored.joint
+    effects, joint = _beside(scored, other)
+    also = (
+        " Hatched: the generator path, debiased by the real images, for the features the generator conditions on."
+        if other is not None
+        else ""
+    )
     if chosen == VIEWS[1]:
-        st.plotly_chart(figures.added_bars(effects, palette), key="scores_added")
+        st.plotly_chart(figures.added_bars(effects, palette, group_by="source"), key="scores_added")
         st.caption(
             f"Bars: what each feature adds to all the others, S(all) − S(all but A), with {intervals} (from the data). "
-            "Near 0 for a feature that explains the decision only through features correlated with it."
+            f"Near 0 for a feature that explains the decision only through features correlated with it.{also}"
         )
         return
     rest = "the image carries the rest"
     st.plotly_chart(figures.shapley_stack(effects, joint, palette, rest=rest), key="scores_shares")
     st.caption(
-        f"Fair shares (Shapley effects, from the data) stacked up to what the features explain together; grey: the "
-        f"rest. {_how(scored.about)} {SHAPLEY_NOTE}"
+        f"Fair shares (Shapley effects) stacked up to what the features explain together; grey: the rest. One bar "
+        f"from the data{', one from the generator path (debiased by the real images)' if other is not None else ''}. "
+        f"{_how(scored.about)} {SHAPLEY_NOTE}"
     )
 
 
@@ -138,8 +181,9 @@ def _added_line(r, output_name: str) -> str:
     return line
 
 
-def words(chosen: str, rows: pd.DataFrame, scored: service.SetScores, output_name: str) -> list[str]:
-    """Plain-language sentences of the added and fair-share views (`rows`: `joined`), one per feature."""
+def words(chosen: str, rows: pd.DataFrame, scored: service.SetScores, output_name: str, other=None) -> list[str]:
+    """Plain-language sentences of the added and fair-share views (`rows`: `joined`), one per feature; with the
+    generator path's features together (`other`: `generated`), one sentence of its own."""
     left_out = [f"{_label(r.feature)}: {r.joint_message}" for r in rows.itertuples() if r.joint_status != "ok"]
     ok = rows[rows["joint_status"] == "ok"]
     if chosen == VIEWS[1]:
@@ -153,14 +197,30 @@ def words(chosen: str, rows: pd.DataFrame, scored: service.SetScores, output_nam
         f"{_label(r.feature)}'s fair share: {_pct(r.shapley, r.shapley_ci_low, r.shapley_ci_high)}."
         for r in ok.sort_values("shapley", ascending=False).itertuples()
     ]
-    return lines + left_out
+    return lines + left_out + _generator_line(other)
 
 
-def write_words(chosen: str, rows: pd.DataFrame | None, scored, output_name: str) -> bool:
+def _generator_line(other: service.SetScores | None) -> list[str]:
+    """The generator path's joint score and largest fair share, or why it has none."""
+    if other is None:
+        return []
+    joint = other.joint.iloc[0]
+    if joint["status"] != "ok":
+        return [f"The generator path could not score the features together: {joint['message']}"]
+    ok = other.effects[other.effects["joint_status"] == "ok"].sort_values("shapley", ascending=False)
+    top = ok.iloc[0]
+    return [
+        f"From the generator path, debiased by the real images: the {len(ok)} features it conditions on explain "
+        f"{_pct(joint['score'], joint['ci_low'], joint['ci_high'])} together; the largest fair share is "
+        f"{_label(top['feature'])}'s, {_pct(top['shapley'], top['shapley_ci_low'], top['shapley_ci_high'])}."
+    ]
+
+
+def write_words(chosen: str, rows: pd.DataFrame | None, scored, output_name: str, other=None) -> bool:
     """Write the added or fair-share view's sentences (`words`); False in the view "on its own" or without a
     joint score, where the page writes its one-at-a-time sentences instead."""
     if rows is None or chosen == VIEWS[0]:
         return False
-    for line in words(chosen, rows, scored, output_name):
+    for line in words(chosen, rows, scored, output_name, other):
         st.markdown("• " + line.replace("*", r"\*"))
     return True

@@ -501,7 +501,8 @@ def generator_scores(
 ) -> pd.DataFrame:
     """The generator path's scores of the selected model on the page's rows (the data path's split), debiased
     by the real images (`engine.scores.service.debiased_scores`: source "debiased") beside the generator's own
-    (source "diffusion", model-based: its interval holds the sampling noise only), K x N generated subjects.
+    (source "diffusion", model-based: its interval holds the sampling noise only), K x N generated subjects; with
+    the features it conditions on scored together (`JOINT_COLUMNS` and `JOINT_ON_ROWS` on every row).
     A linear-Gaussian generator trained on these images is cross-fitted (a second a fold)."""
     net, found = model(sel.model_ref, sel.device)
     ds = dataset(sel.source)
@@ -517,12 +518,19 @@ def generator_scores(
         n_generated=k_values * n_per_value,
         sampler=score_sampler(sel.generator),
         progress=progress,
+        joint=True,
     )
-    debiased = report.table.assign(output=str(sel.output), source="debiased")
-    generator = debiased.assign(
+    joint = report.joint
+    debiased = service.joint_on_rows(report.table, joint).assign(output=str(sel.output), source="debiased")
+    own = joint.assign(
+        score=joint["generator_score"], ci_low=joint["generator_ci_low"], ci_high=joint["generator_ci_high"]
+    )
+    generator = service.joint_on_rows(report.table, own).assign(
         score=debiased["generator_score"],
         ci_low=debiased["generator_ci_low"],
         ci_high=debiased["generator_ci_high"],
+        **{c: report.table[g] for c, g in zip(service.JOINT_COLUMNS, service.GENERATOR_JOINT_COLUMNS, strict=False)},
+        output=str(sel.output),
         source="diffusion",
     )
     return pd.concat([debiased, generator], ignore_index=True)

@@ -7,6 +7,7 @@ uploads that must give a clear message and keep the session's earlier results.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
@@ -14,6 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -867,3 +869,39 @@ def test_a_session_opens_on_a_ready_dataset_while_the_default_builds_in_the_back
     _no_exception(at)
     assert at.sidebar.radio(key=state.DATASET).value == "synthbrain" and not at.get("progress")
     assert "SynthBrain" in _texts(at)
+
+
+def test_the_generator_paths_features_together_stand_beside_the_datas_in_the_added_and_fair_share_views():
+    """Issue 36: once the generator scores are computed, the views "added to the others" and "fair share" draw the
+    debiased generator path's set scores beside the data's (one bar each per feature; one stacked bar each)."""
+    at = _app("synthbrain")
+    at.switch_page("app_pages/scores.py").run()
+    features = ["ventricle_volume", "age", "icv"]
+    at.multiselect(key=state.keyed(state.SCORES_FEATURES, "synthbrain")).set_value(features).run()
+    at.number_input(key=state.SCORES_DIFFUSION_K).set_value(4)
+    at.number_input(key=state.SCORES_DIFFUSION_N).set_value(16).run()  # 64 generated subjects: 3 features fit
+    at.button(key=state.SCORES_DIFFUSION_RUN).click().run()
+    at.radio(key=state.SCORES_VIEW).set_value("added to the others").run()
+    _no_exception(at)
+    added = next(f for f in _figures(at) if f["layout"]["xaxis"]["title"]["text"].startswith("added to all"))
+    assert {t["name"] for t in added["data"]} >= {"from data", "generator, debiased by the real images"}
+    assert any("Hatched: the generator path, debiased" in c.value for c in at.caption)
+    at.radio(key=state.SCORES_VIEW).set_value("fair share").run()
+    _no_exception(at)
+    stack = next(f for f in _figures(at) if f["layout"].get("barmode") == "stack")
+    bars = {y for t in stack["data"] for y in t["y"]}
+    assert bars == {"from data", "generator, debiased by the real images"}
+    debiased = [
+        _array(t["x"])[t["y"].index("generator, debiased by the real images")]
+        for t in stack["data"]
+        if t["name"] in features
+    ]
+    assert len(debiased) == 3 and 0.3 < sum(debiased) <= 1.0  # its shares add up to its joint score
+    assert "From the generator path, debiased by the real images: the 3 features it conditions on explain" in _texts(at)
+
+
+def _array(values) -> np.ndarray:
+    """A figure's array as its JSON holds it: a list, or plotly's packed {"dtype", "bdata"}."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values)

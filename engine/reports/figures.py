@@ -495,8 +495,9 @@ def _violin_layout(height: int, with_mean: bool) -> dict:
 # the features together: added scores and Shapley effects (engine.scores.service.with_joint) ----------------
 
 
-def added_bars(table: pd.DataFrame, colors: dict[str, str], *, title: str = "") -> go.Figure:
-    """Horizontal bars of each feature's added score S(all) − S(all but A) with its CI, one bar per output.
+def added_bars(table: pd.DataFrame, colors: dict[str, str], *, title: str = "", group_by: str = "output") -> go.Figure:
+    """Horizontal bars of each feature's added score S(all) − S(all but A) with its CI, one bar per output (or
+    per value of `group_by`, e.g. "source": the data beside the generator path).
 
     `table` has the score table's `feature` and `output` and the joint columns (`added`, `added_ci_low`,
     `added_ci_high`, `joint_status`, `joint_message`); drawn as `score_bars` draws S(A), a row whose
@@ -509,7 +510,7 @@ def added_bars(table: pd.DataFrame, colors: dict[str, str], *, title: str = "") 
         status=table["joint_status"],
         message=table["joint_message"],
     )
-    fig = score_bars(rows, colors, title=title, group_by="output")
+    fig = score_bars(rows, colors, title=title, group_by=group_by)
     fig.update_layout(xaxis_title="added to all the other features: S(all) − S(all but A)", showlegend=False)
     return fig
 
@@ -571,23 +572,36 @@ def shapley_stack(
             hoverinfo="text",
         )
     )
-    for out, t, k in zip(outputs, total, ok, strict=True):
-        if k:
-            fig.add_annotation(
-                x=t, y=out, text=f"S(all) = {t:.0%}", showarrow=False, yshift=-26 if len(outputs) > 1 else -34
-            )
+    # each bar's name says what its features explain together; the legend sits below the axis, in rows
+    names = [
+        f"{_wrapped(o)}<br>together: {t:.0%}" if k else _wrapped(o) for o, t, k in zip(outputs, total, ok, strict=True)
+    ]
+    plot = 56 * len(outputs) + 24
+    rows = math.ceil((table["feature"].nunique() + 1) / LEGEND_PER_ROW)
+    below = 56 + 22 * rows
     fig.update_layout(
         barmode="stack",
         title=dict(text=title, font=dict(size=14)),
-        height=150 + 60 * len(outputs),
-        margin=dict(l=8, r=8, t=36 if title else 8, b=8),
-        legend=dict(orientation="h", y=-0.35),
+        height=(40 if title else 12) + plot + below,
+        margin=dict(l=8, r=8, t=36 if title else 8, b=below),
+        legend=dict(orientation="h", x=0, xanchor="left", y=-52 / plot, yanchor="top", traceorder="normal"),
         xaxis=dict(
             title="share of the output's variance",
             range=[0, 1.0],
             tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0],
             tickformat=".0%",
         ),
-        yaxis=dict(autorange="reversed"),
+        yaxis=dict(autorange="reversed", tickvals=outputs, ticktext=names),
     )
     return fig
+
+
+LEGEND_PER_ROW = 4  # legend entries a row of a half-page chart holds
+
+
+def _wrapped(label: str, width: int = 22) -> str:
+    """A long bar name on two lines (at the last space before `width`)."""
+    if len(label) <= width or " " not in label[:width]:
+        return label
+    cut = label[:width].rindex(" ")
+    return f"{label[:cut]}<br>{label[cut + 1 :]}"

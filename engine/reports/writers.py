@@ -11,7 +11,7 @@ import numpy as np
 
 from engine.errors import EveInputError, reason
 from engine.paths import output_path
-from engine.scores.service import ScoreReport
+from engine.scores.service import ScoreReport, joint_on_rows
 
 
 def plain(x):
@@ -65,11 +65,8 @@ def csv_text(report: ScoreReport) -> str:
     S(all) of all the features (`joint_score`, `joint_ci_low`, `joint_ci_high`): a CSV travels without its JSON."""
     table = report.table
     if report.joint is not None:
-        joint = report.joint.set_index("output")
         own = table["source"].eq(table["source"].iloc[0]) if "source" in table.columns and len(table) else None
-        for column, source in (("joint_score", "score"), ("joint_ci_low", "ci_low"), ("joint_ci_high", "ci_high")):
-            values = table["output"].map(joint[source])
-            table = table.assign(**{column: values if own is None else values.where(own)})
+        table = joint_on_rows(table, report.joint, own)
     if "input" in report.metadata:  # the input contract, on every row: a CSV travels without its JSON
         table = table.assign(input=report.metadata["input"])
     return table.to_csv(index=False, float_format="%.6g")

@@ -278,7 +278,11 @@ def debiased_effects(
         failures = [("single_value", message)] * n_out
     elif not made.scored:
         why = made.fail or next(f for f in made.failures if f)
-        failures = [(why[0], f"The generated subjects could not be scored together: {why[1]}")] * n_out
+        message = (
+            f"The {len(gen2)} generated subjects could not be scored together: {why[1]} On the generator path, draw "
+            "more generated subjects (K × N)."
+        )
+        failures = [(why[0], message)] * n_out
     else:
         for j in range(n_out):
             failures[j] = real.failures[j] or real.failures[n_out + j] or made.failures[j]

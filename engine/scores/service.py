@@ -794,13 +794,36 @@ def with_joint(report: ScoreReport) -> ScoreReport:
 
 
 def _joined(report: ScoreReport, scored: SetScores) -> ScoreReport:
-    """`report` with the set scores' columns on its rows (same feature and output), `joint` and metadata["joint"]."""
-    table = report.table.drop(columns=[c for c in scored.effects.columns[2:] if c in report.table.columns])
+    """`report` with the set scores' columns on its rows (same feature and output), `joint` and metadata["joint"].
+    Rows of other sources (`engine.reports.prose.compare`: the app's generator rows, the truth) keep the set
+    columns they came with (the generator path's own), or none."""
+    columns = list(scored.effects.columns[2:])
+    table = report.table.drop(columns=[c for c in columns if c in report.table.columns])
     merged = table.merge(scored.effects, on=["feature", "output"], how="left", sort=False)  # keeps the row order
-    if "source" in table.columns and len(table):  # other sources' rows (generator, truth) have no joint part
-        merged.loc[(table["source"] != table["source"].iloc[0]).to_numpy(), list(scored.effects.columns[2:])] = np.nan
     merged.index = table.index
+    if "source" in table.columns and len(table):
+        other = table["source"] != table["source"].iloc[0]
+        came = report.table.reindex(columns=columns)  # NaN where a row came without them
+        for c in columns:
+            numeric = merged[c].dtype.kind in "fiu"
+            theirs = pd.to_numeric(came[c], errors="coerce") if numeric else came[c].astype(object)
+            merged[c] = (merged[c] if numeric else merged[c].astype(object)).where(~other, theirs)
     return replace(report, table=merged, joint=scored.joint, metadata={**report.metadata, "joint": scored.about})
+
+
+JOINT_ON_ROWS = {"joint_score": "score", "joint_ci_low": "ci_low", "joint_ci_high": "ci_high"}
+
+
+def joint_on_rows(table: pd.DataFrame, joint: pd.DataFrame, rows=None) -> pd.DataFrame:
+    """`table` with each row's output's joint score S(all) and its interval (`JOINT_ON_ROWS`) from `joint` (one row
+    per output, `SetScores.joint`), on `rows` (a boolean mask; default every row); other rows keep theirs."""
+    by_output = joint.set_index("output")
+    for column, source in JOINT_ON_ROWS.items():
+        values = table["output"].map(by_output[source])
+        if rows is not None:
+            values = values.where(rows, table[column] if column in table.columns else np.nan)
+        table = table.assign(**{column: values})
+    return table
 
 
 GENERATOR_JOINT_COLUMNS = tuple(f"generator_{c}" for c in JOINT_COLUMNS[:6])  # the generator's own, beside
