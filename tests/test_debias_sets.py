@@ -124,3 +124,25 @@ def test_bad_input_comes_back_as_a_status_with_the_fix():
         debiased_effects(y, twin, features, gen, {"a1": gen_features["a1"]})
     with pytest.raises(ValueError, match="share their outputs"):
         debiased_effects(y, twin[:-1], features, gen, gen_features)
+
+
+def test_beyond_the_exact_limit_the_orders_are_shared_and_a_categorical_feature_is_scored_by_its_levels():
+    """With max_exact below d the real, twin and generated sets score the same random orders (the Shapley effects
+    still add up to the joint score and agree with all subsets); a categorical feature enters by its levels."""
+    y, twin, features, gen, gen_features = _replicate(9, n=400)
+    rng = np.random.default_rng(0)
+    site, site_gen = rng.choice(["a", "b", "c"], len(y)), rng.choice(["a", "b", "c"], len(gen))
+    y = y + 0.5 * (site == "a")
+    twin, gen = twin + 0.5 * (site == "a"), gen + 0.5 * (site_gen == "a")
+    features, gen_features = dict(features, site=site), dict(gen_features, site=site_gen)
+    exact = debiased_effects(y, twin, features, gen, gen_features, categorical=("site",), n_boot=50, seed=2)
+    sampled = debiased_effects(
+        y, twin, features, gen, gen_features, categorical=("site",), n_boot=50, seed=2, max_exact=2, n_perm=64
+    )
+    e, s = exact.results[0], sampled.results[0]
+    assert e.exact and not s.exact and s.n_perm == 64
+    assert sum(x.shapley for x in s.effects) == pytest.approx(s.joint.score)
+    assert e.joint.score == pytest.approx(s.joint.score, abs=1e-4)  # S(all) is scored either way (ties aside)
+    for a, b in zip(e.effects, s.effects, strict=True):
+        assert abs(a.shapley - b.shapley) < 0.03, (a.feature, a.shapley, b.shapley)
+    assert e.effect("site").added > 0.02 and e.effect("site").status == "ok"
