@@ -130,3 +130,10 @@ def test_a_linear_gaussian_generator_cross_fitted_on_the_cohort_debiases_its_sco
     assert d.result.ok and d.result.ci_low <= 0.09 / 0.13 + 0.05 and d.result.ci_high >= 0.09 / 0.13 - 0.05
     plain = draw(model, fit(np.arange(120)), dataset.table[features], m_generated=50, seed=1)
     assert plain.gen.shape == (50, 1) and "training subjects" in plain.pool
+    # the sampler of a committed generator (read-out guidance 100) on folds Eve trains without a read-out: each
+    # fold samples as it can, and says so (it crashed with "no feature read-out to guide by: retrain it")
+    from engine.diffusion.sampler import READOUT_GUIDANCE, SamplerConfig
+
+    asked = SamplerConfig(free_features="table", readout_guidance=READOUT_GUIDANCE)
+    folded = cross_fitted_draws(model, fit, dataset.table[features], folds=2, m_generated=20, seed=0, sampler=asked)
+    assert folded.twin.shape == (120, 1) and "no read-out guidance" in folded.sampler

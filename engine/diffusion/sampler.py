@@ -94,6 +94,15 @@ class SamplerConfig:
         `EXPLORER_STEPS` steps: images for the eye, drawn on every value move of every session."""
         return cls(guidance=guidance, steps=EXPLORER_STEPS)
 
+    def for_model(self, model) -> SamplerConfig:
+        """This sampler as `model` (a `ConditionalDiffusion`) can run it: no read-out guidance where it has no
+        read-out, the other features left to the denoiser where it has no training table. For generators Eve
+        trains on the way (cross-fitting's folds), which a user's sampler was not chosen for."""
+        return self.override(
+            readout_guidance=0.0 if model.readout is None else None,
+            free_features="model" if model.table is None else None,
+        )
+
     def override(self, **fields) -> SamplerConfig:
         """A copy with `fields` replaced; a field given as None keeps its value (unset CLI options)."""
         return replace(self, **{k: v for k, v in fields.items() if v is not None})

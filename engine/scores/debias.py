@@ -75,6 +75,7 @@ class Draws:
     clamped: dict  # feature -> how many real subjects' values were clamped to the generator's range
     pool: str  # where the generated subjects' feature vectors came from, in words
     cross_fitted: int = 0  # K folds when each fold's draws came from a generator that did not see it
+    sampler: str = ""  # how the folds' generators sampled, in words, where it differs from the sampler asked for
 
 
 @dataclass(frozen=True)
@@ -477,15 +478,19 @@ def cross_fitted_draws(
     parts = np.array_split(order, folds)
     twin = None
     gens, features, clamped = [], [], {}
+    used = set()
     for k, held in enumerate(parts):
         generator = fit(np.setdiff1d(order, held))
+        config = None if sampler is None else sampler.for_model(generator)  # a fold's generator may lack a read-out
+        if config is not None and config != sampler:
+            used.add(config.description)
         drawn = draw(
             model,
             generator,
             real.iloc[held],
             m_generated=max(1, m_generated // folds),
             seed=seed + 7 * k,
-            sampler=sampler,
+            sampler=config,
             batch_size=batch_size,
             pool=real.iloc[parts[k - 1]].reset_index(drop=True),
         )
@@ -503,4 +508,5 @@ def cross_fitted_draws(
         clamped,
         f"the real subjects' features, each fold's generated under the previous fold's ({folds} folds)",
         cross_fitted=folds,
+        sampler=" ".join(sorted(used)),
     )

@@ -653,7 +653,7 @@ def debiased_scores(
         generated_from=drawn.pool,
         cross_fitted=int(drawn.cross_fitted),
         clamped={k: v for k, v in drawn.clamped.items() if v},
-        sampler=sampler.description,
+        sampler=drawn.sampler or sampler.description,
         n_boot=int(n_boot),
         seed=int(seed),
         ci_level=SCORE.ci,
