@@ -135,5 +135,16 @@ def test_a_linear_gaussian_generator_cross_fitted_on_the_cohort_debiases_its_sco
     from engine.diffusion.sampler import READOUT_GUIDANCE, SamplerConfig
 
     asked = SamplerConfig(free_features="table", readout_guidance=READOUT_GUIDANCE)
-    folded = cross_fitted_draws(model, fit, dataset.table[features], folds=2, m_generated=20, seed=0, sampler=asked)
+    seen = []
+    folded = cross_fitted_draws(
+        model,
+        fit,
+        dataset.table[features],
+        folds=2,
+        m_generated=20,
+        seed=0,
+        sampler=asked,
+        progress=lambda *a: seen.append(a),
+    )
     assert folded.twin.shape == (120, 1) and "no read-out guidance" in folded.sampler
+    assert seen == [(70, 140), (140, 140)]  # a step after each fold: its twins and generated subjects

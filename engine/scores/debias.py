@@ -467,9 +467,11 @@ def cross_fitted_draws(
     seed: int = 0,
     sampler=None,
     batch_size: int = SCORE.batch_size,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Draws:
     """`draw` when the generator learns from the real subjects themselves: K folds, each fold's twins and
-    M/K generated subjects from `fit(rows of the other folds)` (a generator that never saw the fold). Fold k's
+    M/K generated subjects from `fit(rows of the other folds)` (a generator that never saw the fold);
+    `progress(images drawn, images in all)` after each fold's fit and draw. Fold k's
     subjects are generated under the features of fold k - 1's subjects (in its generator's training set), so
     every real feature vector conditions one generated subject at most (two that share one would share every
     feature: see `draw`)."""
@@ -478,7 +480,9 @@ def cross_fitted_draws(
     parts = np.array_split(order, folds)
     twin = None
     gens, features, clamped = [], [], {}
-    used = set()
+    used, done = set(), 0
+    per_fold = max(1, m_generated // folds)
+    total = n + sum(min(per_fold, len(p)) for p in parts)  # fold k draws from fold k - 1's vectors
     for k, held in enumerate(parts):
         generator = fit(np.setdiff1d(order, held))
         config = None if sampler is None else sampler.for_model(generator)  # a fold's generator may lack a read-out
@@ -488,7 +492,7 @@ def cross_fitted_draws(
             model,
             generator,
             real.iloc[held],
-            m_generated=max(1, m_generated // folds),
+            m_generated=per_fold,
             seed=seed + 7 * k,
             sampler=config,
             batch_size=batch_size,
@@ -501,6 +505,9 @@ def cross_fitted_draws(
         features.append(drawn.gen_features)
         for name, count in drawn.clamped.items():
             clamped[name] = clamped.get(name, 0) + count
+        done += len(held) + len(drawn.gen)
+        if progress:
+            progress(done, total)
     return Draws(
         twin,
         np.concatenate(gens),

@@ -581,6 +581,7 @@ def debiased_scores(
             seed=seed,
             sampler=sampler,
             batch_size=batch_size,
+            progress=progress,
         )
     else:
         drawn = draw(
