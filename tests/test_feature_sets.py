@@ -278,3 +278,27 @@ def test_the_generator_path_scores_the_glass_box_together_and_age_adds_nothing(s
     for column in ("added", "shapley"):
         np.testing.assert_allclose(report.table[column], reference.table[column], atol=0.05)
     assert report.table["shapley"].sum() == pytest.approx(report.joint.iloc[0]["score"])
+
+
+def test_the_apps_downloads_carry_the_generator_paths_features_together_on_its_rows():
+    """`loaders.score_report_with_joint` with the page's generator rows: the debiased and the generator-alone rows
+    keep their own added scores, Shapley effects and joint score in the report and its CSV (they were dropped)."""
+    from types import SimpleNamespace
+
+    from components import loaders
+
+    ref, features = ModelRef.builtin("shapes-size-texture"), ("size", "texture", "background")
+    sel = SimpleNamespace(source="shapes", model_ref=ref, device="cpu", output=0, generator="shapes")
+    rows = loaders.generator_scores(sel, features, 4, 16, "test")
+    rep = loaders.score_report_with_joint(sel, "test", features, 50, rows)
+    for source in ("debiased", "diffusion"):
+        part = rep.table[rep.table["source"] == source].set_index("feature")
+        assert (part["joint_status"] == "ok").all()
+        mine = rows[rows["source"] == source].set_index("feature")
+        np.testing.assert_allclose(part["shapley"], mine.loc[part.index, "shapley"])
+    csv = pd.read_csv(io.StringIO(writers.csv_text(rep)))
+    debiased = csv[csv["source"] == "debiased"]
+    assert debiased["joint_score"].notna().all() and debiased["shapley"].sum() == pytest.approx(
+        debiased["joint_score"].iloc[0], abs=1e-4
+    )
+    assert csv[csv["source"] == "truth"]["joint_score"].isna().all()

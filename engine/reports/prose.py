@@ -15,7 +15,7 @@ from engine.cards import spec_from_json
 from engine.data import SliceSpec
 from engine.data.slicing import INTENSITIES, NAMED_SLICES
 from engine.errors import EveInputError
-from engine.scores.service import SCORE_COLUMNS, ScoreReport
+from engine.scores.service import JOINT_COLUMNS, JOINT_ON_ROWS, SCORE_COLUMNS, ScoreReport
 
 CITATION = (
     "Jin, Zhu & Fletcher. Feature Attribution for Deep Learning Models through Total Variance "
@@ -506,7 +506,7 @@ def compare(
     """A one-output report with other sources' scores beside its own, as the app's scores page shows
     them: diffusion-path rows (`diffusion_settings`: `engine.scores.service.diffusion_settings`) and
     ground-truth rows. The table gains a `source` column; rows of other sources take the report's
-    output name."""
+    output name, and keep the features-together columns they carry (the generator path's, `JOINT_COLUMNS`)."""
     if len(report.output_names) != 1:
         raise ValueError("compare() takes a report of one output")
     output = report.output_names[0]
@@ -518,7 +518,8 @@ def compare(
     ):
         if rows is None or rows.empty:
             continue
-        kept = rows[[*SCORE_COLUMNS, *(["source"] if "source" in rows.columns else [])]]
+        together = [c for c in (*JOINT_COLUMNS, *JOINT_ON_ROWS) if c in rows.columns]  # the generator's set scores
+        kept = rows[[*SCORE_COLUMNS, *together, *(["source"] if "source" in rows.columns else [])]]
         parts.append(kept.assign(output=output, source=kept["source"] if "source" in kept.columns else source))
         compared[source] = about
     table = pd.concat(parts, ignore_index=True)
