@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_joint import SIGMA3, effects_truth, linear_truth
 
 from engine.scores.debias import MIN_REAL, debiased_effects
@@ -146,3 +148,64 @@ def test_beyond_the_exact_limit_the_orders_are_shared_and_a_categorical_feature_
     for a, b in zip(e.effects, s.effects, strict=True):
         assert abs(a.shapley - b.shapley) < 0.03, (a.feature, a.shapley, b.shapley)
     assert e.effect("site").added > 0.02 and e.effect("site").status == "ok"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(5, 160),
+    m=st.integers(5, 300),
+    d=st.integers(1, 4),
+    rho=st.floats(-0.3, 0.95),
+    bias=st.floats(-1.0, 1.0),
+    flat=st.sampled_from(["none", "real feature", "generated feature", "real output", "twin", "generated output"]),
+    sampled=st.booleans(),
+)
+def test_any_cohort_gives_numbers_that_add_up_or_a_status_with_a_message(seed, n, m, d, rho, bias, flat, sampled):
+    """Whatever the sizes, correlation, generator error and flat parts: never an exception; each output either
+    scores (every number in [0, 1], intervals ordered, Shapley effects adding up to the joint score) or says why."""
+    rng = np.random.default_rng(seed)
+    sigma = np.full((d, d), rho) + (1 - rho) * np.eye(d)
+    if d > 1 and np.linalg.eigvalsh(sigma).min() <= 1e-3:
+        sigma = np.eye(d)
+    chol = np.linalg.cholesky(sigma).T
+    x, x_gen = rng.normal(size=(n, d)) @ chol, rng.normal(size=(m, d)) @ chol
+    beta = rng.normal(size=d)
+    y = np.tanh(x) @ beta + 0.3 * rng.normal(size=n)
+    twin = np.tanh(x) @ (beta + bias) + 0.3 * rng.normal(size=n)
+    gen = np.tanh(x_gen) @ (beta + bias) + 0.3 * rng.normal(size=m)
+    features = {f"a{j}": x[:, j] for j in range(d)}
+    gen_features = {f"a{j}": x_gen[:, j] for j in range(d)}
+    if flat == "real feature":
+        features["a0"] = np.zeros(n)
+    elif flat == "generated feature":
+        gen_features["a0"] = np.zeros(m)
+    elif flat == "real output":
+        y = np.ones(n)
+    elif flat == "twin":
+        twin = np.ones(n)
+    elif flat == "generated output":
+        gen = np.ones(m)
+    found = debiased_effects(
+        y, twin, features, gen, gen_features, n_boot=20, seed=seed % 1000, max_exact=max(1, d - 1) if sampled else 10
+    )
+    for r in (*found.results, *found.generator):
+        if not r.ok:
+            assert r.joint.status and r.joint.message
+            continue
+        phi = np.array([e.shapley for e in r.effects if e.ok])
+        assert phi.sum() == pytest.approx(r.joint.score, abs=1e-9)
+        assert 0 <= r.joint.score <= 1
+        for e in r.effects:
+            if not e.ok:
+                assert e.status == "single_value" and e.message
+                continue
+            for value, low, high in (
+                (e.score, e.ci_low, e.ci_high),
+                (e.added, e.added_ci_low, e.added_ci_high),
+                (e.shapley, e.shapley_ci_low, e.shapley_ci_high),
+            ):
+                assert 0 <= value <= 1
+                assert np.isnan(low) or 0 <= low <= high <= 1
+    if n < 30:
+        assert found.results[0].joint.status == "too_few_samples"
