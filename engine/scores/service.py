@@ -15,7 +15,8 @@ everywhere. One public function a step:
    `diffusion_scores(...)` does the same from conditional diffusion samples;
 5. `set_scores(...)` — the features together (`engine.scores.joint`): the joint score S(all), and per
    feature what it adds to all the others and its Shapley effect; `with_joint(report)` puts them beside a
-   data report's one-at-a-time scores.
+   data report's one-at-a-time scores; `debiased_scores(..., joint=True)` and `diffusion_scores(...,
+   joint=True)` score them from the generator's draws (`engine.scores.debias.debiased_effects`).
 
 Long steps take `progress(done, total)`, a callback the CLI turns into a tqdm bar and the app
 into `st.progress`.
