@@ -578,13 +578,13 @@ def shapley_stack(
     ]
     plot = 56 * len(outputs) + 24
     rows = math.ceil((table["feature"].nunique() + 1) / LEGEND_PER_ROW)
-    below = 56 + 22 * rows
+    below = 76 + 22 * rows
     fig.update_layout(
         barmode="stack",
         title=dict(text=title, font=dict(size=14)),
         height=(40 if title else 12) + plot + below,
         margin=dict(l=8, r=8, t=36 if title else 8, b=below),
-        legend=dict(orientation="h", x=0, xanchor="left", y=-52 / plot, yanchor="top", traceorder="normal"),
+        legend=dict(orientation="h", x=0, xanchor="left", y=-68 / plot, yanchor="top", traceorder="normal"),
         xaxis=dict(
             title="share of the output's variance",
             range=[0, 1.0],
