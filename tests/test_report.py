@@ -533,6 +533,12 @@ def test_cli_generator_only_scores_the_features_together_from_generated_subjects
     assert "model-based" in together and "sampling noise only" in together
     assert main([*argv, "--no-joint", "--out", str(tmp_path / "none.json")]) == 0
     assert "joint" not in json.loads((tmp_path / "none.json").read_text())
+    # too few generated subjects for the features: the status names the generator path's fix, not the data path's
+    small = [*argv[: argv.index("--k-values")], "--k-values", "2", "--n-per-value", "4", "--n-boot", "20"]
+    assert main([*small, "--out", str(tmp_path / "small.json")]) == 0
+    joint = json.loads((tmp_path / "small.json").read_text())["joint"]["scores"][0]
+    assert joint["status"] == "too_few_samples" and "draw more generated subjects (K × N, here 8)" in joint["message"]
+    assert "--split all" not in capsys.readouterr().out
 
 
 def writers_report(doc: dict):

@@ -170,7 +170,8 @@ def _print_joint(report: ScoreReport, width: int) -> None:
     )
     for j in report.joint.itertuples():
         if j.status != "ok":
-            print(f"  together, {j.output}:  {j.status} — {j.message} (--features, or more rows: --split all)")
+            hint = " (--features, or more rows: --split all)" if about.get("path", "data") == "data" else ""
+            print(f"  together, {j.output}:  {j.status} — {j.message}{hint}")
             continue
         print(f"  together, {j.output}:  S(all) = {j.score:.3f}{_interval(j.ci_low, j.ci_high)}  ({how})")
         for r in report.table[report.table["output"] == j.output].itertuples():

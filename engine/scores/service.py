@@ -472,6 +472,11 @@ def diffusion_scores(
         if usable
         else SetScores(*_set_rows([], []), {"together": []})
     )
+    more = f" On the generator path, draw more generated subjects (K × N, here {len(gen)})."
+    effects, joint = together.effects, together.joint
+    for table, status in ((effects, "joint_status"), (joint, "status")):  # too few for the features: say the fix
+        short = table[status].isin(("too_few_samples", "too_many_features"))
+        table.loc[short, status.replace("status", "message")] += more
     about = together.about | {
         "path": "generator",
         "generated": int(len(gen)),
@@ -480,7 +485,7 @@ def diffusion_scores(
     }
     if missing:
         about["not_conditioned"] = missing
-    return _joined(report, SetScores(_left_out_rows(together.effects, missing, scored), together.joint, about))
+    return _joined(report, SetScores(_left_out_rows(effects, missing, scored), joint, about))
 
 
 # 5. generator scores debiased by the real subjects ---------------------------------------------------
