@@ -529,7 +529,7 @@ def generator_scores(
         score=debiased["generator_score"],
         ci_low=debiased["generator_ci_low"],
         ci_high=debiased["generator_ci_high"],
-        **{c: report.table[g] for c, g in zip(service.JOINT_COLUMNS, service.GENERATOR_JOINT_COLUMNS, strict=False)},
+        **{c: report.table[g] for c, g in zip(service.JOINT_COLUMNS[:6], service.GENERATOR_JOINT_COLUMNS, strict=True)},
         output=str(sel.output),
         source="diffusion",
     )

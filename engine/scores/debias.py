@@ -60,6 +60,7 @@ from engine.scores.joint import MAX_EXACT, N_PERM, ShapleyResult, effects_from_d
 from engine.scores.tvd import ScoreResult, explained_variance
 
 MIN_REAL = 30  # fewer real subjects than this: no debiased score (its bootstrap would not hold)
+MORE_GENERATED = "On the generator path, draw more generated subjects (K × N, here {m})."  # too few for a set
 DEFAULT_GENERATED = 512  # M, generated subjects (one draw serves every feature and output)
 PATHS = ("data", "generator", "debiased")
 
@@ -258,9 +259,10 @@ def debiased_effects(
     gen_features = {k: np.asarray(gen_features[k]) for k in features}  # the real subjects' order of the names
     options = dict(categorical=categorical, n_boot=n_boot, ci=ci, max_exact=max_exact, n_perm=n_perm)
     # a feature single-valued among the real subjects explains nothing there: left out of the generated set too
-    for name in _single_valued({k: features[k] for k in names}) - _single_valued(gen_features):
+    flat = _single_valued({k: features[k] for k in names})
+    for name in flat - _single_valued(gen_features):
         gen_features[name] = np.full(len(gen2), gen_features[name][0])
-    lost = sorted(_single_valued(gen_features) - _single_valued({k: features[k] for k in names}))
+    lost = sorted(_single_valued(gen_features) - flat)
     real = subset_draws(np.hstack([y2, twin2]), features, seed=seed, **options)
     same = real if real.scored and not lost else None  # the generated set scores the real set's subsets
     made = subset_draws(gen2, gen_features, seed=seed + 1, subsets_of=same, **options)
@@ -279,10 +281,7 @@ def debiased_effects(
         failures = [("single_value", message)] * n_out
     elif not made.scored:
         why = made.fail or next(f for f in made.failures if f)
-        message = (
-            f"The {len(gen2)} generated subjects could not be scored together: {why[1]} On the generator path, draw "
-            "more generated subjects (K × N)."
-        )
+        message = f"The generated subjects could not be scored together: {why[1]} {MORE_GENERATED.format(m=len(gen2))}"
         failures = [(why[0], message)] * n_out
     else:
         for j in range(n_out):

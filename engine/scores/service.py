@@ -451,7 +451,7 @@ def diffusion_scores(
     report = ScoreReport(table, scored, values, cats, meta, value_tables=tables)
     if not joint:
         return report
-    from engine.scores.debias import draw_generated
+    from engine.scores.debias import MORE_GENERATED, draw_generated
 
     gen, picked, pool = draw_generated(
         model,
@@ -462,30 +462,20 @@ def diffusion_scores(
         sampler=sampler,
         batch_size=batch_size,
     )
-    usable = [f for f in feature_names if f in picked.columns]
-    missing = [f for f in feature_names if f not in usable]
-    usable_cats = tuple(f for f in usable if f in cats)
-    together = (
-        _set_scores(
-            gen[:, columns], {f: picked[f].to_numpy() for f in usable}, usable_cats, scored, n_boot, seed, SCORE.ci
-        )
-        if usable
-        else SetScores(*_set_rows([], []), {"together": []})
-    )
-    more = f" On the generator path, draw more generated subjects (K × N, here {len(gen)})."
-    effects, joint = together.effects, together.joint
-    for table, status in ((effects, "joint_status"), (joint, "status")):  # too few for the features: say the fix
-        short = table[status].isin(("too_few_samples", "too_many_features"))
-        table.loc[short, status.replace("status", "message")] += more
-    about = together.about | {
-        "path": "generator",
-        "generated": int(len(gen)),
-        "generated_from": pool,
-        "model_based": "the generated subjects' numbers: intervals of the sampling only, not of the generator's bias",
-    }
-    if missing:
-        about["not_conditioned"] = missing
-    return _joined(report, SetScores(_left_out_rows(effects, missing, scored), joint, about))
+
+    def alone(usable: list[str]) -> SetScores:
+        usable_cats = tuple(f for f in usable if f in cats)
+        values = {f: picked[f].to_numpy() for f in usable}
+        found = _set_scores(gen[:, columns], values, usable_cats, scored, n_boot, seed, SCORE.ci)
+        more = " " + MORE_GENERATED.format(m=len(gen))
+        for table, status in ((found.effects, "joint_status"), (found.joint, "status")):  # too few: say the fix
+            short = table[status].isin(("too_few_samples", "too_many_features"))
+            table.loc[short, status.replace("status", "message")] += more
+        model_based = "the generated subjects' numbers: intervals of the sampling only, not of the generator's bias"
+        about = found.about | {"generated": int(len(gen)), "generated_from": pool, "model_based": model_based}
+        return replace(found, about=about)
+
+    return _joined(report, _generator_sets(feature_names, picked.columns, scored, "generator", alone))
 
 
 # 5. generator scores debiased by the real subjects ---------------------------------------------------
@@ -852,6 +842,17 @@ def _left_out_rows(effects: pd.DataFrame, missing: list[str], output_names: list
     return pd.concat([effects, pd.DataFrame(rows, columns=effects.columns)], ignore_index=True) if rows else effects
 
 
+def _generator_sets(feature_names, conditioned, output_names: list[str], path: str, score) -> SetScores:
+    """The features the generator conditions on (`conditioned`: the columns of its draws' feature table) scored
+    together by `score(those features) -> SetScores`; each other feature gets a not_conditioned row per output,
+    and the metadata says the path and names them."""
+    usable = [f for f in feature_names if f in conditioned]
+    missing = [f for f in feature_names if f not in usable]
+    found = score(usable) if usable else SetScores(*_set_rows([], []), {"together": []})
+    about = found.about | {"path": path} | ({"not_conditioned": missing} if missing else {})
+    return SetScores(_left_out_rows(found.effects, missing, output_names), found.joint, about)
+
+
 def _generator_set_scores(
     drawn, y, real: pd.DataFrame, feature_names, categorical, columns, output_names, n_boot, seed
 ) -> SetScores:
@@ -859,35 +860,29 @@ def _generator_set_scores(
     (`engine.scores.debias.debiased_effects`), with the generator's own numbers beside them."""
     from engine.scores.debias import debiased_effects
 
-    usable = [f for f in feature_names if f in drawn.gen_features.columns]
-    missing = [f for f in feature_names if f not in usable]
-    cats = tuple(f for f in usable if f in categorical)
-    if not usable:
-        effects, joint = _set_rows([], [])
-        return SetScores(_left_out_rows(effects, missing, output_names), joint, {"path": "debiased", "together": []})
-    found = debiased_effects(
-        y[:, columns],
-        drawn.twin[:, columns],
-        {f: real[f].to_numpy() for f in usable},
-        drawn.gen[:, columns],
-        {f: drawn.gen_features[f].to_numpy() for f in usable},
-        categorical=cats,
-        n_boot=n_boot,
-        seed=seed,
-        ci=SCORE.ci,
-    )
-    effects, joint = _set_rows(found.results, output_names)
-    own_effects, own_joint = _set_rows(found.generator, output_names)
-    effects[list(GENERATOR_JOINT_COLUMNS)] = own_effects[list(JOINT_COLUMNS[:6])].to_numpy()
-    joint[["generator_score", "generator_ci_low", "generator_ci_high"]] = own_joint[
-        ["score", "ci_low", "ci_high"]
-    ].to_numpy()
-    joint["lam"], joint["twin_correlation"] = found.lam, found.twin_correlation
-    about = _set_about(found.results, cats, n_boot, seed, SCORE.ci) | {
-        "path": "debiased",
-        "combination": "S_real(u) + lambda (S_gen(u) - S_twin(u)) for every subset u, one lambda per output",
-        "generator_columns": "the generated subjects' own numbers: model-based, their intervals hold the sampling only",
-    }
-    if missing:
-        about["not_conditioned"] = missing
-    return SetScores(_left_out_rows(effects, missing, output_names), joint, about)
+    def debiased(usable: list[str]) -> SetScores:
+        cats = tuple(f for f in usable if f in categorical)
+        found = debiased_effects(
+            y[:, columns],
+            drawn.twin[:, columns],
+            {f: real[f].to_numpy() for f in usable},
+            drawn.gen[:, columns],
+            {f: drawn.gen_features[f].to_numpy() for f in usable},
+            categorical=cats,
+            n_boot=n_boot,
+            seed=seed,
+            ci=SCORE.ci,
+        )
+        effects, joint = _set_rows(found.results, output_names)
+        own_effects, own_joint = _set_rows(found.generator, output_names)
+        effects[list(GENERATOR_JOINT_COLUMNS)] = own_effects[list(JOINT_COLUMNS[:6])].to_numpy()
+        own = own_joint[["score", "ci_low", "ci_high"]].to_numpy()
+        joint[["generator_score", "generator_ci_low", "generator_ci_high"]] = own
+        joint["lam"], joint["twin_correlation"] = found.lam, found.twin_correlation
+        about = _set_about(found.results, cats, n_boot, seed, SCORE.ci) | {
+            "combination": "S_real(u) + lambda (S_gen(u) - S_twin(u)) for every subset u, one lambda per output",
+            "generator_columns": "the generated subjects' own numbers: model-based, intervals of the sampling only",
+        }
+        return SetScores(effects, joint, about)
+
+    return _generator_sets(feature_names, drawn.gen_features.columns, output_names, "debiased", debiased)
