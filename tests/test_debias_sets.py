@@ -209,3 +209,40 @@ def test_any_cohort_gives_numbers_that_add_up_or_a_status_with_a_message(seed, n
                 assert np.isnan(low) or 0 <= low <= high <= 1
     if n < 30:
         assert found.results[0].joint.status == "too_few_samples"
+
+
+@pytest.mark.slow
+def test_a_user_cohort_with_a_feature_the_generator_does_not_condition_on(tmp_path):
+    """A cohort written by plain `nib.save` (tests/test_scarce.py's: the block's brightness 0.2 + 0.3 a + 0.2 b) and
+    a linear-Gaussian generator conditioned on a and b only: the debiased set scores cover a and b (their Shapley
+    effects add up to the joint score, b's added share near its truth), and site gets a row that says why it has
+    no number."""
+    from test_scarce import BlockMean, _card, _write_cohort
+
+    from engine.diffusion.cohort import CohortRecipe, train_on_cohort
+    from engine.scores.service import debiased_scores
+
+    dataset = _write_cohort(tmp_path, n=150)
+    generator = train_on_cohort(
+        dataset, _card().spec, features=["a", "b"], recipe=CohortRecipe(kind="linear-gaussian"), log=lambda _: None
+    )
+    report = debiased_scores(
+        BlockMean().eval(),
+        _card(),
+        dataset,
+        ["a", "b", "site"],
+        diffusion=generator,
+        split="all",
+        n_boot=50,
+        joint=True,
+    )
+    rows = report.table.set_index("feature")
+    assert report.metadata["joint"]["path"] == "debiased" and report.metadata["joint"]["not_conditioned"] == ["site"]
+    assert (
+        rows.loc["site", "joint_status"] == "not_conditioned"
+        and "does not condition on site" in rows.loc["site", "joint_message"]
+    )
+    assert (rows.loc[["a", "b"], "joint_status"] == "ok").all()
+    assert rows.loc[["a", "b"], "shapley"].sum() == pytest.approx(report.joint.iloc[0]["score"])
+    # a and b independent, uniform: b's added share is 0.2^2 / (0.3^2 + 0.2^2) of the explained variance
+    assert abs(rows.loc["b", "added"] - 0.04 / 0.13 * report.joint.iloc[0]["score"]) < 0.08

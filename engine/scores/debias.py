@@ -72,7 +72,7 @@ class Draws:
 
     twin: np.ndarray  # (N, K)
     gen: np.ndarray  # (M, K)
-    gen_features: pd.DataFrame  # (M, features): the pool rows each generated subject was conditioned on
+    gen_features: pd.DataFrame  # (M, features it conditions on): the values each generated subject was conditioned on
     clamped: dict  # feature -> how many real subjects' values were clamped to the generator's range
     pool: str  # where the generated subjects' feature vectors came from, in words
     cross_fitted: int = 0  # K folds when each fold's draws came from a generator that did not see it
@@ -388,6 +388,9 @@ def _generated_conditions(generator, real: pd.DataFrame, m_generated: int, seed:
     # agree beyond the scored feature, and the estimator (which groups equal values) would read that as
     # explained variance (measured: S_gen of an unread feature 0.135 against 0.03 with 256 draws from 360 rows)
     picked = pool.sample(min(m_generated, len(pool)), replace=False, random_state=seed).reset_index(drop=True)
+    # only the features the generator conditions on: a pool of real subjects holds others too (cross-fitting's
+    # folds, a generator that kept no table), which the generated subjects do not carry
+    picked = picked[[f for f in generator.features if f in picked.columns]]
     condition, _ = twin_conditions(generator, picked)
     return picked, condition, where
 
